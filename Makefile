@@ -1,0 +1,34 @@
+# sshdist-kernel: `make demo` shows it working, `make test` proves it, `make bench` measures it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench lint system clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+system:
+	bash scripts/install-system-deps
+
+demo: system $(STAMP)
+	$(PY) -m sshdist_kernel.demo
+
+test: system $(STAMP)
+	$(PY) -m ruff check sshdist_kernel magics tests bench
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	bash scripts/install-system-deps guile-ssh
+	$(PY) bench/run.py
+
+lint: $(STAMP)
+	$(PY) -m ruff check sshdist_kernel magics tests bench
+	$(PY) -m ruff format --check sshdist_kernel magics tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

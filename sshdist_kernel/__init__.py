@@ -1,0 +1,70 @@
+"""Guile-SSH's distributed forms in Python: nodes over real SSH, each with a Guile REPL."""
+
+from __future__ import annotations
+
+from .errors import (
+    AuthenticationError,
+    ConnectError,
+    HostKeyError,
+    IncompleteInputError,
+    NodeError,
+    NodeReplError,
+    NodeTimeoutError,
+)
+from .node import (
+    UNIX,
+    Node,
+    is_node,
+    make_node,
+    node_eval,
+    node_guile_version,
+    node_loadavg,
+    node_open_rrepl,
+    node_repl_port,
+    node_run_server,
+    node_server_running,
+    node_session,
+    node_stop_server,
+    with_ssh,
+)
+from .rrepl import EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prompt
+from .rreplshell import rrepl
+from .session import Session, make_session
+from .sexp import Char, Keyword, Opaque, Pair, Symbol
+
+__all__ = [
+    "UNIX",
+    "AuthenticationError",
+    "Char",
+    "ConnectError",
+    "EvalResult",
+    "FormResult",
+    "HostKeyError",
+    "IncompleteInputError",
+    "Keyword",
+    "Node",
+    "NodeError",
+    "NodeReplError",
+    "NodeTimeoutError",
+    "Opaque",
+    "Pair",
+    "Rrepl",
+    "Session",
+    "Symbol",
+    "is_node",
+    "make_node",
+    "make_session",
+    "node_eval",
+    "node_guile_version",
+    "node_loadavg",
+    "node_open_rrepl",
+    "node_repl_port",
+    "node_run_server",
+    "node_server_running",
+    "node_session",
+    "node_stop_server",
+    "rrepl",
+    "rrepl_eval",
+    "rrepl_skip_to_prompt",
+    "with_ssh",
+]

@@ -1,0 +1,61 @@
+"""The ``sshdist`` command: ``nodes up|status|down`` for local nodes, ``rrepl HOST``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import NodeError
+from .localnodes import DEFAULT_DIR, LocalNodes, LocalNodesError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sshdist", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    nodes = sub.add_parser("nodes", help="local sshd nodes on 127.0.0.1")
+    nsub = nodes.add_subparsers(dest="action", required=True)
+    up = nsub.add_parser("up", help="start N local nodes")
+    up.add_argument("count", type=int)
+    for sp in (
+        up,
+        nsub.add_parser("status", help="show the local nodes"),
+        nsub.add_parser("down", help="stop the local nodes"),
+    ):
+        sp.add_argument("--dir", default=str(DEFAULT_DIR), help="where keys and configs live")
+    rr = sub.add_parser("rrepl", help="an interactive Guile REPL on HOST over SSH")
+    rr.add_argument("host", help="ssh_config alias, host, user@host or user@host:port")
+    rr.add_argument("-F", "--ssh-config", help="ssh_config file (default ~/.ssh/config)")
+    rr.add_argument("-i", "--identity", help="private key file")
+    rr.add_argument("--repl-port", help="use the node's REPL server: 'unix' or a port")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "nodes":
+            if args.action == "up":
+                nodes = LocalNodes.up(args.count, args.dir)
+            else:
+                nodes = LocalNodes(args.dir)
+                if args.action == "down":
+                    nodes.down()
+                    print(f"stopped {len(nodes.nodes)} local node(s) in {nodes.dir}")
+                    return 0
+            print(nodes.describe())
+            return 0
+        from .node import make_node
+        from .rreplshell import rrepl
+
+        port = args.repl_port
+        port = int(port) if port and port.isdigit() else port
+        with make_node(args.host, port, ssh_config=args.ssh_config, identity=args.identity) as node:
+            rrepl(node)
+        return 0
+    except (LocalNodesError, NodeError) as exc:
+        print(f"sshdist: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The two kinds of failure of the seed chapter, and the few subclasses a caller acts on."""
+
+from __future__ import annotations
+
+
+class NodeError(Exception):
+    """Recoverable: the node is unreachable or broke, so the job may run on another node."""
+
+
+class ConnectError(NodeError):
+    """The host could not be reached (refused, unresolvable, timed out, proxy failed)."""
+
+
+class AuthenticationError(NodeError):
+    """The host refused every key offered."""
+
+
+class HostKeyError(NodeError):
+    """The host's key is unknown or differs from known_hosts; nothing was sent."""
+
+    def __init__(self, message: str, host: str, fingerprint: str) -> None:
+        super().__init__(message)
+        self.host = host
+        self.fingerprint = fingerprint
+
+
+class NodeTimeoutError(NodeError):
+    """The node did not answer within the time allowed."""
+
+
+class NodeReplError(Exception):
+    """Not recoverable: the code itself failed in the node's REPL; it would fail anywhere.
+
+    ``key`` is Guile's error key (``wrong-type-arg``, ``unbound-variable``, ...),
+    ``message`` Guile's own text, ``output``/``error_output`` what the code printed first.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str = "error",
+        node: object = None,
+        output: str = "",
+        error_output: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+        self.node = node
+        self.output = output
+        self.error_output = error_output
+
+    def __str__(self) -> str:
+        where = f" on {self.node}" if self.node is not None else ""
+        return f"{self.key}{where}: {self.message}"
+
+
+class IncompleteInputError(NodeReplError):
+    """The source ends inside a form (``(+ 1``); the REPL would wait for ever, so it is not sent."""

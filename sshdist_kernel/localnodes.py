@@ -1,0 +1,280 @@
+"""Real OpenSSH sshd instances on 127.0.0.1, each with its own host key, one client key,
+an ssh_config naming them node1..nodeN and a matching known_hosts.
+
+The default for demos and the fixture for tests: both run exactly this code.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_DIR = Path("~/.cache/sshdist/nodes").expanduser()
+START_TIMEOUT = 10.0
+
+
+class LocalNodesError(RuntimeError):
+    """The local nodes could not be started, found or stopped."""
+
+
+@dataclass
+class LocalNode:
+    """One sshd: its alias in ssh_config, its port and its process."""
+
+    name: str
+    port: int
+    pid: int | None = None
+
+    def is_running(self) -> bool:
+        return self.pid is not None and _alive(self.pid) and _port_open(self.port)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)  # reap our own children so they are not zombies
+        if done:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _sshd() -> str:
+    path = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.isfile(path):
+        raise LocalNodesError("sshd is not installed: apt-get install openssh-server")
+    return path
+
+
+def _keygen(path: Path, comment: str) -> None:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if done.returncode != 0:
+            raise LocalNodesError(f"ssh-keygen could not write {path}: {done.stderr.strip()}")
+
+
+class LocalNodes:
+    """A set of local nodes described by ``nodes.json`` in one directory."""
+
+    def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR) -> None:
+        self.dir = Path(directory).expanduser().resolve()
+        self.nodes: list[LocalNode] = []
+        self.user = getpass.getuser()
+        state = self.dir / "nodes.json"
+        if state.is_file():
+            data = json.loads(state.read_text())
+            self.user = data["user"]
+            self.nodes = [LocalNode(**n) for n in data["nodes"]]
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.dir / "ssh_config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def identity(self) -> Path:
+        return self.dir / "id_ed25519"
+
+    @property
+    def names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def session_options(self) -> dict[str, str]:
+        """Keywords for ``make_session``/``make_node`` that reach these nodes."""
+        return {"ssh_config": str(self.ssh_config)}
+
+    # -- lifecycle --------------------------------------------------------------
+
+    @classmethod
+    def up(cls, count: int, directory: str | os.PathLike[str] = DEFAULT_DIR) -> LocalNodes:
+        """Start ``count`` nodes (node1..nodeN) and write their ssh_config and known_hosts."""
+        if count < 1:
+            raise LocalNodesError("start at least one node")
+        nodes = cls(directory)
+        if any(n.is_running() for n in nodes.nodes):
+            raise LocalNodesError(
+                f"nodes are already running in {nodes.dir}: stop them first (sshdist nodes down)"
+            )
+        nodes.dir.mkdir(parents=True, exist_ok=True)
+        nodes.dir.chmod(0o700)
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
+        _keygen(nodes.identity, "sshdist local nodes client")
+        shutil.copyfile(nodes.identity.with_suffix(".pub"), nodes.dir / "authorized_keys")
+        nodes.nodes = [LocalNode(f"node{i}", 0) for i in range(1, count + 1)]
+        try:
+            for node in nodes.nodes:
+                _keygen(nodes.dir / node.name / "ssh_host_ed25519_key", f"sshdist {node.name}")
+                nodes.start(node.name, fresh_port=True)
+        except BaseException:
+            nodes.down()
+            raise
+        nodes._write_client_files()
+        return nodes
+
+    def _node(self, name: str) -> LocalNode:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise LocalNodesError(f"no local node named {name!r} in {self.dir}")
+
+    def _write_sshd_config(self, node: LocalNode) -> Path:
+        home = self.dir / node.name
+        config = home / "sshd_config"
+        config.write_text(
+            f"Port {node.port}\n"
+            "ListenAddress 127.0.0.1\n"
+            f"HostKey {home / 'ssh_host_ed25519_key'}\n"
+            f"PidFile {home / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
+            "PubkeyAuthentication yes\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "PermitRootLogin prohibit-password\n"
+            "UsePAM no\n"
+            "StrictModes no\n"
+            "MaxSessions 64\n"
+            "MaxStartups 64\n"
+            "AllowStreamLocalForwarding yes\n"
+            "AllowTcpForwarding yes\n"
+            "LogLevel ERROR\n"
+        )
+        return config
+
+    def start(self, name: str, *, fresh_port: bool = False) -> LocalNode:
+        """Start (or restart, on its old port) the sshd of node ``name``."""
+        node = self._node(name)
+        if node.pid and _alive(node.pid):
+            return node
+        last_error = ""
+        for _attempt in range(5):
+            if fresh_port or not node.port:
+                node.port = _free_port()
+            config = self._write_sshd_config(node)
+            log = open(self.dir / node.name / "sshd.log", "ab")
+            proc = subprocess.Popen(
+                [_sshd(), "-D", "-e", "-f", str(config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+            log.close()
+            node.pid = proc.pid
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    break
+                if _port_open(node.port):
+                    self._save()
+                    return node
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            last_error = (self.dir / node.name / "sshd.log").read_text(errors="replace")[-500:]
+            if not fresh_port:
+                break
+        raise LocalNodesError(f"sshd for {name} did not start on port {node.port}: {last_error}")
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stop one node's sshd and the connections it serves (to test failures, pass SIGKILL)."""
+        node = self._node(name)
+        if node.pid:
+            try:
+                os.killpg(node.pid, sig)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + 5
+            while _alive(node.pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if _alive(node.pid):
+                os.killpg(node.pid, signal.SIGKILL)
+        node.pid = None
+        self._save()
+
+    def down(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            self.stop(node.name)
+
+    def status(self) -> list[dict[str, object]]:
+        return [
+            {"name": n.name, "port": n.port, "pid": n.pid, "running": n.is_running()}
+            for n in self.nodes
+        ]
+
+    # -- files ------------------------------------------------------------------
+
+    def _save(self) -> None:
+        data = {"user": self.user, "nodes": [asdict(n) for n in self.nodes]}
+        (self.dir / "nodes.json").write_text(json.dumps(data, indent=1))
+
+    def _write_client_files(self) -> None:
+        blocks, hosts = [], []
+        for node in self.nodes:
+            blocks.append(
+                f"Host {node.name}\n"
+                "    HostName 127.0.0.1\n"
+                f"    Port {node.port}\n"
+                f"    User {self.user}\n"
+                f"    IdentityFile {self.identity}\n"
+                "    IdentitiesOnly yes\n"
+                f"    UserKnownHostsFile {self.known_hosts}\n"
+                "    StrictHostKeyChecking yes\n"
+            )
+            pub = (self.dir / node.name / "ssh_host_ed25519_key.pub").read_text().split()
+            hosts.append(f"[127.0.0.1]:{node.port} {pub[0]} {pub[1]}\n")
+        self.ssh_config.write_text("\n".join(blocks))
+        self.known_hosts.write_text("".join(hosts))
+
+    def describe(self) -> str:
+        """How to use these nodes, as ``sshdist nodes up`` prints it."""
+        lines = [f"{len(self.nodes)} local node(s) in {self.dir}:"]
+        for s in self.status():
+            state = "running" if s["running"] else "stopped"
+            lines.append(f"  {s['name']:8} 127.0.0.1:{s['port']:<6} {state}")
+        lines += [
+            f"ssh_config: {self.ssh_config}",
+            f"try:   ssh -F {self.ssh_config} {self.nodes[0].name if self.nodes else 'node1'}",
+            f"Python: make_node('node1', ssh_config='{self.ssh_config}')",
+        ]
+        return "\n".join(lines)

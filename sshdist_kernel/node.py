@@ -1,0 +1,285 @@
+"""``Node``: an SSH session plus a Guile REPL on the remote host, and the chapter's
+node procedures (``make-node`` ... ``node-server-running?``, ``with-ssh``, ``rrepl``).
+
+A node reaches its REPL one of two ways: a fresh ``guile`` on an exec channel (the
+default: it opens no port), or a REPL server started by ``node_run_server``, on a
+Unix socket in a private directory or, when asked for by number, a TCP port.
+"""
+
+from __future__ import annotations
+
+import shlex
+import threading
+from typing import Any
+
+import paramiko
+
+from .errors import NodeError
+from .rrepl import DEFAULT_EVAL_TIMEOUT, EvalResult, GuileRepl, ReplLanguage, Rrepl
+from .session import Session, make_session
+
+UNIX = "unix"
+"""``repl_port`` value for a REPL server on a Unix socket in a private directory."""
+
+_SERVER_DIR = '"${XDG_RUNTIME_DIR:-$HOME/.cache}/sshdist"'
+
+
+class Node:
+    """A remote host reached over SSH, with a live Guile REPL on it.
+
+    ``repl_port`` is None for a fresh REPL per node on an exec channel, ``"unix"``
+    for the node's REPL server on a private Unix socket, or a TCP port number.
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        repl_port: int | str | None = None,
+        *,
+        language: ReplLanguage | None = None,
+        start_server: bool = True,
+    ) -> None:
+        if repl_port is not None and repl_port != UNIX and not isinstance(repl_port, int):
+            raise ValueError(f"repl_port must be None, 'unix' or a port number, not {repl_port!r}")
+        self.session = session
+        self.repl_port = repl_port
+        self.language = language or GuileRepl()
+        self.start_server = start_server
+        self._rrepl: Rrepl | None = None
+        self._lock = threading.Lock()
+        self.name = session.options.alias
+
+    def __repr__(self) -> str:
+        port = "exec" if self.repl_port is None else self.repl_port
+        s = self.session
+        return f"#<node {s.user}@{s.host}:{s.port}/{port} {id(self):x}>"
+
+    # -- the REPL ----------------------------------------------------------------
+
+    def open_rrepl(self) -> Rrepl:
+        """A new remote REPL on its own channel (``node-open-rrepl``)."""
+        if not self.session.is_connected():
+            self.session.connect()
+        where = self.session.options.target
+        if self.repl_port is None:
+            channel = self.session.open_exec(self.language.command())
+            return Rrepl(
+                channel, where=where, language=self.language, interrupt_pid=self._interrupt_pid
+            )
+        if self.start_server and not node_server_running(self):
+            node_run_server(self)
+        if self.repl_port == UNIX:
+            channel = self.session.open_exec(
+                self.language.bridge_command(self._server_path("sock"))
+            )
+        else:
+            try:
+                channel = self.session.transport.open_channel(
+                    "direct-tcpip",
+                    ("127.0.0.1", self.repl_port),
+                    ("127.0.0.1", 0),
+                    timeout=self.session.options.timeout,
+                )
+            except (paramiko.SSHException, OSError) as exc:
+                raise NodeError(
+                    f"cannot reach the REPL server on port {self.repl_port} of "
+                    f"{where}: {exc}. Is it running (node_run_server)?"
+                ) from None
+        return Rrepl(channel, where=where, language=self.language)
+
+    def _interrupt_pid(self, pid: int) -> None:
+        result = self.session.run(f"kill -INT {int(pid)}", timeout=5)
+        if result.status != 0:
+            raise NodeError(
+                f"could not interrupt the REPL on {self.session.options.target}: "
+                f"{result.stderr.strip()}"
+            )
+
+    @property
+    def rrepl(self) -> Rrepl:
+        """The node's REPL, reopened (and the session reconnected) after a failure."""
+        with self._lock:
+            if self._rrepl is None or self._rrepl.broken:
+                self._rrepl = None
+                self._rrepl = self.open_rrepl()
+            return self._rrepl
+
+    def eval(self, source: str, **options: Any) -> EvalResult:
+        """Evaluate Scheme ``source`` on this node: the four values (``node-eval``)."""
+        return self.rrepl.eval(source, **options)
+
+    def interrupt(self) -> None:
+        """Interrupt the evaluation now running on this node, if any."""
+        if self._rrepl is not None and not self._rrepl.broken:
+            self._rrepl.interrupt()
+
+    def close(self) -> None:
+        """Close the REPL and the session."""
+        with self._lock:
+            if self._rrepl is not None:
+                self._rrepl.close()
+                self._rrepl = None
+        self.session.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- REPL server files ---------------------------------------------------------
+
+    def _server_path(self, suffix: str) -> str:
+        """A shell word naming this node's server file, in a directory only its user can read."""
+        name = "repl" if self.repl_port == UNIX else f"repl-{self.repl_port}"
+        return f"{_SERVER_DIR}/{name}.{suffix}"
+
+
+def make_node(
+    session: Session | str,
+    repl_port: int | str | None = None,
+    *,
+    start_server: bool = True,
+    language: ReplLanguage | None = None,
+    **session_options: Any,
+) -> Node:
+    """A node on ``session`` (or on a host name, connected with ``session_options``),
+    with its REPL started and ready (``make-node``)."""
+    if isinstance(session, str):
+        session = make_session(session, **session_options)
+    elif session_options:
+        raise TypeError("session options apply only when make_node is given a host name")
+    node = Node(session, repl_port, language=language, start_server=start_server)
+    try:
+        node.rrepl  # noqa: B018 - start the REPL now, so errors show here
+    except BaseException:
+        node.close()
+        raise
+    return node
+
+
+def is_node(x: object) -> bool:
+    """``node?``"""
+    return isinstance(x, Node)
+
+
+def node_session(node: Node) -> Session:
+    """``node-session``"""
+    return node.session
+
+
+def node_repl_port(node: Node) -> int | str | None:
+    """``node-repl-port``: the server's port, ``"unix"``, or None for an exec-channel REPL."""
+    return node.repl_port
+
+
+def node_eval(node: Node, quoted_exp: str, **options: Any) -> EvalResult:
+    """``node-eval``: evaluate Scheme source on ``node`` and return the four values."""
+    return node.eval(quoted_exp, **options)
+
+
+def with_ssh(
+    node: Node, *exps: str, timeout: float | None = DEFAULT_EVAL_TIMEOUT, **options: Any
+) -> EvalResult:
+    """``with-ssh``: evaluate the expressions as one body on ``node``; the four values."""
+    if not exps:
+        raise ValueError("with_ssh needs at least one expression")
+    source = exps[0] if len(exps) == 1 else "(begin " + "\n".join(exps) + ")"
+    return node.eval(source, timeout=timeout, **options)
+
+
+_LOADAVG = '((@ (ice-9 rdelim) read-line) (open-input-file "/proc/loadavg"))'
+
+
+def node_loadavg(node: Node) -> EvalResult:
+    """``node-loadavg``: the node's load average, as in proc(5), and the other three values.
+
+    The value is a dict: ``one``, ``five``, ``fifteen`` (floats),
+    ``scheduling_entities`` (running, total) and ``last_pid``.
+    """
+    result = node.eval(_LOADAVG)
+    one, five, fifteen, entities, last_pid = str(result.value).split()
+    running, total = entities.split("/")
+    load = {
+        "one": float(one),
+        "five": float(five),
+        "fifteen": float(fifteen),
+        "scheduling_entities": (int(running), int(total)),
+        "last_pid": int(last_pid),
+    }
+    return EvalResult(load, result.eval_num, result.module, result.language)
+
+
+def node_guile_version(node: Node) -> str | None:
+    """``node-guile-version``: the Guile version on the node, or None without Guile."""
+    guile = getattr(node.language, "guile", "guile")
+    result = node.session.run(f"{shlex.quote(guile)} --version", timeout=10)
+    if result.status != 0:
+        return None
+    first = result.stdout.splitlines()[0] if result.stdout else ""
+    return first.rsplit(" ", 1)[-1] or None
+
+
+def node_open_rrepl(node: Node) -> Rrepl:
+    """``node-open-rrepl``: a new RREPL channel to the node."""
+    return node.open_rrepl()
+
+
+def _require_server_mode(node: Node) -> None:
+    if node.repl_port is None:
+        raise NodeError(
+            f"{node} uses a REPL on an exec channel, not a server: make it "
+            "with repl_port='unix' or a port number"
+        )
+
+
+def node_server_running(node: Node) -> bool:
+    """``node-server-running?``: is this node's REPL server alive (no procps needed)?"""
+    _require_server_mode(node)
+    pid_file = node._server_path("pid")
+    check = f'kill -0 "$(cat {pid_file} 2>/dev/null)" 2>/dev/null'
+    if node.repl_port == UNIX:
+        check += f" && test -S {node._server_path('sock')}"
+    return node.session.run(check, timeout=10).status == 0
+
+
+def node_run_server(node: Node, timeout: float = 10.0) -> None:
+    """``node-run-server``: start the node's REPL server; ``NodeError`` with the
+    server's exit status and message when it does not come up."""
+    _require_server_mode(node)
+    # Paths are shell words (they use $HOME); the server reads them from its environment.
+    if node.repl_port == UNIX:
+        address = '(make-socket-address AF_UNIX (getenv "SSHDIST_SOCKET"))'
+    else:
+        address = f"(make-socket-address AF_INET INADDR_LOOPBACK {int(node.repl_port)})"
+    server = node.language.server_command(address, '(getenv "SSHDIST_PID_FILE")')
+    pid_file, sock, log = (node._server_path(s) for s in ("pid", "sock", "log"))
+    script = (
+        f"umask 077; mkdir -p {_SERVER_DIR} && chmod 700 {_SERVER_DIR} && "
+        f"rm -f {pid_file} {sock} && "
+        f"export SSHDIST_PID_FILE={pid_file} SSHDIST_SOCKET={sock} && "
+        f"(setsid {server} </dev/null >{log} 2>&1 &) ; "
+        f"for i in $(seq 200); do test -s {pid_file} && exit 0; sleep 0.05; done; "
+        f"cat {log} >&2; exit 1"
+    )
+    result = node.session.run(script, timeout=timeout)
+    if result.status != 0:
+        raise NodeError(
+            f"the REPL server on {node.session.options.target} did not start "
+            f"(status {result.status}): {result.stderr.strip()}"
+        )
+
+
+def node_stop_server(node: Node) -> None:
+    """``node-stop-server``: stop the node's REPL server (no procps needed)."""
+    _require_server_mode(node)
+    pid_file = node._server_path("pid")
+    node.session.run(
+        f'kill "$(cat {pid_file} 2>/dev/null)" 2>/dev/null; '
+        f"rm -f {pid_file} {node._server_path('sock')}",
+        timeout=10,
+    )
+    with node._lock:
+        if node._rrepl is not None:
+            node._rrepl.close()
+            node._rrepl = None

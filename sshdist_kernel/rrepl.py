@@ -1,0 +1,368 @@
+"""One remote REPL on one channel: start-up, ``rrepl_eval``, errors, interrupt.
+
+The remote side runs ``rrepl.scm``, a loop over Guile's own REPL machinery that
+frames everything it writes as ``<TAG><LEN>\\n<bytes>`` records.  This module is the
+only place that knows that format; the REPL language (Guile today) sits behind
+``ReplLanguage``, so another REPL is one more class.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+import shlex
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Protocol
+
+from . import sexp
+from .errors import IncompleteInputError, NodeError, NodeReplError, NodeTimeoutError
+
+DEFAULT_EVAL_TIMEOUT = 600.0
+"""Seconds an evaluation may run before it is interrupted; pass ``timeout=None`` to wait on."""
+
+START_TIMEOUT = 15.0
+"""Seconds a fresh REPL has to say hello."""
+
+OutputCallback = Callable[[str, str], None]
+"""Called as ``on_output(stream, text)`` with stream ``"stdout"`` or ``"stderr"``."""
+
+
+@dataclass(frozen=True)
+class FormResult:
+    """What one top-level form gave: its values, their numbers ($N) and their printed text."""
+
+    values: tuple[Any, ...]
+    eval_nums: tuple[int, ...]
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """The chapter's four values (result, eval number, module, language) and what was printed.
+
+    Unpacks as the four values: ``value, num, module, language = rrepl_eval(...)``.
+    One value gives a value and an int; several give two tuples; none gives None, None.
+    """
+
+    value: Any
+    eval_num: int | tuple[int, ...] | None
+    module: str
+    language: str
+    output: str = ""
+    error_output: str = ""
+    forms: tuple[FormResult, ...] = field(default=(), repr=False)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.value, self.eval_num, self.module, self.language))
+
+
+class ReplLanguage(Protocol):
+    """What the channel protocol needs to know about one kind of remote REPL."""
+
+    name: str
+
+    def command(self) -> str:
+        """The remote command line that starts the framed REPL loop on stdin/stdout."""
+
+    def server_command(self, address: str, pid_file: str) -> str:
+        """The remote command line of a REPL server on ``address``."""
+
+    def bridge_command(self, socket_path: str) -> str:
+        """The remote command line that joins a channel to a server's Unix socket."""
+
+    def check_input(self, source: str, language: str) -> None:
+        """Raise ``IncompleteInputError`` for input the REPL would wait on for ever."""
+
+
+class GuileRepl:
+    """Guile 3's REPL, driven through ``rrepl.scm``."""
+
+    name = "guile"
+
+    def __init__(self, guile: str = "guile") -> None:
+        self.guile = guile
+
+    def program(self) -> str:
+        """The loop's source with its comments dropped, to keep the command line short."""
+        text = resources.files(__package__).joinpath("rrepl.scm").read_text("utf-8")
+        lines = (line for line in text.splitlines() if not line.lstrip().startswith(";"))
+        return "\n".join(line for line in lines if line.strip())
+
+    def _guile(self, code: str) -> str:
+        loader = "(eval-string " + sexp.write(self.program()) + ") " + code
+        return f"{shlex.quote(self.guile)} -q --no-auto-compile -c {shlex.quote(loader)}"
+
+    def command(self) -> str:
+        return self._guile("((@ (sshdist rrepl) main))")
+
+    def server_command(self, address: str, pid_file: str) -> str:
+        """Start a REPL server; ``address`` and ``pid_file`` are Scheme expressions,
+        evaluated on the node, for the socket address and the pid file's path."""
+        return self._guile(f"((@ (sshdist rrepl) serve-socket) {address} {pid_file})")
+
+    def bridge_command(self, socket_path: str) -> str:
+        """Join stdin/stdout to a server's Unix socket, for a channel to a server."""
+        code = (
+            "(use-modules (ice-9 binary-ports) (ice-9 threads))"
+            "(define s (socket AF_UNIX SOCK_STREAM 0))"
+            f"(connect s AF_UNIX {sexp.write(socket_path)})"
+            "(define (pump from to done)"
+            " (let loop () (let ((bv (get-bytevector-some from)))"
+            "  (if (eof-object? bv) (done)"
+            "   (begin (put-bytevector to bv) (force-output to) (loop))))))"
+            "(call-with-new-thread (lambda () (pump (current-input-port) s"
+            " (lambda () (shutdown s 1)))))"
+            "(pump s (current-output-port) (lambda () #t))"
+        )
+        return f"{shlex.quote(self.guile)} -q --no-auto-compile -c {shlex.quote(code)}"
+
+    def check_input(self, source: str, language: str) -> None:
+        if language != "scheme" or source.lstrip().startswith(","):
+            return
+        status = sexp.input_status(source)
+        if status == "incomplete":
+            raise IncompleteInputError(
+                "the input ends inside a form; the REPL would wait for the rest, "
+                "so it was not sent: close every parenthesis and string",
+                key="incomplete-input",
+            )
+
+
+_HEADER = re.compile(rb"([a-z])(\d+)\n")
+
+
+class Rrepl:
+    """A live remote REPL on one channel (the chapter's RREPL channel).
+
+    ``channel`` is a paramiko ``Channel`` (or anything with ``send``/``recv``/
+    ``settimeout``/``close``); ``interrupt_pid`` sends SIGINT to a remote PID.
+    """
+
+    def __init__(
+        self,
+        channel: Any,
+        *,
+        where: str,
+        language: ReplLanguage | None = None,
+        interrupt_pid: Callable[[int], None] | None = None,
+        timeout: float = START_TIMEOUT,
+    ) -> None:
+        self.channel = channel
+        self.where = where
+        self.language = language or GuileRepl()
+        self._interrupt_pid = interrupt_pid
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self.broken = False
+        self.module = "(guile-user)"
+        self.repl_language = "scheme"
+        tag, payload = self._next_record(time.monotonic() + timeout, "start")
+        if tag != "h":
+            self._fail(f"the remote REPL on {where} did not start (got {tag!r} first)")
+        pid, _, version = payload.decode().partition("\n")
+        self.pid = int(pid)
+        self.guile_version = version
+
+    # -- records --------------------------------------------------------------
+
+    def _fill(self, deadline: float | None, doing: str) -> None:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            self.channel.settimeout(left)
+        else:
+            self.channel.settimeout(None)
+        try:
+            chunk = self.channel.recv(1 << 20)
+        except TimeoutError:
+            raise
+        except (OSError, EOFError) as exc:
+            self._fail(f"the connection to {self.where} broke while {doing}: {exc}")
+        if not chunk:
+            self._fail(self._death_message(doing))
+        self._buf += chunk
+
+    def _next_record(self, deadline: float | None, doing: str) -> tuple[str, bytes]:
+        while True:
+            m = _HEADER.match(self._buf)
+            if m:
+                end = m.end() + int(m.group(2))
+                if len(self._buf) >= end:
+                    tag = chr(self._buf[0])
+                    payload = bytes(self._buf[m.end() : end])
+                    del self._buf[:end]  # invalidates m, which points into the buffer
+                    return tag, payload
+            elif len(self._buf) > 24:
+                self._fail(
+                    f"the REPL on {self.where} sent something unexpected: {bytes(self._buf[:60])!r}"
+                )
+            try:
+                self._fill(deadline, doing)
+            except TimeoutError:
+                raise NodeTimeoutError(
+                    f"{self.where} did not answer within the time allowed while {doing}"
+                ) from None
+
+    def _death_message(self, doing: str) -> str:
+        stderr = b""
+        try:
+            while self.channel.recv_stderr_ready():
+                stderr += self.channel.recv_stderr(65536)
+        except (AttributeError, OSError):
+            pass
+        status = None
+        try:
+            if self.channel.status_event.wait(1.0):
+                status = self.channel.recv_exit_status()
+        except AttributeError:
+            pass
+        text = stderr.decode("utf-8", "replace").strip()
+        if status == 127 or "not found" in text:
+            return (
+                f"guile is not installed on {self.where} (or not on PATH): {text or 'exit 127'}."
+                " Install guile-3.0 there."
+            )
+        detail = f" (exit status {status})" if status not in (None, -1) else ""
+        return f"the remote REPL on {self.where} ended{detail} while {doing}" + (
+            f": {text}" if text else ""
+        )
+
+    def _fail(self, message: str) -> None:
+        self.broken = True
+        raise NodeError(message)
+
+    # -- evaluation -------------------------------------------------------------
+
+    def eval(
+        self,
+        source: str,
+        *,
+        timeout: float | None = DEFAULT_EVAL_TIMEOUT,
+        on_output: OutputCallback | None = None,
+        on_form: Callable[[FormResult], None] | None = None,
+    ) -> EvalResult:
+        """Evaluate every form of ``source`` as if typed at the REPL; the four values
+        come from the last form.  ``NodeReplError`` if the code fails, ``NodeError`` if
+        the REPL or its connection does."""
+        self.language.check_input(source, self.repl_language)
+        if not self._lock.acquire(timeout=timeout if timeout is not None else -1):
+            raise NodeTimeoutError(f"{self.where} stayed busy with another evaluation")
+        try:
+            return self._eval(source, timeout, on_output, on_form)
+        finally:
+            self._lock.release()
+
+    def _eval(self, source, timeout, on_output, on_form) -> EvalResult:
+        if self.broken:
+            raise NodeError(f"the REPL on {self.where} is closed; open a new one")
+        data = source.encode("utf-8")
+        try:
+            self.channel.sendall(b"e%d\n" % len(data) + data)
+        except (OSError, EOFError) as exc:
+            self._fail(f"could not send to {self.where}: {exc}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        printed = {"o": [], "e": []}
+        decoders = {t: codecs.getincrementaldecoder("utf-8")("replace") for t in "oe"}
+        forms: list[FormResult] = []
+        values: list[Any] = []
+        nums: list[int] = []
+        texts: list[str] = []
+        error: tuple[str, str] | None = None
+        while True:
+            try:
+                tag, payload = self._next_record(deadline, "evaluating")
+            except NodeTimeoutError:
+                self._recover_from_timeout()
+                raise
+            if tag in "oe":
+                text = decoders[tag].decode(payload)
+                printed[tag].append(text)
+                if on_output and text:
+                    on_output("stdout" if tag == "o" else "stderr", text)
+            elif tag == "v":
+                num, _, text = payload.decode("utf-8", "replace").partition("\n")
+                nums.append(int(num))
+                texts.append(text)
+                values.append(sexp.read_value(text))
+            elif tag == "f":
+                form = FormResult(tuple(values), tuple(nums), tuple(texts))
+                forms.append(form)
+                if on_form:
+                    on_form(form)
+                values, nums, texts = [], [], []
+            elif tag == "x":
+                key, _, message = payload.decode("utf-8", "replace").partition("\n")
+                error = (key, message.strip())
+            elif tag == "p":
+                module, _, language = payload.decode("utf-8", "replace").partition("\n")
+                self.module, self.repl_language = module, language
+                break
+            else:
+                self._fail(f"the REPL on {self.where} sent an unknown record {tag!r}")
+        output = "".join(printed["o"])
+        error_output = "".join(printed["e"])
+        if error is not None:
+            raise NodeReplError(
+                error[1], key=error[0], node=self.where, output=output, error_output=error_output
+            )
+        last = forms[-1] if forms else None
+        if last is None or not last.values:
+            value, num = None, None
+        elif len(last.values) == 1:
+            value, num = last.values[0], last.eval_nums[0]
+        else:
+            value, num = last.values, last.eval_nums
+        return EvalResult(
+            value, num, self.module, self.repl_language, output, error_output, tuple(forms)
+        )
+
+    def skip_to_prompt(self, timeout: float = 5.0) -> None:
+        """Read and drop records until the REPL is ready for input (``rrepl-skip-to-prompt``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            tag, payload = self._next_record(deadline, "waiting for the prompt")
+            if tag == "p":
+                module, _, language = payload.decode("utf-8", "replace").partition("\n")
+                self.module, self.repl_language = module, language
+                return
+
+    def _recover_from_timeout(self) -> None:
+        """After a timed-out evaluation: interrupt it and resynchronise, or give the REPL up."""
+        try:
+            self.interrupt()
+            self.skip_to_prompt(timeout=5.0)
+        except (NodeError, OSError):
+            self.close()
+
+    def interrupt(self) -> None:
+        """Stop the running evaluation (SIGINT to the remote guile, as Ctrl-C would)."""
+        if self._interrupt_pid is None:
+            raise NodeError(f"this REPL on {self.where} cannot be interrupted")
+        self._interrupt_pid(self.pid)
+
+    def close(self) -> None:
+        self.broken = True
+        try:
+            self.channel.close()
+        except (OSError, EOFError):
+            pass
+
+    def __repr__(self) -> str:
+        state = "closed" if self.broken else f"pid {self.pid}"
+        return f"#<rrepl {self.where} {state}>"
+
+
+def rrepl_eval(rrepl: Rrepl, expr: str, **options: Any) -> EvalResult:
+    """Evaluate ``expr`` on an open RREPL channel (``rrepl-eval``): four values, or
+    ``NodeReplError`` / ``NodeError``."""
+    return rrepl.eval(expr, **options)
+
+
+def rrepl_skip_to_prompt(rrepl: Rrepl, timeout: float = 5.0) -> None:
+    """``rrepl-skip-to-prompt``: read until the REPL waits for input; ``NodeError`` on failure."""
+    rrepl.skip_to_prompt(timeout)

@@ -1,0 +1,205 @@
+;;; sshdist remote REPL loop.
+;;;
+;;; Guile's own REPL is made for people: its prompt is printed only when no
+;;; input is waiting, printed output is glued to values, errors open nested
+;;; debugger levels.  This loop keeps Guile's REPL machinery (languages,
+;;; meta-commands, value history, the evaluator) and frames everything it
+;;; writes, so the client never has to guess where a value begins.
+;;;
+;;; Requests, client to loop:   e<LEN>\n<LEN bytes of UTF-8 source>
+;;; Records, loop to client:    <TAG><LEN>\n<LEN bytes>
+;;;   h  hello: "PID\nGUILE-VERSION"          o  printed on current-output-port
+;;;   e  printed on current-error-port        v  a value: "N\nWRITTEN-VALUE"
+;;;   f  one form is done                     x  an error: "KEY\nMESSAGE"
+;;;   p  request done: "MODULE\nLANGUAGE"
+
+(define-module (sshdist rrepl)
+  #:use-module (system repl common)
+  #:use-module (system repl command)
+  #:use-module (system base language)
+  #:use-module (rnrs bytevectors)
+  #:use-module (ice-9 binary-ports)
+  #:use-module (ice-9 rdelim)
+  #:use-module (ice-9 history)
+  #:export (sshdist-serve main serve-socket))
+
+(define (send-record out tag payload)
+  ;; PAYLOAD is a string or a bytevector; OUT is the real, binary channel.
+  (let ((bv (if (bytevector? payload) payload (string->utf8 payload))))
+    (put-bytevector out (string->utf8
+                         (string-append tag (number->string (bytevector-length bv)) "\n")))
+    (put-bytevector out bv)))
+
+(define (framed-port out tag)
+  ;; A textual port whose every flushed chunk becomes one TAG record, so
+  ;; printed output streams to the client line by line.
+  (let ((port (make-custom-binary-output-port
+               (string-append "sshdist-" tag)
+               (lambda (bv start count)
+                 (send-record out tag
+                              (if (and (= start 0) (= count (bytevector-length bv)))
+                                  bv
+                                  (let ((copy (make-bytevector count)))
+                                    (bytevector-copy! bv start copy 0 count)
+                                    copy)))
+                 (force-output out)
+                 count)
+               #f #f #f)))
+    (set-port-encoding! port "UTF-8")
+    (setvbuf port 'line)
+    port))
+
+(define history-count 0)
+(define history-module (resolve-module '(value-history)))
+
+(define (remember! value)
+  ;; Guile's own value history: $N names the Nth value in every module.
+  (set! history-count (1+ history-count))
+  (let ((name (string->symbol (string-append "$" (number->string history-count)))))
+    (module-define! history-module name value)
+    (module-export! history-module (list name))
+    history-count))
+
+(define (print-history-name value)
+  ;; Meta-commands such as ,time print values through Guile's own
+  ;; repl-print; number those values in the same sequence.
+  (unless (unspecified? value)
+    (format #t "$~a = " (remember! value))))
+
+(define (error-text key args)
+  (call-with-output-string
+    (lambda (port) (print-exception port #f key args))))
+
+(define evaluating? #f)
+
+(define (on-sigint signum)
+  ;; Only an evaluation is interrupted; an idle loop ignores the signal.
+  (if evaluating?
+      (scm-error 'signal #f "User interrupt" '() (list signum))))
+
+(define (eval-form repl form out)
+  (module-use! (current-module) (resolve-interface '(value-history)))
+  (let ((thunk (repl-prepare-eval-thunk repl (repl-parse repl form))))
+    (call-with-values
+        (lambda ()
+          (dynamic-wind
+            (lambda () (set! evaluating? #t))
+            (lambda ()
+              (call-with-prompt (default-prompt-tag)
+                (lambda () (start-stack #t (thunk)))
+                (lambda (k . args) (values))))
+            (lambda () (set! evaluating? #f))))
+      (lambda values
+        (flush-printed)
+        (for-each
+         (lambda (value)
+           (unless (unspecified? value)
+             (let ((text (call-with-output-string (lambda (p) (write value p)))))
+               (send-record out "v" (string-append
+                                     (number->string (remember! value)) "\n" text)))))
+         values)))))
+
+(define (flush-printed)
+  (force-output (current-output-port))
+  (force-output (current-error-port)))
+
+(define (skip-whitespace port)
+  (let ((ch (peek-char port)))
+    (cond ((eof-object? ch) ch)
+          ((char-whitespace? ch) (read-char port) (skip-whitespace port))
+          (else ch))))
+
+(define (run-source repl source out)
+  ;; Read and evaluate every form of SOURCE in turn, as if typed at the REPL.
+  (let ((port (open-input-string (string-append source "\n"))))
+    (let loop ()
+      (let ((ch (skip-whitespace port)))
+        (unless (eof-object? ch)
+          (if (eqv? ch #\,)
+              (begin
+                (read-char port)
+                (with-input-from-port port (lambda () (meta-command repl)))
+                (flush-printed)
+                (send-record out "f" "")
+                (loop))
+              (let ((form ((language-reader (repl-language repl)) port (current-module))))
+                (unless (eof-object? form)
+                  (with-input-from-port (open-input-string "")
+                    (lambda () (eval-form repl form out)))
+                  (flush-printed)
+                  (send-record out "f" "")
+                  (loop)))))))))
+
+(define (read-request in)
+  (let ((header (read-line in)))
+    (if (eof-object? header)
+        header
+        (let* ((len (string->number (substring header 1)))
+               (bv (if (zero? len) (make-bytevector 0) (get-bytevector-n in len))))
+          (cons (string-ref header 0) (utf8->string bv))))))
+
+(define (sshdist-serve in out)
+  "Serve framed requests read from IN, writing records to OUT, until IN ends."
+  (let ((repl (make-repl (current-language) #f))
+        (stdout (framed-port out "o"))
+        (stderr (framed-port out "e")))
+    (repl-option-set! repl 'interp #t)
+    (send-record out "h" (string-append (number->string (getpid)) "\n" (version)))
+    (force-output out)
+    (parameterize ((current-output-port stdout)
+                   (current-error-port stderr)
+                   (current-warning-port stderr)
+                   (current-language (repl-language repl)))
+      (let loop ()
+        (let ((request (read-request in)))
+          (unless (eof-object? request)
+            (catch #t
+              (lambda () (run-source repl (cdr request) out))
+              (lambda (key . args)
+                (flush-printed)
+                (if (eq? key 'quit)
+                    (send-record out "x" "quit\nThe REPL was asked to quit; it keeps running.")
+                    (send-record out "x" (string-append (symbol->string key) "\n"
+                                                        (error-text key args))))))
+            (send-record out "p" (string-append
+                                  (object->string (module-name (current-module)))
+                                  "\n"
+                                  (symbol->string (language-name (repl-language repl)))))
+            (force-output out)
+            (loop)))))))
+
+(define (prepare-process)
+  (disable-value-history!)
+  (add-hook! before-print-hook print-history-name)
+  (set-current-module (resolve-module '(guile-user)))
+  (process-use-modules '(((ice-9 session)) ((ice-9 regex)) ((ice-9 threads)))))
+
+(define (main)
+  "Serve one client on stdin/stdout: the REPL of an exec channel."
+  (let ((in (current-input-port))
+        (out (current-output-port)))
+    (setvbuf out 'block 65536)
+    (sigaction SIGINT on-sigint)
+    (prepare-process)
+    (sshdist-serve in out)))
+
+(define (serve-socket address pid-file)
+  "A REPL server: every client of ADDRESS gets its own loop, in its own
+thread, over the same modules.  PID-FILE is written once ADDRESS listens."
+  (let ((server (socket (sockaddr:fam address) SOCK_STREAM 0)))
+    (setsockopt server SOL_SOCKET SO_REUSEADDR 1)
+    (bind server address)
+    (listen server 16)
+    (call-with-output-file pid-file
+      (lambda (port) (display (getpid) port) (newline port)))
+    (prepare-process)
+    (let loop ()
+      (let ((client (car (accept server))))
+        (setvbuf client 'block 65536)
+        (call-with-new-thread
+         (lambda ()
+           (catch #t
+             (lambda () (sshdist-serve client client))
+             (lambda args #f))
+           (close-port client)))
+        (loop)))))

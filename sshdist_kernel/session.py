@@ -1,0 +1,409 @@
+"""An SSH session to one host, opened the way ``ssh HOST`` would open it.
+
+ssh_config (Host aliases, HostName, User, Port, IdentityFile, IdentitiesOnly,
+ProxyJump, ProxyCommand, UserKnownHostsFile, StrictHostKeyChecking), ssh-agent
+and key files, and strict host-key checking against known_hosts by default.
+Every failure is a ``NodeError`` subclass whose message names the host.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from .errors import (
+    AuthenticationError,
+    ConnectError,
+    HostKeyError,
+    NodeError,
+    NodeTimeoutError,
+)
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds for the TCP connection, the SSH handshake and authentication, each."""
+
+_DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+
+
+@dataclass
+class SessionOptions:
+    """Where and how to connect, after ssh_config and the caller's arguments are merged."""
+
+    alias: str
+    hostname: str
+    port: int = 22
+    user: str = field(default_factory=getpass.getuser)
+    identity_files: list[str] = field(default_factory=list)
+    identities_only: bool = False
+    allow_agent: bool = True
+    known_hosts: list[str] = field(default_factory=list)
+    host_key_policy: str = "strict"
+    proxy_command: str | None = None
+    proxy_jump: str | None = None
+    ssh_config: str | None = None
+    timeout: float = CONNECT_TIMEOUT
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name known_hosts lists this host under, as OpenSSH writes it."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    @property
+    def target(self) -> str:
+        label = f"{self.user}@{self.hostname}:{self.port}"
+        return label if self.alias == self.hostname else f"{self.alias} ({label})"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The exit status and output of one command run on the host."""
+
+    status: int
+    stdout: str
+    stderr: str
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's SHA256 fingerprint of a host key, as ``ssh-keygen -l`` prints it."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"{key.get_name()} SHA256:{digest}"
+
+
+def _split_host(spec: str) -> tuple[str | None, str, int | None]:
+    """``user@host:port`` into its parts; plain aliases come back as they are."""
+    user, _, rest = spec.rpartition("@")
+    host, port = rest, None
+    if rest.startswith("["):
+        inner, _, tail = rest[1:].partition("]")
+        host = inner
+        if tail.startswith(":") and tail[1:].isdigit():
+            port = int(tail[1:])
+    elif rest.count(":") == 1:
+        name, _, p = rest.partition(":")
+        if p.isdigit():
+            host, port = name, int(p)
+    return (user or None), host, port
+
+
+def resolve_options(
+    host: str,
+    *,
+    user: str | None = None,
+    port: int | None = None,
+    identity: str | os.PathLike[str] | list[str] | None = None,
+    ssh_config: str | os.PathLike[str] | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    host_key_policy: str | None = None,
+    allow_agent: bool = True,
+    proxy_jump: str | None = None,
+    timeout: float = CONNECT_TIMEOUT,
+) -> SessionOptions:
+    """Merge the caller's arguments over ssh_config over OpenSSH's defaults."""
+    spec_user, alias, spec_port = _split_host(host)
+    config_path = (
+        Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
+    )
+    found: dict[str, Any] = {}
+    if config_path.is_file():
+        found = paramiko.SSHConfig.from_path(str(config_path)).lookup(alias)
+    elif ssh_config:
+        raise NodeError(f"ssh_config file {config_path} does not exist")
+    hostname = found.get("hostname", alias)
+    if isinstance(identity, (str, os.PathLike)):
+        identities = [os.fspath(identity)]
+    elif identity:
+        identities = [os.fspath(i) for i in identity]
+    else:
+        identities = list(found.get("identityfile", []))
+    if known_hosts:
+        known = [os.fspath(known_hosts)]
+    elif "userknownhostsfile" in found:
+        known = found["userknownhostsfile"].split()
+    else:
+        known = ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
+    known.append("/etc/ssh/ssh_known_hosts")
+    policy = host_key_policy or (
+        "accept-new" if found.get("stricthostkeychecking", "").lower() == "accept-new" else "strict"
+    )
+    if policy not in ("strict", "accept-new"):
+        raise ValueError(f"host_key_policy must be 'strict' or 'accept-new', not {policy!r}")
+    proxy_command = found.get("proxycommand")
+    return SessionOptions(
+        alias=alias,
+        hostname=hostname,
+        port=int(port or spec_port or found.get("port", 22)),
+        user=user or spec_user or found.get("user") or getpass.getuser(),
+        identity_files=[str(Path(i).expanduser()) for i in identities],
+        identities_only=found.get("identitiesonly", "no").lower() == "yes",
+        allow_agent=allow_agent,
+        known_hosts=[str(Path(k).expanduser()) for k in known],
+        host_key_policy=policy,
+        proxy_command=None if (proxy_command or "none").lower() == "none" else proxy_command,
+        proxy_jump=proxy_jump
+        or (None if found.get("proxyjump", "none").lower() == "none" else found["proxyjump"]),
+        ssh_config=str(config_path) if config_path.is_file() else None,
+        timeout=timeout,
+    )
+
+
+class Session:
+    """An authenticated SSH connection to one host (the chapter's session)."""
+
+    def __init__(self, options: SessionOptions) -> None:
+        self.options = options
+        self.transport: paramiko.Transport | None = None
+        self._jump: Session | None = None
+        self.connect()
+
+    @property
+    def host(self) -> str:
+        return self.options.hostname
+
+    @property
+    def port(self) -> int:
+        return self.options.port
+
+    @property
+    def user(self) -> str:
+        return self.options.user
+
+    def is_connected(self) -> bool:
+        return self.transport is not None and self.transport.is_active()
+
+    def connect(self) -> None:
+        """Open (or reopen) the connection: socket, handshake, host key, authentication."""
+        self.close()
+        o = self.options
+        sock = self._open_socket()
+        transport = paramiko.Transport(sock)
+        try:
+            known = self._known_host_keys()
+            if known:
+                # Ask for the key type known_hosts has, as OpenSSH does, so a host
+                # with several keys is checked against the one we know.
+                opts = transport.get_security_options()
+                wanted = [k for k in opts.key_types if k in known]
+                opts.key_types = wanted + [k for k in opts.key_types if k not in wanted]
+            transport.start_client(timeout=o.timeout)
+            self._check_host_key(transport.get_remote_server_key(), known)
+            self._authenticate(transport)
+        except NodeError:
+            transport.close()
+            raise
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            transport.close()
+            raise ConnectError(
+                f"SSH handshake with {o.target} failed: {exc or type(exc).__name__}"
+            ) from None
+        transport.set_keepalive(15)
+        self.transport = transport
+
+    def _open_socket(self) -> Any:
+        o = self.options
+        if o.proxy_jump:
+            *rest, last = o.proxy_jump.split(",")
+            self._jump = make_session(
+                last, ssh_config=o.ssh_config, timeout=o.timeout, proxy_jump=",".join(rest) or None
+            )
+            try:
+                return self._jump.transport.open_channel(
+                    "direct-tcpip", (o.hostname, o.port), ("127.0.0.1", 0), timeout=o.timeout
+                )
+            except (paramiko.SSHException, OSError) as exc:
+                raise ConnectError(f"jump host {last} could not reach {o.target}: {exc}") from None
+        if o.proxy_command:
+            try:
+                return paramiko.ProxyCommand(o.proxy_command)
+            except (paramiko.SSHException, OSError) as exc:
+                raise ConnectError(f"ProxyCommand for {o.target} failed: {exc}") from None
+        try:
+            sock = socket.create_connection((o.hostname, o.port), timeout=o.timeout)
+        except socket.gaierror as exc:
+            raise ConnectError(
+                f"cannot resolve host name {o.hostname} of {o.target}: {exc.strerror}"
+            ) from None
+        except ConnectionRefusedError:
+            raise ConnectError(
+                f"{o.target} refused the connection: is sshd running "
+                f"and listening on port {o.port}?"
+            ) from None
+        except TimeoutError:
+            raise ConnectError(
+                f"{o.target} did not answer within {o.timeout:g} s: "
+                "is the host up and the port open?"
+            ) from None
+        except OSError as exc:
+            raise ConnectError(f"cannot reach {o.target}: {exc.strerror or exc}") from None
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+    def _known_host_keys(self) -> dict[str, paramiko.PKey]:
+        keys = paramiko.HostKeys()
+        for path in self.options.known_hosts:
+            if os.path.isfile(path):
+                try:
+                    keys.load(path)
+                except (OSError, paramiko.SSHException):
+                    continue
+        return dict(keys.lookup(self.options.known_hosts_name) or {})
+
+    def _check_host_key(self, key: paramiko.PKey, known: dict[str, paramiko.PKey]) -> None:
+        o = self.options
+        name = o.known_hosts_name
+        print_ = fingerprint(key)
+        if key.get_name() in known:
+            if known[key.get_name()] == key:
+                return
+            raise HostKeyError(
+                f"the host key of {o.target} has CHANGED (now {print_}); someone may be "
+                f"intercepting the connection. If the change is expected, remove the old "
+                f"entry for {name} from {self._known_hosts_file()} (ssh-keygen -R '{name}').",
+                name,
+                print_,
+            )
+        if known:
+            raise HostKeyError(
+                f"{o.target} offered a {key.get_name()} key ({print_}) but known_hosts "
+                f"holds only {', '.join(known)} keys for {name}.",
+                name,
+                print_,
+            )
+        if o.host_key_policy != "accept-new":
+            raise HostKeyError(
+                f"the host key of {o.target} is not known ({print_}). Check the "
+                f"fingerprint, then add it to {self._known_hosts_file()} (for example with "
+                f"ssh-keyscan -p {o.port} {o.hostname}), or connect with "
+                f"host_key_policy='accept-new'.",
+                name,
+                print_,
+            )
+        path = self._known_hosts_file()
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="ascii") as f:
+            f.write(f"{name} {key.get_name()} {key.get_base64()}\n")
+
+    def _known_hosts_file(self) -> str:
+        return self.options.known_hosts[0]
+
+    def _authenticate(self, transport: paramiko.Transport) -> None:
+        o = self.options
+        tried: list[str] = []
+        skipped: list[str] = []
+        candidates: list[tuple[str, Any]] = []
+        if o.allow_agent and not o.identities_only and os.environ.get("SSH_AUTH_SOCK"):
+            agent = paramiko.Agent()
+            candidates += [(f"agent key {k.get_name()}", k) for k in agent.get_keys()]
+        files = o.identity_files or [
+            str(Path("~/.ssh", name).expanduser())
+            for name in _DEFAULT_KEYS
+            if Path("~/.ssh", name).expanduser().is_file()
+        ]
+        for path in files:
+            try:
+                candidates.append((path, paramiko.PKey.from_path(path)))
+            except paramiko.PasswordRequiredException:
+                skipped.append(f"{path} (encrypted: add it to ssh-agent)")
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                skipped.append(f"{path} ({exc.strerror if isinstance(exc, OSError) else exc})")
+        for label, key in candidates:
+            tried.append(label)
+            try:
+                transport.auth_publickey(o.user, key)
+            except paramiko.BadAuthenticationType as exc:
+                raise AuthenticationError(
+                    f"{o.target} does not accept public keys (it allows: "
+                    f"{', '.join(exc.allowed_types)})"
+                ) from None
+            except paramiko.AuthenticationException:
+                continue
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise ConnectError(
+                    f"the connection to {o.target} broke during authentication: {exc}"
+                ) from None
+            if transport.is_authenticated():
+                return
+        detail = f"tried {', '.join(tried)}" if tried else "no key to offer"
+        if skipped:
+            detail += f"; could not use {', '.join(skipped)}"
+        raise AuthenticationError(
+            f"{o.target} refused authentication as {o.user}: {detail}. Check User and "
+            f"IdentityFile in ssh_config, or add the key with ssh-add."
+        )
+
+    # -- channels ---------------------------------------------------------------
+
+    def open_exec(self, command: str, timeout: float | None = None) -> paramiko.Channel:
+        """A channel running ``command`` on the host, with stdin/stdout/stderr."""
+        if not self.is_connected():
+            raise NodeError(f"the SSH connection to {self.options.target} is closed")
+        try:
+            channel = self.transport.open_session(timeout=timeout or self.options.timeout)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise NodeError(
+                f"{self.options.target} would not run a command: {exc or type(exc).__name__}"
+            ) from None
+        return channel
+
+    def run(self, command: str, timeout: float = CONNECT_TIMEOUT) -> CommandResult:
+        """Run ``command`` to its end and return its status and output."""
+        channel = self.open_exec(command, timeout)
+        deadline = time.monotonic() + timeout
+        out, err = bytearray(), bytearray()
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise NodeTimeoutError(
+                        f"{command!r} on {self.options.target} did not finish within {timeout:g} s"
+                    )
+                channel.settimeout(min(left, 0.2))
+                try:
+                    chunk = channel.recv(65536)
+                except TimeoutError:
+                    chunk = None
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                if chunk == b"":
+                    break
+                out += chunk or b""
+            finished = channel.status_event.wait(max(deadline - time.monotonic(), 0.1))
+            status = channel.recv_exit_status() if finished else -1
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+        finally:
+            channel.close()
+        return CommandResult(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        if self._jump is not None:
+            self._jump.close()
+            self._jump = None
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "connected" if self.is_connected() else "closed"
+        return f"#<session {self.user}@{self.host}:{self.port} {state}>"
+
+
+def make_session(host: str, **options: Any) -> Session:
+    """Connect and authenticate to ``host`` (an ssh_config alias, ``host``,
+    ``user@host`` or ``user@host:port``); see ``resolve_options`` for the keywords."""
+    return Session(resolve_options(host, **options))

@@ -1,0 +1,53 @@
+"""One fixture builds a real, throwaway SSH world: sshd processes on 127.0.0.1 with
+their own keys, ssh_config and known_hosts (the same code as ``sshdist nodes up``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from sshdist_kernel import Node, make_node
+from sshdist_kernel.localnodes import LocalNodes
+
+
+@pytest.fixture(scope="session")
+def local_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNodes]:
+    nodes = LocalNodes.up(3, tmp_path_factory.mktemp("nodes"))
+    yield nodes
+    nodes.down()
+
+
+@pytest.fixture(scope="session")
+def ssh_config(local_nodes: LocalNodes) -> str:
+    return str(local_nodes.ssh_config)
+
+
+@pytest.fixture
+def node(ssh_config: str) -> Iterator[Node]:
+    """A fresh node on node1, closed after the test."""
+    n = make_node("node1", ssh_config=ssh_config)
+    yield n
+    n.close()
+
+
+@pytest.fixture(scope="module")
+def shared_node(ssh_config: str) -> Iterator[Node]:
+    """One node for a module's read-only tests; its REPL state carries between them."""
+    n = make_node("node2", ssh_config=ssh_config)
+    yield n
+    n.close()
+
+
+_tick = threading.Event()  # never set: a bounded pause between polls
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``condition`` until it is true; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what or condition}")
+        _tick.wait(0.02)

@@ -1,0 +1,194 @@
+"""Guile's printed data to Python and back, as pure functions (no Guile here;
+round trips through real Guile are in test_sexp_guile.py)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sshdist_kernel import sexp
+from sshdist_kernel.sexp import Char, Keyword, Opaque, Pair, Symbol
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("3", 3),
+        ("-17", -17),
+        ("1267650600228229401496703205376", 2**100),
+        ("1/3", Fraction(1, 3)),
+        ("-1.5", -1.5),
+        ("1.0e100", 1e100),
+        ("1.0e-7", 1e-7),
+        ("+inf.0", math.inf),
+        ("-inf.0", -math.inf),
+        ("1.0+2.0i", complex(1, 2)),
+        ("1.5-2.0i", complex(1.5, -2)),
+        ('"a\\nb\\t\\"q\\" \\\\"', 'a\nb\t"q" \\'),
+        ('"é λ 日本"', "é λ 日本"),
+        ('"\\x1ba\\x7f\\U10ffff\\ue000"', "\x1ba\x7f\U0010ffff\ue000"),
+        ("#\\a", Char("a")),
+        ("#\\space", Char(" ")),
+        ("#\\nul", Char("\0")),
+        ("#\\soh", Char("\x01")),
+        ("#\\λ", Char("λ")),
+        ("#\\20050", Char("\u2028")),
+        ("#\\(", Char("(")),
+        ("foo", Symbol("foo")),
+        ("#{foo bar}#", Symbol("foo bar")),
+        ("#{a\\xa;b}#", Symbol("a\nb")),
+        ("#{}#", Symbol("")),
+        ("...", Symbol("...")),
+        ("#:key", Keyword("key")),
+        ("#t", True),
+        ("#f", False),
+        ("#nil", None),
+        ("()", []),
+        ("(1 2 (3 4))", [1, 2, [3, 4]]),
+        ("(1 . 2)", Pair(1, 2)),
+        ("(1 2 . 3)", Pair(1, Pair(2, 3))),
+        (
+            "((one . 0.15) (scheduling-entities 1 189))",
+            [Pair(Symbol("one"), 0.15), [Symbol("scheduling-entities"), 1, 189]],
+        ),
+        ("#(1 #(2) ())", (1, (2,), [])),
+        ("#vu8(1 2 255)", b"\x01\x02\xff"),
+        ("(quote x)", [Symbol("quote"), Symbol("x")]),
+        ("'x", [Symbol("quote"), Symbol("x")]),
+    ],
+)
+def test_read_what_guile_prints(text: str, value: object) -> None:
+    got = sexp.read(text)
+    assert got == value
+    assert type(got) is type(value)
+
+
+def test_nan_reads_as_nan() -> None:
+    assert math.isnan(sexp.read("+nan.0"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#<procedure 7fd28002a3b8 at <unknown port>:30:0 (x)>",
+        "#<unspecified>",
+        "#<directory (guile-user) 7f17a499b6e0>",
+        "#f64(1.0 2.0)",
+    ],
+)
+def test_unreadable_objects_are_opaque(text: str) -> None:
+    assert sexp.read(text) == Opaque(text)
+
+
+def test_opaque_inside_a_vector() -> None:
+    assert sexp.read("#(#<unspecified> 1 #<procedure car (_)>)") == (
+        Opaque("#<unspecified>"),
+        1,
+        Opaque("#<procedure car (_)>"),
+    )
+
+
+def test_read_value_never_fails() -> None:
+    assert sexp.read_value("#<weird") == Opaque("#<weird")
+    assert sexp.read_value("(1 2") == Opaque("(1 2")
+
+
+@pytest.mark.parametrize("text", ["(1 2", ")", "1 2", "", "(1 . )", '"abc'])
+def test_read_refuses_what_is_not_one_datum(text: str) -> None:
+    with pytest.raises(sexp.SexpError):
+        sexp.read(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (True, "#t"),
+        (None, "#nil"),
+        (42, "42"),
+        (Fraction(-2, 4), "-1/2"),
+        (1.5, "1.5"),
+        (math.inf, "+inf.0"),
+        (complex(1, -2), "1.0-2.0i"),
+        ('a"b\n\x01é', '"a\\"b\\n\\x01é"'),
+        (Symbol("foo"), "foo"),
+        (Symbol("foo bar"), "#{foo\\x20;bar}#"),
+        (Symbol("12"), "#{12}#"),
+        (Keyword("k"), "#:k"),
+        (Char(" "), "#\\space"),
+        (Char("\x01"), "#\\x1"),
+        ([1, [2], []], "(1 (2) ())"),
+        ((1, "a"), '#(1 "a")'),
+        (b"\x00\xff", "#vu8(0 255)"),
+        (Pair(1, 2), "(1 . 2)"),
+    ],
+)
+def test_write(value: object, text: str) -> None:
+    assert sexp.write(value) == text
+
+
+def test_write_refuses_values_without_a_datum() -> None:
+    with pytest.raises(sexp.SexpError, match="set has no Scheme datum"):
+        sexp.write({1, 2})
+    with pytest.raises(sexp.SexpError, match="no readable form"):
+        sexp.write([Opaque("#<procedure x>")])
+
+
+def test_quote_makes_an_expression() -> None:
+    assert sexp.quote([1, Symbol("a")]) == "(quote (1 a))"
+
+
+@pytest.mark.parametrize(
+    ("source", "status"),
+    [
+        ("(+ 1 2)", "complete"),
+        ("(define (f x)", "incomplete"),
+        ("(+ 1", "incomplete"),
+        ('(display "a)', "incomplete"),
+        ('(display "(")', "complete"),
+        ("#\\( 1", "complete"),
+        ("(list #\\) 1)", "complete"),
+        ("; (\n(+ 1 2)", "complete"),
+        ("#| ( |# 1", "complete"),
+        ("#| ( ", "incomplete"),
+        ("'", "incomplete"),
+        ("(+ 1 2))", "invalid"),
+        (",L ecmascript", "complete"),
+        ("", "complete"),
+    ],
+)
+def test_input_status(source: str, status: str) -> None:
+    assert sexp.input_status(source) == status
+
+
+# Values whose Scheme text reads back to an equal Python value.
+atoms = st.one_of(
+    st.integers(),
+    st.fractions().filter(lambda f: f.denominator != 1),
+    st.floats(allow_nan=False),
+    st.complex_numbers(allow_nan=False, allow_infinity=False).filter(lambda c: c.imag != 0),
+    st.text(),
+    st.characters().map(Char),
+    st.text(min_size=0).map(Symbol),
+    st.from_regex(r"[a-z][a-z0-9-]*", fullmatch=True).map(Keyword),
+    st.booleans(),
+    st.none(),
+    st.binary(),
+)
+data = st.recursive(
+    atoms,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.lists(inner, max_size=5).map(tuple),
+        st.tuples(inner, atoms.filter(lambda a: a is not None)).map(lambda p: Pair(*p)),
+    ),
+    max_leaves=20,
+)
+
+
+@given(data)
+def test_write_then_read_gives_the_value_back(value: object) -> None:
+    assert sexp.read(sexp.write(value)) == value
