@@ -53,6 +53,26 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: sshd puts each connection in a session of its own,
+    so stopping a node's process group would leave its connections up."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def _port_open(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -219,15 +239,16 @@ class LocalNodes:
         """Stop one node's sshd and the connections it serves (to test failures, pass SIGKILL)."""
         node = self._node(name)
         if node.pid:
-            try:
-                os.killpg(node.pid, sig)
-            except ProcessLookupError:
-                pass
+            for pid in [node.pid, *_descendants(node.pid)]:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
             deadline = time.monotonic() + 5
             while _alive(node.pid) and time.monotonic() < deadline:
                 time.sleep(0.01)
             if _alive(node.pid):
-                os.killpg(node.pid, signal.SIGKILL)
+                os.kill(node.pid, signal.SIGKILL)
         node.pid = None
         self._save()
 

@@ -69,9 +69,8 @@ class Node:
         if self.start_server and not node_server_running(self):
             node_run_server(self)
         if self.repl_port == UNIX:
-            channel = self.session.open_exec(
-                self.language.bridge_command(self._server_path("sock"))
-            )
+            bridge = self.language.bridge_command('(getenv "SSHDIST_SOCKET")')
+            channel = self.session.open_exec(f"SSHDIST_SOCKET={self._server_path('sock')} {bridge}")
         else:
             try:
                 channel = self.session.transport.open_channel(

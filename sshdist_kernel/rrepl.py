@@ -105,11 +105,16 @@ class GuileRepl:
         return self._guile(f"((@ (sshdist rrepl) serve-socket) {address} {pid_file})")
 
     def bridge_command(self, socket_path: str) -> str:
-        """Join stdin/stdout to a server's Unix socket, for a channel to a server."""
+        """Join stdin/stdout to a server's Unix socket, for a channel to a server;
+        ``socket_path`` is a Scheme expression evaluated on the node."""
         code = (
             "(use-modules (ice-9 binary-ports) (ice-9 threads))"
             "(define s (socket AF_UNIX SOCK_STREAM 0))"
-            f"(connect s AF_UNIX {sexp.write(socket_path)})"
+            f"(define path {socket_path})"
+            "(catch 'system-error (lambda () (connect s AF_UNIX path))"
+            " (lambda (key . args) (format (current-error-port)"
+            ' "cannot connect to the REPL server at ~a: ~a~%" path'
+            " (strerror (system-error-errno (cons key args)))) (exit 1)))"
             "(define (pump from to done)"
             " (let loop () (let ((bv (get-bytevector-some from)))"
             "  (if (eof-object? bv) (done)"

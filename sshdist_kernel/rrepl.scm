@@ -21,6 +21,7 @@
   #:use-module (ice-9 binary-ports)
   #:use-module (ice-9 rdelim)
   #:use-module (ice-9 history)
+  #:use-module (ice-9 threads)
   #:export (sshdist-serve main serve-socket))
 
 (define (send-record out tag payload)

@@ -1,0 +1,160 @@
+"""Nodes over real sshd: the chapter's node procedures, failures and recovery."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+
+import pytest
+
+from sshdist_kernel import (
+    UNIX,
+    Node,
+    NodeError,
+    NodeReplError,
+    Session,
+    is_node,
+    make_node,
+    make_session,
+    node_eval,
+    node_guile_version,
+    node_loadavg,
+    node_repl_port,
+    node_run_server,
+    node_server_running,
+    node_session,
+    node_stop_server,
+    with_ssh,
+)
+from sshdist_kernel.localnodes import LocalNodes, _free_port
+from sshdist_kernel.rrepl import GuileRepl
+
+from .conftest import wait_until
+
+
+def test_printed_form_as_in_the_chapter(node: Node, local_nodes: LocalNodes) -> None:
+    port = local_nodes.nodes[0].port
+    user = local_nodes.user
+    assert re.fullmatch(rf"#<node {user}@127\.0\.0\.1:{port}/exec [0-9a-f]+>", repr(node))
+
+
+def test_node_accessors(node: Node) -> None:
+    assert is_node(node) and not is_node("node1")
+    assert isinstance(node_session(node), Session)
+    assert node_repl_port(node) is None
+
+
+def test_with_ssh_evaluates_a_body_and_returns_four_values(node: Node) -> None:
+    value, num, module, language = with_ssh(node, "(define z 2)", "(* z 21)")
+    assert (value, module, language) == (42, "(guile-user)", "scheme")
+    assert isinstance(num, int)
+
+
+def test_with_ssh_keeps_a_value_when_the_code_prints(node: Node) -> None:
+    result = with_ssh(node, '(display "hello")', "42")
+    assert (result.value, result.output) == (42, "hello")
+
+
+def test_node_eval(node: Node) -> None:
+    assert node_eval(node, '(string-upcase "abc")').value == "ABC"
+
+
+def test_node_loadavg(node: Node) -> None:
+    load, num, module, language = node_loadavg(node)
+    assert set(load) == {"one", "five", "fifteen", "scheduling_entities", "last_pid"}
+    assert all(isinstance(load[k], float) and load[k] >= 0 for k in ("one", "five", "fifteen"))
+    running, total = load["scheduling_entities"]
+    assert 1 <= running <= total
+    assert isinstance(num, int) and (module, language) == ("(guile-user)", "scheme")
+
+
+def test_node_guile_version(node: Node) -> None:
+    version = node_guile_version(node)
+    assert version is not None and re.fullmatch(r"3\.\d+\.\d+", version)
+    assert version == node.rrepl.guile_version
+
+
+def test_missing_guile_is_a_clear_node_error(ssh_config: str) -> None:
+    session = make_session("node1", ssh_config=ssh_config)
+    try:
+        with pytest.raises(NodeError, match="guile is not installed on node1"):
+            Node(session, language=GuileRepl(guile="guile-not-here")).rrepl  # noqa: B018
+        node = Node(session, language=GuileRepl(guile="guile-not-here"))
+        assert node_guile_version(node) is None
+    finally:
+        session.close()
+
+
+def test_a_killed_guile_is_a_node_error_and_the_next_call_starts_fresh(node: Node) -> None:
+    with_ssh(node, "(define before 1)")
+    os.kill(node.rrepl.pid, signal.SIGKILL)  # the local nodes run on this machine
+    with pytest.raises(NodeError, match="remote REPL on node1 .* ended"):
+        with_ssh(node, "(+ 1 2)")
+    assert with_ssh(node, "(+ 1 2)").value == 3
+    with pytest.raises(NodeReplError, match="before"):
+        with_ssh(node, "before")
+
+
+def test_guile_killed_during_an_evaluation(node: Node) -> None:
+    pid = node.rrepl.pid
+    with pytest.raises(NodeError, match="ended"):
+        with_ssh(node, f"(begin (kill {pid} SIGKILL) (sleep 5))")
+    assert with_ssh(node, "'back").value == "back"
+
+
+def test_a_stopped_sshd_is_a_node_error_and_the_node_reconnects(
+    local_nodes: LocalNodes, ssh_config: str
+) -> None:
+    node = make_node("node3", ssh_config=ssh_config)
+    try:
+        assert with_ssh(node, "(+ 1 2)").value == 3
+        local_nodes.stop("node3", signal.SIGKILL)
+        with pytest.raises(NodeError, match="node3"):
+            with_ssh(node, "(+ 1 2)", timeout=10)
+        with pytest.raises(NodeError, match="refused the connection"):
+            with_ssh(node, "(+ 1 2)", timeout=10)
+        local_nodes.start("node3")
+        assert with_ssh(node, "(+ 1 2)").value == 3
+    finally:
+        local_nodes.start("node3")
+        node.close()
+
+
+def test_the_node_stays_usable_after_every_kind_of_error(node: Node) -> None:
+    for bad in ["(car 1)", '(error "x")', "undefined-thing", ")"]:
+        with pytest.raises(NodeReplError):
+            with_ssh(node, bad)
+    assert with_ssh(node, "(+ 1 2)").value == 3
+
+
+@pytest.mark.parametrize("repl_port", [UNIX, "tcp"])
+def test_repl_server_keeps_state_between_nodes(ssh_config: str, repl_port: object) -> None:
+    port = _free_port() if repl_port == "tcp" else repl_port
+    first = make_node("node1", port, ssh_config=ssh_config)
+    second = None
+    try:
+        assert node_server_running(first)
+        assert re.search(rf"/{port} [0-9a-f]+>$", repr(first))
+        with_ssh(first, "(define shared 'from-first)")
+        second = make_node("node1", port, ssh_config=ssh_config)
+        assert with_ssh(second, "shared").value == "from-first"
+        if port == UNIX:
+            mode = first.session.run('stat -c %a "${XDG_RUNTIME_DIR:-$HOME/.cache}/sshdist"')
+            assert mode.stdout.strip() == "700"
+    finally:
+        node_stop_server(first)
+        wait_until(lambda: not node_server_running(first), what="the server to stop")
+        first.close()
+        if second is not None:
+            second.close()
+
+
+def test_server_procedures_refuse_an_exec_node(node: Node) -> None:
+    with pytest.raises(NodeError, match="exec channel"):
+        node_run_server(node)
+
+
+def test_make_node_rejects_a_bad_repl_port(ssh_config: str) -> None:
+    with pytest.raises(ValueError, match="repl_port"):
+        make_node("node1", "37146", ssh_config=ssh_config)

@@ -1,0 +1,242 @@
+"""rrepl_eval against real Guile over real sshd: the four values, printed output,
+errors, and the REPL staying usable after each of them."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from sshdist_kernel import (
+    IncompleteInputError,
+    Node,
+    NodeReplError,
+    NodeTimeoutError,
+    Symbol,
+    node_open_rrepl,
+    rrepl_eval,
+    rrepl_skip_to_prompt,
+)
+
+from .conftest import wait_until
+
+
+def test_one_value_comes_back_with_number_module_and_language(node: Node) -> None:
+    value, num, module, language = rrepl_eval(node.rrepl, "(+ 1 2)")
+    assert (value, num, module, language) == (3, 1, "(guile-user)", "scheme")
+    assert rrepl_eval(node.rrepl, "(* 2 21)").eval_num == 2
+
+
+def test_several_values_come_back_as_tuples(node: Node) -> None:
+    value, num, _, _ = rrepl_eval(node.rrepl, '(values 1 \'two "three")')
+    assert value == (1, Symbol("two"), "three")
+    assert num == (1, 2, 3)
+
+
+@pytest.mark.parametrize("source", ["(values)", "(if #f #f)", "(define x 10)"])
+def test_no_value_gives_none_and_does_not_hang(node: Node, source: str) -> None:
+    result = rrepl_eval(node.rrepl, source, timeout=10)
+    assert (result.value, result.eval_num) == (None, None)
+    assert result.module == "(guile-user)"
+
+
+def test_a_definition_is_kept(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(define x 10)")
+    assert rrepl_eval(node.rrepl, "x").value == 10
+
+
+def test_dollar_n_names_an_earlier_result(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(+ 40 2)")
+    rrepl_eval(node.rrepl, "(list 1 2)")
+    assert rrepl_eval(node.rrepl, "(list $1 $2)").value == [42, [1, 2]]
+
+
+@pytest.mark.parametrize(
+    ("source", "output", "value"),
+    [
+        ('(begin (display "hello") 42)', "hello", 42),
+        ('(begin (display "hello\\n") 42)', "hello\n", 42),
+        ('(display "alone")', "alone", None),
+        ('(display "alone\\n")', "alone\n", None),
+        ('(begin (display "$1 = 2\\n") 7)', "$1 = 2\n", 7),
+        ('(begin (display "scheme@(guile-user)> ") 8)', "scheme@(guile-user)> ", 8),
+        ('(begin (display "h5\\np3\\n") 9)', "h5\np3\n", 9),
+    ],
+)
+def test_printed_output_never_loses_the_value(
+    node: Node, source: str, output: str, value: object
+) -> None:
+    result = rrepl_eval(node.rrepl, source)
+    assert result.output == output
+    assert result.value == value
+
+
+def test_stderr_stays_apart_from_stdout(node: Node) -> None:
+    result = rrepl_eval(
+        node.rrepl, '(begin (display "out") (display "err" (current-error-port)) 1)'
+    )
+    assert (result.output, result.error_output, result.value) == ("out", "err", 1)
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "message"),
+    [
+        ("(car 1)", "wrong-type-arg", "In procedure car: Wrong type"),
+        ("no-such-variable", "unbound-variable", "Unbound variable: no-such-variable"),
+        ('(error "boom" 1)', "misc-error", "boom 1"),
+        ("(throw 'oops)", "oops", "Throw to key `oops'"),
+        ("(list #<foo>)", "read-error", ""),
+        ("(+ 1 2))", "read-error", 'unexpected ")"'),
+    ],
+)
+def test_errors_raise_node_repl_error_and_the_next_call_works(
+    node: Node, source: str, key: str, message: str
+) -> None:
+    with pytest.raises(NodeReplError) as caught:
+        rrepl_eval(node.rrepl, source)
+    assert caught.value.key == key
+    assert message in caught.value.message
+    assert rrepl_eval(node.rrepl, "(+ 1 2)").value == 3
+
+
+def test_output_printed_before_an_error_is_kept(node: Node) -> None:
+    with pytest.raises(NodeReplError) as caught:
+        rrepl_eval(node.rrepl, '(begin (display "partial") (car 1))')
+    assert caught.value.output == "partial"
+
+
+def test_incomplete_input_is_refused_before_it_is_sent(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(+ 1 1)")
+    with pytest.raises(IncompleteInputError, match="not sent"):
+        rrepl_eval(node.rrepl, "(+ 1")
+    # Nothing reached the REPL: the next value is $2, not an error.
+    assert rrepl_eval(node.rrepl, "(+ 2 2)").eval_num == 2
+
+
+def test_strings_with_quotes_newlines_and_non_ascii(node: Node) -> None:
+    text = 'She said "héllo"\nλ → 日本 \\ \t end'
+    source = '(string-append "She said \\"héllo\\"\\n" "λ → 日本 \\\\ \\t end")'
+    assert rrepl_eval(node.rrepl, source).value == text
+    assert rrepl_eval(node.rrepl, f'(begin (display "{text[:5]}λ") 1)').output == "She sλ"
+
+
+def test_a_100000_element_list_as_a_value(node: Node) -> None:
+    assert rrepl_eval(node.rrepl, "(iota 100000)").value == list(range(100000))
+
+
+def test_10_mb_of_printed_output(node: Node) -> None:
+    source = (
+        '(let ((line (string-append (make-string 99 #\\x) "\\n")))'
+        " (do ((i 0 (1+ i))) ((= i 100000) 'done) (display line)))"
+    )
+    result = rrepl_eval(node.rrepl, source, timeout=60)
+    assert result.value == Symbol("done")
+    assert len(result.output) == 10_000_000
+    assert result.output == ("x" * 99 + "\n") * 100000
+
+
+def test_printed_output_streams_while_the_code_runs(node: Node, tmp_path: Path) -> None:
+    # The remote code waits (bounded) for a file that the test writes only once the
+    # first line has arrived, so the line must come back before the evaluation ends.
+    flag = tmp_path / "seen"
+    source = (
+        '(begin (display "first\\n")'
+        f' (let wait ((i 0)) (if (and (< i 500) (not (file-exists? "{flag}")))'
+        " (begin (usleep 10000) (wait (1+ i)))))"
+        ' (display "second\\n")'
+        f' (file-exists? "{flag}"))'
+    )
+    chunks: list[str] = []
+
+    def on_output(stream: str, text: str) -> None:
+        chunks.append(text)
+        flag.touch()
+
+    result = rrepl_eval(node.rrepl, source, on_output=on_output)
+    assert result.value is True
+    assert chunks == ["first\n", "second\n"]
+
+
+def test_ecmascript_reports_its_language(node: Node) -> None:
+    switched = rrepl_eval(node.rrepl, ",L ecmascript")
+    assert switched.language == "ecmascript"
+    assert "ECMAScript" in switched.output
+    value, _, _, language = rrepl_eval(node.rrepl, "1+2;")
+    assert (value, language) == (3, "ecmascript")
+    assert rrepl_eval(node.rrepl, ",L scheme").language == "scheme"
+    assert rrepl_eval(node.rrepl, "(+ 1 2)").value == 3
+
+
+def test_a_module_change_shows_in_the_module_value(node: Node) -> None:
+    result = rrepl_eval(node.rrepl, "(define-module (sshdist test)) (define y 5) y")
+    assert (result.value, result.module) == (5, "(sshdist test)")
+    assert rrepl_eval(node.rrepl, ",m (guile-user)").module == "(guile-user)"
+
+
+def test_several_forms_run_in_order_and_the_last_gives_the_values(node: Node) -> None:
+    result = rrepl_eval(node.rrepl, "(define a 1) (+ a 1) (values a 3)")
+    assert [f.values for f in result.forms] == [(), (2,), (1, 3)]
+    assert (result.value, result.eval_num) == ((1, 3), (2, 3))
+
+
+def test_meta_commands_work(node: Node) -> None:
+    assert "real time" in rrepl_eval(node.rrepl, ",time (+ 1 2)").output
+    assert "car" in rrepl_eval(node.rrepl, ",apropos ^car$").output
+
+
+def test_unreadable_values_are_opaque_not_errors(node: Node) -> None:
+    value = rrepl_eval(node.rrepl, "(lambda (x) x)").value
+    assert re.fullmatch(r"#<procedure \w+ .*>", str(value))
+    assert rrepl_eval(node.rrepl, "(make-vector 2)").value[0].text == "#<unspecified>"
+
+
+def test_reading_stdin_does_not_hang(node: Node) -> None:
+    assert str(rrepl_eval(node.rrepl, "(read)", timeout=10).value) == "#<eof>"
+
+
+def test_interrupt_stops_an_endless_loop_and_keeps_state(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(define kept 'yes)")
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            rrepl_eval(node.rrepl, "(let loop () (loop))", timeout=30)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    wait_until(lambda: node.rrepl._lock.locked(), what="the loop to start")
+    node.interrupt()
+    worker.join(10)
+    assert not worker.is_alive()
+    assert isinstance(errors[0], NodeReplError)
+    assert "User interrupt" in errors[0].message
+    assert rrepl_eval(node.rrepl, "kept").value == Symbol("yes")
+
+
+def test_a_timed_out_evaluation_is_interrupted_and_the_repl_recovers(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(define kept 1)")
+    with pytest.raises(NodeTimeoutError, match="did not answer"):
+        rrepl_eval(node.rrepl, "(let loop () (loop))", timeout=0.5)
+    assert rrepl_eval(node.rrepl, "kept").value == 1
+
+
+def test_a_second_rrepl_channel_is_a_separate_repl(node: Node) -> None:
+    other = node_open_rrepl(node)
+    try:
+        rrepl_eval(node.rrepl, "(define only-here 1)")
+        with pytest.raises(NodeReplError, match="only-here"):
+            rrepl_eval(other, "only-here")
+        assert rrepl_eval(other, "(+ 1 1)").value == 2
+    finally:
+        other.close()
+
+
+def test_skip_to_prompt_drops_an_answer_nobody_waited_for(node: Node) -> None:
+    r = node.rrepl
+    r.channel.sendall(b"e7\n(+ 1 2)")  # a request sent outside rrepl_eval
+    rrepl_skip_to_prompt(r, timeout=10)
+    assert rrepl_eval(r, "(+ 2 2)").eval_num == 2
