@@ -113,7 +113,7 @@ def resolve_options(
         Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
     )
     found: dict[str, Any] = {}
-    if config_path.is_file():
+    if config_path.exists():
         found = paramiko.SSHConfig.from_path(str(config_path)).lookup(alias)
     elif ssh_config:
         raise NodeError(f"ssh_config file {config_path} does not exist")
@@ -150,7 +150,7 @@ def resolve_options(
         proxy_command=None if (proxy_command or "none").lower() == "none" else proxy_command,
         proxy_jump=proxy_jump
         or (None if found.get("proxyjump", "none").lower() == "none" else found["proxyjump"]),
-        ssh_config=str(config_path) if config_path.is_file() else None,
+        ssh_config=str(config_path) if config_path.exists() else None,
         timeout=timeout,
     )
 

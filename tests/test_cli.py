@@ -1,0 +1,65 @@
+"""The ``sshdist`` command as a user runs it: local nodes up/status/down, and rrepl."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from sshdist_kernel.localnodes import LocalNodes
+
+
+def sshdist(*args: str, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sshdist_kernel.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_nodes_up_status_down(tmp_path: Path) -> None:
+    where = str(tmp_path / "nodes")
+    up = sshdist("nodes", "up", "2", "--dir", where)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "node1" in up.stdout and "node2" in up.stdout
+        assert f"ssh -F {where}/ssh_config node1" in up.stdout
+        ssh = subprocess.run(
+            ["ssh", "-F", f"{where}/ssh_config", "node2", "echo", "reached"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=subprocess.DEVNULL,
+        )
+        assert ssh.stdout == "reached\n", ssh.stderr
+        status = sshdist("nodes", "status", "--dir", where)
+        assert status.stdout.count("running") == 2
+        again = sshdist("nodes", "up", "2", "--dir", where)
+        assert again.returncode == 1 and "already running" in again.stderr
+    finally:
+        down = sshdist("nodes", "down", "--dir", where)
+    assert down.returncode == 0 and "stopped 2" in down.stdout
+    assert all(not n.is_running() for n in LocalNodes(where).nodes)
+    assert sshdist("nodes", "status", "--dir", where).stdout.count("stopped") == 2
+
+
+def test_rrepl_prints_values_like_the_guile_repl(ssh_config: str) -> None:
+    session = sshdist(
+        "rrepl",
+        "node1",
+        "-F",
+        ssh_config,
+        stdin='(+ 1 2)\n(display "hi")\n(car 1)\n(define (f x)\n  (* x 2))\n(f 21)\n',
+    )
+    assert session.returncode == 0, session.stderr
+    assert session.stdout == "$1 = 3\nhi$2 = 42\n"
+    assert ";;; wrong-type-arg: In procedure car" in session.stderr
+
+
+def test_rrepl_to_an_unreachable_host_is_one_clear_line(tmp_path: Path) -> None:
+    result = sshdist("rrepl", "127.0.0.1:1", "-F", "/dev/null")
+    assert result.returncode == 1
+    assert re.fullmatch(r"sshdist: \S+@127\.0\.0\.1:1 refused the connection: .*\n", result.stderr)

@@ -1,0 +1,176 @@
+"""Sessions opened the way ``ssh HOST`` would: ssh_config, keys, strict host keys,
+proxies, and clear errors for each way a connection fails."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sshdist_kernel import (
+    AuthenticationError,
+    ConnectError,
+    HostKeyError,
+    make_node,
+    make_session,
+    with_ssh,
+)
+from sshdist_kernel.localnodes import LocalNodes, _free_port
+
+
+@pytest.fixture
+def node1(local_nodes: LocalNodes):
+    return local_nodes.nodes[0]
+
+
+def test_an_ssh_config_alias_connects_with_nodelay(ssh_config: str) -> None:
+    with make_session("node1", ssh_config=ssh_config) as session:
+        assert session.is_connected()
+        assert session.run("echo $((6 * 7))").stdout == "42\n"
+        sock = session.transport.sock
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+
+
+def test_user_at_host_colon_port_with_explicit_files(local_nodes: LocalNodes, node1) -> None:
+    spec = f"{local_nodes.user}@127.0.0.1:{node1.port}"
+    with make_session(
+        spec,
+        identity=local_nodes.identity,
+        known_hosts=local_nodes.known_hosts,
+        ssh_config="/dev/null",
+    ) as s:
+        assert (s.user, s.host, s.port) == (local_nodes.user, "127.0.0.1", node1.port)
+        assert s.run("true").status == 0
+
+
+def test_command_status_and_stderr(ssh_config: str) -> None:
+    with make_session("node1", ssh_config=ssh_config) as session:
+        result = session.run("echo out; echo err >&2; exit 3")
+        assert (result.status, result.stdout, result.stderr) == (3, "out\n", "err\n")
+
+
+def test_an_unknown_host_key_is_refused_with_its_fingerprint(
+    local_nodes: LocalNodes, node1, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    with pytest.raises(HostKeyError, match=r"not known \(ssh-ed25519 SHA256:") as caught:
+        make_session(
+            f"127.0.0.1:{node1.port}",
+            identity=local_nodes.identity,
+            known_hosts=known,
+            ssh_config="/dev/null",
+        )
+    expected = subprocess.run(
+        ["ssh-keygen", "-lf", str(local_nodes.dir / "node1" / "ssh_host_ed25519_key.pub")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[1]
+    assert expected in caught.value.fingerprint
+    assert known.read_text() == ""
+
+
+def test_accept_new_records_the_key_and_then_strict_checking_passes(
+    local_nodes: LocalNodes, node1, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    options = dict(identity=local_nodes.identity, known_hosts=known, ssh_config="/dev/null")
+    make_session(f"127.0.0.1:{node1.port}", host_key_policy="accept-new", **options).close()
+    assert known.read_text().startswith(f"[127.0.0.1]:{node1.port} ssh-ed25519 ")
+    make_session(f"127.0.0.1:{node1.port}", **options).close()
+
+
+def test_a_changed_host_key_is_refused(local_nodes: LocalNodes, node1, tmp_path: Path) -> None:
+    other = (local_nodes.dir / "node2" / "ssh_host_ed25519_key.pub").read_text().split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{node1.port} {other[0]} {other[1]}\n")
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        make_session(
+            f"127.0.0.1:{node1.port}",
+            identity=local_nodes.identity,
+            known_hosts=known,
+            ssh_config="/dev/null",
+            host_key_policy="accept-new",
+        )
+
+
+def test_a_wrong_key_is_an_authentication_error(
+    local_nodes: LocalNodes, node1, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "id_wrong"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(wrong)], check=True)
+    with pytest.raises(AuthenticationError, match=f"refused authentication.*{wrong}"):
+        make_session(
+            f"127.0.0.1:{node1.port}",
+            identity=wrong,
+            known_hosts=local_nodes.known_hosts,
+            ssh_config="/dev/null",
+        )
+
+
+def test_a_missing_key_file_is_named(local_nodes: LocalNodes, node1, tmp_path: Path) -> None:
+    with pytest.raises(AuthenticationError, match="could not use .*no-such-key"):
+        make_session(
+            f"127.0.0.1:{node1.port}",
+            identity=tmp_path / "no-such-key",
+            known_hosts=local_nodes.known_hosts,
+            ssh_config="/dev/null",
+        )
+
+
+def test_a_closed_port_is_a_connect_error() -> None:
+    port = _free_port()
+    with pytest.raises(ConnectError, match=f"refused the connection.*port {port}"):
+        make_session(f"127.0.0.1:{port}", ssh_config="/dev/null")
+
+
+def test_an_unresolvable_host_is_a_connect_error() -> None:
+    with pytest.raises(ConnectError, match="cannot resolve host name no-such-host.invalid"):
+        make_session("no-such-host.invalid", ssh_config="/dev/null")
+
+
+def _config_with(local_nodes: LocalNodes, tmp_path: Path, extra: str) -> Path:
+    config = tmp_path / "ssh_config"
+    config.write_text(extra + "\n" + local_nodes.ssh_config.read_text())
+    return config
+
+
+def test_proxy_jump_through_another_node(local_nodes: LocalNodes, tmp_path: Path) -> None:
+    node2 = local_nodes.nodes[1]
+    config = _config_with(
+        local_nodes,
+        tmp_path,
+        (
+            f"Host behind\n    HostName 127.0.0.1\n    Port {node2.port}\n"
+            f"    ProxyJump node1\n    User {local_nodes.user}\n"
+            f"    IdentityFile {local_nodes.identity}\n"
+            f"    UserKnownHostsFile {local_nodes.known_hosts}\n"
+        ),
+    )
+    node = make_node("behind", ssh_config=config)
+    try:
+        assert with_ssh(node, "(+ 1 2)").value == 3
+        assert node.session._jump is not None and node.session._jump.is_connected()
+    finally:
+        node.close()
+
+
+@pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
+def test_proxy_command(local_nodes: LocalNodes, tmp_path: Path) -> None:
+    node2 = local_nodes.nodes[1]
+    config = _config_with(
+        local_nodes,
+        tmp_path,
+        (
+            f"Host viacommand\n    HostName 127.0.0.1\n    Port {node2.port}\n"
+            f"    ProxyCommand ssh -F {local_nodes.ssh_config} -W %h:%p node1\n"
+            f"    User {local_nodes.user}\n    IdentityFile {local_nodes.identity}\n"
+            f"    UserKnownHostsFile {local_nodes.known_hosts}\n"
+        ),
+    )
+    with make_session("viacommand", ssh_config=config) as session:
+        assert session.run("echo via").stdout == "via\n"
