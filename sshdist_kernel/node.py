@@ -157,6 +157,33 @@ def make_node(
     return node
 
 
+def make_nodes(
+    hosts: list[str | Session], repl_port: int | str | None = None, **options: Any
+) -> list[Node]:
+    """Make a node on each host at once, one thread each; the nodes come back in the
+    order of ``hosts``.  If any fails, the others are closed and its error is raised."""
+    results: list[Node | BaseException | None] = [None] * len(hosts)
+
+    def make(i: int) -> None:
+        try:
+            results[i] = make_node(hosts[i], repl_port, **options)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller
+            results[i] = exc
+
+    threads = [threading.Thread(target=make, args=(i,), daemon=True) for i in range(len(hosts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        for r in results:
+            if isinstance(r, Node):
+                r.close()
+        raise failures[0]
+    return results  # type: ignore[return-value]
+
+
 def is_node(x: object) -> bool:
     """``node?``"""
     return isinstance(x, Node)
@@ -252,16 +279,23 @@ def node_run_server(node: Node, timeout: float = 10.0) -> None:
     else:
         address = f"(make-socket-address AF_INET INADDR_LOOPBACK {int(node.repl_port)})"
     server = node.language.server_command(address, '(getenv "SSHDIST_PID_FILE")')
-    pid_file, sock, log = (node._server_path(s) for s in ("pid", "sock", "log"))
-    script = (
-        f"umask 077; mkdir -p {_SERVER_DIR} && chmod 700 {_SERVER_DIR} && "
-        f"rm -f {pid_file} {sock} && "
-        f"export SSHDIST_PID_FILE={pid_file} SSHDIST_SOCKET={sock} && "
-        f"(setsid {server} </dev/null >{log} 2>&1 &) ; "
-        f"for i in $(seq 200); do test -s {pid_file} && exit 0; sleep 0.05; done; "
-        f"cat {log} >&2; exit 1"
-    )
-    result = node.session.run(script, timeout=timeout)
+    pid_file, sock, log, lock = (node._server_path(s) for s in ("pid", "sock", "log", "lock"))
+    # flock serialises starts on one host; a server already alive is left as it is.
+    script = f"""umask 077; mkdir -p {_SERVER_DIR} && chmod 700 {_SERVER_DIR} || exit 1
+exec 9>{lock}; flock -w 10 9 2>/dev/null
+kill -0 "$(cat {pid_file} 2>/dev/null)" 2>/dev/null && exit 0
+rm -f {pid_file} {sock}
+export SSHDIST_PID_FILE={pid_file} SSHDIST_SOCKET={sock}
+setsid {server} </dev/null >{log} 2>&1 9>&- &
+pid=$!
+for i in $(seq 100); do
+  test -s {pid_file} && exit 0
+  kill -0 $pid 2>/dev/null || break
+  sleep 0.05
+done
+cat {log} >&2; exit 1
+"""
+    result = node.session.run(script, timeout=timeout, what="starting the REPL server")
     if result.status != 0:
         raise NodeError(
             f"the REPL server on {node.session.options.target} did not start "

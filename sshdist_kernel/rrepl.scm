@@ -132,12 +132,18 @@
                   (loop)))))))))
 
 (define (read-request in)
+  ;; A line that is no request header is skipped: a stray newline typed into
+  ;; the channel must not end the REPL.
   (let ((header (read-line in)))
-    (if (eof-object? header)
-        header
-        (let* ((len (string->number (substring header 1)))
-               (bv (if (zero? len) (make-bytevector 0) (get-bytevector-n in len))))
-          (cons (string-ref header 0) (utf8->string bv))))))
+    (cond
+     ((eof-object? header) header)
+     ((and (> (string-length header) 1)
+           (eqv? (string-ref header 0) #\e)
+           (string->number (substring header 1)))
+      => (lambda (len)
+           (let ((bv (if (zero? len) (make-bytevector 0) (get-bytevector-n in len))))
+             (if (eof-object? bv) bv (cons #\e (utf8->string bv))))))
+     (else (read-request in)))))
 
 (define (sshdist-serve in out)
   "Serve framed requests read from IN, writing records to OUT, until IN ends."

@@ -354,8 +354,12 @@ class Session:
             ) from None
         return channel
 
-    def run(self, command: str, timeout: float = CONNECT_TIMEOUT) -> CommandResult:
-        """Run ``command`` to its end and return its status and output."""
+    def run(
+        self, command: str, timeout: float = CONNECT_TIMEOUT, what: str | None = None
+    ) -> CommandResult:
+        """Run ``command`` to its end and return its status and output; ``what``
+        names the command in errors (long scripts would make unreadable ones)."""
+        what = what or (command if len(command) <= 60 else command[:57] + "...")
         channel = self.open_exec(command, timeout)
         deadline = time.monotonic() + timeout
         out, err = bytearray(), bytearray()
@@ -364,7 +368,7 @@ class Session:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise NodeTimeoutError(
-                        f"{command!r} on {self.options.target} did not finish within {timeout:g} s"
+                        f"{what} on {self.options.target} did not finish within {timeout:g} s"
                     )
                 channel.settimeout(min(left, 0.2))
                 try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 
-from sshdist_kernel import Node, with_ssh
+from sshdist_kernel import Char, Node, with_ssh
 from sshdist_kernel.sexp import quote
 
 from .test_sexp import data
@@ -16,3 +16,10 @@ from .test_sexp import data
 @given(value=data)
 def test_guile_reads_and_prints_back_the_same_value(shared_node: Node, value: object) -> None:
     assert with_ssh(shared_node, quote(value)).value == value
+
+
+def test_every_ascii_and_some_unicode_characters_come_back(shared_node: Node) -> None:
+    chars = [Char(chr(i)) for i in [*range(0x80), 0xA0, 0xAD, 0x2028, 0xFEFF, 0x1F600]]
+    assert with_ssh(shared_node, quote(chars)).value == chars
+    text = "".join(chars)
+    assert with_ssh(shared_node, quote(text)).value == text
