@@ -1,0 +1,20 @@
+"""``make demo`` as a newcomer runs it: real nodes come up, values print, nodes stop."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_prints_the_four_values_and_the_load_of_each_node() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sshdist_kernel.demo"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert out.count("=> 3  $1  (guile-user)  scheme") == 3
+    assert out.count("=> 'HELLO'  $4  (guile-user)  scheme  printed 'printed, and the") == 3
+    assert "$2 $3" in out
+    assert out.count("NodeReplError wrong-type-arg") == 3
+    assert out.count("load average:") == 3
+    assert out.rstrip().endswith("local nodes stopped")
