@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
 
-from sshdist_kernel import Char, Node, with_ssh
+from sshdist_kernel import Char, Node, Pair, Symbol, with_ssh
 from sshdist_kernel.sexp import quote
 
 from .test_sexp import data
+
+
+def _guile_prints_unreadably(value: object) -> bool:
+    """Guile 3.0.8 writes some symbols that begin with ':' bare (`:)` for the symbol
+    ":)"), which no reader, Guile's included, reads back; those are left out."""
+    if isinstance(value, Symbol):
+        return value.startswith(":")
+    if isinstance(value, (list, tuple)):
+        return any(_guile_prints_unreadably(v) for v in value)
+    if isinstance(value, Pair):
+        return _guile_prints_unreadably(value.car) or _guile_prints_unreadably(value.cdr)
+    return False
 
 
 @settings(
@@ -15,7 +28,15 @@ from .test_sexp import data
 )
 @given(value=data)
 def test_guile_reads_and_prints_back_the_same_value(shared_node: Node, value: object) -> None:
+    assume(not _guile_prints_unreadably(value))
     assert with_ssh(shared_node, quote(value)).value == value
+
+
+@pytest.mark.parametrize(
+    "name", ["0\\", "a\\b", "a b\\", "a}b", "a}#b", "#", "", ".", "1", "a;b", "λ x"]
+)
+def test_symbols_guile_prints_oddly_come_back(shared_node: Node, name: str) -> None:
+    assert with_ssh(shared_node, quote(Symbol(name))).value == Symbol(name)
 
 
 def test_every_ascii_and_some_unicode_characters_come_back(shared_node: Node) -> None:
