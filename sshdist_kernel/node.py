@@ -63,9 +63,7 @@ class Node:
         where = self.session.options.target
         if self.repl_port is None:
             channel = self.session.open_exec(self.language.command())
-            return Rrepl(
-                channel, where=where, language=self.language, interrupt_pid=self._interrupt_pid
-            )
+            return Rrepl(channel, where=where, language=self.language, interrupter=self._kill_int)
         if self.start_server and not node_server_running(self):
             node_run_server(self)
         if self.repl_port == UNIX:
@@ -84,15 +82,27 @@ class Node:
                     f"cannot reach the REPL server on port {self.repl_port} of "
                     f"{where}: {exc}. Is it running (node_run_server)?"
                 ) from None
-        return Rrepl(channel, where=where, language=self.language)
+        return Rrepl(
+            channel, where=where, language=self.language, interrupter=self._interrupt_server_client
+        )
 
-    def _interrupt_pid(self, pid: int) -> None:
-        result = self.session.run(f"kill -INT {int(pid)}", timeout=5)
+    def _kill_int(self, rrepl: Rrepl) -> None:
+        """An exec-channel REPL is its own process: SIGINT it, as Ctrl-C would."""
+        result = self.session.run(f"kill -INT {int(rrepl.pid)}", timeout=5)
         if result.status != 0:
             raise NodeError(
                 f"could not interrupt the REPL on {self.session.options.target}: "
                 f"{result.stderr.strip()}"
             )
+
+    def _interrupt_server_client(self, rrepl: Rrepl) -> None:
+        """A server runs every client in one process: ask it, on a second channel,
+        to interrupt this client's thread."""
+        helper = self.open_rrepl()
+        try:
+            helper.interrupt_client(rrepl.client_id)
+        finally:
+            helper.close()
 
     @property
     def rrepl(self) -> Rrepl:

@@ -144,7 +144,7 @@ class Rrepl:
     """A live remote REPL on one channel (the chapter's RREPL channel).
 
     ``channel`` is a paramiko ``Channel`` (or anything with ``send``/``recv``/
-    ``settimeout``/``close``); ``interrupt_pid`` sends SIGINT to a remote PID.
+    ``settimeout``/``close``); ``interrupter`` stops this REPL's running evaluation.
     """
 
     def __init__(
@@ -153,13 +153,13 @@ class Rrepl:
         *,
         where: str,
         language: ReplLanguage | None = None,
-        interrupt_pid: Callable[[int], None] | None = None,
+        interrupter: Callable[[Rrepl], None] | None = None,
         timeout: float = START_TIMEOUT,
     ) -> None:
         self.channel = channel
         self.where = where
         self.language = language or GuileRepl()
-        self._interrupt_pid = interrupt_pid
+        self._interrupter = interrupter
         self._buf = bytearray()
         self._lock = threading.Lock()
         self.broken = False
@@ -168,9 +168,10 @@ class Rrepl:
         tag, payload = self._next_record(time.monotonic() + timeout, "start")
         if tag != "h":
             self._fail(f"the remote REPL on {where} did not start (got {tag!r} first)")
-        pid, _, version = payload.decode().partition("\n")
+        pid, version, client = payload.decode().split("\n")
         self.pid = int(pid)
         self.guile_version = version
+        self.client_id = int(client)
 
     # -- records --------------------------------------------------------------
 
@@ -345,10 +346,17 @@ class Rrepl:
             self.close()
 
     def interrupt(self) -> None:
-        """Stop the running evaluation (SIGINT to the remote guile, as Ctrl-C would)."""
-        if self._interrupt_pid is None:
+        """Stop the running evaluation, as Ctrl-C would."""
+        if self._interrupter is None:
             raise NodeError(f"this REPL on {self.where} cannot be interrupted")
-        self._interrupt_pid(self.pid)
+        self._interrupter(self)
+
+    def interrupt_client(self, client_id: int, timeout: float = 5.0) -> None:
+        """Ask the REPL process behind this channel to interrupt another of its clients
+        (a REPL server serves several; each has a number)."""
+        payload = str(int(client_id)).encode()
+        self.channel.sendall(b"i%d\n" % len(payload) + payload)
+        self.skip_to_prompt(timeout)
 
     def close(self) -> None:
         self.broken = True

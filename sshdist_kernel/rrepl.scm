@@ -12,6 +12,8 @@
 ;;;   e  printed on current-error-port        v  a value: "N\nWRITTEN-VALUE"
 ;;;   f  one form is done                     x  an error: "KEY\nMESSAGE"
 ;;;   p  request done: "MODULE\nLANGUAGE"
+;;; The hello record's third line is the client's number; the request
+;;; i<LEN>\n<NUMBER> interrupts that client's evaluation, if it is running one.
 
 (define-module (sshdist rrepl)
   #:use-module (system repl common)
@@ -71,25 +73,47 @@
   (call-with-output-string
     (lambda (port) (print-exception port #f key args))))
 
-(define evaluating? #f)
+(define clients (make-hash-table))
+(define clients-lock (make-mutex))
+(define client-count 0)
+
+(define (register-client! busy)
+  ;; BUSY is a variable that is true while the client's evaluation runs.
+  (with-mutex clients-lock
+    (set! client-count (1+ client-count))
+    (hashv-set! clients client-count (cons (current-thread) busy))
+    client-count))
+
+(define (forget-client! id)
+  (with-mutex clients-lock (hashv-remove! clients id)))
+
+(define (interrupt-now busy)
+  ;; Only an evaluation is interrupted; an idle loop ignores the request.
+  (when (variable-ref busy)
+    (scm-error 'signal #f "User interrupt" '() '())))
+
+(define (interrupt-client! id)
+  (let ((entry (with-mutex clients-lock (hashv-ref clients id))))
+    (when entry
+      (system-async-mark (lambda () (interrupt-now (cdr entry))) (car entry)))))
+
+(define main-busy (make-variable #f))
 
 (define (on-sigint signum)
-  ;; Only an evaluation is interrupted; an idle loop ignores the signal.
-  (if evaluating?
-      (scm-error 'signal #f "User interrupt" '() (list signum))))
+  (interrupt-now main-busy))
 
-(define (eval-form repl form out)
+(define (eval-form repl form out busy)
   (module-use! (current-module) (resolve-interface '(value-history)))
   (let ((thunk (repl-prepare-eval-thunk repl (repl-parse repl form))))
     (call-with-values
         (lambda ()
           (dynamic-wind
-            (lambda () (set! evaluating? #t))
+            (lambda () (variable-set! busy #t))
             (lambda ()
               (call-with-prompt (default-prompt-tag)
                 (lambda () (start-stack #t (thunk)))
                 (lambda (k . args) (values))))
-            (lambda () (set! evaluating? #f))))
+            (lambda () (variable-set! busy #f))))
       (lambda values
         (flush-printed)
         (for-each
@@ -110,7 +134,7 @@
           ((char-whitespace? ch) (read-char port) (skip-whitespace port))
           (else ch))))
 
-(define (run-source repl source out)
+(define (run-source repl source out busy)
   ;; Read and evaluate every form of SOURCE in turn, as if typed at the REPL.
   (let ((port (open-input-string (string-append source "\n"))))
     (let loop ()
@@ -126,7 +150,7 @@
               (let ((form ((language-reader (repl-language repl)) port (current-module))))
                 (unless (eof-object? form)
                   (with-input-from-port (open-input-string "")
-                    (lambda () (eval-form repl form out)))
+                    (lambda () (eval-form repl form out busy)))
                   (flush-printed)
                   (send-record out "f" "")
                   (loop)))))))))
@@ -138,20 +162,24 @@
     (cond
      ((eof-object? header) header)
      ((and (> (string-length header) 1)
-           (eqv? (string-ref header 0) #\e)
+           (memv (string-ref header 0) '(#\e #\i))
            (string->number (substring header 1)))
       => (lambda (len)
            (let ((bv (if (zero? len) (make-bytevector 0) (get-bytevector-n in len))))
-             (if (eof-object? bv) bv (cons #\e (utf8->string bv))))))
+             (if (eof-object? bv)
+                 bv
+                 (cons (string-ref header 0) (utf8->string bv))))))
      (else (read-request in)))))
 
-(define (sshdist-serve in out)
+(define* (sshdist-serve in out #:optional (busy (make-variable #f)))
   "Serve framed requests read from IN, writing records to OUT, until IN ends."
   (let ((repl (make-repl (current-language) #f))
         (stdout (framed-port out "o"))
-        (stderr (framed-port out "e")))
+        (stderr (framed-port out "e"))
+        (id (register-client! busy)))
     (repl-option-set! repl 'interp #t)
-    (send-record out "h" (string-append (number->string (getpid)) "\n" (version)))
+    (send-record out "h" (string-append (number->string (getpid)) "\n" (version)
+                                        "\n" (number->string id)))
     (force-output out)
     (parameterize ((current-output-port stdout)
                    (current-error-port stderr)
@@ -161,7 +189,10 @@
         (let ((request (read-request in)))
           (unless (eof-object? request)
             (catch #t
-              (lambda () (run-source repl (cdr request) out))
+              (lambda ()
+                (if (eqv? (car request) #\i)
+                    (interrupt-client! (string->number (cdr request)))
+                    (run-source repl (cdr request) out busy)))
               (lambda (key . args)
                 (flush-printed)
                 (if (eq? key 'quit)
@@ -173,7 +204,8 @@
                                   "\n"
                                   (symbol->string (language-name (repl-language repl)))))
             (force-output out)
-            (loop)))))))
+            (loop)))))
+    (forget-client! id)))
 
 (define (prepare-process)
   (disable-value-history!)
@@ -188,7 +220,7 @@
     (setvbuf out 'block 65536)
     (sigaction SIGINT on-sigint)
     (prepare-process)
-    (sshdist-serve in out)))
+    (sshdist-serve in out main-busy)))
 
 (define (serve-socket address pid-file)
   "A REPL server: every client of ADDRESS gets its own loop, in its own

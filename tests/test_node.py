@@ -13,6 +13,7 @@ from sshdist_kernel import (
     Node,
     NodeError,
     NodeReplError,
+    NodeTimeoutError,
     Session,
     is_node,
     make_node,
@@ -31,6 +32,7 @@ from sshdist_kernel.localnodes import LocalNodes, _free_port
 from sshdist_kernel.rrepl import GuileRepl
 
 from .conftest import wait_until
+from .test_rrepl import run_endless_loop
 
 
 def test_printed_form_as_in_the_chapter(node: Node, local_nodes: LocalNodes) -> None:
@@ -148,6 +150,26 @@ def test_repl_server_keeps_state_between_nodes(ssh_config: str, repl_port: objec
         first.close()
         if second is not None:
             second.close()
+
+
+def test_a_server_client_is_interrupted_without_disturbing_another(ssh_config: str) -> None:
+    node = make_node("node1", UNIX, ssh_config=ssh_config)
+    other = make_node("node1", UNIX, ssh_config=ssh_config)
+    try:
+        with_ssh(node, "(define kept 1)")
+        worker, errors = run_endless_loop(node)
+        assert with_ssh(other, "(+ kept 1)").value == 2  # the server still serves others
+        node.interrupt()
+        worker.join(10)
+        assert not worker.is_alive()
+        assert errors[0].message == "User interrupt"
+        with pytest.raises(NodeTimeoutError):
+            with_ssh(node, "(let loop () (loop))", timeout=0.5)
+        assert with_ssh(node, "kept").value == 1
+    finally:
+        node_stop_server(node)
+        node.close()
+        other.close()
 
 
 def test_server_procedures_refuse_an_exec_node(node: Node) -> None:

@@ -20,8 +20,6 @@ from sshdist_kernel import (
     rrepl_skip_to_prompt,
 )
 
-from .conftest import wait_until
-
 
 def test_one_value_comes_back_with_number_module_and_language(node: Node) -> None:
     value, num, module, language = rrepl_eval(node.rrepl, "(+ 1 2)")
@@ -196,24 +194,36 @@ def test_reading_stdin_does_not_hang(node: Node) -> None:
     assert str(rrepl_eval(node.rrepl, "(read)", timeout=10).value) == "#<eof>"
 
 
-def test_interrupt_stops_an_endless_loop_and_keeps_state(node: Node) -> None:
-    rrepl_eval(node.rrepl, "(define kept 'yes)")
+def run_endless_loop(node: Node) -> tuple[threading.Thread, list[BaseException]]:
+    """Start an endless loop on ``node`` in a thread; return once the loop runs."""
     errors: list[BaseException] = []
+    started = threading.Event()
 
     def run() -> None:
         try:
-            rrepl_eval(node.rrepl, "(let loop () (loop))", timeout=30)
+            rrepl_eval(
+                node.rrepl,
+                '(begin (display "started\\n") (let loop () (loop)))',
+                timeout=30,
+                on_output=lambda stream, text: started.set(),
+            )
         except BaseException as exc:  # noqa: BLE001 - collected for the assertion
             errors.append(exc)
 
     worker = threading.Thread(target=run)
     worker.start()
-    wait_until(lambda: node.rrepl._lock.locked(), what="the loop to start")
+    assert started.wait(10), "the loop did not start"
+    return worker, errors
+
+
+def test_interrupt_stops_an_endless_loop_and_keeps_state(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(define kept 'yes)")
+    worker, errors = run_endless_loop(node)
     node.interrupt()
     worker.join(10)
     assert not worker.is_alive()
     assert isinstance(errors[0], NodeReplError)
-    assert "User interrupt" in errors[0].message
+    assert (errors[0].key, errors[0].message) == ("signal", "User interrupt")
     assert rrepl_eval(node.rrepl, "kept").value == Symbol("yes")
 
 
