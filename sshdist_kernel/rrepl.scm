@@ -26,16 +26,56 @@
   #:use-module (ice-9 threads)
   #:export (sshdist-serve main serve-socket))
 
-(define (send-record out tag payload)
-  ;; PAYLOAD is a string or a bytevector; OUT is the real, binary channel.
-  (let ((bv (if (bytevector? payload) payload (string->utf8 payload))))
-    (put-bytevector out (string->utf8
-                         (string-append tag (number->string (bytevector-length bv)) "\n")))
-    (put-bytevector out bv)))
+(define (make-sink port)
+  ;; The real, binary channel to one client: its port, a lock (the flusher
+  ;; thread writes too), and whether records wait in its buffer.
+  (let ((sink (vector port (make-mutex) #f)))
+    (with-mutex sinks-lock (set! sinks (cons sink sinks)))
+    sink))
+
+(define sinks '())
+(define sinks-lock (make-mutex))
+
+(define (send-record sink tag payload)
+  ;; PAYLOAD is a string or a bytevector.  Buffered: see flush-sink.
+  (let ((bv (if (bytevector? payload) payload (string->utf8 payload)))
+        (port (vector-ref sink 0)))
+    (with-mutex (vector-ref sink 1)
+      (put-bytevector port (string->utf8
+                            (string-append tag (number->string (bytevector-length bv)) "\n")))
+      (put-bytevector port bv)
+      (vector-set! sink 2 #t))))
+
+(define (flush-sink sink)
+  (with-mutex (vector-ref sink 1)
+    (vector-set! sink 2 #f)
+    (force-output (vector-ref sink 0))))
+
+(define (close-sink sink)
+  (with-mutex sinks-lock (set! sinks (delq sink sinks))))
+
+(define flusher #f)
+
+(define (start-flusher!)
+  ;; Printed output reaches the client within 20 ms even when the code goes
+  ;; quiet, and a burst of lines leaves in a few large writes, not one each.
+  (with-mutex sinks-lock
+    (unless flusher
+      (set! flusher
+            (call-with-new-thread
+             (lambda ()
+               (let loop ()
+                 (usleep 20000)
+                 (for-each (lambda (sink)
+                             (when (vector-ref sink 2)
+                               (catch #t (lambda () (flush-sink sink))
+                                 (lambda args (close-sink sink)))))
+                           (with-mutex sinks-lock sinks))
+                 (loop))))))))
 
 (define (framed-port out tag)
-  ;; A textual port whose every flushed chunk becomes one TAG record, so
-  ;; printed output streams to the client line by line.
+  ;; A textual port whose every flushed chunk (a line, or more) becomes one
+  ;; TAG record on OUT, a sink.
   (let ((port (make-custom-binary-output-port
                (string-append "sshdist-" tag)
                (lambda (bv start count)
@@ -45,7 +85,6 @@
                                   (let ((copy (make-bytevector count)))
                                     (bytevector-copy! bv start copy 0 count)
                                     copy)))
-                 (force-output out)
                  count)
                #f #f #f)))
     (set-port-encoding! port "UTF-8")
@@ -173,14 +212,16 @@
 
 (define* (sshdist-serve in out #:optional (busy (make-variable #f)))
   "Serve framed requests read from IN, writing records to OUT, until IN ends."
-  (let ((repl (make-repl (current-language) #f))
-        (stdout (framed-port out "o"))
-        (stderr (framed-port out "e"))
-        (id (register-client! busy)))
+  (let* ((out (make-sink out))
+         (repl (make-repl (current-language) #f))
+         (stdout (framed-port out "o"))
+         (stderr (framed-port out "e"))
+         (id (register-client! busy)))
+    (start-flusher!)
     (repl-option-set! repl 'interp #t)
     (send-record out "h" (string-append (number->string (getpid)) "\n" (version)
                                         "\n" (number->string id)))
-    (force-output out)
+    (flush-sink out)
     (parameterize ((current-output-port stdout)
                    (current-error-port stderr)
                    (current-warning-port stderr)
@@ -203,8 +244,9 @@
                                   (object->string (module-name (current-module)))
                                   "\n"
                                   (symbol->string (language-name (repl-language repl)))))
-            (force-output out)
+            (flush-sink out)
             (loop)))))
+    (close-sink out)
     (forget-client! id)))
 
 (define (prepare-process)
