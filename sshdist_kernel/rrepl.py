@@ -272,6 +272,20 @@ class Rrepl:
         except (OSError, EOFError) as exc:
             self._fail(f"could not send to {self.where}: {exc}")
         deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return self._read_answer(deadline, on_output, on_form)
+        except NodeTimeoutError:
+            self._abandon()
+            raise
+        except (NodeError, NodeReplError):
+            raise  # the connection broke, or the answer was read to its end
+        except BaseException:
+            # Ctrl-C, or a callback of the caller's failed: the answer is still
+            # coming, and the next evaluation must not read it as its own.
+            self._abandon()
+            raise
+
+    def _read_answer(self, deadline, on_output, on_form) -> EvalResult:
         printed = {"o": [], "e": []}
         decoders = {t: codecs.getincrementaldecoder("utf-8")("replace") for t in "oe"}
         forms: list[FormResult] = []
@@ -280,11 +294,7 @@ class Rrepl:
         texts: list[str] = []
         error: tuple[str, str] | None = None
         while True:
-            try:
-                tag, payload = self._next_record(deadline, "evaluating")
-            except NodeTimeoutError:
-                self._recover_from_timeout()
-                raise
+            tag, payload = self._next_record(deadline, "evaluating")
             if tag in "oe":
                 text = decoders[tag].decode(payload)
                 printed[tag].append(text)
@@ -337,8 +347,8 @@ class Rrepl:
                 self.module, self.repl_language = module, language
                 return
 
-    def _recover_from_timeout(self) -> None:
-        """After a timed-out evaluation: interrupt it and resynchronise, or give the REPL up."""
+    def _abandon(self) -> None:
+        """Stop waiting for an evaluation: interrupt it and resynchronise, or give the REPL up."""
         try:
             self.interrupt()
             self.skip_to_prompt(timeout=5.0)

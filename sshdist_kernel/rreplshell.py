@@ -45,11 +45,6 @@ def rrepl(node: Node, *, stdin: TextIO | None = None) -> None:
         try:
             result = node.eval(source, timeout=None, on_output=_show)
         except KeyboardInterrupt:
-            node.interrupt()
-            try:
-                r.skip_to_prompt(timeout=5)
-            except NodeError as exc:
-                print(f";;; {exc}", file=sys.stderr)
             print(";;; interrupted", file=sys.stderr)
             continue
         except IncompleteInputError:

@@ -250,3 +250,12 @@ def test_skip_to_prompt_drops_an_answer_nobody_waited_for(node: Node) -> None:
     r.channel.sendall(b"e7\n(+ 1 2)")  # a request sent outside rrepl_eval
     rrepl_skip_to_prompt(r, timeout=10)
     assert rrepl_eval(r, "(+ 2 2)").eval_num == 2
+
+
+def test_a_failing_output_callback_leaves_the_repl_in_step(node: Node) -> None:
+    def broken(stream: str, text: str) -> None:
+        raise RuntimeError("the display went away")
+
+    with pytest.raises(RuntimeError, match="display went away"):
+        rrepl_eval(node.rrepl, '(begin (display "x\\n") (usleep 200000) 41)', on_output=broken)
+    assert rrepl_eval(node.rrepl, "(+ 1 1)").value == 2

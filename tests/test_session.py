@@ -182,13 +182,21 @@ def test_proxy_command(local_nodes: LocalNodes, tmp_path: Path) -> None:
 def ssh_agent(local_nodes: LocalNodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A real ssh-agent holding the local nodes' client key, for this test only."""
     sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(sock)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         wait_until(sock.exists, what="ssh-agent's socket")
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
-        subprocess.run(["ssh-add", "-q", str(local_nodes.identity)], check=True, timeout=30,
-                       capture_output=True)
+        subprocess.run(
+            ["ssh-add", "-q", str(local_nodes.identity)],
+            check=True,
+            timeout=30,
+            capture_output=True,
+        )
         yield sock
     finally:
         agent.terminate()
@@ -197,9 +205,15 @@ def ssh_agent(local_nodes: LocalNodes, tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_keys_from_ssh_agent(local_nodes: LocalNodes, node1, ssh_agent: Path) -> None:
     # No identity file is named: the way in is the agent's key.
-    with make_session(f"127.0.0.1:{node1.port}", known_hosts=local_nodes.known_hosts,
-                      ssh_config="/dev/null") as session:
+    with make_session(
+        f"127.0.0.1:{node1.port}", known_hosts=local_nodes.known_hosts, ssh_config="/dev/null"
+    ) as session:
         assert session.run("echo agent").stdout == "agent\n"
     with pytest.raises(AuthenticationError, match="refused authentication"):
-        make_session(f"127.0.0.1:{node1.port}", known_hosts=local_nodes.known_hosts,
-                     ssh_config="/dev/null", allow_agent=False, identity=[])
+        make_session(
+            f"127.0.0.1:{node1.port}",
+            known_hosts=local_nodes.known_hosts,
+            ssh_config="/dev/null",
+            allow_agent=False,
+            identity=[],
+        )
