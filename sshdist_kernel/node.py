@@ -8,11 +8,8 @@ Unix socket in a private directory or, when asked for by number, a TCP port.
 
 from __future__ import annotations
 
-import shlex
 import threading
 from typing import Any
-
-import paramiko
 
 from .errors import NodeError
 from .rrepl import DEFAULT_EVAL_TIMEOUT, EvalResult, GuileRepl, ReplLanguage, Rrepl
@@ -70,18 +67,7 @@ class Node:
             bridge = self.language.bridge_command('(getenv "SSHDIST_SOCKET")')
             channel = self.session.open_exec(f"SSHDIST_SOCKET={self._server_path('sock')} {bridge}")
         else:
-            try:
-                channel = self.session.transport.open_channel(
-                    "direct-tcpip",
-                    ("127.0.0.1", self.repl_port),
-                    ("127.0.0.1", 0),
-                    timeout=self.session.options.timeout,
-                )
-            except (paramiko.SSHException, OSError) as exc:
-                raise NodeError(
-                    f"cannot reach the REPL server on port {self.repl_port} of "
-                    f"{where}: {exc}. Is it running (node_run_server)?"
-                ) from None
+            channel = self.session.open_forward("127.0.0.1", self.repl_port)
         return Rrepl(
             channel, where=where, language=self.language, interrupter=self._interrupt_server_client
         )
@@ -248,12 +234,8 @@ def node_loadavg(node: Node) -> EvalResult:
 
 def node_guile_version(node: Node) -> str | None:
     """``node-guile-version``: the Guile version on the node, or None without Guile."""
-    guile = getattr(node.language, "guile", "guile")
-    result = node.session.run(f"{shlex.quote(guile)} --version", timeout=10)
-    if result.status != 0:
-        return None
-    first = result.stdout.splitlines()[0] if result.stdout else ""
-    return first.rsplit(" ", 1)[-1] or None
+    result = node.session.run(node.language.version_command(), timeout=10)
+    return node.language.parse_version(result.stdout) if result.status == 0 else None
 
 
 def node_open_rrepl(node: Node) -> Rrepl:

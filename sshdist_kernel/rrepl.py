@@ -77,6 +77,12 @@ class ReplLanguage(Protocol):
     def check_input(self, source: str, language: str) -> None:
         """Raise ``IncompleteInputError`` for input the REPL would wait on for ever."""
 
+    def version_command(self) -> str:
+        """A remote command that prints the REPL's version, and fails without it."""
+
+    def parse_version(self, output: str) -> str | None:
+        """The version in ``version_command``'s output."""
+
 
 class GuileRepl:
     """Guile 3's REPL, driven through ``rrepl.scm``."""
@@ -124,6 +130,14 @@ class GuileRepl:
             "(pump s (current-output-port) (lambda () #t))"
         )
         return f"{shlex.quote(self.guile)} -q --no-auto-compile -c {shlex.quote(code)}"
+
+    def version_command(self) -> str:
+        return f"{shlex.quote(self.guile)} --version"
+
+    def parse_version(self, output: str) -> str | None:
+        # "guile (GNU Guile) 3.0.8"
+        first = output.splitlines()[0] if output else ""
+        return first.rsplit(" ", 1)[-1] or None
 
     def check_input(self, source: str, language: str) -> None:
         if language != "scheme" or source.lstrip().startswith(","):

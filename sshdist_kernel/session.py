@@ -354,6 +354,20 @@ class Session:
             ) from None
         return channel
 
+    def open_forward(self, host: str, port: int) -> paramiko.Channel:
+        """A channel to ``host:port`` as seen from the remote host (``ssh -L``'s kind)."""
+        if not self.is_connected():
+            raise NodeError(f"the SSH connection to {self.options.target} is closed")
+        try:
+            return self.transport.open_channel(
+                "direct-tcpip", (host, port), ("127.0.0.1", 0), timeout=self.options.timeout
+            )
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise NodeError(
+                f"{self.options.target} could not connect to {host}:{port}: "
+                f"{exc or type(exc).__name__}. Is the REPL server running there?"
+            ) from None
+
     def run(
         self, command: str, timeout: float = CONNECT_TIMEOUT, what: str | None = None
     ) -> CommandResult:
