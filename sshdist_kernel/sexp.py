@@ -454,15 +454,8 @@ def _write_into(value: Any, out: list[str]) -> None:
         out.append(_write_string(value))
     elif isinstance(value, (bytes, bytearray, memoryview)):
         out.append("#vu8(" + " ".join(map(str, bytes(value))) + ")")
-    elif isinstance(value, list):
-        out.append("(")
-        for i, item in enumerate(value):
-            if i:
-                out.append(" ")
-            _write_into(item, out)
-        out.append(")")
-    elif isinstance(value, tuple):
-        out.append("#(")
+    elif isinstance(value, (list, tuple)):
+        out.append("(" if isinstance(value, list) else "#(")
         for i, item in enumerate(value):
             if i:
                 out.append(" ")

@@ -135,24 +135,20 @@ def test_an_unresolvable_host_is_a_connect_error() -> None:
         make_session("no-such-host.invalid", ssh_config="/dev/null")
 
 
-def _config_with(local_nodes: LocalNodes, tmp_path: Path, extra: str) -> Path:
+def _config_with(local_nodes: LocalNodes, tmp_path: Path, alias: str, proxy: str) -> Path:
+    """The local nodes' ssh_config plus ``alias``: node2 reached through ``proxy``."""
     config = tmp_path / "ssh_config"
-    config.write_text(extra + "\n" + local_nodes.ssh_config.read_text())
+    config.write_text(
+        f"Host {alias}\n    HostName 127.0.0.1\n    Port {local_nodes.nodes[1].port}\n"
+        f"    {proxy}\n    User {local_nodes.user}\n"
+        f"    IdentityFile {local_nodes.identity}\n"
+        f"    UserKnownHostsFile {local_nodes.known_hosts}\n\n" + local_nodes.ssh_config.read_text()
+    )
     return config
 
 
 def test_proxy_jump_through_another_node(local_nodes: LocalNodes, tmp_path: Path) -> None:
-    node2 = local_nodes.nodes[1]
-    config = _config_with(
-        local_nodes,
-        tmp_path,
-        (
-            f"Host behind\n    HostName 127.0.0.1\n    Port {node2.port}\n"
-            f"    ProxyJump node1\n    User {local_nodes.user}\n"
-            f"    IdentityFile {local_nodes.identity}\n"
-            f"    UserKnownHostsFile {local_nodes.known_hosts}\n"
-        ),
-    )
+    config = _config_with(local_nodes, tmp_path, "behind", "ProxyJump node1")
     node = make_node("behind", ssh_config=config)
     try:
         assert with_ssh(node, "(+ 1 2)").value == 3
@@ -163,17 +159,8 @@ def test_proxy_jump_through_another_node(local_nodes: LocalNodes, tmp_path: Path
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
 def test_proxy_command(local_nodes: LocalNodes, tmp_path: Path) -> None:
-    node2 = local_nodes.nodes[1]
-    config = _config_with(
-        local_nodes,
-        tmp_path,
-        (
-            f"Host viacommand\n    HostName 127.0.0.1\n    Port {node2.port}\n"
-            f"    ProxyCommand ssh -F {local_nodes.ssh_config} -W %h:%p node1\n"
-            f"    User {local_nodes.user}\n    IdentityFile {local_nodes.identity}\n"
-            f"    UserKnownHostsFile {local_nodes.known_hosts}\n"
-        ),
-    )
+    proxy = f"ProxyCommand ssh -F {local_nodes.ssh_config} -W %h:%p node1"
+    config = _config_with(local_nodes, tmp_path, "viacommand", proxy)
     with make_session("viacommand", ssh_config=config) as session:
         assert session.run("echo via").stdout == "via\n"
 
