@@ -299,10 +299,11 @@ def node_stop_server(node: Node) -> None:
     """``node-stop-server``: stop the node's REPL server (no procps needed)."""
     _require_server_mode(node)
     pid_file = node._server_path("pid")
+    files = " ".join(node._server_path(s) for s in ("pid", "sock", "log", "lock"))
     node.session.run(
-        f'kill "$(cat {pid_file} 2>/dev/null)" 2>/dev/null; '
-        f"rm -f {pid_file} {node._server_path('sock')}",
+        f'kill "$(cat {pid_file} 2>/dev/null)" 2>/dev/null; rm -f {files}',
         timeout=10,
+        what="stopping the REPL server",
     )
     with node._lock:
         if node._rrepl is not None:
