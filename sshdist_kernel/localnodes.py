@@ -195,6 +195,10 @@ class LocalNodes:
             "MaxStartups 64\n"
             "AllowStreamLocalForwarding yes\n"
             "AllowTcpForwarding yes\n"
+            # The login user's interactive ~/.bashrc (pyenv init and the like) is not
+            # the node's business: with SHLVL set, bash skips it for ssh commands, as
+            # a server's .bashrc does for non-interactive shells.  Saves ~0.1 s a channel.
+            "SetEnv SHLVL=1\n"
             "LogLevel ERROR\n"
         )
         return config

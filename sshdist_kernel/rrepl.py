@@ -152,6 +152,7 @@ class GuileRepl:
 
 
 _HEADER = re.compile(rb"([a-z])(\d+)\n")
+_HELLO_MARKER = b"\0sshdist-rrepl\0"
 
 
 class Rrepl:
@@ -179,7 +180,9 @@ class Rrepl:
         self.broken = False
         self.module = "(guile-user)"
         self.repl_language = "scheme"
-        tag, payload = self._next_record(time.monotonic() + timeout, "start")
+        deadline = time.monotonic() + timeout
+        self.banner = self._skip_banner(deadline)
+        tag, payload = self._next_record(deadline, "start")
         if tag != "h":
             self._fail(f"the remote REPL on {where} did not start (got {tag!r} first)")
         pid, version, client = payload.decode().split("\n")
@@ -188,6 +191,27 @@ class Rrepl:
         self.client_id = int(client)
 
     # -- records --------------------------------------------------------------
+
+    def _skip_banner(self, deadline: float) -> str:
+        """Drop what the remote login shell printed before the loop started (a
+        chatty ~/.bashrc, a message of the day) and return it."""
+        while True:
+            at = self._buf.find(_HELLO_MARKER)
+            if at >= 0:
+                banner = bytes(self._buf[:at]).decode("utf-8", "replace")
+                del self._buf[: at + len(_HELLO_MARKER)]
+                return banner
+            if len(self._buf) > 1 << 16:
+                self._fail(
+                    f"{self.where} printed this instead of starting the REPL: "
+                    f"{bytes(self._buf[:200]).decode('utf-8', 'replace')!r}"
+                )
+            try:
+                self._fill(deadline, "starting")
+            except TimeoutError:
+                raise NodeTimeoutError(
+                    f"the REPL on {self.where} did not start within the time allowed"
+                ) from None
 
     def _fill(self, deadline: float | None, doing: str) -> None:
         if deadline is not None:

@@ -7,7 +7,7 @@
 ;;; writes, so the client never has to guess where a value begins.
 ;;;
 ;;; Requests, client to loop:   e<LEN>\n<LEN bytes of UTF-8 source>
-;;; Records, loop to client:    <TAG><LEN>\n<LEN bytes>
+;;; Records, loop to client:    <TAG><LEN>\n<LEN bytes>, after "\0sshdist-rrepl\0"
 ;;;   h  hello: "PID\nGUILE-VERSION"          o  printed on current-output-port
 ;;;   e  printed on current-error-port        v  a value: "N\nWRITTEN-VALUE"
 ;;;   f  one form is done                     x  an error: "KEY\nMESSAGE"
@@ -219,6 +219,8 @@
          (id (register-client! busy)))
     (start-flusher!)
     (repl-option-set! repl 'interp #t)
+    ;; The marker lets the client skip whatever the login shell printed first.
+    (put-bytevector (vector-ref out 0) (string->utf8 "\x00sshdist-rrepl\x00"))
     (send-record out "h" (string-append (number->string (getpid)) "\n" (version)
                                         "\n" (number->string id)))
     (flush-sink out)

@@ -88,6 +88,22 @@ def test_missing_guile_is_a_clear_node_error(ssh_config: str) -> None:
         session.close()
 
 
+class ChattyLogin(GuileRepl):
+    """A host whose login shell greets every command, as some ~/.bashrc files do."""
+
+    def command(self) -> str:
+        return "echo 'Welcome to node1!'; printf 'no newline'; " + super().command()
+
+
+def test_text_printed_by_the_login_shell_is_skipped(ssh_config: str) -> None:
+    node = make_node("node1", ssh_config=ssh_config, language=ChattyLogin())
+    try:
+        assert node.rrepl.banner == "Welcome to node1!\nno newline"
+        assert with_ssh(node, "(+ 1 2)").value == 3
+    finally:
+        node.close()
+
+
 def test_a_killed_guile_is_a_node_error_and_the_next_call_starts_fresh(node: Node) -> None:
     with_ssh(node, "(define before 1)")
     os.kill(node.rrepl.pid, signal.SIGKILL)  # the local nodes run on this machine
