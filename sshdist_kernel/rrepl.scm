@@ -17,7 +17,6 @@
 
 (define-module (sshdist rrepl)
   #:use-module (system repl common)
-  #:use-module (system repl command)
   #:use-module (system base language)
   #:use-module (rnrs bytevectors)
   #:use-module (ice-9 binary-ports)
@@ -163,6 +162,10 @@
                                      (number->string (remember! value)) "\n" text)))))
          values)))))
 
+(define (meta-command)
+  ;; Loaded at the first meta-command: it costs a fresh REPL 15 ms to start.
+  (module-ref (resolve-interface '(system repl command)) 'meta-command))
+
 (define (flush-printed)
   (force-output (current-output-port))
   (force-output (current-error-port)))
@@ -182,7 +185,7 @@
           (if (eqv? ch #\,)
               (begin
                 (read-char port)
-                (with-input-from-port port (lambda () (meta-command repl)))
+                (with-input-from-port port (lambda () ((meta-command) repl)))
                 (flush-printed)
                 (send-record out "f" "")
                 (loop))
