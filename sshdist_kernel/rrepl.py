@@ -176,6 +176,7 @@ class Rrepl:
         self.language = language or GuileRepl()
         self._interrupter = interrupter
         self._buf = bytearray()
+        self._pos = 0  # where the next record starts in _buf
         self._lock = threading.Lock()
         self.broken = False
         self.module = "(guile-user)"
@@ -187,7 +188,7 @@ class Rrepl:
             self._fail(f"the remote REPL on {where} did not start (got {tag!r} first)")
         pid, version, client = payload.decode().split("\n")
         self.pid = int(pid)
-        self.guile_version = version
+        self.version = version
         self.client_id = int(client)
 
     # -- records --------------------------------------------------------------
@@ -199,7 +200,7 @@ class Rrepl:
             at = self._buf.find(_HELLO_MARKER)
             if at >= 0:
                 banner = bytes(self._buf[:at]).decode("utf-8", "replace")
-                del self._buf[: at + len(_HELLO_MARKER)]
+                self._pos = at + len(_HELLO_MARKER)
                 return banner
             if len(self._buf) > 1 << 16:
                 self._fail(
@@ -229,22 +230,22 @@ class Rrepl:
             self._fail(f"the connection to {self.where} broke while {doing}: {exc}")
         if not chunk:
             self._fail(self._death_message(doing))
+        del self._buf[: self._pos]  # compact once per read, not once per record
+        self._pos = 0
         self._buf += chunk
 
     def _next_record(self, deadline: float | None, doing: str) -> tuple[str, bytes]:
         while True:
-            m = _HEADER.match(self._buf)
+            m = _HEADER.match(self._buf, self._pos)
             if m:
                 end = m.end() + int(m.group(2))
                 if len(self._buf) >= end:
-                    tag = chr(self._buf[0])
-                    payload = bytes(self._buf[m.end() : end])
-                    del self._buf[:end]  # invalidates m, which points into the buffer
-                    return tag, payload
-            elif len(self._buf) > 24:
-                self._fail(
-                    f"the REPL on {self.where} sent something unexpected: {bytes(self._buf[:60])!r}"
-                )
+                    tag = chr(self._buf[self._pos])
+                    self._pos = end
+                    return tag, bytes(self._buf[m.end() : end])
+            elif len(self._buf) - self._pos > 24:
+                junk = bytes(self._buf[self._pos : self._pos + 60])
+                self._fail(f"the REPL on {self.where} sent something unexpected: {junk!r}")
             try:
                 self._fill(deadline, doing)
             except TimeoutError:
@@ -266,7 +267,7 @@ class Rrepl:
         except AttributeError:
             pass
         text = stderr.decode("utf-8", "replace").strip()
-        if status == 127 or "not found" in text:
+        if status == 127:
             return (
                 f"guile is not installed on {self.where} (or not on PATH): {text or 'exit 127'}."
                 " Install guile-3.0 there."

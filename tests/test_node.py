@@ -74,7 +74,7 @@ def test_node_loadavg(node: Node) -> None:
 def test_node_guile_version(node: Node) -> None:
     version = node_guile_version(node)
     assert version is not None and re.fullmatch(r"3\.\d+\.\d+", version)
-    assert version == node.rrepl.guile_version
+    assert version == node.rrepl.version
 
 
 def test_missing_guile_is_a_clear_node_error(ssh_config: str) -> None:
