@@ -25,7 +25,9 @@ class Node:
     """A remote host reached over SSH, with a live Guile REPL on it.
 
     ``repl_port`` is None for a fresh REPL per node on an exec channel, ``"unix"``
-    for the node's REPL server on a private Unix socket, or a TCP port number.
+    for the node's REPL server on a private Unix socket, or a TCP port number (on the
+    node's loopback, where every local user of the node can reach it: ask for it only
+    on hosts you alone use).
     """
 
     def __init__(

@@ -274,7 +274,15 @@
 thread, over the same modules.  PID-FILE is written once ADDRESS listens."
   (let ((server (socket (sockaddr:fam address) SOCK_STREAM 0)))
     (setsockopt server SOL_SOCKET SO_REUSEADDR 1)
-    (bind server address)
+    (catch 'system-error
+      (lambda () (bind server address))
+      (lambda (key . args)
+        (format (current-error-port) "cannot listen on ~a: ~a~%"
+                (if (= (sockaddr:fam address) AF_UNIX)
+                    (sockaddr:path address)
+                    (format #f "127.0.0.1:~a" (sockaddr:port address)))
+                (strerror (system-error-errno (cons key args))))
+        (exit 1)))
     (listen server 16)
     (call-with-output-file pid-file
       (lambda (port) (display (getpid) port) (newline port)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 
 import pytest
 
@@ -186,6 +187,18 @@ def test_a_server_client_is_interrupted_without_disturbing_another(ssh_config: s
         node_stop_server(node)
         node.close()
         other.close()
+
+
+def test_a_server_port_already_taken_is_a_clear_error(ssh_config: str) -> None:
+    with socket.socket() as taken:  # the local nodes share this machine's loopback
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(
+            NodeError,
+            match=f"did not start .*cannot listen on 127.0.0.1:{port}: Address already in use",
+        ):
+            make_node("node1", port, ssh_config=ssh_config)
 
 
 def test_server_procedures_refuse_an_exec_node(node: Node) -> None:
