@@ -38,8 +38,14 @@ class Node:
         language: ReplLanguage | None = None,
         start_server: bool = True,
     ) -> None:
-        if repl_port is not None and repl_port != UNIX and not isinstance(repl_port, int):
-            raise ValueError(f"repl_port must be None, 'unix' or a port number, not {repl_port!r}")
+        port_number = (
+            isinstance(repl_port, int) and not isinstance(repl_port, bool)
+            and 0 < repl_port < 65536
+        )
+        if not (repl_port is None or repl_port == UNIX or port_number):
+            raise ValueError(
+                f"repl_port must be None, 'unix' or a port number (1-65535), not {repl_port!r}"
+            )
         self.session = session
         self.repl_port = repl_port
         self.language = language or GuileRepl()

@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import socket
+import threading
 
 import pytest
 
@@ -206,6 +207,26 @@ def test_server_procedures_refuse_an_exec_node(node: Node) -> None:
         node_run_server(node)
 
 
-def test_make_node_rejects_a_bad_repl_port(ssh_config: str) -> None:
-    with pytest.raises(ValueError, match="repl_port"):
-        make_node("node1", "37146", ssh_config=ssh_config)
+@pytest.mark.parametrize("bad", ["37146", 0, 70000, True, 1.5])
+def test_make_node_rejects_a_bad_repl_port(ssh_config: str, bad: object) -> None:
+    with pytest.raises(ValueError, match="repl_port must be None, 'unix' or a port number"):
+        make_node("node1", bad, ssh_config=ssh_config)
+
+
+def test_two_threads_on_one_node_take_turns(node: Node) -> None:
+    results: dict[int, list[object]] = {0: [], 1: []}
+
+    def work(k: int) -> None:
+        for i in range(50):
+            results[k].append(with_ssh(node, f"(begin (display {i}) (* {k + 1} {i}))"))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for k in (0, 1):
+        assert [r.value for r in results[k]] == [(k + 1) * i for i in range(50)]
+        assert [r.output for r in results[k]] == [str(i) for i in range(50)]
+    nums = sorted(r.eval_num for k in (0, 1) for r in results[k] if r.eval_num is not None)
+    assert nums == sorted(set(nums))  # no value numbered twice
