@@ -39,8 +39,7 @@ class Node:
         start_server: bool = True,
     ) -> None:
         port_number = (
-            isinstance(repl_port, int) and not isinstance(repl_port, bool)
-            and 0 < repl_port < 65536
+            isinstance(repl_port, int) and not isinstance(repl_port, bool) and 0 < repl_port < 65536
         )
         if not (repl_port is None or repl_port == UNIX or port_number):
             raise ValueError(
