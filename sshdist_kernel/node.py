@@ -12,7 +12,8 @@ import threading
 from typing import Any
 
 from .errors import NodeError
-from .rrepl import DEFAULT_EVAL_TIMEOUT, EvalResult, GuileRepl, ReplLanguage, Rrepl
+from .guile import GuileRepl
+from .rrepl import DEFAULT_EVAL_TIMEOUT, EvalResult, ReplLanguage, Rrepl
 from .session import Session, make_session
 
 UNIX = "unix"

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import codecs
 import re
-import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Protocol
 
 from . import sexp
-from .errors import IncompleteInputError, NodeError, NodeReplError, NodeTimeoutError
+from .errors import NodeError, NodeReplError, NodeTimeoutError
 
 DEFAULT_EVAL_TIMEOUT = 600.0
 """Seconds an evaluation may run before it is interrupted; pass ``timeout=None`` to wait on."""
@@ -84,73 +82,6 @@ class ReplLanguage(Protocol):
         """The version in ``version_command``'s output."""
 
 
-class GuileRepl:
-    """Guile 3's REPL, driven through ``rrepl.scm``."""
-
-    name = "guile"
-
-    def __init__(self, guile: str = "guile") -> None:
-        self.guile = guile
-
-    def program(self) -> str:
-        """The loop's source with its comments dropped, to keep the command line short."""
-        text = resources.files(__package__).joinpath("rrepl.scm").read_text("utf-8")
-        lines = (line for line in text.splitlines() if not line.lstrip().startswith(";"))
-        return "\n".join(line for line in lines if line.strip())
-
-    def _guile(self, code: str) -> str:
-        loader = "(eval-string " + sexp.write(self.program()) + ") " + code
-        return f"{shlex.quote(self.guile)} -q --no-auto-compile -c {shlex.quote(loader)}"
-
-    def command(self) -> str:
-        return self._guile("((@ (sshdist rrepl) main))")
-
-    def server_command(self, address: str, pid_file: str) -> str:
-        """Start a REPL server; ``address`` and ``pid_file`` are Scheme expressions,
-        evaluated on the node, for the socket address and the pid file's path."""
-        return self._guile(f"((@ (sshdist rrepl) serve-socket) {address} {pid_file})")
-
-    def bridge_command(self, socket_path: str) -> str:
-        """Join stdin/stdout to a server's Unix socket, for a channel to a server;
-        ``socket_path`` is a Scheme expression evaluated on the node."""
-        code = (
-            "(use-modules (ice-9 binary-ports) (ice-9 threads))"
-            "(define s (socket AF_UNIX SOCK_STREAM 0))"
-            f"(define path {socket_path})"
-            "(catch 'system-error (lambda () (connect s AF_UNIX path))"
-            " (lambda (key . args) (format (current-error-port)"
-            ' "cannot connect to the REPL server at ~a: ~a~%" path'
-            " (strerror (system-error-errno (cons key args)))) (exit 1)))"
-            "(define (pump from to done)"
-            " (let loop () (let ((bv (get-bytevector-some from)))"
-            "  (if (eof-object? bv) (done)"
-            "   (begin (put-bytevector to bv) (force-output to) (loop))))))"
-            "(call-with-new-thread (lambda () (pump (current-input-port) s"
-            " (lambda () (shutdown s 1)))))"
-            "(pump s (current-output-port) (lambda () #t))"
-        )
-        return f"{shlex.quote(self.guile)} -q --no-auto-compile -c {shlex.quote(code)}"
-
-    def version_command(self) -> str:
-        return f"{shlex.quote(self.guile)} --version"
-
-    def parse_version(self, output: str) -> str | None:
-        # "guile (GNU Guile) 3.0.8"
-        first = output.splitlines()[0] if output else ""
-        return first.rsplit(" ", 1)[-1] or None
-
-    def check_input(self, source: str, language: str) -> None:
-        if language != "scheme" or source.lstrip().startswith(","):
-            return
-        status = sexp.input_status(source)
-        if status == "incomplete":
-            raise IncompleteInputError(
-                "the input ends inside a form; the REPL would wait for the rest, "
-                "so it was not sent: close every parenthesis and string",
-                key="incomplete-input",
-            )
-
-
 _HEADER = re.compile(rb"([a-z])(\d+)\n")
 _HELLO_MARKER = b"\0sshdist-rrepl\0"
 
@@ -167,13 +98,13 @@ class Rrepl:
         channel: Any,
         *,
         where: str,
-        language: ReplLanguage | None = None,
+        language: ReplLanguage,
         interrupter: Callable[[Rrepl], None] | None = None,
         timeout: float = START_TIMEOUT,
     ) -> None:
         self.channel = channel
         self.where = where
-        self.language = language or GuileRepl()
+        self.language = language
         self._interrupter = interrupter
         self._buf = bytearray()
         self._pos = 0  # where the next record starts in _buf

@@ -30,8 +30,8 @@ from sshdist_kernel import (
     node_stop_server,
     with_ssh,
 )
+from sshdist_kernel.guile import GuileRepl
 from sshdist_kernel.localnodes import LocalNodes, _free_port
-from sshdist_kernel.rrepl import GuileRepl
 
 from .conftest import wait_until
 from .test_rrepl import run_endless_loop
