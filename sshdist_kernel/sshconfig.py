@@ -1,0 +1,123 @@
+"""Where and how to reach a host: the caller's arguments merged over ssh_config over
+OpenSSH's defaults, as ``ssh HOST`` would merge them."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from .errors import NodeError
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds for the TCP connection, the SSH handshake and authentication, each."""
+
+
+@dataclass
+class SessionOptions:
+    """Where and how to connect, after ssh_config and the caller's arguments are merged."""
+
+    alias: str
+    hostname: str
+    port: int = 22
+    user: str = field(default_factory=getpass.getuser)
+    identity_files: list[str] = field(default_factory=list)
+    identities_only: bool = False
+    allow_agent: bool = True
+    known_hosts: list[str] = field(default_factory=list)
+    host_key_policy: str = "strict"
+    proxy_command: str | None = None
+    proxy_jump: str | None = None
+    ssh_config: str | None = None
+    timeout: float = CONNECT_TIMEOUT
+
+    @property
+    def known_hosts_name(self) -> str:
+        """The name known_hosts lists this host under, as OpenSSH writes it."""
+        return self.hostname if self.port == 22 else f"[{self.hostname}]:{self.port}"
+
+    @property
+    def target(self) -> str:
+        label = f"{self.user}@{self.hostname}:{self.port}"
+        return label if self.alias == self.hostname else f"{self.alias} ({label})"
+
+
+def _split_host(spec: str) -> tuple[str | None, str, int | None]:
+    """``user@host:port`` into its parts; plain aliases come back as they are."""
+    user, _, rest = spec.rpartition("@")
+    host, port = rest, None
+    if rest.startswith("["):
+        inner, _, tail = rest[1:].partition("]")
+        host = inner
+        if tail.startswith(":") and tail[1:].isdigit():
+            port = int(tail[1:])
+    elif rest.count(":") == 1:
+        name, _, p = rest.partition(":")
+        if p.isdigit():
+            host, port = name, int(p)
+    return (user or None), host, port
+
+
+def resolve_options(
+    host: str,
+    *,
+    user: str | None = None,
+    port: int | None = None,
+    identity: str | os.PathLike[str] | list[str] | None = None,
+    ssh_config: str | os.PathLike[str] | None = None,
+    known_hosts: str | os.PathLike[str] | None = None,
+    host_key_policy: str | None = None,
+    allow_agent: bool = True,
+    proxy_jump: str | None = None,
+    timeout: float = CONNECT_TIMEOUT,
+) -> SessionOptions:
+    """Merge the caller's arguments over ssh_config over OpenSSH's defaults."""
+    spec_user, alias, spec_port = _split_host(host)
+    config_path = (
+        Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
+    )
+    found: dict[str, Any] = {}
+    if config_path.exists():
+        found = paramiko.SSHConfig.from_path(str(config_path)).lookup(alias)
+    elif ssh_config:
+        raise NodeError(f"ssh_config file {config_path} does not exist")
+    hostname = found.get("hostname", alias)
+    if isinstance(identity, (str, os.PathLike)):
+        identities = [os.fspath(identity)]
+    elif identity:
+        identities = [os.fspath(i) for i in identity]
+    else:
+        identities = list(found.get("identityfile", []))
+    if known_hosts:
+        known = [os.fspath(known_hosts)]
+    elif "userknownhostsfile" in found:
+        known = found["userknownhostsfile"].split()
+    else:
+        known = ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
+    known.append("/etc/ssh/ssh_known_hosts")
+    policy = host_key_policy or (
+        "accept-new" if found.get("stricthostkeychecking", "").lower() == "accept-new" else "strict"
+    )
+    if policy not in ("strict", "accept-new"):
+        raise ValueError(f"host_key_policy must be 'strict' or 'accept-new', not {policy!r}")
+    proxy_command = found.get("proxycommand")
+    return SessionOptions(
+        alias=alias,
+        hostname=hostname,
+        port=int(port or spec_port or found.get("port", 22)),
+        user=user or spec_user or found.get("user") or getpass.getuser(),
+        identity_files=[str(Path(i).expanduser()) for i in identities],
+        identities_only=found.get("identitiesonly", "no").lower() == "yes",
+        allow_agent=allow_agent,
+        known_hosts=[str(Path(k).expanduser()) for k in known],
+        host_key_policy=policy,
+        proxy_command=None if (proxy_command or "none").lower() == "none" else proxy_command,
+        proxy_jump=proxy_jump
+        or (None if found.get("proxyjump", "none").lower() == "none" else found["proxyjump"]),
+        ssh_config=str(config_path) if config_path.exists() else None,
+        timeout=timeout,
+    )
