@@ -35,7 +35,7 @@ _TOKEN = re.compile(
     re.VERBOSE | re.DOTALL,
 )
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_FLAT_INTS = re.compile(r"\((-?\d+(?: -?\d+)*)\)\Z")
+_FLAT_NUMBERS = re.compile(r"[-\d. e]+")
 _ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{6}|\n[ \t]*|.)", re.DOTALL)
 # Guile escapes only as \xHH; inside #{...}#, and writes "}" that way, so the first
 # "}#" ends the symbol and any other backslash is itself (Guile prints `0\` as #{0\}#).
@@ -110,11 +110,26 @@ def _build_list(items: list[Any], tail: Any) -> Any:
     return tail
 
 
+def _flat_numbers(text: str) -> list[int | float] | None:
+    """A list of plain integers and decimals, the common shape of dist_map results,
+    read without the tokenizer; None for anything else (``-``, ``1e``, ``1.2.3`` are
+    symbols, and make ``int``/``float`` refuse)."""
+    if len(text) < 3 or text[0] != "(" or text[-1] != ")":
+        return None
+    inner = text[1:-1]
+    if not _FLAT_NUMBERS.fullmatch(inner):
+        return None
+    try:
+        return [float(t) if ("." in t or "e" in t) else int(t) for t in inner.split(" ")]
+    except ValueError:
+        return None
+
+
 def read(text: str) -> Any:
     """The one datum ``text`` holds, as a Python value; ``SexpError`` if it holds another thing."""
-    flat = _FLAT_INTS.match(text)
-    if flat:  # the common shape of dist_map results, read without the tokenizer
-        return [int(x) for x in flat.group(1).split(" ")]
+    flat = _flat_numbers(text)
+    if flat is not None:
+        return flat
     # Each frame: [kind, items, dotted-tail-pending, tail, pending-quote-count]
     stack: list[list[Any]] = []
     quotes: list[str] = []

@@ -70,6 +70,13 @@ def _write_float(x: float) -> str:
 
 def write(value: Any) -> str:
     """The Scheme text of ``value``, such that Guile's ``read`` gives the same datum back."""
+    if type(value) is list:  # dist_map's common data, a list of numbers, quickly
+        if all(type(x) is int for x in value):
+            return "(" + " ".join(map(str, value)) + ")"
+        if all(type(x) is float for x in value):
+            text = " ".join(map(repr, value))
+            if "n" not in text:  # no inf or nan, which Scheme spells otherwise
+                return "(" + text + ")"
     parts: list[str] = []
     _write_into(value, parts)
     return "".join(parts)

@@ -1,0 +1,144 @@
+"""Jobs: a piece of distributed work bound to a node (the chapter's ``(ssh dist job)``).
+
+A ``map`` job holds a chunk of data and a procedure (Scheme source); an ``eval`` job
+holds expressions (Scheme source), as Guile-SSH keeps them in the job's proc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from . import sexp
+from .errors import NodeReplError
+from .node import Node
+from .rrepl import DEFAULT_EVAL_TIMEOUT
+
+JOB_TYPES = ("map", "eval")
+
+
+@dataclass(frozen=True, eq=False)
+class Job:
+    """Work of one ``type`` for one ``node``: ``data`` to map ``proc`` over, or, for an
+    ``eval`` job, the expressions in ``proc``.  ``index`` is the job's place in its call."""
+
+    type: str
+    node: Node
+    data: Any
+    proc: Any
+    index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.type not in JOB_TYPES:
+            raise ValueError(f"a job's type is 'map' or 'eval', not {self.type!r}")
+
+    def __repr__(self) -> str:
+        return f"#<job {self.type} {self.node!r} {id(self):x}>"
+
+    @property
+    def size(self) -> int:
+        """How many results the job gives: items mapped or expressions evaluated."""
+        return len(self.data) if self.type == "map" else len(self.proc)
+
+
+def make_job(type: str, node: Node, data: Any, proc: Any) -> Job:  # noqa: A002 - the seed's name
+    """``make-job``"""
+    return Job(type, node, data, proc)
+
+
+def is_job(x: object) -> bool:
+    """``job?``"""
+    return isinstance(x, Job)
+
+
+def job_type(job: Job) -> str:
+    """``job-type``: ``"map"`` or ``"eval"``."""
+    return job.type
+
+
+def job_node(job: Job) -> Node:
+    """``job-node``"""
+    return job.node
+
+
+def set_job_node(job: Job, node: Node) -> Job:
+    """``set-job-node``: a new job, the same work on ``node``."""
+    return replace(job, node=node)
+
+
+def job_data(job: Job) -> Any:
+    """``job-data``"""
+    return job.data
+
+
+def job_proc(job: Job) -> Any:
+    """``job-proc``"""
+    return job.proc
+
+
+def split(lst: list[Any], count: int) -> list[list[Any]]:
+    """``split``: ``lst`` in ``count`` chunks, in order, whose sizes differ by one at
+    most; never more chunks than items, so ``split([], n)`` is ``[]``.  Unlike
+    Guile-SSH's, no item is ever repeated or dropped."""
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ValueError(f"split needs a count of at least 1, not {count!r}")
+    items = list(lst)
+    count = min(count, len(items))
+    if count == 0:
+        return []
+    size, extra = divmod(len(items), count)
+    chunks, start = [], 0
+    for i in range(count):
+        end = start + size + (1 if i < extra else 0)
+        chunks.append(items[start:end])
+        start = end
+    return chunks
+
+
+def assign_eval(nodes: list[Node], expressions: list[str]) -> list[Job]:
+    """``assign-eval``: the expressions in nearly equal parts, one ``eval`` job a node."""
+    _require_nodes(nodes)
+    return [
+        Job("eval", node, None, chunk, i)
+        for i, (node, chunk) in enumerate(zip(nodes, split(expressions, len(nodes))))
+    ]
+
+
+def assign_map(nodes: list[Node], lst: list[Any], proc: str) -> list[Job]:
+    """``assign-map``: ``lst`` in nearly equal parts, one ``map`` job a node."""
+    _require_nodes(nodes)
+    return [
+        Job("map", node, chunk, proc, i)
+        for i, (node, chunk) in enumerate(zip(nodes, split(lst, len(nodes))))
+    ]
+
+
+def _require_nodes(nodes: list[Node]) -> None:
+    if not nodes:
+        raise ValueError("no nodes to hand the work to")
+
+
+def job_to_sexp(job: Job) -> str:
+    """``job->sexp``: the Scheme expression that does the job on a node."""
+    if job.type == "map":
+        return f"(map {job.proc} {sexp.quote(job.data)})"
+    # Each expression in a begin, so one with several forms still gives one result.
+    bodies = " ".join(f"(begin {expr})" for expr in job.proc)
+    return f"(map primitive-eval (quote ({bodies})))"
+
+
+def hand_out_job(job: Job, *, timeout: float | None = DEFAULT_EVAL_TIMEOUT) -> list[Any]:
+    """``hand-out-job``: do ``job`` on its node and return its results, one an item
+    (or an expression), in order.  ``NodeError`` if the node fails, ``NodeReplError``
+    if the code does."""
+    if job.size == 0:
+        return []
+    result = job.node.eval(job_to_sexp(job), timeout=timeout)
+    values = result.value
+    if not isinstance(values, list) or len(values) != job.size:
+        raise NodeReplError(
+            f"the job gave {str(values)[:200]} instead of a list of {job.size} results",
+            key="bad-job-result",
+            node=job.node,
+        )
+    return values
