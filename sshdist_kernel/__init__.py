@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from .dist import DistEvent, DistList, DistTuple, JobMove, NodeFailure, dist_map, distribute
 from .errors import (
+    AllNodesFailedError,
     AuthenticationError,
     ConnectError,
     HostKeyError,
@@ -10,6 +12,21 @@ from .errors import (
     NodeError,
     NodeReplError,
     NodeTimeoutError,
+)
+from .job import (
+    Job,
+    assign_eval,
+    assign_map,
+    hand_out_job,
+    is_job,
+    job_data,
+    job_node,
+    job_proc,
+    job_to_sexp,
+    job_type,
+    make_job,
+    set_job_node,
+    split,
 )
 from .node import (
     UNIX,
@@ -34,6 +51,27 @@ from .session import Session, make_session
 from .sexp import Char, Keyword, Opaque, Pair, Symbol
 
 __all__ = [
+    "AllNodesFailedError",
+    "DistEvent",
+    "DistList",
+    "DistTuple",
+    "Job",
+    "JobMove",
+    "NodeFailure",
+    "assign_eval",
+    "assign_map",
+    "dist_map",
+    "distribute",
+    "hand_out_job",
+    "is_job",
+    "job_data",
+    "job_node",
+    "job_proc",
+    "job_to_sexp",
+    "job_type",
+    "make_job",
+    "set_job_node",
+    "split",
     "UNIX",
     "AuthenticationError",
     "Char",

@@ -28,11 +28,20 @@ class NodeTimeoutError(NodeError):
     """The node did not answer within the time allowed."""
 
 
+class AllNodesFailedError(NodeError):
+    """Every node of a distributed call failed; ``failures`` says which and why."""
+
+    def __init__(self, message: str, failures: tuple[object, ...] = ()) -> None:
+        super().__init__(message)
+        self.failures = failures
+
+
 class NodeReplError(Exception):
     """Not recoverable: the code itself failed in the node's REPL; it would fail anywhere.
 
     ``key`` is Guile's error key (``wrong-type-arg``, ``unbound-variable``, ...),
-    ``message`` Guile's own text, ``output``/``error_output`` what the code printed first.
+    ``message`` Guile's own text, ``output``/``error_output`` what the code printed first,
+    ``job`` the job that failed when the error comes from ``distribute`` or ``dist_map``.
     """
 
     def __init__(
@@ -43,6 +52,7 @@ class NodeReplError(Exception):
         node: object = None,
         output: str = "",
         error_output: str = "",
+        job: object = None,
     ) -> None:
         super().__init__(message)
         self.key = key
@@ -50,6 +60,7 @@ class NodeReplError(Exception):
         self.node = node
         self.output = output
         self.error_output = error_output
+        self.job = job
 
     def __str__(self) -> str:
         where = f" on {self.node}" if self.node is not None else ""

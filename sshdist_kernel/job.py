@@ -6,6 +6,8 @@ holds expressions (Scheme source), as Guile-SSH keeps them in the job's proc.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -97,25 +99,20 @@ def split(lst: list[Any], count: int) -> list[list[Any]]:
 
 def assign_eval(nodes: list[Node], expressions: list[str]) -> list[Job]:
     """``assign-eval``: the expressions in nearly equal parts, one ``eval`` job a node."""
-    _require_nodes(nodes)
-    return [
-        Job("eval", node, None, chunk, i)
-        for i, (node, chunk) in enumerate(zip(nodes, split(expressions, len(nodes))))
-    ]
+    return [Job("eval", node, None, chunk, i) for i, node, chunk in _shares(nodes, expressions)]
 
 
 def assign_map(nodes: list[Node], lst: list[Any], proc: str) -> list[Job]:
     """``assign-map``: ``lst`` in nearly equal parts, one ``map`` job a node."""
-    _require_nodes(nodes)
-    return [
-        Job("map", node, chunk, proc, i)
-        for i, (node, chunk) in enumerate(zip(nodes, split(lst, len(nodes))))
-    ]
+    return [Job("map", node, chunk, proc, i) for i, node, chunk in _shares(nodes, lst)]
 
 
-def _require_nodes(nodes: list[Node]) -> None:
+def _shares(nodes: list[Node], items: list[Any]) -> list[tuple[int, Node, list[Any]]]:
     if not nodes:
         raise ValueError("no nodes to hand the work to")
+    # Fewer items than nodes: the last nodes get no job (strict=False on purpose).
+    chunks = split(items, len(nodes))
+    return [(i, node, chunk) for i, (node, chunk) in enumerate(zip(nodes, chunks, strict=False))]
 
 
 def job_to_sexp(job: Job) -> str:
@@ -127,13 +124,40 @@ def job_to_sexp(job: Job) -> str:
     return f"(map primitive-eval (quote ({bodies})))"
 
 
+def _packed_numbers(job: Job) -> tuple[str, bytes] | None:
+    """A map job's data as little-endian int64 or double bytes, when it is all one of
+    those; Guile unpacks them some 20 times faster than it reads their text."""
+    data = job.data
+    try:
+        if all(type(x) is int for x in data):
+            packed = array("q", data)
+            kind = "s64"
+        elif all(type(x) is float for x in data):
+            packed = array("d", data)
+            kind = "f64"
+        else:
+            return None
+    except OverflowError:  # an integer beyond 64 bits: send the text
+        return None
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return kind, packed.tobytes()
+
+
 def hand_out_job(job: Job, *, timeout: float | None = DEFAULT_EVAL_TIMEOUT) -> list[Any]:
     """``hand-out-job``: do ``job`` on its node and return its results, one an item
     (or an expression), in order.  ``NodeError`` if the node fails, ``NodeReplError``
     if the code does."""
     if job.size == 0:
         return []
-    result = job.node.eval(job_to_sexp(job), timeout=timeout)
+    packed = _packed_numbers(job) if job.type == "map" else None
+    if packed is not None:
+        kind, attachment = packed
+        # The same work as job_to_sexp(job), with the data sent as raw bytes.
+        source = f"(map {job.proc} ((@ (sshdist rrepl) attachment-list) (quote {kind})))"
+        result = job.node.eval(source, timeout=timeout, attachment=attachment)
+    else:
+        result = job.node.eval(job_to_sexp(job), timeout=timeout)
     values = result.value
     if not isinstance(values, list) or len(values) != job.size:
         raise NodeReplError(

@@ -221,24 +221,29 @@ class Rrepl:
         timeout: float | None = DEFAULT_EVAL_TIMEOUT,
         on_output: OutputCallback | None = None,
         on_form: Callable[[FormResult], None] | None = None,
+        attachment: bytes | None = None,
     ) -> EvalResult:
         """Evaluate every form of ``source`` as if typed at the REPL; the four values
         come from the last form.  ``NodeReplError`` if the code fails, ``NodeError`` if
-        the REPL or its connection does."""
+        the REPL or its connection does.  ``attachment`` travels as raw bytes beside
+        the source (see ``attachment-list`` in rrepl.scm)."""
         self.language.check_input(source, self.repl_language)
         if not self._lock.acquire(timeout=timeout if timeout is not None else -1):
             raise NodeTimeoutError(f"{self.where} stayed busy with another evaluation")
         try:
-            return self._eval(source, timeout, on_output, on_form)
+            return self._eval(source, timeout, on_output, on_form, attachment)
         finally:
             self._lock.release()
 
-    def _eval(self, source, timeout, on_output, on_form) -> EvalResult:
+    def _eval(self, source, timeout, on_output, on_form, attachment) -> EvalResult:
         if self.broken:
             raise NodeError(f"the REPL on {self.where} is closed; open a new one")
         data = source.encode("utf-8")
+        request = b"e%d\n" % len(data) + data
+        if attachment is not None:
+            request = b"a%d\n" % len(attachment) + attachment + request
         try:
-            self.channel.sendall(b"e%d\n" % len(data) + data)
+            self.channel.sendall(request)
         except (OSError, EOFError) as exc:
             self._fail(f"could not send to {self.where}: {exc}")
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -14,6 +14,8 @@
 ;;;   p  request done: "MODULE\nLANGUAGE"
 ;;; The hello record's third line is the client's number; the request
 ;;; i<LEN>\n<NUMBER> interrupts that client's evaluation, if it is running one.
+;;; a<LEN>\n<BYTES> attaches raw bytes to the next e request, unanswered: code reads
+;;; them with (attachment-list 's64) or (attachment-list 'f64), without the reader.
 
 (define-module (sshdist rrepl)
   #:use-module (system repl common)
@@ -23,7 +25,8 @@
   #:use-module (ice-9 rdelim)
   #:use-module (ice-9 history)
   #:use-module (ice-9 threads)
-  #:export (sshdist-serve main serve-socket))
+  #:use-module (srfi srfi-4)
+  #:export (sshdist-serve main serve-socket attachment-list))
 
 (define (make-sink port)
   ;; The real, binary channel to one client: its port, a lock (the flusher
@@ -197,6 +200,21 @@
                   (send-record out "f" "")
                   (loop)))))))))
 
+(define attachment (make-fluid #f))
+
+(define (attachment-list type)
+  "The bytes attached to this request as a list of little-endian 64-bit integers
+(TYPE s64) or doubles (TYPE f64): Guile's reader would take 20 times longer."
+  (let ((bv (or (fluid-ref attachment) (make-bytevector 0)))
+        (little? (eq? (native-endianness) 'little)))
+    (case type
+      ((s64) (if little? (s64vector->list bv) (bytevector->sint-list bv 'little 8)))
+      ((f64) (if little?
+                 (f64vector->list bv)
+                 (map (lambda (i) (bytevector-ieee-double-ref bv i 'little))
+                      (iota (quotient (bytevector-length bv) 8) 0 8))))
+      (else (error "attachment-list: type is s64 or f64, not" type)))))
+
 (define (read-request in)
   ;; A line that is no request header is skipped: a stray newline typed into
   ;; the channel must not end the REPL.
@@ -204,13 +222,13 @@
     (cond
      ((eof-object? header) header)
      ((and (> (string-length header) 1)
-           (memv (string-ref header 0) '(#\e #\i))
+           (memv (string-ref header 0) '(#\e #\i #\a))
            (string->number (substring header 1)))
       => (lambda (len)
            (let ((bv (if (zero? len) (make-bytevector 0) (get-bytevector-n in len))))
-             (if (eof-object? bv)
-                 bv
-                 (cons (string-ref header 0) (utf8->string bv))))))
+             (cond ((eof-object? bv) bv)
+                   ((eqv? (string-ref header 0) #\a) (cons #\a bv))
+                   (else (cons (string-ref header 0) (utf8->string bv)))))))
      (else (read-request in)))))
 
 (define* (sshdist-serve in out #:optional (busy (make-variable #f)))
@@ -232,8 +250,17 @@
                    (current-warning-port stderr)
                    (current-language (repl-language repl)))
       (let loop ()
+        ;; An interrupt that lands as an evaluation ends can unwind through the
+        ;; code that clears BUSY; clear it here too, so an idle loop is never
+        ;; interrupted (that would lose the request being read).
+        (variable-set! busy #f)
         (let ((request (read-request in)))
-          (unless (eof-object? request)
+          (cond
+           ((eof-object? request))
+           ((eqv? (car request) #\a)
+            (fluid-set! attachment (cdr request))
+            (loop))
+           (else
             (catch #t
               (lambda ()
                 (if (eqv? (car request) #\i)
@@ -249,8 +276,9 @@
                                   (object->string (module-name (current-module)))
                                   "\n"
                                   (symbol->string (language-name (repl-language repl)))))
+            (fluid-set! attachment #f)
             (flush-sink out)
-            (loop)))))
+            (loop))))))
     (close-sink out)
     (forget-client! id)))
 

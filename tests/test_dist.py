@@ -1,0 +1,206 @@
+"""distribute and dist_map over real local nodes: order, failover when a node dies for
+real in the middle of a call, errors that stop a call, and timeouts."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sshdist_kernel import (
+    AllNodesFailedError,
+    DistEvent,
+    Node,
+    NodeReplError,
+    NodeTimeoutError,
+    dist_map,
+    distribute,
+    make_node,
+    make_nodes,
+    with_ssh,
+)
+from sshdist_kernel.localnodes import LocalNodes
+from sshdist_kernel.sexp import SexpError
+
+SLOW_DOUBLE = "(lambda (x) (usleep 10000) (* 2 x))"  # 10 ms an item
+
+
+@pytest.fixture
+def nodes(ssh_config: str) -> Iterator[list[Node]]:
+    """Fresh nodes on node1..node3 for each test: tests below kill nodes for real."""
+    made = make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config)
+    yield made
+    for n in made:
+        n.close()
+
+
+def test_dist_map_keeps_the_order_of_the_list(nodes: list[Node]) -> None:
+    assert dist_map(nodes, "(lambda (x) (* x x))", range(100)) == [x * x for x in range(100)]
+    assert dist_map(nodes, "string-upcase", ["a", "b", "c", "d"]) == ["A", "B", "C", "D"]
+
+
+def test_dist_map_with_no_items_fewer_items_than_nodes_and_one_node(nodes: list[Node]) -> None:
+    assert dist_map(nodes, "1+", []) == []
+    assert dist_map(nodes, "1+", [41, 1]) == [42, 2]
+    assert dist_map(nodes[:1], "1+", range(5)) == [1, 2, 3, 4, 5]
+    assert dist_map(nodes[0], "1+", [1]) == [2]
+
+
+def test_a_node_listed_twice_does_its_jobs_one_after_the_other(nodes: list[Node]) -> None:
+    busy: list[int] = []
+    overlaps: list[int] = []
+    lock = threading.Lock()
+
+    def watch(event: DistEvent) -> None:
+        with lock:
+            if event.kind == "start":
+                if id(event.node) in busy:
+                    overlaps.append(event.job.index)
+                busy.append(id(event.node))
+            elif event.kind == "done":
+                busy.remove(id(event.node))
+
+    twice = [nodes[0], nodes[0], nodes[1]]
+    assert dist_map(twice, SLOW_DOUBLE, range(12), on_event=watch) == [2 * x for x in range(12)]
+    assert overlaps == []
+
+
+def test_distribute_returns_the_results_in_order(nodes: list[Node]) -> None:
+    exprs = ["(+ 1 2)", '(string-append "a" "b")', "(* 6 7)", "'sym", "(list 1 2)"]
+    assert distribute(nodes, *exprs) == (3, "ab", 42, "sym", [1, 2])
+    assert distribute(nodes) == ()
+
+
+def test_a_failing_proc_stops_the_call_and_names_job_node_and_message(
+    nodes: list[Node],
+) -> None:
+    data = list(range(30))
+    data[25] = "not a number"
+    with pytest.raises(NodeReplError) as caught:
+        dist_map(nodes, "(lambda (x) (usleep 20000) (* x 2))", data)
+    error = caught.value
+    assert error.job.index == 2 and error.node == "node3"
+    assert error.key == "wrong-type-arg"
+    assert "job 2 (map, 10 item(s)): In procedure *: Wrong type" in str(error)
+    # The other jobs were cancelled, and every node answers again.
+    assert [with_ssh(n, "(+ 1 1)").value for n in nodes] == [2, 2, 2]
+
+
+def test_bad_input_is_refused_before_any_node_is_busy(nodes: list[Node]) -> None:
+    with pytest.raises(SexpError, match="set has no Scheme datum"):
+        dist_map(nodes, "1+", [1, {2}])
+    with pytest.raises(ValueError, match="proc is not a complete Scheme expression"):
+        dist_map(nodes, "(lambda (x)", [1])
+    with pytest.raises(TypeError, match="not a node"):
+        dist_map(["node1"], "1+", [1])
+    with pytest.raises(ValueError, match="no nodes"):
+        dist_map([], "1+", [1])
+
+
+def kill_once_started(target: Node, kill: Callable[[], None]) -> Callable[[DistEvent], None]:
+    """An on_event hook that kills ``target`` 50 ms into its first job."""
+    fired = threading.Event()
+
+    def on_event(event: DistEvent) -> None:
+        if event.kind == "start" and event.node is target and not fired.is_set():
+            fired.set()
+            threading.Timer(0.05, kill).start()
+
+    return on_event
+
+
+@pytest.mark.parametrize("attempt", range(20))
+def test_failover_when_the_remote_guile_is_killed(nodes: list[Node], attempt: int) -> None:
+    victim = nodes[attempt % 3]
+    pid = victim.rrepl.pid
+    hook = kill_once_started(victim, lambda: os.kill(pid, signal.SIGKILL))
+    result = dist_map(nodes, SLOW_DOUBLE, range(60), on_event=hook)
+    assert result == [2 * x for x in range(60)]
+    assert [f.node for f in result.failures] == [victim]
+    assert [m.from_node for m in result.moves] == [victim]
+
+
+@pytest.mark.parametrize("attempt", range(20))
+def test_failover_when_the_nodes_sshd_is_killed(
+    nodes: list[Node], local_nodes: LocalNodes, attempt: int
+) -> None:
+    index = attempt % 3
+    victim = nodes[index]
+    name = local_nodes.nodes[index].name
+    with_ssh(victim, "'warm")
+    hook = kill_once_started(victim, lambda: local_nodes.stop(name, signal.SIGKILL))
+    try:
+        result = dist_map(nodes, SLOW_DOUBLE, range(60), on_event=hook)
+    finally:
+        local_nodes.start(name)
+    assert result == [2 * x for x in range(60)]
+    assert [f.node for f in result.failures] == [victim]
+    assert with_ssh(victim, "'back").value == "back"  # it reconnects once sshd is back
+
+
+def test_a_node_down_before_the_call(
+    nodes: list[Node], local_nodes: LocalNodes, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = make_node("node3", ssh_config=str(local_nodes.ssh_config))
+    local_nodes.stop("node3", signal.SIGKILL)
+    try:
+        with caplog.at_level(logging.WARNING, logger="sshdist_kernel.dist"):
+            result = distribute([nodes[0], down], "(+ 1 1)", "(+ 2 2)", "(+ 3 3)")
+    finally:
+        local_nodes.start("node3")
+        down.close()
+    assert result == (2, 4, 6)
+    assert [f.node for f in result.failures] == [down]
+    assert [(m.from_node, m.to_node) for m in result.moves] == [(down, nodes[0])]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("node3 failed: ") for m in messages)
+    assert "job 1 moved from node3 to node1" in messages
+
+
+def test_when_every_node_fails_the_error_lists_each(local_nodes: LocalNodes) -> None:
+    doomed = make_nodes(["node2", "node3"], ssh_config=str(local_nodes.ssh_config))
+    local_nodes.stop("node2", signal.SIGKILL)
+    local_nodes.stop("node3", signal.SIGKILL)
+    try:
+        with pytest.raises(AllNodesFailedError) as caught:
+            dist_map(doomed, "1+", range(4))
+    finally:
+        local_nodes.start("node2")
+        local_nodes.start("node3")
+        for n in doomed:
+            n.close()
+    text = str(caught.value)
+    assert text.startswith("every node failed:\n  node")
+    assert "node2: " in text and "node3: " in text
+    assert len(caught.value.failures) == 2
+
+
+def test_a_job_that_overruns_job_timeout_moves_to_another_node(
+    nodes: list[Node], tmp_path: Path
+) -> None:
+    # Item 0 stalls the first time only (a file marks that it has), so its job times
+    # out on one node and, moved, finishes on another.
+    flag = tmp_path / "stalled-once"
+    proc = (
+        f'(lambda (x) (when (and (= x 0) (not (file-exists? "{flag}")))'
+        f' (close-port (open-output-file "{flag}")) (sleep 60)) (* 3 x))'
+    )
+    result = dist_map(nodes, proc, range(6), job_timeout=2)
+    assert result == [3 * x for x in range(6)]
+    assert [type(f.error) for f in result.failures] == [NodeTimeoutError]
+    assert result.failures[0].node is nodes[0]
+    assert with_ssh(nodes[0], "'usable").value == "usable"
+
+
+def test_the_call_never_waits_past_its_timeout(nodes: list[Node]) -> None:
+    started = time.monotonic()
+    with pytest.raises(NodeTimeoutError, match="did not finish within 1 s"):
+        dist_map(nodes, "(lambda (x) (sleep 60) x)", range(3), timeout=1, job_timeout=30)
+    assert time.monotonic() - started < 15  # bounded: the workers let go of the nodes
+    assert [with_ssh(n, "(+ 1 1)").value for n in nodes] == [2, 2, 2]

@@ -1,0 +1,109 @@
+"""Jobs: split as an exact partition (property tests), the job procedures, and
+hand_out_job on a real node."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sshdist_kernel import (
+    Job,
+    Node,
+    NodeReplError,
+    assign_eval,
+    assign_map,
+    hand_out_job,
+    is_job,
+    job_data,
+    job_node,
+    job_proc,
+    job_to_sexp,
+    job_type,
+    make_job,
+    set_job_node,
+    split,
+)
+
+
+@given(st.lists(st.integers()), st.integers(min_value=1, max_value=50))
+def test_split_is_an_exact_partition(lst: list[int], count: int) -> None:
+    chunks = split(lst, count)
+    assert [x for chunk in chunks for x in chunk] == lst
+    assert len(chunks) == min(count, len(lst))
+    assert all(chunks)
+    if chunks:
+        sizes = [len(c) for c in chunks]
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_split_as_in_the_chapter_and_where_guile_ssh_duplicates() -> None:
+    assert split(["a", "b", "c", "d"], 2) == [["a", "b"], ["c", "d"]]
+    assert split([1, 2, 3, 4, 5, 6], 4) == [[1, 2], [3, 4], [5], [6]]
+    assert split([], 3) == []
+
+
+@pytest.mark.parametrize("count", [0, -1, 1.5, True])
+def test_split_refuses_a_bad_count(count: object) -> None:
+    with pytest.raises(ValueError, match="count of at least 1"):
+        split([1, 2], count)
+
+
+def test_job_procedures(node: Node, shared_node: Node) -> None:
+    job = make_job("map", node, [1, 2], "1+")
+    assert is_job(job) and not is_job("job")
+    assert (job_type(job), job_node(job), job_data(job), job_proc(job)) == (
+        "map",
+        node,
+        [1, 2],
+        "1+",
+    )
+    moved = set_job_node(job, shared_node)
+    assert moved is not job and job_node(moved) is shared_node and job_node(job) is node
+    assert re.fullmatch(
+        r"#<job map #<node \S+@127\.0\.0\.1:\d+/exec [0-9a-f]+> [0-9a-f]+>", repr(job)
+    )
+    with pytest.raises(ValueError, match="'map' or 'eval'"):
+        make_job("reduce", node, [], "+")
+
+
+def test_job_to_sexp() -> None:
+    node = object.__new__(Node)
+    assert job_to_sexp(Job("map", node, [1, "a"], "f")) == '(map f (quote (1 "a")))'
+    assert job_to_sexp(Job("eval", node, None, ["(+ 1 2)", "x"])) == (
+        "(map primitive-eval (quote ((begin (+ 1 2)) (begin x))))"
+    )
+
+
+def test_assign_splits_work_over_nodes(node: Node, shared_node: Node) -> None:
+    jobs = assign_map([node, shared_node], [1, 2, 3], "1+")
+    assert [(j.node, j.data, j.index) for j in jobs] == [(node, [1, 2], 0), (shared_node, [3], 1)]
+    jobs = assign_eval([node, shared_node, node], ["1", "2"])
+    assert [(j.node, j.proc) for j in jobs] == [(node, ["1"]), (shared_node, ["2"])]
+    with pytest.raises(ValueError, match="no nodes"):
+        assign_map([], [1], "1+")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        list(range(-5, 5)),  # sent packed, as int64
+        [2**70, -(2**64), 3],  # beyond 64 bits: sent as text
+        [0.5, -1.25, 1e300],  # sent packed, as doubles
+        [1, "two", 3.0, [4]],  # anything else: sent as text
+    ],
+)
+def test_hand_out_a_map_job(node: Node, data: list[object]) -> None:
+    assert hand_out_job(make_job("map", node, data, "(lambda (x) x)")) == data
+
+
+def test_hand_out_an_eval_job(node: Node) -> None:
+    job = make_job("eval", node, None, ["(+ 1 2)", "(define z 4) (* z z)", '"s"'])
+    assert hand_out_job(job) == [3, 16, "s"]
+
+
+def test_a_failing_job_raises_node_repl_error(node: Node) -> None:
+    with pytest.raises(NodeReplError, match="Wrong type"):
+        hand_out_job(make_job("map", node, [1], "car"))
