@@ -34,6 +34,15 @@
 (let* ((t0 (now-ms))
        (nodes (par-map (lambda (port) (make-node (connect port))) ports)))
   (report "guile_ssh_make_node_8_ms" (- (now-ms) t0))
+  (let ((three (list-head nodes 3))
+        (data (iota 100000)))
+    (dist-map three (lambda (x) (* x x)) (iota 10))  ; warm
+    (report "guile_ssh_dist_map_100k_3nodes_ms"
+            (median (map (lambda (i)
+                           (let ((t (now-ms)))
+                             (dist-map three (lambda (x) (* x x)) data)
+                             (- (now-ms) t)))
+                         (iota 3)))))
   (let ((node (car nodes)))
     (with-ssh node (+ 1 2))             ; warm
     (report "guile_ssh_with_ssh_rtt_ms"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sshdist_kernel import make_nodes, node_stop_server, with_ssh
+from sshdist_kernel import Node, dist_map, distribute, make_nodes, node_stop_server, with_ssh
 from sshdist_kernel.localnodes import LocalNodes, _free_port
 
 HERE = Path(__file__).resolve().parent
@@ -26,6 +26,8 @@ NODE_COUNT = 8
 TARGETS = {
     "with_ssh_rtt_ms": ("<=", 0.5),
     "make_node_8_ms": ("<=", 500),
+    "dist_map_100k_3nodes_ms": ("<=", 250),
+    "dist_map_cpu_speedup_2nodes": (">=", 1.8),
 }
 
 
@@ -61,6 +63,13 @@ def ours(nodes: LocalNodes) -> dict[str, float]:
     finally:
         node.close()
 
+    three = make_nodes(names[:3], ssh_config=config)
+    try:
+        figures.update(distributed(three))
+    finally:
+        for n in three:
+            n.close()
+
     # A REPL server already running: making a node is connect + open a channel.
     # The local nodes share this machine, so node1's server serves all eight.
     port = _free_port()
@@ -73,33 +82,100 @@ def ours(nodes: LocalNodes) -> dict[str, float]:
     return figures
 
 
-def guile_ssh(nodes: LocalNodes) -> dict[str, float]:
+def busy_proc(iterations: int) -> str:
+    return f"(lambda (x) (let loop ((i 0)) (if (< i {iterations}) (loop (1+ i)) x)))"
+
+
+def calibrate(node: Node, seconds: float = 0.1) -> int:
+    """Loop iterations that keep one node busy for about ``seconds`` (interpreted Guile)."""
+    iterations = 100_000
+    while True:
+        t = time.perf_counter()
+        dist_map([node], busy_proc(iterations), [0])
+        took = time.perf_counter() - t
+        if took > seconds / 4:
+            return int(iterations * seconds / took)
+        iterations *= 4
+
+
+def distributed(three: list[Node]) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    data = list(range(100_000))
+    square = "(lambda (x) (* x x))"
+    dist_map(three, square, range(10))  # warm
+    figures["dist_map_100k_3nodes_ms"] = median_ms(lambda: dist_map(three, square, data), 7)
+    exprs = ["(+ 1 2)", "(* 6 7)", '(string-upcase "abc")']
+    distribute(three, *exprs)
+    figures["distribute_3_ms"] = median_ms(lambda: distribute(three, *exprs), 50)
+    # CPU-bound: 40 items of about 0.1 s each, on one node and then on two.  The local
+    # nodes share this machine's 2 cores, so 2 is the ceiling.
+    # Alternated and repeated, since a shared 2-core machine is noisy.
+    busy_iterations = calibrate(three[0])
+    proc = busy_proc(busy_iterations)
+    ones, twos = [], []
+    for _ in range(3):
+        ones.append(median_ms(lambda: dist_map(three[:1], proc, range(40)), 1))
+        twos.append(median_ms(lambda: dist_map(three[:2], proc, range(40)), 1))
+    one, two = statistics.median(ones), statistics.median(twos)
+    figures["dist_map_cpu_item_ms"] = one / 40
+    figures["dist_map_cpu_speedup_2nodes"] = one / two
+    figures["machine_cpu_speedup_2procs"] = machine_speedup(busy_iterations * 20)
+    return figures
+
+
+def machine_speedup(iterations: int) -> float:
+    """The ceiling under dist_map's speedup, measured now: the same loop in plain local
+    guile processes, one alone and then two at once (no SSH, no sshdist)."""
+    code = f"(let loop ((i 0)) (if (< i {iterations}) (loop (1+ i))))"
+    command = ["guile", "-q", "--no-auto-compile", "-c", code]
+
+    def run(count: int) -> None:
+        procs = [subprocess.Popen(command) for _ in range(count)]
+        for p in procs:
+            p.wait(600)
+
+    ones, twos = [], []
+    for _ in range(3):
+        ones.append(median_ms(lambda: run(1), 1))
+        twos.append(median_ms(lambda: run(2), 1))
+    return 2 * statistics.median(ones) / statistics.median(twos)
+
+
+def guile_ssh(nodes: LocalNodes, attempts: int = 3) -> dict[str, float]:
+    """Guile-SSH's figures.  Guile-SSH sometimes hangs or crashes (see the facts file),
+    so an attempt is bounded and retried; the failures are reported, not hidden."""
     if shutil.which("guile") is None:
         raise SystemExit("guile is not installed")
     ports = [str(n.port) for n in nodes.nodes[:NODE_COUNT]]
-    done = subprocess.run(
-        [
-            "guile",
-            "-q",
-            "--no-auto-compile",
-            str(HERE / "guile_ssh_anchor.scm"),
-            nodes.user,
-            str(nodes.identity),
-            str(nodes.known_hosts),
-            *ports,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"the Guile-SSH anchor failed (is guile-ssh installed?):\n{done.stderr}")
-    figures = {}
-    for line in done.stdout.splitlines():
-        name, value = line.split()
-        figures[name] = float(value)
-    return figures
+    command = [
+        "guile",
+        "-q",
+        "--no-auto-compile",
+        str(HERE / "guile_ssh_anchor.scm"),
+        nodes.user,
+        str(nodes.identity),
+        str(nodes.known_hosts),
+        *ports,
+    ]
+    for attempt in range(1, attempts + 1):
+        try:
+            done = subprocess.run(
+                command, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            print(f"Guile-SSH attempt {attempt}: hung for 180 s, killed", file=sys.stderr)
+            continue
+        if done.returncode == 0:
+            figures = {"guile_ssh_attempts": float(attempt)}
+            for line in done.stdout.splitlines():
+                name, value = line.split()
+                figures[name] = float(value)
+            return figures
+        print(
+            f"Guile-SSH attempt {attempt} failed (is guile-ssh installed?):\n{done.stderr[-2000:]}",
+            file=sys.stderr,
+        )
+    raise SystemExit(f"Guile-SSH failed {attempts} times; no anchor figures")
 
 
 def table(figures: dict[str, float]) -> str:
@@ -111,7 +187,7 @@ def table(figures: dict[str, float]) -> str:
             op, bound = target
             ok = value <= bound if op == "<=" else value >= bound
             mark = f"{op} {bound:g} {'ok' if ok else 'MISSED'}"
-        rows.append(f"{name:34} {value:10.3f}  {mark}")
+        rows.append(f"{name:34} {value:10.3f}  {mark}")  # speedups are ratios, not ms
     return "\n".join(rows)
 
 
