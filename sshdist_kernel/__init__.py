@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from .dist import DistEvent, DistList, DistTuple, JobMove, NodeFailure, dist_map, distribute
 from .errors import (
     AllNodesFailedError,
@@ -49,6 +51,9 @@ from .rrepl import EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prom
 from .rreplshell import rrepl
 from .session import Session, make_session
 from .sexp import Char, Keyword, Opaque, Pair, Symbol
+
+# A library logs, the application decides where it goes (failovers are WARNINGs).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AllNodesFailedError",

@@ -1,14 +1,26 @@
-"""``make demo``: three local nodes, a few evaluations on each, their load averages.
+"""``make demo``: three local nodes, a few evaluations on each, their load averages,
+then dist_map and distribute over them, with one node killed in the middle of a call.
 
 Everything is real: three OpenSSH sshd processes on 127.0.0.1, a Guile REPL on each,
 reached with strict host-key checking through the ssh_config they come with."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import tempfile
+import threading
 
-from . import make_nodes, node_guile_version, node_loadavg, with_ssh
+from . import (
+    DistEvent,
+    dist_map,
+    distribute,
+    make_nodes,
+    node_guile_version,
+    node_loadavg,
+    with_ssh,
+)
 from .errors import NodeReplError
 from .localnodes import LocalNodes
 
@@ -19,6 +31,32 @@ EXPRESSIONS = [
     "(define-module (demo)) (define answer 42) answer",
     "(gethostname)",
 ]
+
+
+def show_distributed(nodes: list) -> None:
+    """dist_map and distribute over the three nodes, then a node killed mid-call."""
+    squares = dist_map(nodes, "(lambda (x) (* x x))", range(12))
+    print(f"dist_map (lambda (x) (* x x)) over 0..11 on 3 nodes:\n  {squares}")
+    print(f"distribute: {distribute(nodes, '(+ 1 2)', '(gethostname)', '(version)')}")
+
+    victim = nodes[1]
+    pid = victim.rrepl.pid
+
+    def kill_node2(event: DistEvent) -> None:
+        if event.kind == "start" and event.node is victim:
+            threading.Timer(0.05, os.kill, (pid, signal.SIGKILL)).start()
+
+    slow = "(lambda (x) (usleep 10000) (* 2 x))"
+    result = dist_map(nodes, slow, range(30), on_event=kill_node2)
+    print(
+        f"dist_map with {victim.name}'s guile killed mid-call: complete and in order: "
+        f"{result == [2 * x for x in range(30)]}"
+    )
+    for failure in result.failures:
+        print(f"  failed: {failure}")
+    for move in result.moves:
+        print(f"  {move}")
+    print()
 
 
 def main() -> int:
@@ -44,6 +82,7 @@ def main() -> int:
                     f"  load average: {load['one']:.2f} {load['five']:.2f} "
                     f"{load['fifteen']:.2f}  ({load['scheduling_entities'][1]} tasks)\n"
                 )
+            show_distributed(nodes)
             for node in nodes:
                 node.close()
         finally:

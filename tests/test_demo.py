@@ -17,4 +17,8 @@ def test_demo_prints_the_four_values_and_the_load_of_each_node() -> None:
     assert "$2 $3" in out
     assert out.count("NodeReplError wrong-type-arg") == 3
     assert out.count("load average:") == 3
+    assert "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81, 100, 121]" in out
+    assert "distribute: (3, " in out
+    assert "killed mid-call: complete and in order: True" in out
+    assert "  job 1 moved from node2 to node" in out
     assert out.rstrip().endswith("local nodes stopped")
