@@ -198,7 +198,10 @@ class LocalNodes:
             # The login user's interactive ~/.bashrc (pyenv init and the like) is not
             # the node's business: with SHLVL set, bash skips it for ssh commands, as
             # a server's .bashrc does for non-interactive shells.  Saves ~0.1 s a channel.
-            "SetEnv SHLVL=1\n"
+            # Local nodes stand in for separate hosts but share this machine's cores:
+            # one GC marker thread each keeps their collectors from fighting over them
+            # (two busy nodes on 2 cores: speedup 1.2-1.5 with Boehm's default, 1.7-2.0).
+            "SetEnv SHLVL=1 GC_MARKERS=1\n"
             "LogLevel ERROR\n"
         )
         return config
