@@ -259,3 +259,18 @@ def test_a_failing_output_callback_leaves_the_repl_in_step(node: Node) -> None:
     with pytest.raises(RuntimeError, match="display went away"):
         rrepl_eval(node.rrepl, '(begin (display "x\\n") (usleep 200000) 41)', on_output=broken)
     assert rrepl_eval(node.rrepl, "(+ 1 1)").value == 2
+
+
+def test_interrupts_landing_at_any_moment_never_kill_the_repl(node: Node) -> None:
+    pid = node.rrepl.pid
+    loop = "(let loop ((i 0)) (if (< i 100000) (loop (1+ i)) i))"
+    for k in range(30):
+        timer = threading.Timer(k * 0.002, node.interrupt)
+        timer.start()
+        try:
+            assert rrepl_eval(node.rrepl, loop).value == 100000
+        except NodeReplError as exc:
+            assert exc.message == "User interrupt"
+        timer.join()
+    assert rrepl_eval(node.rrepl, "'alive").value == "alive"
+    assert node.rrepl.pid == pid

@@ -199,3 +199,33 @@ data = st.recursive(
 @given(data)
 def test_write_then_read_gives_the_value_back(value: object) -> None:
     assert sexp.read(sexp.write(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("(1 -2 30)", [1, -2, 30]),
+        ("(0.5 -1.0e100 3)", [0.5, -1e100, 3]),
+        ("(1 - 2)", [1, Symbol("-"), 2]),
+        ("(1e 2)", [Symbol("1e"), 2]),
+        ("(1.2.3)", [Symbol("1.2.3")]),
+        ("(1 . 2)", Pair(1, 2)),
+        ("(1_000)", [Symbol("1_000")]),
+    ],
+)
+def test_lists_of_numbers_read_quickly_and_exactly(text: str, value: object) -> None:
+    assert sexp.read(text) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ([1, 2, -3], "(1 2 -3)"),
+        ([0.5, 1e300, -2.0], "(0.5 1e+300 -2.0)"),
+        ([1.0, math.inf], "(1.0 +inf.0)"),
+        ([math.nan], "(+nan.0)"),
+        ([True, 1], "(#t 1)"),
+    ],
+)
+def test_lists_of_numbers_write_as_guile_reads_them(value: list[object], text: str) -> None:
+    assert sexp.write(value) == text
