@@ -269,24 +269,15 @@ class _Run:
             self.failures.append(NodeFailure(node, error, job))
             orphans = [job, *self.queues[id(node)]]
             self.queues[id(node)].clear()
-            if self.fatal is not None:
-                pass
-            elif not self.alive:
+            if self.fatal is None and not self.alive:
                 self.fatal = AllNodesFailedError(
                     "every node failed:\n" + "\n".join(f"  {f}" for f in self.failures),
                     failures=tuple(self.failures),
                 )
-            else:
+            elif self.fatal is None:
                 for orphan in orphans:
-                    target = min(
-                        (n for n in self.nodes if id(n) in self.alive),
-                        key=lambda n: (
-                            sum(j.size for j in self.queues[id(n)])
-                            + (self.running[id(n)].size if id(n) in self.running else 0)
-                        ),
-                    )
-                    moved_job = set_job_node(orphan, target)
-                    self.queues[id(target)].append(moved_job)
+                    target = self._least_loaded()
+                    self.queues[id(target)].append(set_job_node(orphan, target))
                     moved.append(JobMove(orphan, node, target))
                 self.moves.extend(moved)
             self.cv.notify_all()
@@ -295,6 +286,15 @@ class _Run:
         for m in moved:
             log.warning("%s", m)
             self._emit(DistEvent("moved", m.job, node, m.to_node))
+
+    def _least_loaded(self) -> Node:
+        """The live node with the fewest items queued or running (call under ``cv``)."""
+
+        def load(n: Node) -> int:
+            running = self.running.get(id(n))
+            return sum(j.size for j in self.queues[id(n)]) + (running.size if running else 0)
+
+        return min((n for n in self.nodes if id(n) in self.alive), key=load)
 
     def _job_failed(self, node: Node, job: Job, error: NodeReplError) -> None:
         what = f"{job.size} item(s)" if job.type == "map" else f"{job.size} expression(s)"
