@@ -222,24 +222,26 @@ class Rrepl:
         on_output: OutputCallback | None = None,
         on_form: Callable[[FormResult], None] | None = None,
         attachment: bytes | None = None,
+        quiet: bool = False,
     ) -> EvalResult:
         """Evaluate every form of ``source`` as if typed at the REPL; the four values
         come from the last form.  ``NodeReplError`` if the code fails, ``NodeError`` if
         the REPL or its connection does.  ``attachment`` travels as raw bytes beside
-        the source (see ``attachment-list`` in rrepl.scm)."""
+        the source (see ``attachment-list`` in rrepl.scm).  ``quiet`` evaluations leave
+        the value history alone (for completion and the like): their numbers are 0."""
         self.language.check_input(source, self.repl_language)
         if not self._lock.acquire(timeout=timeout if timeout is not None else -1):
             raise NodeTimeoutError(f"{self.where} stayed busy with another evaluation")
         try:
-            return self._eval(source, timeout, on_output, on_form, attachment)
+            return self._eval(source, timeout, on_output, on_form, attachment, quiet)
         finally:
             self._lock.release()
 
-    def _eval(self, source, timeout, on_output, on_form, attachment) -> EvalResult:
+    def _eval(self, source, timeout, on_output, on_form, attachment, quiet) -> EvalResult:
         if self.broken:
             raise NodeError(f"the REPL on {self.where} is closed; open a new one")
         data = source.encode("utf-8")
-        request = b"e%d\n" % len(data) + data
+        request = (b"q%d\n" if quiet else b"e%d\n") % len(data) + data
         if attachment is not None:
             request = b"a%d\n" % len(attachment) + attachment + request
         try:

@@ -14,6 +14,8 @@
 ;;;   p  request done: "MODULE\nLANGUAGE"
 ;;; The hello record's third line is the client's number; the request
 ;;; i<LEN>\n<NUMBER> interrupts that client's evaluation, if it is running one.
+;;; q<LEN>\n<SOURCE> evaluates as e does but leaves the value history alone (N is 0):
+;;; for completion and inspection, which must not renumber the user's values.
 ;;; a<LEN>\n<BYTES> attaches raw bytes to the next e request, unanswered: code reads
 ;;; them with (attachment-list 's64) or (attachment-list 'f64), without the reader.
 
@@ -143,7 +145,7 @@
 (define (on-sigint signum)
   (interrupt-now main-busy))
 
-(define (eval-form repl form out busy)
+(define (eval-form repl form out busy remember?)
   (module-use! (current-module) (resolve-interface '(value-history)))
   (let ((thunk (repl-prepare-eval-thunk repl (repl-parse repl form))))
     (call-with-values
@@ -162,7 +164,8 @@
            (unless (unspecified? value)
              (let ((text (call-with-output-string (lambda (p) (write value p)))))
                (send-record out "v" (string-append
-                                     (number->string (remember! value)) "\n" text)))))
+                                     (number->string (if remember? (remember! value) 0))
+                                     "\n" text)))))
          values)))))
 
 (define (meta-command)
@@ -179,7 +182,7 @@
           ((char-whitespace? ch) (read-char port) (skip-whitespace port))
           (else ch))))
 
-(define (run-source repl source out busy)
+(define (run-source repl source out busy remember?)
   ;; Read and evaluate every form of SOURCE in turn, as if typed at the REPL.
   (let ((port (open-input-string (string-append source "\n"))))
     (let loop ()
@@ -195,7 +198,7 @@
               (let ((form ((language-reader (repl-language repl)) port (current-module))))
                 (unless (eof-object? form)
                   (with-input-from-port (open-input-string "")
-                    (lambda () (eval-form repl form out busy)))
+                    (lambda () (eval-form repl form out busy remember?)))
                   (flush-printed)
                   (send-record out "f" "")
                   (loop)))))))))
@@ -222,7 +225,7 @@
     (cond
      ((eof-object? header) header)
      ((and (> (string-length header) 1)
-           (memv (string-ref header 0) '(#\e #\i #\a))
+           (memv (string-ref header 0) '(#\e #\q #\i #\a))
            (string->number (substring header 1)))
       => (lambda (len)
            (let ((bv (if (zero? len) (make-bytevector 0) (get-bytevector-n in len))))
@@ -265,7 +268,8 @@
               (lambda ()
                 (if (eqv? (car request) #\i)
                     (interrupt-client! (string->number (cdr request)))
-                    (run-source repl (cdr request) out busy)))
+                    (run-source repl (cdr request) out busy
+                                (eqv? (car request) #\e))))
               (lambda (key . args)
                 (flush-printed)
                 (if (eq? key 'quit)

@@ -274,3 +274,10 @@ def test_interrupts_landing_at_any_moment_never_kill_the_repl(node: Node) -> Non
         timer.join()
     assert rrepl_eval(node.rrepl, "'alive").value == "alive"
     assert node.rrepl.pid == pid
+
+
+def test_a_quiet_evaluation_leaves_the_value_history_alone(node: Node) -> None:
+    assert rrepl_eval(node.rrepl, "(+ 1 1)").eval_num == 1
+    assert rrepl_eval(node.rrepl, "(* 7 6)", quiet=True).value == 42
+    assert rrepl_eval(node.rrepl, "(list $1 (+ 2 2))").value == [2, 4]
+    assert rrepl_eval(node.rrepl, "$2").value == [2, 4]
