@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from importlib.metadata import PackageNotFoundError, version
 
 from .dist import DistEvent, DistList, DistTuple, JobMove, NodeFailure, dist_map, distribute
 from .errors import (
@@ -51,6 +52,11 @@ from .rrepl import EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prom
 from .rreplshell import rrepl
 from .session import Session, make_session
 from .sexp import Char, Keyword, Opaque, Pair, Symbol
+
+try:
+    __version__ = version("sshdist-kernel")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
 
 # A library logs, the application decides where it goes (failovers are WARNINGs).
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -76,3 +76,28 @@ class GuileRepl:
                 "so it was not sent: close every parenthesis and string",
                 key="incomplete-input",
             )
+
+    # -- queries for a notebook front end (run as quiet evaluations) ------------------
+
+    def completion_source(self, prefix: str) -> str:
+        """Scheme for the sorted names bound in the current module that start with ``prefix``."""
+        return (
+            "((@ (srfi srfi-1) delete-duplicates) (sort ((@ (ice-9 session) apropos-fold)"
+            " (lambda (module name var data) (cons (symbol->string name) data)) '()"
+            f" (string-append \"^\" ((@ (ice-9 regex) regexp-quote) {sexp.write(prefix)}))"
+            " ((@ (ice-9 session) apropos-fold-accessible) (current-module))) string<?))"
+        )
+
+    def inspection_source(self, name: str) -> str:
+        """Scheme for ``(kind arguments documentation printed)`` of ``name`` in the current
+        module, or #f when nothing is bound to it."""
+        return (
+            f"(let ((var (module-variable (current-module) (string->symbol {sexp.write(name)}))))"
+            " (and var (variable-bound? var)"
+            "  (let ((v (variable-ref var)))"
+            "   (list (cond ((procedure? v) 'procedure) ((macro? v) 'macro) (else 'value))"
+            "         (and (procedure? v) ((@ (ice-9 session) procedure-arguments) v))"
+            "         (and (procedure? v) (procedure-documentation v))"
+            "         (let ((s (object->string v)))"
+            "           (if (> (string-length s) 2000) (substring s 0 2000) s))))))"
+        )

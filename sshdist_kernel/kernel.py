@@ -1,0 +1,254 @@
+"""The Jupyter kernel: every cell runs in the Guile REPL of one node, over SSH.
+
+Thin on purpose (as bash_kernel is): the node, the REPL protocol and the Scheme
+reader do the work; this class turns their results into Jupyter messages.
+``python -m sshdist_kernel.kernel --host HOST [session options] -f CONNECTION_FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import threading
+from typing import Any
+
+from ipykernel.kernelapp import IPKernelApp
+from ipykernel.kernelbase import Kernel
+
+from . import __version__, sexp
+from .errors import NodeError, NodeReplError
+from .guile import GuileRepl
+from .node import Node, make_node
+from .rrepl import EvalResult, FormResult
+
+CONNECT_WAIT = 60.0
+"""Seconds the first cell waits for the connection begun when the kernel started."""
+
+_SYMBOL_CHARS = re.compile(r"[^\s()\[\]{}\"';`,#|]+\Z")
+
+
+def repl_lines(form: FormResult) -> str:
+    """A form's values as the Guile REPL prints them: ``$N = value``, one a line."""
+    return "\n".join(f"${n} = {text}" for n, text in zip(form.eval_nums, form.texts, strict=True))
+
+
+def _signature(name: str, arguments: Any) -> str:
+    """``(name a b #:optional c #:key d . rest)`` from Guile's procedure-arguments alist."""
+    if not isinstance(arguments, list):
+        return f"({name} ...)"
+    parts = [name]
+    for entry in arguments:
+        head = entry.car if isinstance(entry, sexp.Pair) else entry[0]
+        if head == "required":
+            parts += [str(a) for a in entry[1:]]
+        elif head == "optional" and entry[1:]:
+            parts += ["#:optional", *(str(a) for a in entry[1:])]
+        elif head == "keyword" and entry[1:]:
+            parts += ["#:key", *(str(k.car) for k in entry[1:])]
+        elif head == "rest" and isinstance(entry, sexp.Pair) and entry.cdr:
+            parts += [".", str(entry.cdr)]
+    return "(" + " ".join(parts) + ")"
+
+
+class GuileKernel(Kernel):
+    """A wrapper kernel whose cells are evaluated by ``rrepl_eval`` on one node."""
+
+    implementation = "sshdist_kernel"
+    implementation_version = __version__
+    language = "scheme"
+    language_info = {
+        "name": "scheme",
+        "mimetype": "text/x-scheme",
+        "file_extension": ".scm",
+        "codemirror_mode": "scheme",
+        "pygments_lexer": "scheme",
+    }
+
+    host: str = ""
+    """The node, as ``make_node`` takes it; set by ``main`` from the kernelspec's argv."""
+    node_options: dict[str, Any] = {}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.language_tool = GuileRepl()
+        self._node: Node | None = None
+        self._connect_error: BaseException | None = None
+        self._connected = threading.Event()
+        # Connect at start, in the background: the first cell reports any failure.
+        threading.Thread(target=self._connect, daemon=True, name="sshdist connect").start()
+
+    # -- the node --------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        try:
+            self._node = make_node(self.host, language=self.language_tool, **self.node_options)
+            self._connect_error = None
+        except (NodeError, OSError, ValueError) as exc:
+            self._connect_error = exc
+        finally:
+            self._connected.set()
+
+    def _ready_node(self) -> Node:
+        """The node, connected; a failed connection is tried again for this cell."""
+        self._connected.wait(CONNECT_WAIT)
+        if self._node is None:
+            if self._connect_error is not None:
+                self._connected.clear()
+                self._connect()
+            if self._node is None:
+                raise self._connect_error or NodeError(f"could not reach {self.host}")
+        return self._node
+
+    @property
+    def banner(self) -> str:  # type: ignore[override]
+        version = self._node.rrepl.version if self._node and self._node._rrepl else "Guile"
+        where = repr(self._node) if self._node else self.host
+        return f"GNU Guile {version} on {where}, over SSH (sshdist-kernel {__version__})"
+
+    # -- messages ----------------------------------------------------------------------
+
+    def _stream(self, name: str, text: str) -> None:
+        self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
+
+    def _error(self, ename: str, evalue: str, traceback: list[str]) -> dict[str, Any]:
+        content = {"ename": ename, "evalue": evalue, "traceback": traceback}
+        self.send_response(self.iopub_socket, "error", content)
+        return {"status": "error", "execution_count": self.execution_count, **content}
+
+    async def do_execute(  # type: ignore[override]
+        self,
+        code: str,
+        silent: bool,
+        store_history: bool = True,
+        user_expressions: dict[str, Any] | None = None,
+        allow_stdin: bool = False,
+        *,
+        cell_id: str | None = None,
+    ) -> dict[str, Any]:
+        if not code.strip():
+            return {"status": "ok", "execution_count": self.execution_count,
+                    "payload": [], "user_expressions": {}}
+        try:
+            node = self._ready_node()
+        except (NodeError, OSError, ValueError) as exc:
+            return self._error(type(exc).__name__, str(exc), [f"{type(exc).__name__}: {exc}"])
+
+        def on_form(form: FormResult) -> None:
+            if form.values and not silent:
+                last = node.rrepl
+                self.send_response(self.iopub_socket, "execute_result", {
+                    "execution_count": self.execution_count,
+                    "data": {"text/plain": repl_lines(form)},
+                    "metadata": {"sshdist": {"eval_num": list(form.eval_nums),
+                                             "module": last.module,
+                                             "language": last.repl_language}},
+                })
+
+        # The evaluation runs here, blocking, as IPython's own cells do: Jupyter's
+        # interrupt is a SIGINT to this process, which lands here as KeyboardInterrupt,
+        # and the REPL protocol then interrupts the remote evaluation too.
+        try:
+            result: EvalResult = node.eval(
+                code, timeout=None, on_output=None if silent else self._stream, on_form=on_form)
+        except KeyboardInterrupt:
+            return self._error("signal", "User interrupt",
+                               ["signal: User interrupt (the evaluation on the node was stopped)"])
+        except NodeReplError as exc:
+            lines = [f"{exc.key}: {line}" if i == 0 else line
+                     for i, line in enumerate(exc.message.splitlines() or [""])]
+            return self._error(exc.key, exc.message, lines)
+        except NodeError as exc:
+            return self._error(type(exc).__name__, str(exc), [
+                f"{type(exc).__name__}: {exc}",
+                "The next cell reconnects and starts a fresh REPL on the node."])
+        return {
+            "status": "ok",
+            "execution_count": self.execution_count,
+            "payload": [],
+            "user_expressions": {},
+            "sshdist": {"eval_num": result.eval_num, "module": result.module,
+                        "language": result.language},
+        }
+
+    def finish_metadata(self, parent: Any, metadata: dict, reply_content: dict) -> dict:
+        """The reply's metadata carries the eval number, module and language too."""
+        metadata = super().finish_metadata(parent, metadata, reply_content)
+        info = reply_content.pop("sshdist", None)
+        if info is not None:
+            metadata["sshdist"] = info
+        return metadata
+
+    async def do_is_complete(self, code: str) -> dict[str, Any]:  # type: ignore[override]
+        status = sexp.input_status(code)
+        return {"status": status, "indent": "  "} if status == "incomplete" else {"status": status}
+
+    def _quiet(self, source: str) -> Any:
+        if self._node is None or self._node._rrepl is None or self._node._rrepl.broken:
+            return None
+        try:
+            return self._node.eval(source, quiet=True, timeout=5).value
+        except (NodeError, NodeReplError):
+            return None
+
+    def _word_at(self, code: str, cursor_pos: int) -> tuple[str, int]:
+        start = cursor_pos
+        while start > 0 and _SYMBOL_CHARS.match(code[start - 1]):
+            start -= 1
+        return code[start:cursor_pos], start
+
+    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:  # type: ignore[override]
+        prefix, start = self._word_at(code, cursor_pos)
+        matches = self._quiet(self.language_tool.completion_source(prefix)) if prefix else None
+        return {"status": "ok", "matches": matches or [], "cursor_start": start,
+                "cursor_end": cursor_pos, "metadata": {}}
+
+    async def do_inspect(  # type: ignore[override]
+        self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
+    ) -> dict[str, Any]:
+        end = cursor_pos
+        while end < len(code) and _SYMBOL_CHARS.match(code[end]):
+            end += 1
+        name, _ = self._word_at(code, end)
+        info = self._quiet(self.language_tool.inspection_source(name)) if name else None
+        if not info:
+            return {"status": "ok", "found": False, "data": {}, "metadata": {}}
+        kind, arguments, doc, printed = info
+        lines = [f"{name}: {kind}"]
+        if kind == "procedure":
+            lines.append(_signature(name, arguments))
+        if doc:
+            lines += ["", doc]
+        if kind == "value":
+            lines.append(printed)
+        return {"status": "ok", "found": True, "data": {"text/plain": "\n".join(lines)},
+                "metadata": {}}
+
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
+        if self._node is not None:
+            self._node.close()
+        return {"status": "ok", "restart": restart}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the kernel for the node named on the command line (see kernelspec.py)."""
+    parser = argparse.ArgumentParser(prog="sshdist_kernel.kernel", add_help=False)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--ssh-config")
+    parser.add_argument("--user")
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--identity")
+    parser.add_argument("--repl-port")
+    args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    options: dict[str, Any] = {k: v for k, v in (("ssh_config", args.ssh_config),
+                                                 ("user", args.user), ("port", args.port),
+                                                 ("identity", args.identity)) if v}
+    if args.repl_port:
+        options["repl_port"] = int(args.repl_port) if args.repl_port.isdigit() else args.repl_port
+    GuileKernel.host = args.host
+    GuileKernel.node_options = options
+    IPKernelApp.launch_instance(argv=rest, kernel_class=GuileKernel)
+
+
+if __name__ == "__main__":
+    main()
