@@ -1,0 +1,266 @@
+"""The Jupyter kernel, started by jupyter_client from an installed kernelspec, with its
+cells running on a real local node: the conformance suite, then what it does not cover."""
+
+from __future__ import annotations
+
+import os
+import signal
+import unittest
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jupyter_kernel_test
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager, start_new_kernel
+
+from sshdist_kernel import kernelspec
+from sshdist_kernel.localnodes import LocalNodes, _free_port
+
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module", autouse=True)
+def jupyter_path(
+    local_nodes: LocalNodes, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Kernelspecs for the local nodes, in a Jupyter path of this module's own."""
+    prefix = tmp_path_factory.mktemp("jupyter")
+    config = str(local_nodes.ssh_config)
+    for host in ("node1", "node3"):
+        kernelspec.install(host, prefix=str(prefix), ssh_config=config)
+    kernelspec.install(
+        f"127.0.0.1:{_free_port()}",
+        name="sshdist-unreachable",
+        prefix=str(prefix),
+        ssh_config="/dev/null",
+    )
+    path = str(prefix / "share" / "jupyter")
+    old = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = path
+    yield path
+    if old is None:
+        del os.environ["JUPYTER_PATH"]
+    else:
+        os.environ["JUPYTER_PATH"] = old
+
+
+class GuileKernelConformance(jupyter_kernel_test.KernelTests):
+    kernel_name = "sshdist-node1"
+    language_name = "scheme"
+    file_extension = ".scm"
+    code_hello_world = '(display "hello, world")'
+    code_stderr = '(display "oops" (current-error-port))'
+    completion_samples = [{"text": "(string-up", "matches": {"string-upcase", "string-upcase!"}}]
+    complete_code_samples = ["(+ 1 2)", "(define (f x) x)", ",L scheme", '(display "(")']
+    incomplete_code_samples = ["(define (f x)", '(display "a', "#| open"]
+    invalid_code_samples = ["(+ 1 2))"]
+    code_generate_error = "(car 1)"
+    code_execute_result = [{"code": "(+ 1 2)"}, {"code": "(values 1 2)"}]
+    code_inspect_sample = "string-upcase"
+
+
+# -- beyond the conformance suite ------------------------------------------------------
+
+
+def start(name: str = "sshdist-node1") -> tuple[KernelManager, BlockingKernelClient]:
+    return start_new_kernel(kernel_name=name, startup_timeout=60)
+
+
+@pytest.fixture
+def kernel() -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    km, kc = start()
+    yield km, kc
+    kc.stop_channels()
+    km.shutdown_kernel(now=True)
+
+
+def run(kc: BlockingKernelClient, code: str, until: Any = None) -> tuple[dict, list[dict]]:
+    """Execute ``code``; return the reply and the iopub messages it caused, in order.
+    ``until(msg)`` is called on each output message as it arrives."""
+    msg_id = kc.execute(code)
+    outputs = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        if msg["msg_type"] in ("stream", "execute_result", "error", "display_data"):
+            outputs.append(msg)
+            if until:
+                until(msg)
+    return shell_reply(kc, msg_id), outputs
+
+
+def shell_reply(kc: BlockingKernelClient, msg_id: str) -> dict:
+    """The reply to ``msg_id``, past any stale one (wait_for_ready may have sent several
+    kernel_info requests)."""
+    while True:
+        reply = kc.get_shell_msg(timeout=TIMEOUT)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
+def texts(outputs: list[dict]) -> list[tuple[str, str]]:
+    shown = []
+    for m in outputs:
+        c = m["content"]
+        if m["msg_type"] == "stream":
+            shown.append((c["name"], c["text"]))
+        elif m["msg_type"] == "execute_result":
+            shown.append(("result", c["data"]["text/plain"]))
+        elif m["msg_type"] == "error":
+            shown.append(("error", f"{c['ename']}: {c['evalue']}"))
+    return shown
+
+
+def test_kernel_info_names_scheme_the_node_and_its_guile(kernel) -> None:
+    _, kc = kernel
+    info = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]
+    assert info["language_info"] == {
+        "name": "scheme",
+        "mimetype": "text/x-scheme",
+        "file_extension": ".scm",
+        "codemirror_mode": "scheme",
+        "pygments_lexer": "scheme",
+    }
+    run(kc, "(+ 1 1)")  # connected for sure
+    banner = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]["banner"]
+    assert banner.startswith("GNU Guile 3.") and "#<node " in banner and "/exec " in banner
+
+
+def test_a_cell_of_three_forms_runs_as_typed_into_the_repl(kernel) -> None:
+    _, kc = kernel
+    reply, outputs = run(
+        kc, '(define x 2) (begin (display "x is ") (display x) (* x 21)) (values x "two")'
+    )
+    assert texts(outputs) == [
+        ("stdout", "x is 2"),
+        ("result", "$1 = 42"),
+        ("result", '$2 = 2\n$3 = "two"'),
+    ]
+    meta = [
+        m["content"]["metadata"]["sshdist"] for m in outputs if m["msg_type"] == "execute_result"
+    ]
+    assert meta == [
+        {"eval_num": [1], "module": "(guile-user)", "language": "scheme"},
+        {"eval_num": [2, 3], "module": "(guile-user)", "language": "scheme"},
+    ]
+    assert reply["content"]["status"] == "ok"
+    assert reply["metadata"]["sshdist"] == {
+        "eval_num": [2, 3],
+        "module": "(guile-user)",
+        "language": "scheme",
+    }
+
+
+def test_output_streams_before_the_cell_ends(kernel, tmp_path: Path) -> None:
+    _, kc = kernel
+    flag = tmp_path / "seen"
+    code = (
+        '(begin (display "first\\n")'
+        f' (let wait ((i 0)) (if (and (< i 1000) (not (file-exists? "{flag}")))'
+        " (begin (usleep 10000) (wait (1+ i)))))"
+        f' (file-exists? "{flag}"))'
+    )
+
+    def on_output(msg: dict) -> None:
+        if msg["msg_type"] == "stream":
+            flag.touch()  # only now may the remote code finish
+
+    reply, outputs = run(kc, code, until=on_output)
+    assert texts(outputs) == [("stdout", "first\n"), ("result", "$1 = #t")]
+    assert reply["content"]["status"] == "ok"
+
+
+def test_stderr_stays_stderr_and_errors_carry_guiles_key(kernel) -> None:
+    _, kc = kernel
+    reply, outputs = run(kc, '(display "to err" (current-error-port)) (car 1)')
+    assert texts(outputs) == [
+        ("stderr", "to err"),
+        ("error", "wrong-type-arg: In procedure car: Wrong type (expecting pair): 1"),
+    ]
+    content = reply["content"]
+    assert (content["status"], content["ename"]) == ("error", "wrong-type-arg")
+    assert content["traceback"][0].startswith("wrong-type-arg: In procedure car")
+    assert texts(run(kc, "(+ 1 2)")[1]) == [("result", "$1 = 3")]
+
+
+def test_meta_commands_and_a_language_switch(kernel) -> None:
+    _, kc = kernel
+    _, outputs = run(kc, ",L ecmascript")
+    assert "ECMAScript" in outputs[0]["content"]["text"]
+    reply, outputs = run(kc, "1+2;")
+    assert texts(outputs) == [("result", "$1 = 3")]
+    assert reply["metadata"]["sshdist"]["language"] == "ecmascript"
+    run(kc, ",L scheme")
+    _, outputs = run(kc, ",time (+ 1 2)")
+    assert "real time" in "".join(t for _, t in texts(outputs))
+    _, outputs = run(kc, ",describe car")
+    assert texts(outputs)[0][0] == "stdout"
+
+
+def test_interrupt_stops_an_endless_loop_and_keeps_state(kernel) -> None:
+    km, kc = kernel
+    run(kc, "(define kept 'yes)")
+    msg_id = kc.execute('(begin (display "looping\\n") (let loop () (loop)))')
+    while True:  # wait until the loop has started on the node
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            break
+    km.interrupt_kernel()
+    reply = shell_reply(kc, msg_id)["content"]
+    assert (reply["status"], reply["ename"], reply["evalue"]) == (
+        "error",
+        "signal",
+        "User interrupt",
+    )
+    assert texts(run(kc, "kept")[1])[-1] == ("result", "$1 = yes")
+
+
+def test_restart_gives_a_fresh_remote_repl(kernel) -> None:
+    km, kc = kernel
+    run(kc, "(define before-restart 1)")
+    km.restart_kernel(now=True)
+    kc.wait_for_ready(timeout=60)
+    reply, outputs = run(kc, "before-restart")
+    assert reply["content"]["ename"] == "unbound-variable"
+
+
+def test_a_dropped_connection_is_an_error_and_the_next_cell_reconnects(
+    local_nodes: LocalNodes,
+) -> None:
+    km, kc = start("sshdist-node3")
+    try:
+        assert texts(run(kc, "(+ 1 2)")[1]) == [("result", "$1 = 3")]
+        local_nodes.stop("node3", signal.SIGKILL)
+        local_nodes.start("node3")
+        reply, outputs = run(kc, "(+ 1 2)")
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "NodeError"
+        assert "node3" in reply["content"]["evalue"]
+        assert "The next cell reconnects" in reply["content"]["traceback"][-1]
+        assert texts(run(kc, "(+ 40 2)")[1]) == [("result", "$1 = 42")]
+    finally:
+        local_nodes.start("node3")
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_an_unreachable_node_is_a_clear_error_in_the_first_cell_not_a_dead_kernel() -> None:
+    km, kc = start("sshdist-unreachable")
+    try:
+        reply, outputs = run(kc, "(+ 1 2)")
+        assert reply["content"]["ename"] == "ConnectError"
+        assert "refused the connection" in reply["content"]["evalue"]
+        assert km.is_alive()
+        assert run(kc, "(+ 1 2)")[0]["content"]["ename"] == "ConnectError"  # tried again
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+if __name__ == "__main__":
+    unittest.main()
