@@ -28,6 +28,7 @@ REPEATS = 5
 
 TARGETS = {
     "with_ssh_rtt_ms": ("<=", 0.5),
+    "kernel_execute_rtt_ms": ("<=", 3),
     "make_node_8_ms": ("<=", 500),
     "dist_map_100k_3nodes_ms": ("<=", 250),
     "dist_map_cpu_speedup_2nodes": (">=", 1.8),
@@ -146,6 +147,57 @@ def machine_speedup(iterations: int) -> float:
     return 2 * statistics.median(ones) / statistics.median(twos)
 
 
+def kernel_rtt(nodes: LocalNodes) -> dict[str, float]:
+    """execute_request to execute_reply on a warm kernel, via jupyter_client: sshdist's
+    for ``(+ 1 2)``, and a do-nothing ipykernel kernel's, the floor under it."""
+    from jupyter_client.manager import start_new_kernel
+
+    from sshdist_kernel import kernelspec
+
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="sshdist-bench-jupyter-") as prefix:
+        kernelspec.install("node1", prefix=prefix, ssh_config=str(nodes.ssh_config))
+        echo = Path(prefix) / "share" / "jupyter" / "kernels" / "echo"
+        echo.mkdir(parents=True)
+        (echo / "kernel.json").write_text(
+            json.dumps(
+                {
+                    "argv": [
+                        sys.executable,
+                        str(HERE / "echo_kernel.py"),
+                        "-f",
+                        "{connection_file}",
+                    ],
+                    "display_name": "echo",
+                    "language": "text",
+                }
+            )
+        )
+        os.environ["JUPYTER_PATH"] = str(Path(prefix) / "share" / "jupyter")
+        try:
+            for figure, name in (
+                ("kernel_execute_rtt_ms", "sshdist-node1"),
+                ("ipykernel_floor_rtt_ms", "echo"),
+            ):
+                km, kc = start_new_kernel(kernel_name=name, startup_timeout=60)
+                try:
+
+                    def execute() -> None:
+                        msg_id = kc.execute("(+ 1 2)")
+                        while kc.get_shell_msg(timeout=30)["parent_header"].get("msg_id") != msg_id:
+                            pass
+
+                    for _ in range(50):
+                        execute()
+                    figures[figure] = median_ms(execute, 500)
+                finally:
+                    kc.stop_channels()
+                    km.shutdown_kernel(now=True)
+        finally:
+            del os.environ["JUPYTER_PATH"]
+    return figures
+
+
 def guile_ssh(nodes: LocalNodes, attempts: int = 3) -> dict[str, float]:
     """Guile-SSH's figures.  Guile-SSH sometimes hangs or crashes (see the facts file),
     so an attempt is bounded and retried; the failures are reported, not hidden."""
@@ -201,6 +253,7 @@ def main() -> int:
         nodes = LocalNodes.up(NODE_COUNT, where)
         try:
             figures = ours(nodes)
+            figures.update(kernel_rtt(nodes))
             figures.update(guile_ssh(nodes))
         finally:
             nodes.down()

@@ -15,6 +15,7 @@ from typing import Any
 
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel
+from traitlets import Float
 
 from . import __version__, sexp
 from .errors import NodeError, NodeReplError
@@ -64,6 +65,10 @@ class GuileKernel(Kernel):
         "codemirror_mode": "scheme",
         "pygments_lexer": "scheme",
     }
+
+    # ipykernel sleeps 0.5 ms before each reply to let late output out; every output of
+    # this kernel is sent before its reply, from this thread, so it need not.
+    _execute_sleep = Float(0.0)
 
     host: str = ""
     """The node, as ``make_node`` takes it; set by ``main`` from the kernelspec's argv."""

@@ -1,0 +1,48 @@
+"""The floor under kernel_execute_rtt_ms: an ipykernel kernel that does nothing but
+answer, with the same settings as sshdist's (no pre-reply sleep)."""
+
+from __future__ import annotations
+
+from ipykernel.kernelapp import IPKernelApp
+from ipykernel.kernelbase import Kernel
+from traitlets import Float
+
+
+class EchoKernel(Kernel):
+    implementation = "echo"
+    implementation_version = "1"
+    language = "text"
+    language_info = {"name": "text", "mimetype": "text/plain", "file_extension": ".txt"}
+    banner = "echo"
+    _execute_sleep = Float(0.0)
+
+    async def do_execute(
+        self,
+        code,
+        silent,
+        store_history=True,
+        user_expressions=None,
+        allow_stdin=False,
+        *,
+        cell_id=None,
+    ):
+        if not silent:
+            self.send_response(
+                self.iopub_socket,
+                "execute_result",
+                {
+                    "execution_count": self.execution_count,
+                    "data": {"text/plain": code},
+                    "metadata": {},
+                },
+            )
+        return {
+            "status": "ok",
+            "execution_count": self.execution_count,
+            "payload": [],
+            "user_expressions": {},
+        }
+
+
+if __name__ == "__main__":
+    IPKernelApp.launch_instance(kernel_class=EchoKernel)
