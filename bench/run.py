@@ -182,7 +182,7 @@ def kernel_rtt(nodes: LocalNodes) -> dict[str, float]:
                 km, kc = start_new_kernel(kernel_name=name, startup_timeout=60)
                 try:
 
-                    def execute() -> None:
+                    def execute(kc=kc) -> None:
                         msg_id = kc.execute("(+ 1 2)")
                         while kc.get_shell_msg(timeout=30)["parent_header"].get("msg_id") != msg_id:
                             pass
