@@ -84,7 +84,7 @@ class GuileRepl:
         return (
             "((@ (srfi srfi-1) delete-duplicates) (sort ((@ (ice-9 session) apropos-fold)"
             " (lambda (module name var data) (cons (symbol->string name) data)) '()"
-            f" (string-append \"^\" ((@ (ice-9 regex) regexp-quote) {sexp.write(prefix)}))"
+            f' (string-append "^" ((@ (ice-9 regex) regexp-quote) {sexp.write(prefix)}))'
             " ((@ (ice-9 session) apropos-fold-accessible) (current-module))) string<?))"
         )
 

@@ -132,48 +132,76 @@ class GuileKernel(Kernel):
         cell_id: str | None = None,
     ) -> dict[str, Any]:
         if not code.strip():
-            return {"status": "ok", "execution_count": self.execution_count,
-                    "payload": [], "user_expressions": {}}
+            return {
+                "status": "ok",
+                "execution_count": self.execution_count,
+                "payload": [],
+                "user_expressions": {},
+            }
         try:
             node = self._ready_node()
+        except KeyboardInterrupt:
+            return self._error("signal", "User interrupt", ["signal: interrupted while connecting"])
         except (NodeError, OSError, ValueError) as exc:
             return self._error(type(exc).__name__, str(exc), [f"{type(exc).__name__}: {exc}"])
 
         def on_form(form: FormResult) -> None:
             if form.values and not silent:
                 last = node.rrepl
-                self.send_response(self.iopub_socket, "execute_result", {
-                    "execution_count": self.execution_count,
-                    "data": {"text/plain": repl_lines(form)},
-                    "metadata": {"sshdist": {"eval_num": list(form.eval_nums),
-                                             "module": last.module,
-                                             "language": last.repl_language}},
-                })
+                self.send_response(
+                    self.iopub_socket,
+                    "execute_result",
+                    {
+                        "execution_count": self.execution_count,
+                        "data": {"text/plain": repl_lines(form)},
+                        "metadata": {
+                            "sshdist": {
+                                "eval_num": list(form.eval_nums),
+                                "module": last.module,
+                                "language": last.repl_language,
+                            }
+                        },
+                    },
+                )
 
         # The evaluation runs here, blocking, as IPython's own cells do: Jupyter's
         # interrupt is a SIGINT to this process, which lands here as KeyboardInterrupt,
         # and the REPL protocol then interrupts the remote evaluation too.
         try:
             result: EvalResult = node.eval(
-                code, timeout=None, on_output=None if silent else self._stream, on_form=on_form)
+                code, timeout=None, on_output=None if silent else self._stream, on_form=on_form
+            )
         except KeyboardInterrupt:
-            return self._error("signal", "User interrupt",
-                               ["signal: User interrupt (the evaluation on the node was stopped)"])
+            return self._error(
+                "signal",
+                "User interrupt",
+                ["signal: User interrupt (the evaluation on the node was stopped)"],
+            )
         except NodeReplError as exc:
-            lines = [f"{exc.key}: {line}" if i == 0 else line
-                     for i, line in enumerate(exc.message.splitlines() or [""])]
+            lines = [
+                f"{exc.key}: {line}" if i == 0 else line
+                for i, line in enumerate(exc.message.splitlines() or [""])
+            ]
             return self._error(exc.key, exc.message, lines)
         except NodeError as exc:
-            return self._error(type(exc).__name__, str(exc), [
-                f"{type(exc).__name__}: {exc}",
-                "The next cell reconnects and starts a fresh REPL on the node."])
+            return self._error(
+                type(exc).__name__,
+                str(exc),
+                [
+                    f"{type(exc).__name__}: {exc}",
+                    "The next cell reconnects and starts a fresh REPL on the node.",
+                ],
+            )
         return {
             "status": "ok",
             "execution_count": self.execution_count,
             "payload": [],
             "user_expressions": {},
-            "sshdist": {"eval_num": result.eval_num, "module": result.module,
-                        "language": result.language},
+            "sshdist": {
+                "eval_num": result.eval_num,
+                "module": result.module,
+                "language": result.language,
+            },
         }
 
     def finish_metadata(self, parent: Any, metadata: dict, reply_content: dict) -> dict:
@@ -205,8 +233,13 @@ class GuileKernel(Kernel):
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:  # type: ignore[override]
         prefix, start = self._word_at(code, cursor_pos)
         matches = self._quiet(self.language_tool.completion_source(prefix)) if prefix else None
-        return {"status": "ok", "matches": matches or [], "cursor_start": start,
-                "cursor_end": cursor_pos, "metadata": {}}
+        return {
+            "status": "ok",
+            "matches": matches or [],
+            "cursor_start": start,
+            "cursor_end": cursor_pos,
+            "metadata": {},
+        }
 
     async def do_inspect(  # type: ignore[override]
         self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
@@ -226,8 +259,12 @@ class GuileKernel(Kernel):
             lines += ["", doc]
         if kind == "value":
             lines.append(printed)
-        return {"status": "ok", "found": True, "data": {"text/plain": "\n".join(lines)},
-                "metadata": {}}
+        return {
+            "status": "ok",
+            "found": True,
+            "data": {"text/plain": "\n".join(lines)},
+            "metadata": {},
+        }
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         if self._node is not None:
@@ -245,9 +282,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--identity")
     parser.add_argument("--repl-port")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    options: dict[str, Any] = {k: v for k, v in (("ssh_config", args.ssh_config),
-                                                 ("user", args.user), ("port", args.port),
-                                                 ("identity", args.identity)) if v}
+    options: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("ssh_config", args.ssh_config),
+            ("user", args.user),
+            ("port", args.port),
+            ("identity", args.identity),
+        )
+        if v
+    }
     if args.repl_port:
         options["repl_port"] = int(args.repl_port) if args.repl_port.isdigit() else args.repl_port
     GuileKernel.host = args.host

@@ -72,8 +72,7 @@ def install(
             shutil.copyfile(template_dir() / logo, Path(tmp) / logo)
         spec = kernel_json(host, display_name, **options)
         (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
-        return KernelSpecManager().install_kernel_spec(
-            tmp, name, user=user_install, prefix=prefix)
+        return KernelSpecManager().install_kernel_spec(tmp, name, user=user_install, prefix=prefix)
 
 
 def installed() -> dict[str, dict[str, Any]]:
@@ -92,8 +91,9 @@ def remove(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sshdist_kernel",
-                                     description="Jupyter kernelspecs for Guile on SSH nodes")
+    parser = argparse.ArgumentParser(
+        prog="python -m sshdist_kernel", description="Jupyter kernelspecs for Guile on SSH nodes"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     add = sub.add_parser("install", help="install a kernelspec for one node")
     add.add_argument("--host", required=True, help="ssh_config alias, host or user@host:port")
@@ -114,10 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "install":
         prefix = sys.prefix if args.sys_prefix else args.prefix
-        path = install(args.host, name=args.name, display_name=args.display_name,
-                       user_install=args.user_install or prefix is None, prefix=prefix,
-                       ssh_config=args.ssh_config, user=args.user, port=args.port,
-                       identity=args.identity, repl_port=args.repl_port)
+        path = install(
+            args.host,
+            name=args.name,
+            display_name=args.display_name,
+            user_install=args.user_install or prefix is None,
+            prefix=prefix,
+            ssh_config=args.ssh_config,
+            user=args.user,
+            port=args.port,
+            identity=args.identity,
+            repl_port=args.repl_port,
+        )
         print(f"installed kernelspec {args.name or default_name(args.host)} in {path}")
     elif args.command == "list":
         for name, info in sorted(installed().items()):

@@ -202,6 +202,22 @@ def test_meta_commands_and_a_language_switch(kernel) -> None:
     assert texts(outputs)[0][0] == "stdout"
 
 
+def test_completion_and_inspection_come_from_the_remote_guile(kernel) -> None:
+    _, kc = kernel
+    run(kc, '(define (my-area width height) "The area of a WIDTH by HEIGHT box." (* width height))')
+    matches = kc.complete("(my-ar", 6, reply=True, timeout=TIMEOUT)["content"]
+    assert (matches["matches"], matches["cursor_start"]) == (["my-area"], 1)
+    shown = kc.inspect("(my-area 2 3)", 3, reply=True, timeout=TIMEOUT)["content"]
+    assert shown["found"]
+    text = shown["data"]["text/plain"]
+    assert text.startswith("my-area: procedure\n(my-area ")
+    assert "The area of a WIDTH by HEIGHT box." in text
+    assert text.splitlines()[1].count(" ") == 2  # two required arguments
+    missing = kc.inspect("no-such-thing", 3, reply=True, timeout=TIMEOUT)["content"]
+    assert not missing["found"]
+    assert texts(run(kc, "(my-area 2 3)")[1]) == [("result", "$1 = 6")]  # numbering kept
+
+
 def test_interrupt_stops_an_endless_loop_and_keeps_state(kernel) -> None:
     km, kc = kernel
     run(kc, "(define kept 'yes)")
