@@ -1,3 +1,16 @@
-"""IPython magics for sshdist-kernel (``%load_ext sshdist_magics``).
+"""IPython magics for sshdist-kernel: ``%load_ext sshdist_magics``.
 
-They arrive with a later issue."""
+``%nodes``, ``%%with_ssh``, ``%%distribute`` and ``%dist_map`` (``%magic?`` shows each
+one's help)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .magics import SshdistError, SshdistMagics
+
+__all__ = ["SshdistError", "SshdistMagics", "load_ipython_extension"]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    ipython.register_magics(SshdistMagics)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .data import Char, Keyword, Opaque, Pair, SexpError, Symbol
 from .reader import read, read_value
-from .source import input_status
+from .source import datum_end, input_status, split_forms
 from .writer import quote, write
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "Pair",
     "SexpError",
     "Symbol",
+    "datum_end",
     "input_status",
+    "split_forms",
     "quote",
     "read",
     "read_value",

@@ -49,3 +49,99 @@ def input_status(source: str) -> str:
     if stripped.endswith(("'", "`", ",", ",@", "#;")) and not stripped.startswith(","):
         return "incomplete"
     return "complete"
+
+
+_PREFIXES = (",@", "'", "`", ",", "#'", "#`", "#,@", "#,")
+_DELIMITERS = set(" \t\n\r\f\v()[]\";")
+
+
+def _skip_space(source: str, i: int) -> int:
+    """Past whitespace and comments (``;``, nested ``#| |#``)."""
+    n = len(source)
+    while i < n:
+        c = source[i]
+        if c.isspace():
+            i += 1
+        elif c == ";":
+            j = source.find("\n", i)
+            i = n if j < 0 else j + 1
+        elif source.startswith("#|", i):
+            level, i = 1, i + 2
+            while level and i < n:
+                if source.startswith("|#", i):
+                    level, i = level - 1, i + 2
+                elif source.startswith("#|", i):
+                    level, i = level + 1, i + 2
+                else:
+                    i += 1
+        else:
+            return i
+    return i
+
+
+def datum_end(source: str, i: int) -> int:
+    """Where the datum that starts at ``i`` ends (prefixes such as ``'`` included);
+    ``ValueError`` if it does not end."""
+    n = len(source)
+    for prefix in sorted(_PREFIXES, key=len, reverse=True):
+        if source.startswith(prefix, i):
+            return datum_end(source, _skip_space(source, i + len(prefix)))
+    if i >= n:
+        raise ValueError("the source ends where a datum should be")
+    if source.startswith("#;", i):  # a datum comment and the datum it hides, then the next
+        hidden = datum_end(source, _skip_space(source, i + 2))
+        return datum_end(source, _skip_space(source, hidden))
+    if source.startswith("#{", i):
+        j = source.find("}#", i + 2)
+        if j < 0:
+            raise ValueError("#{ is not closed")
+        return j + 2
+    if source.startswith("#\\", i):
+        j = i + 3
+        while j < n and source[j] not in _DELIMITERS:
+            j += 1
+        return j
+    if source[i] == '"':
+        m = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL).match(source, i)
+        if not m:
+            raise ValueError("a string is not closed")
+        return m.end()
+    open_at = i
+    if source[i] == "#":  # #( #vu8( #u8( ... open a vector
+        j = i + 1
+        while j < n and source[j].isalnum():
+            j += 1
+        if j < n and source[j] == "(":
+            open_at = j
+    if source[open_at] in "([":
+        depth, j = 0, open_at
+        while j < n:
+            j = _skip_space(source, j)
+            if j >= n:
+                break
+            c = source[j]
+            if c in "([":
+                depth, j = depth + 1, j + 1
+            elif c in ")]":
+                depth, j = depth - 1, j + 1
+                if depth == 0:
+                    return j
+            else:
+                j = datum_end(source, j)
+        raise ValueError("a form is not closed")
+    if source[i] in ")]":
+        raise ValueError(f"unexpected {source[i]!r}")
+    j = i
+    while j < n and source[j] not in _DELIMITERS:
+        j += 1
+    return j
+
+
+def split_forms(source: str) -> list[str]:
+    """The top-level forms of ``source``, each as its own text, in order."""
+    forms, i = [], _skip_space(source, 0)
+    while i < len(source):
+        end = datum_end(source, i)
+        forms.append(source[i:end])
+        i = _skip_space(source, end)
+    return forms

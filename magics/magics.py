@@ -1,0 +1,255 @@
+"""IPython magics that drive SSH nodes from a Python notebook or terminal.
+
+``%nodes`` makes a node list, ``%%with_ssh`` runs a cell on one node, ``%%distribute``
+runs a cell's forms in parallel, ``%dist_map`` maps Scheme over Python data.  Errors
+show as a few lines (node, job, Guile's message), never a library traceback.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shlex
+import sys
+import tempfile
+import time
+from typing import Any
+
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from sshdist_kernel import (
+    Node,
+    NodeError,
+    NodeReplError,
+    dist_map,
+    distribute,
+    make_nodes,
+    sexp,
+)
+from sshdist_kernel.localnodes import LocalNodes
+from sshdist_kernel.rrepl import FormResult
+
+from .display import NodeTable, Progress
+
+
+class SshdistError(Exception):
+    """A failure shown as its message alone: IPython calls ``_render_traceback_``."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [
+            f"{type(self).__name__}: {line}" if i == 0 else line
+            for i, line in enumerate(str(self).splitlines())
+        ]
+
+
+def _explain(exc: BaseException) -> SshdistError:
+    if isinstance(exc, NodeReplError):
+        text = str(exc)
+        if exc.output:
+            text += f"\nprinted before the error: {exc.output[-500:]!r}"
+    else:
+        text = str(exc)
+    moves = getattr(exc, "moves", ())
+    if moves:
+        text += "\n" + "\n".join(f"  {m}" for m in moves)
+    return SshdistError(text)
+
+
+@magics_class
+class SshdistMagics(Magics):
+    """``%nodes``, ``%%with_ssh``, ``%%distribute`` and ``%dist_map``."""
+
+    def __init__(self, shell: Any) -> None:
+        super().__init__(shell)
+        self._local: LocalNodes | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    # -- nodes -------------------------------------------------------------------------
+
+    def _nodes(self, expression: str) -> list[Node]:
+        """Nodes from a Python expression in the user's namespace: a node, a list of nodes,
+        or host names (made into nodes, in parallel)."""
+        try:
+            value = self.shell.ev(expression)
+        except Exception as exc:
+            raise SshdistError(f"{expression!r} does not name nodes: {exc}") from None
+        if isinstance(value, Node):
+            return [value]
+        if isinstance(value, str):
+            value = [value]
+        items = list(value) if isinstance(value, (list, tuple)) else None
+        if not items:
+            raise SshdistError(f"{expression!r} is {value!r}, not a node or a list of nodes")
+        names = [i for i in items if isinstance(i, str)]
+        if names:
+            try:
+                made = iter(make_nodes(names, **self._session_options()))
+            except NodeError as exc:
+                raise _explain(exc) from None
+            items = [next(made) if isinstance(i, str) else i for i in items]
+        for item in items:
+            if not isinstance(item, Node):
+                raise SshdistError(f"{item!r} in {expression!r} is not a node")
+        return items
+
+    def _session_options(self) -> dict[str, str]:
+        return self._local.session_options() if self._local else {}
+
+    def _start_local(self, count: int) -> list[str]:
+        if self._local is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sshdist-magics-")
+            self._local = LocalNodes.up(count, self._tmp.name)
+            atexit.register(self._stop_local)
+        return self._local.names[:count]
+
+    def _stop_local(self) -> None:
+        if self._local is not None:
+            self._local.down()
+            self._local = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    @magic_arguments()
+    @argument("-o", "--output", metavar="NAME", help="store the node list in this variable")
+    @argument("-F", "--ssh-config", help="ssh_config file for the host names")
+    @argument(
+        "--local",
+        type=int,
+        metavar="N",
+        help="start N local nodes (real sshd on 127.0.0.1) and use them",
+    )
+    @argument("hosts", nargs="*", help="ssh_config aliases, hosts, user@host:port")
+    @line_magic
+    def nodes(self, line: str) -> list[Node] | None:
+        """Make nodes in parallel and show them; ``nodes = %nodes hpc1 hpc2`` or
+        ``%nodes -o nodes --local 3``."""
+        args = parse_argstring(self.nodes, line)
+        hosts = list(args.hosts)
+        options = {"ssh_config": args.ssh_config} if args.ssh_config else self._session_options()
+        if args.local:
+            hosts = self._start_local(args.local) + hosts
+            options = self._local.session_options()
+        if not hosts:
+            raise SshdistError("name some hosts, or start local nodes with --local N")
+        started = time.monotonic()
+        try:
+            made = make_nodes(hosts, **options)
+        except (NodeError, ValueError) as exc:
+            raise _explain(exc) from None
+        NodeTable(made, time.monotonic() - started).show()
+        if args.output:
+            self.shell.user_ns[args.output] = made
+            return None
+        return made
+
+    # -- one node ----------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-o", "--output", metavar="NAME", help="store the value in this variable")
+    @argument("node", help="a node, or a variable holding one (the first of a list)")
+    @cell_magic
+    def with_ssh(self, line: str, cell: str) -> None:
+        """Run the cell on one node, as typed into its REPL; shows each value ($N),
+        the module and the language, and streams what the code prints."""
+        args = parse_argstring(self.with_ssh, line)
+        node = self._nodes(args.node)[0]
+
+        def show(form: FormResult) -> None:
+            for num, text in zip(form.eval_nums, form.texts, strict=True):
+                print(f"${num} = {text}")
+
+        def stream(name: str, text: str) -> None:
+            (sys.stdout if name == "stdout" else sys.stderr).write(text)
+
+        try:
+            result = node.eval(cell, timeout=None, on_output=stream, on_form=show)
+        except (NodeError, NodeReplError) as exc:
+            raise _explain(exc) from None
+        print(f"[{node.name}: module {result.module}, language {result.language}]")
+        if args.output:
+            self.shell.user_ns[args.output] = result.value
+
+    # -- many nodes --------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
+    @argument("--timeout", type=float, help="seconds the whole call may take")
+    @argument("nodes", help="the nodes: a variable, a list of names or a node")
+    @cell_magic
+    def distribute(self, line: str, cell: str) -> tuple | None:
+        """Evaluate each top-level form of the cell in parallel on the nodes; the results
+        come back as a tuple, in order."""
+        args = parse_argstring(self.distribute, line)
+        nodes = self._nodes(args.nodes)
+        try:
+            forms = sexp.split_forms(cell)
+        except ValueError as exc:
+            raise SshdistError(f"the cell is not Scheme forms: {exc}") from None
+        progress = Progress("distribute", nodes, len(forms))
+        try:
+            results = distribute(nodes, *forms, timeout=args.timeout, on_event=progress.event)
+        except (NodeError, NodeReplError) as exc:
+            progress.close(failed=True)
+            raise _explain(exc) from None
+        progress.close()
+        if args.output:
+            self.shell.user_ns[args.output] = results
+            return None
+        return results
+
+    @line_cell_magic
+    def dist_map(self, line: str, cell: str | None = None) -> list | None:
+        """``%dist_map [-o NAME] [--timeout S] NODES PROC LST``: map PROC (Scheme) over LST
+        (Python) on NODES (Python); ``squares = %dist_map nodes (lambda (x) (* x x)) range(10)``.
+        As a cell magic, the cell is LST."""
+        text = line if cell is None else f"{line} {cell}"
+        output, timeout, rest = self._options(text)
+        parts = rest.split(None, 1)
+        if len(parts) < 2:
+            raise SshdistError("usage: %dist_map [-o NAME] [--timeout S] NODES PROC LST")
+        nodes = self._nodes(parts[0])
+        body = parts[1]
+        try:
+            end = sexp.datum_end(body, 0)
+        except ValueError as exc:
+            raise SshdistError(f"PROC is not one Scheme datum: {exc}") from None
+        proc, lst_source = body[:end], body[end:].strip()
+        if not lst_source:
+            raise SshdistError("LST is missing: %dist_map NODES PROC LST")
+        try:
+            items = list(self.shell.ev(lst_source))
+        except Exception as exc:
+            raise SshdistError(f"LST {lst_source!r} is not a Python sequence: {exc}") from None
+        progress = Progress("dist_map", nodes, len(items))
+        try:
+            results = dist_map(nodes, proc, items, timeout=timeout, on_event=progress.event)
+        except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
+            progress.close(failed=True)
+            raise _explain(exc) from None
+        progress.close()
+        if output:
+            self.shell.user_ns[output] = results
+            return None
+        return results
+
+    @staticmethod
+    def _options(text: str) -> tuple[str | None, float | None, str]:
+        """Leading ``-o NAME`` and ``--timeout S``; the rest (Scheme and Python) untouched."""
+        output = timeout = None
+        rest = text.strip()
+        while rest.startswith("-"):
+            words = rest.split(None, 2)
+            if len(words) < 2:
+                raise SshdistError(f"option {words[0]} needs a value")
+            if words[0] in ("-o", "--output"):
+                output = words[1]
+            elif words[0] == "--timeout":
+                try:
+                    timeout = float(words[1])
+                except ValueError:
+                    raise SshdistError(f"--timeout takes seconds, not {words[1]!r}") from None
+            else:
+                raise SshdistError(f"unknown option {shlex.quote(words[0])}")
+            rest = words[2] if len(words) > 2 else ""
+        return output, timeout, rest
