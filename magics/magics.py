@@ -55,6 +55,29 @@ def _explain(exc: BaseException) -> SshdistError:
     return SshdistError(text)
 
 
+def _python_expression_end(text: str) -> int:
+    """Where the Python expression that starts ``text`` ends: at the first space outside
+    brackets and quotes (``nodes``, ``['hpc1', 'hpc2']``, ``nodes[:2]``)."""
+    depth, quote, i = 0, "", 0
+    while i < len(text):
+        c = text[i]
+        if quote:
+            if c == "\\":
+                i += 1
+            elif c == quote:
+                quote = ""
+        elif c in "'\"":
+            quote = c
+        elif c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        elif c.isspace() and depth == 0:
+            return i
+        i += 1
+    return i
+
+
 @magics_class
 class SshdistMagics(Magics):
     """``%nodes``, ``%%with_ssh``, ``%%distribute`` and ``%dist_map``."""
@@ -63,6 +86,7 @@ class SshdistMagics(Magics):
         super().__init__(shell)
         self._local: LocalNodes | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._ssh_config: str | None = None  # the last one %nodes used, for names later
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -93,6 +117,8 @@ class SshdistMagics(Magics):
         return items
 
     def _session_options(self) -> dict[str, str]:
+        if self._ssh_config:
+            return {"ssh_config": self._ssh_config}
         return self._local.session_options() if self._local else {}
 
     def _start_local(self, count: int) -> list[str]:
@@ -126,10 +152,12 @@ class SshdistMagics(Magics):
         ``%nodes -o nodes --local 3``."""
         args = parse_argstring(self.nodes, line)
         hosts = list(args.hosts)
-        options = {"ssh_config": args.ssh_config} if args.ssh_config else self._session_options()
         if args.local:
             hosts = self._start_local(args.local) + hosts
-            options = self._local.session_options()
+            self._ssh_config = str(self._local.ssh_config)
+        if args.ssh_config:
+            self._ssh_config = args.ssh_config
+        options = self._session_options()
         if not hosts:
             raise SshdistError("name some hosts, or start local nodes with --local N")
         started = time.monotonic()
@@ -205,11 +233,11 @@ class SshdistMagics(Magics):
         As a cell magic, the cell is LST."""
         text = line if cell is None else f"{line} {cell}"
         output, timeout, rest = self._options(text)
-        parts = rest.split(None, 1)
-        if len(parts) < 2:
+        split = _python_expression_end(rest)
+        nodes_source, body = rest[:split], rest[split:].strip()
+        if not nodes_source or not body:
             raise SshdistError("usage: %dist_map [-o NAME] [--timeout S] NODES PROC LST")
-        nodes = self._nodes(parts[0])
-        body = parts[1]
+        nodes = self._nodes(nodes_source)
         try:
             end = sexp.datum_end(body, 0)
         except ValueError as exc:
