@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +55,37 @@ def test_the_remote_guile_kernel_tour(node1_kernel: str) -> None:
     assert shown(code[7]) == ["$7 = 42"]
     assert shown(code[9])[-1] == "$9 = (tour)"
     assert code[7].outputs[0].metadata["sshdist"]["language"] == "ecmascript"
+
+
+def execute_python_notebook(name: str) -> list[nbformat.NotebookNode]:
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=120, startup_timeout=60).execute()
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
+def test_the_dist_map_demo() -> None:
+    code = execute_python_notebook("dist_map_demo.ipynb")
+    assert shown(code[0])[0].startswith("3 node(s) ready in ")
+    assert (
+        shown(code[1])[0]
+        == '$1 = "hello, notebook"\n[node1: module (guile-user), language scheme]\n'
+    )
+    assert shown(code[2]) == ["'HELLO, NOTEBOOK'"]
+    assert shown(code[3])[-1] == "(3, 1267650600228229401496703205376, 'GUILE')"
+    assert shown(code[4])[-1] == "([0, 1, 4, 9, 16], 20)"
+    assert re.search(
+        r"same results: True; 1 node [\d.]+ s, 3 nodes [\d.]+ s: speedup [\d.]+",
+        "".join(shown(code[5])),
+    )
+
+
+def test_the_failover_demo() -> None:
+    code = execute_python_notebook("failover_demo.ipynb")
+    out = "".join(shown(code[1]))
+    assert "  node2 failed: " in out and "moved from node2 to node" in out
+    assert "1 failover(s)" in out
+    assert "complete and in order: True" in out
+    failures, moves = eval(shown(code[2])[0])  # noqa: S307 - the notebook's own repr
+    assert len(failures) == 1 and failures[0].startswith("node2: ")
+    assert moves and moves[0].startswith("job 1 moved from node2 to node")
+    assert shown(code[3])[0].startswith("$1 = 3")
