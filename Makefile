@@ -17,6 +17,7 @@ system:
 
 demo: system $(STAMP)
 	$(PY) -m sshdist_kernel.demo
+	$(PY) -m sshdist_magics.demo
 
 test: system $(STAMP)
 	$(PY) -m ruff check sshdist_kernel magics tests bench

@@ -22,3 +22,15 @@ def test_demo_prints_the_four_values_and_the_load_of_each_node() -> None:
     assert "killed mid-call: complete and in order: True" in out
     assert "  job 1 moved from node2 to node" in out
     assert out.rstrip().endswith("local nodes stopped")
+
+
+def test_demo_runs_the_dist_map_notebook_and_prints_its_cells() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "sshdist_magics.demo"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert ">>> %load_ext sshdist_magics" in out
+    assert "(3, 1267650600228229401496703205376, 'GUILE')" in out
+    assert "([0, 1, 4, 9, 16], 20)" in out
+    assert "same results: True" in out
