@@ -30,6 +30,18 @@ from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.rrepl import FormResult
 
 from .display import NodeTable, Progress
+from .loadavg import LoadMonitor
+
+
+class NodeList(list):
+    """``%nodes``' result: a list of nodes; ``local`` is the LocalNodes behind them when
+    they were started with ``--local`` (``nodes.local.stop("node2")`` stops one)."""
+
+    local: LocalNodes | None = None
+
+
+def _in_notebook(shell: Any) -> bool:
+    return getattr(shell, "kernel", None) is not None
 
 
 class SshdistError(Exception):
@@ -166,10 +178,45 @@ class SshdistMagics(Magics):
         except (NodeError, ValueError) as exc:
             raise _explain(exc) from None
         NodeTable(made, time.monotonic() - started).show()
+        made = NodeList(made)
+        made.local = self._local if args.local else None
         if args.output:
             self.shell.user_ns[args.output] = made
             return None
         return made
+
+    @magic_arguments()
+    @argument("-o", "--output", metavar="NAME", help="store the monitor in this variable")
+    @argument("--every", type=float, default=2.0, help="seconds between refreshes")
+    @argument("--stop", action="store_true", help="stop the monitors this magic started")
+    @argument("nodes", nargs="?", help="the nodes: a variable, a list of names or a node")
+    @line_magic
+    def loadavg(self, line: str) -> LoadMonitor | None:
+        """Each node's load average: in a notebook, live rows that refresh in the
+        background (``mon.stop()`` or ``%loadavg --stop`` ends them); in a terminal, a
+        table."""
+        args = parse_argstring(self.loadavg, line)
+        monitors = self.__dict__.setdefault("_monitors", [])
+        if args.stop:
+            for m in monitors:
+                m.stop()
+            monitors.clear()
+            return None
+        if not args.nodes:
+            raise SshdistError("usage: %loadavg [--every S] [-o NAME] NODES")
+        monitor = LoadMonitor(self._nodes(args.nodes), every=args.every)
+        monitor.poll()
+        if _in_notebook(self.shell):
+            from IPython.display import display
+
+            display(monitor.widget())
+            monitors.append(monitor.start())
+        else:
+            print(monitor.text())
+        if args.output:
+            self.shell.user_ns[args.output] = monitor
+            return None
+        return monitor if _in_notebook(self.shell) else None
 
     # -- one node ----------------------------------------------------------------------
 

@@ -221,23 +221,36 @@ def with_ssh(
 _LOADAVG = '((@ (ice-9 rdelim) read-line) (open-input-file "/proc/loadavg"))'
 
 
-def node_loadavg(node: Node) -> EvalResult:
-    """``node-loadavg``: the node's load average, as in proc(5), and the other three values.
-
-    The value is a dict: ``one``, ``five``, ``fifteen`` (floats),
-    ``scheduling_entities`` (running, total) and ``last_pid``.
-    """
-    result = node.eval(_LOADAVG)
-    one, five, fifteen, entities, last_pid = str(result.value).split()
+def parse_loadavg(line: str) -> dict[str, Any]:
+    """/proc/loadavg's line as a dict: ``one``, ``five``, ``fifteen`` (floats),
+    ``scheduling_entities`` (running, total) and ``last_pid``."""
+    one, five, fifteen, entities, last_pid = line.split()
     running, total = entities.split("/")
-    load = {
+    return {
         "one": float(one),
         "five": float(five),
         "fifteen": float(fifteen),
         "scheduling_entities": (int(running), int(total)),
         "last_pid": int(last_pid),
     }
-    return EvalResult(load, result.eval_num, result.module, result.language)
+
+
+def node_loadavg(node: Node) -> EvalResult:
+    """``node-loadavg``: the node's load average (see ``parse_loadavg``), read by its
+    REPL, and the other three values."""
+    result = node.eval(_LOADAVG)
+    return EvalResult(
+        parse_loadavg(str(result.value)), result.eval_num, result.module, result.language
+    )
+
+
+def read_loadavg(node: Node, timeout: float = 5.0) -> dict[str, Any]:
+    """The node's load average read beside its REPL (over a channel of its own), so a
+    monitor never waits for a busy REPL; ``NodeError`` if the node does not answer."""
+    result = node.session.run("cat /proc/loadavg", timeout=timeout, what="reading the load")
+    if result.status != 0:
+        raise NodeError(f"{node.name} has no /proc/loadavg: {result.stderr.strip()}")
+    return parse_loadavg(result.stdout)
 
 
 def node_guile_version(node: Node) -> str | None:

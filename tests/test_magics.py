@@ -94,3 +94,15 @@ def test_a_failover_is_shown_as_it_happens(ip, capsys) -> None:
     assert "  node2 failed: " in out
     assert "moved from node2 to node" in out
     assert "dist_map: 60 item(s) on 3 node(s), 1 failover(s), in " in out
+
+
+def test_loadavg_in_a_terminal_is_a_table(ip, capsys) -> None:
+    run(ip, "%loadavg nodes")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["node", "state", "guile", "1", "min", "5", "min", "15", "min"]
+    assert [line.split()[:2] for line in lines[1:]] == [
+        ["node1", "running"],
+        ["node2", "running"],
+        ["node3", "running"],
+    ]
+    assert "usage: %loadavg" in str(run(ip, "%loadavg").error_in_exec)

@@ -89,3 +89,17 @@ def test_the_failover_demo() -> None:
     assert len(failures) == 1 and failures[0].startswith("node2: ")
     assert moves and moves[0].startswith("job 1 moved from node2 to node")
     assert shown(code[3])[0].startswith("$1 = 3")
+
+
+def test_the_node_loadavg_notebook() -> None:
+    code = execute_python_notebook("node_loadavg.ipynb")
+    widget = [o for o in code[1].outputs if o.output_type == "display_data"]
+    assert widget and "application/vnd.jupyter.widget-view+json" in widget[0].data
+    busy = "".join(shown(code[2])).splitlines()
+    rows = [line for line in busy if line.startswith("node")]
+    assert len(rows) == 4 and rows[0].startswith("node ")  # header and three nodes
+    assert all(" running " in r for r in rows[1:])
+    assert all(r.split()[2].startswith("3.") for r in rows[1:])  # Guile's version
+    after = [line for line in "".join(shown(code[3])).splitlines() if line.startswith("node")]
+    assert " running " in after[1] and " running " in after[2]
+    assert after[3].startswith("node3") and " stopped " in after[3]

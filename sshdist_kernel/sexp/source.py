@@ -52,7 +52,7 @@ def input_status(source: str) -> str:
 
 
 _PREFIXES = (",@", "'", "`", ",", "#'", "#`", "#,@", "#,")
-_DELIMITERS = set(" \t\n\r\f\v()[]\";")
+_DELIMITERS = set(' \t\n\r\f\v()[]";')
 
 
 def _skip_space(source: str, i: int) -> int:
