@@ -261,7 +261,7 @@ class SshdistMagics(Magics):
             forms = sexp.split_forms(cell)
         except ValueError as exc:
             raise SshdistError(f"the cell is not Scheme forms: {exc}") from None
-        progress = Progress("distribute", nodes, len(forms))
+        progress = Progress("distribute", nodes, len(forms), _in_notebook(self.shell))
         try:
             results = distribute(nodes, *forms, timeout=args.timeout, on_event=progress.event)
         except (NodeError, NodeReplError) as exc:
@@ -296,7 +296,7 @@ class SshdistMagics(Magics):
             items = list(self.shell.ev(lst_source))
         except Exception as exc:
             raise SshdistError(f"LST {lst_source!r} is not a Python sequence: {exc}") from None
-        progress = Progress("dist_map", nodes, len(items))
+        progress = Progress("dist_map", nodes, len(items), _in_notebook(self.shell))
         try:
             results = dist_map(nodes, proc, items, timeout=timeout, on_event=progress.event)
         except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:

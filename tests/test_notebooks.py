@@ -60,7 +60,18 @@ def test_the_remote_guile_kernel_tour(node1_kernel: str) -> None:
 def execute_python_notebook(name: str) -> list[nbformat.NotebookNode]:
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     NotebookClient(nb, kernel_name="python3", timeout=120, startup_timeout=60).execute()
-    return [c for c in nb.cells if c.cell_type == "code"]
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    code[0].widget_state = (
+        nb.metadata.get("widgets", {})
+        .get("application/vnd.jupyter.widget-state+json", {})
+        .get("state", {})
+    )
+    return code
+
+
+def widget_values(state: dict, model: str) -> list[object]:
+    """The ``value`` of every widget of one model (``LabelModel``...) the notebook kept."""
+    return [w["state"].get("value") for w in state.values() if w.get("model_name") == model]
 
 
 def test_the_dist_map_demo() -> None:
@@ -89,6 +100,11 @@ def test_the_failover_demo() -> None:
     assert len(failures) == 1 and failures[0].startswith("node2: ")
     assert moves and moves[0].startswith("job 1 moved from node2 to node")
     assert shown(code[3])[0].startswith("$1 = 3")
+    # The call ran for more than a second, so it showed per-node progress rows.
+    assert any(o.output_type == "display_data" for o in code[1].outputs)
+    labels = widget_values(code[0].widget_state, "LabelModel")
+    assert any("items, FAILED: job 1 moved to node" in str(v) for v in labels)
+    assert sum(1 for v in labels if "items, finished job" in str(v)) >= 2
 
 
 def test_the_node_loadavg_notebook() -> None:
