@@ -1,0 +1,145 @@
+"""node_loadavg.ipynb in a real browser: JupyterLab served on 127.0.0.1, Debian's
+Chromium driven by Playwright (no browser download), the notebook run, and the widget
+rows checked as rendered and updating.  The screenshot lands in build/screenshots/."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sshdist_kernel.localnodes import _free_port
+
+from .conftest import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOT = ROOT / "build" / "screenshots" / "node_loadavg.png"
+
+playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path) -> Iterator[str]:
+    """JupyterLab on a free loopback port, serving a copy of the notebook."""
+    shutil.copy(ROOT / "notebooks" / "node_loadavg.ipynb", tmp_path)
+    port, token = _free_port(), secrets.token_hex(16)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={tmp_path}",
+            "--LabApp.expose_app_in_browser=True",
+            "--ServerApp.open_browser=False",
+            "--allow-root",  # harmless for an ordinary user; needed when CI runs as root
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "lab.log").open("wb"),
+        stdin=subprocess.DEVNULL,
+    )
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{port}/api/status?token={token}", timeout=1
+            ):
+                return True
+        except OSError:
+            return server.poll() is not None  # stop waiting if it died
+
+    try:
+        wait_until(up, timeout=60, what="JupyterLab to answer")
+        assert server.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
+        yield f"http://127.0.0.1:{port}/lab/tree/node_loadavg.ipynb?token={token}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.mark.timeout(300)
+def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(jupyterlab, timeout=60_000)
+            page.wait_for_function(
+                "() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000
+            )
+            # Run until the monitor shows (cells 1 and 2), as a person would, then read.
+            page.wait_for_function(
+                "() => document.querySelector('.jp-Notebook .jp-Cell') !== null", timeout=60_000
+            )
+            page.wait_for_function(  # the kernel is up and idle
+                "() => document.querySelector('.jp-Notebook-ExecutionIndicator,"
+                " .jp-Toolbar-kernelStatus') !== null",
+                timeout=60_000,
+            )
+            # JupyterLab may ask which kernel to start: the notebook's own, Python 3.
+            select = page.get_by_role("button", name="Select", exact=True)
+            try:
+                select.wait_for(timeout=15_000)
+                select.click()
+            except playwright.TimeoutError:
+                pass
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            rows = page.locator(".widget-hbox:has(.widget-hprogress)")
+            rows.first.wait_for(timeout=90_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.widget-hprogress').length >= 9", timeout=60_000
+            )
+            names = [rows.nth(i).locator(".widget-html").first.inner_text() for i in range(3)]
+            assert names == ["node1", "node2", "node3"]
+
+            def sparklines() -> list[str]:
+                return [rows.nth(i).locator(".widget-label").last.inner_text() for i in range(3)]
+
+            first = sparklines()
+            deadline = time.monotonic() + 60
+            while sparklines() == first and time.monotonic() < deadline:
+                page.wait_for_timeout(500)
+            assert sparklines() != first, "the load rows did not refresh"
+            # After the notebook stops node3, its row turns stopped; the others run on.
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.widget-html')]"
+                ".some(e => e.innerText.trim() === 'stopped')",
+                timeout=90_000,
+            )
+            states = [rows.nth(i).locator(".widget-html").nth(1).inner_text() for i in range(3)]
+            assert states[2] == "stopped"
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        except Exception:
+            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT.with_name("failed.png")), full_page=True)
+            raise
+        finally:
+            browser.close()
