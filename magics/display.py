@@ -25,8 +25,7 @@ class NodeTable:
     def rows(self) -> list[str]:
         out = [f"{len(self.nodes)} node(s) ready in {self.seconds:.2f} s"]
         for n in self.nodes:
-            r = n._rrepl
-            version = r.version if r is not None else "?"
+            version = n.version or "?"
             out.append(f"  {n.name:12} {n!r:50} Guile {version}")
         return out
 

@@ -41,8 +41,7 @@ class LoadRow:
 
     @property
     def version(self) -> str:
-        r = self.node._rrepl
-        return r.version if r is not None else "?"
+        return self.node.version or "?"
 
     @property
     def state(self) -> str:

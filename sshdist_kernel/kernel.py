@@ -107,9 +107,10 @@ class GuileKernel(Kernel):
 
     @property
     def banner(self) -> str:  # type: ignore[override]
-        version = self._node.rrepl.version if self._node and self._node._rrepl else "Guile"
+        version = self._node.version if self._node else None
+        guile = f"GNU Guile {version}" if version else "GNU Guile"
         where = repr(self._node) if self._node else self.host
-        return f"GNU Guile {version} on {where}, over SSH (sshdist-kernel {__version__})"
+        return f"{guile} on {where}, over SSH (sshdist-kernel {__version__})"
 
     # -- messages ----------------------------------------------------------------------
 
@@ -217,7 +218,7 @@ class GuileKernel(Kernel):
         return {"status": status, "indent": "  "} if status == "incomplete" else {"status": status}
 
     def _quiet(self, source: str) -> Any:
-        if self._node is None or self._node._rrepl is None or self._node._rrepl.broken:
+        if self._node is None or not self._node.ready:
             return None
         try:
             return self._node.eval(source, quiet=True, timeout=5).value

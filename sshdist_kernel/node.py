@@ -107,6 +107,16 @@ class Node:
                 self._rrepl = self.open_rrepl()
             return self._rrepl
 
+    @property
+    def ready(self) -> bool:
+        """Whether the node's REPL is open now (asking never connects)."""
+        return self._rrepl is not None and not self._rrepl.broken
+
+    @property
+    def version(self) -> str | None:
+        """The open REPL's version (Guile's), or None before it opens; never connects."""
+        return self._rrepl.version if self._rrepl is not None else None
+
     def eval(self, source: str, **options: Any) -> EvalResult:
         """Evaluate Scheme ``source`` on this node: the four values (``node-eval``)."""
         return self.rrepl.eval(source, **options)
