@@ -46,7 +46,7 @@ def show_distributed(nodes: list) -> None:
         if event.kind == "start" and event.node is victim:
             threading.Timer(0.05, os.kill, (pid, signal.SIGKILL)).start()
 
-    slow = "(lambda (x) (usleep 10000) (* 2 x))"
+    slow = "(lambda (x) (usleep 30000) (* 2 x))"
     result = dist_map(nodes, slow, range(30), on_event=kill_node2)
     print(
         f"dist_map with {victim.name}'s guile killed mid-call: complete and in order: "

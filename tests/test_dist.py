@@ -28,7 +28,7 @@ from sshdist_kernel import (
 from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.sexp import SexpError
 
-SLOW_DOUBLE = "(lambda (x) (usleep 10000) (* 2 x))"  # 10 ms an item
+SLOW_DOUBLE = "(lambda (x) (usleep 20000) (* 2 x))"  # 20 ms an item
 
 
 @pytest.fixture
