@@ -138,25 +138,20 @@ class Rrepl:
                     f"{self.where} printed this instead of starting the REPL: "
                     f"{bytes(self._buf[:200]).decode('utf-8', 'replace')!r}"
                 )
-            try:
-                self._fill(deadline, "starting")
-            except TimeoutError:
-                raise NodeTimeoutError(
-                    f"the REPL on {self.where} did not start within the time allowed"
-                ) from None
+            self._fill(deadline, "starting")
 
     def _fill(self, deadline: float | None, doing: str) -> None:
-        if deadline is not None:
-            left = deadline - time.monotonic()
-            if left <= 0:
+        """Read what has arrived into the buffer; ``NodeTimeoutError`` past ``deadline``."""
+        left = None if deadline is None else deadline - time.monotonic()
+        try:
+            if left is not None and left <= 0:
                 raise TimeoutError
             self.channel.settimeout(left)
-        else:
-            self.channel.settimeout(None)
-        try:
             chunk = self.channel.recv(1 << 20)
-        except TimeoutError:
-            raise
+        except TimeoutError:  # before OSError: a timeout is one
+            raise NodeTimeoutError(
+                f"{self.where} did not answer within the time allowed while {doing}"
+            ) from None
         except (OSError, EOFError) as exc:
             self._fail(f"the connection to {self.where} broke while {doing}: {exc}")
         if not chunk:
@@ -177,12 +172,7 @@ class Rrepl:
             elif len(self._buf) - self._pos > 24:
                 junk = bytes(self._buf[self._pos : self._pos + 60])
                 self._fail(f"the REPL on {self.where} sent something unexpected: {junk!r}")
-            try:
-                self._fill(deadline, doing)
-            except TimeoutError:
-                raise NodeTimeoutError(
-                    f"{self.where} did not answer within the time allowed while {doing}"
-                ) from None
+            self._fill(deadline, doing)
 
     def _death_message(self, doing: str) -> str:
         stderr = b""
