@@ -99,6 +99,8 @@ class SshdistMagics(Magics):
         self._local: LocalNodes | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._ssh_config: str | None = None  # the last one %nodes used, for names later
+        self._named: dict[str, Node] = {}
+        atexit.register(self._close_named)
 
     # -- nodes -------------------------------------------------------------------------
 
@@ -116,17 +118,26 @@ class SshdistMagics(Magics):
         items = list(value) if isinstance(value, (list, tuple)) else None
         if not items:
             raise SshdistError(f"{expression!r} is {value!r}, not a node or a list of nodes")
-        names = [i for i in items if isinstance(i, str)]
-        if names:
+        # Nodes made from names are kept, so naming hosts in every call reuses them
+        # instead of opening (and leaking) a connection per call.
+        new = sorted({i for i in items if isinstance(i, str)} - set(self._named))
+        if new:
             try:
-                made = iter(make_nodes(names, **self._session_options()))
+                self._named.update(
+                    zip(new, make_nodes(new, **self._session_options()), strict=True)
+                )
             except NodeError as exc:
                 raise _explain(exc) from None
-            items = [next(made) if isinstance(i, str) else i for i in items]
+        items = [self._named[i] if isinstance(i, str) else i for i in items]
         for item in items:
             if not isinstance(item, Node):
                 raise SshdistError(f"{item!r} in {expression!r} is not a node")
         return items
+
+    def _close_named(self) -> None:
+        for node in self._named.values():
+            node.close()
+        self._named.clear()
 
     def _session_options(self) -> dict[str, str]:
         if self._ssh_config:

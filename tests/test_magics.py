@@ -106,3 +106,11 @@ def test_loadavg_in_a_terminal_is_a_table(ip, capsys) -> None:
         ["node3", "running"],
     ]
     assert "usage: %loadavg" in str(run(ip, "%loadavg").error_in_exec)
+
+
+def test_host_names_in_a_call_reuse_the_nodes_they_made(ip) -> None:
+    first = run(ip, "%dist_map ['node1', 'node2'] 1+ [1, 2]")
+    second = run(ip, "%dist_map ['node2', 'node1'] 1+ [3, 4]")
+    assert (first.result, second.result) == ([2, 3], [4, 5])
+    magics = ip.magics_manager.registry["SshdistMagics"]
+    assert sorted(magics._named) == ["node1", "node2"]
