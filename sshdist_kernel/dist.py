@@ -91,12 +91,16 @@ def _as_node_list(nodes: Node | Iterable[Node]) -> list[Node]:
     return found
 
 
-def _check_source(what: str, source: object) -> str:
+def _check_source(what: str, source: object, one_datum: bool = False) -> str:
     if not isinstance(source, str):
         raise TypeError(f"{what} must be Scheme source text, not {type(source).__name__}")
-    status = sexp.input_status(source)
-    if not source.strip() or status != "complete":
-        raise ValueError(f"{what} is not a complete Scheme expression: {source!r}")
+    try:
+        forms = sexp.split_forms(source)
+    except ValueError:
+        forms = []
+    if not forms or (one_datum and len(forms) > 1):
+        kind = "one Scheme expression" if one_datum else "complete Scheme expressions"
+        raise ValueError(f"{what} is not {kind}: {source!r}")
     return source
 
 
@@ -115,7 +119,7 @@ def dist_map(
     ``timeout`` bounds the whole call; ``job_timeout`` (default ``timeout``) one job on
     one node, after which that node counts as failed and the job moves on."""
     node_list = _as_node_list(nodes)
-    _check_source("proc", proc)
+    _check_source("proc", proc, one_datum=True)
     items = list(lst)
     sexp.write(items)  # a value with no Scheme datum fails here, before any node is busy
     jobs = assign_map(node_list, items, proc)

@@ -95,8 +95,10 @@ def test_a_failing_proc_stops_the_call_and_names_job_node_and_message(
 def test_bad_input_is_refused_before_any_node_is_busy(nodes: list[Node]) -> None:
     with pytest.raises(SexpError, match="set has no Scheme datum"):
         dist_map(nodes, "1+", [1, {2}])
-    with pytest.raises(ValueError, match="proc is not a complete Scheme expression"):
+    with pytest.raises(ValueError, match="proc is not one Scheme expression"):
         dist_map(nodes, "(lambda (x)", [1])
+    with pytest.raises(ValueError, match="proc is not one Scheme expression"):
+        dist_map(nodes, "(lambda (x) x) 1+", [1])
     with pytest.raises(TypeError, match="not a node"):
         dist_map(["node1"], "1+", [1])
     with pytest.raises(ValueError, match="no nodes"):
