@@ -179,6 +179,8 @@ class LocalNodes:
     def _write_sshd_config(self, node: LocalNode) -> Path:
         home = self.dir / node.name
         config = home / "sshd_config"
+        runtime = home / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
         config.write_text(
             f"Port {node.port}\n"
             "ListenAddress 127.0.0.1\n"
@@ -201,7 +203,9 @@ class LocalNodes:
             # Local nodes stand in for separate hosts but share this machine's cores:
             # one GC marker thread each keeps their collectors from fighting over them
             # (two busy nodes on 2 cores: speedup 1.2-1.5 with Boehm's default, 1.7-2.0).
-            "SetEnv SHLVL=1 GC_MARKERS=1\n"
+            # Each node keeps its REPL servers in a runtime directory of its own, as
+            # separate hosts would: nodes (and test runs) never share a server.
+            f"SetEnv SHLVL=1 GC_MARKERS=1 XDG_RUNTIME_DIR={runtime}\n"
             "LogLevel ERROR\n"
         )
         return config
