@@ -48,6 +48,8 @@ class GuileRepl:
             " (lambda (key . args) (format (current-error-port)"
             ' "cannot connect to the REPL server at ~a: ~a~%" path'
             " (strerror (system-error-errno (cons key args)))) (exit 1)))"
+            # Socket ports are unbuffered: without a buffer each read takes one byte.
+            "(setvbuf s 'block 65536)"
             "(define (pump from to done)"
             " (let loop () (let ((bv (get-bytevector-some from)))"
             "  (if (eof-object? bv) (done)"
