@@ -168,15 +168,29 @@ class GuileKernel(Kernel):
         # The evaluation runs here, blocking, as IPython's own cells do: Jupyter's
         # interrupt is a SIGINT to this process, which lands here as KeyboardInterrupt,
         # and the REPL protocol then interrupts the remote evaluation too.
+        known_restarts = [node.restarts]
+
+        def say_if_replaced() -> None:
+            # A cell that runs on a fresh REPL, after the old one broke, says so first.
+            if node.restarts != known_restarts[0]:
+                known_restarts[0] = node.restarts
+                self._stream(
+                    "stderr",
+                    f"[the REPL on {node.name} was replaced by a fresh one ({node.last_loss}): "
+                    "definitions made before this cell are lost]\n",
+                )
+
         try:
             result: EvalResult = node.eval(
-                code, timeout=None, on_output=None if silent else self._stream, on_form=on_form
+                code,
+                timeout=None,
+                on_output=None if silent else self._stream,
+                on_form=on_form,
+                on_start=say_if_replaced,
             )
         except KeyboardInterrupt:
             return self._error(
-                "signal",
-                "User interrupt",
-                ["signal: User interrupt (the evaluation on the node was stopped)"],
+                "signal", "User interrupt", [f"signal: User interrupt: {node.stop_outcome()}"]
             )
         except NodeReplError as exc:
             lines = [

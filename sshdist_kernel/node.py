@@ -8,13 +8,25 @@ Unix socket in a private directory or, when asked for by number, a TCP port.
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from .errors import NodeError
+from .errors import NodeError, NodeTimeoutError
 from .guile import GuileRepl
-from .rrepl import DEFAULT_EVAL_TIMEOUT, EvalResult, ReplLanguage, Rrepl
+from .rrepl import (
+    DEFAULT_EVAL_TIMEOUT,
+    START_TIMEOUT,
+    EvalResult,
+    ReplLanguage,
+    Rrepl,
+    _ReplClosed,
+)
 from .session import Session, make_session
+
+log = logging.getLogger(__name__)
 
 UNIX = "unix"
 """``repl_port`` value for a REPL server on a Unix socket in a private directory."""
@@ -53,6 +65,10 @@ class Node:
         self._rrepl: Rrepl | None = None
         self._lock = threading.Lock()
         self.name = session.options.alias
+        self.restarts = 0
+        """How many times a broken REPL was replaced by a fresh one (definitions lost)."""
+        self.last_loss: str | None = None
+        """Why the last replaced REPL was given up."""
 
     def __repr__(self) -> str:
         port = "exec" if self.repl_port is None else self.repl_port
@@ -61,51 +77,89 @@ class Node:
 
     # -- the REPL ----------------------------------------------------------------
 
-    def open_rrepl(self) -> Rrepl:
-        """A new remote REPL on its own channel (``node-open-rrepl``)."""
+    def open_rrepl(self, timeout: float = START_TIMEOUT) -> Rrepl:
+        """A new remote REPL on its own channel (``node-open-rrepl``), within ``timeout``."""
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            seconds = deadline - time.monotonic()
+            if seconds <= 0:
+                raise NodeTimeoutError(
+                    f"could not open a REPL on {self.session.options.target} within {timeout:g} s"
+                )
+            return seconds
+
         if not self.session.is_connected():
-            self.session.connect()
+            self.session.connect(timeout=left())
         where = self.session.options.target
         if self.repl_port is None:
-            channel = self.session.open_exec(self.language.command())
-            return Rrepl(channel, where=where, language=self.language, interrupter=self._kill_int)
+            channel = self.session.open_exec(self.language.command(), timeout=left())
+            return Rrepl(
+                channel, where=where, language=self.language, alive=self._alive, timeout=left()
+            )
         if self.start_server and not node_server_running(self):
             node_run_server(self)
         if self.repl_port == UNIX:
             bridge = self.language.bridge_command('(getenv "SSHDIST_SOCKET")')
-            channel = self.session.open_exec(f"SSHDIST_SOCKET={self._server_path('sock')} {bridge}")
+            channel = self.session.open_exec(
+                f"SSHDIST_SOCKET={self._server_path('sock')} {bridge}", timeout=left()
+            )
         else:
             channel = self.session.open_forward("127.0.0.1", self.repl_port)
         return Rrepl(
-            channel, where=where, language=self.language, interrupter=self._interrupt_server_client
+            channel,
+            where=where,
+            language=self.language,
+            interrupter=self._interrupt_server_client,
+            alive=self._alive,
+            timeout=left(),
         )
 
-    def _kill_int(self, rrepl: Rrepl) -> None:
-        """An exec-channel REPL is its own process: SIGINT it, as Ctrl-C would."""
-        result = self.session.run(f"kill -INT {int(rrepl.pid)}", timeout=5)
-        if result.status != 0:
-            raise NodeError(
-                f"could not interrupt the REPL on {self.session.options.target}: "
-                f"{result.stderr.strip()}"
-            )
+    def _alive(self, timeout: float) -> bool:
+        """Whether the SSH connection answers a keepalive in time; one that does not
+        is dropped, so the next call reconnects instead of waiting on it."""
+        if self.session.responds(timeout):
+            return True
+        log.warning("%s stopped answering; dropping its connection", self.name)
+        self.session.close()
+        return False
 
     def _interrupt_server_client(self, rrepl: Rrepl) -> None:
-        """A server runs every client in one process: ask it, on a second channel,
-        to interrupt this client's thread."""
+        """A server runs every client in one process, and a busy client reads nothing:
+        ask the server, on a second channel, to interrupt this client's thread."""
         helper = self.open_rrepl()
         try:
             helper.interrupt_client(rrepl.client_id)
         finally:
             helper.close()
 
+    def _ready_rrepl(self, timeout: float | None = None) -> Rrepl:
+        """The node's REPL; a broken one is replaced (and the session reconnected),
+        within ``timeout`` seconds."""
+        left = START_TIMEOUT if timeout is None else timeout
+        if not self._lock.acquire(timeout=left):
+            raise NodeTimeoutError(f"{self.name} is still opening its REPL")
+        try:
+            if self._rrepl is None or self._rrepl.broken:
+                old, self._rrepl = self._rrepl, None
+                self._rrepl = self.open_rrepl(timeout=min(left, START_TIMEOUT))
+                if old is not None:
+                    self.restarts += 1
+                    self.last_loss = old.lost or "its REPL was closed"
+                    log.warning(
+                        "%s: a fresh REPL replaced one that broke (%s); earlier definitions "
+                        "are lost",
+                        self.name,
+                        self.last_loss,
+                    )
+            return self._rrepl
+        finally:
+            self._lock.release()
+
     @property
     def rrepl(self) -> Rrepl:
         """The node's REPL, reopened (and the session reconnected) after a failure."""
-        with self._lock:
-            if self._rrepl is None or self._rrepl.broken:
-                self._rrepl = None
-                self._rrepl = self.open_rrepl()
-            return self._rrepl
+        return self._ready_rrepl()
 
     @property
     def ready(self) -> bool:
@@ -117,14 +171,46 @@ class Node:
         """The open REPL's version (Guile's), or None before it opens; never connects."""
         return self._rrepl.version if self._rrepl is not None else None
 
-    def eval(self, source: str, **options: Any) -> EvalResult:
-        """Evaluate Scheme ``source`` on this node: the four values (``node-eval``)."""
-        return self.rrepl.eval(source, **options)
+    def eval(
+        self,
+        source: str,
+        *,
+        timeout: float | None = DEFAULT_EVAL_TIMEOUT,
+        on_start: Callable[[], None] | None = None,
+        **options: Any,
+    ) -> EvalResult:
+        """Evaluate Scheme ``source`` on this node: the four values (``node-eval``).
+
+        ``timeout`` bounds the whole call, reopening a broken REPL included;
+        ``on_start`` is called once the REPL is ready, before the source is sent
+        (``restarts`` then says whether it is a fresh one)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for attempt in (1, 2):
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            rrepl = self._ready_rrepl(left)
+            if on_start is not None:
+                on_start()
+            try:
+                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                return rrepl.eval(source, timeout=left, **options)
+            except _ReplClosed:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def stop_outcome(self) -> str:
+        """What became of an evaluation that was interrupted or timed out, in words:
+        stopped with the definitions kept, still stopping, or REPL given up."""
+        rrepl = self._rrepl
+        if rrepl is None:
+            return "its REPL is closed: the next call starts a fresh one"
+        return rrepl.state_after_abandon()
 
     def interrupt(self) -> None:
         """Interrupt the evaluation now running on this node, if any."""
-        if self._rrepl is not None and not self._rrepl.broken:
-            self._rrepl.interrupt()
+        rrepl = self._rrepl
+        if rrepl is not None and not rrepl.broken:
+            rrepl.interrupt()
 
     def close(self) -> None:
         """Close the REPL and the session."""

@@ -25,6 +25,20 @@ DEFAULT_EVAL_TIMEOUT = 600.0
 START_TIMEOUT = 15.0
 """Seconds a fresh REPL has to say hello."""
 
+PROBE_AFTER = 2.0
+"""Seconds of silence during a wait after which the connection is asked whether it lives."""
+
+PROBE_DEADLINE = 3.0
+"""Seconds a live connection has to answer that question (an SSH keepalive)."""
+
+RECOVERY_TRIES = 3
+"""Interrupts sent to an abandoned evaluation before its REPL is given up."""
+
+RECOVERY_WAIT = 2.0
+"""Seconds an interrupted evaluation has to come back to the prompt, per interrupt."""
+
+_POLL = 0.25  # the longest a wait goes without looking at the channel's stderr
+
 OutputCallback = Callable[[str, str], None]
 """Called as ``on_output(stream, text)`` with stream ``"stdout"`` or ``"stderr"``."""
 
@@ -86,11 +100,26 @@ _HEADER = re.compile(rb"([a-z])(\d+)\n")
 _HELLO_MARKER = b"\0sshdist-rrepl\0"
 
 
+class _ReplClosed(NodeError):
+    """The REPL was closed before the request was sent: a node may open a new one."""
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
+
+
 class Rrepl:
     """A live remote REPL on one channel (the chapter's RREPL channel).
 
     ``channel`` is a paramiko ``Channel`` (or anything with ``send``/``recv``/
-    ``settimeout``/``close``); ``interrupter`` stops this REPL's running evaluation.
+    ``settimeout``/``close``).  ``interrupter`` stops this REPL's running evaluation
+    from outside (a REPL server's client); without one, the interrupt travels on the
+    channel itself.  ``alive(timeout)`` tells whether the connection still answers:
+    a wait that hears nothing for ``PROBE_AFTER`` seconds asks it.
     """
 
     def __init__(
@@ -100,16 +129,25 @@ class Rrepl:
         where: str,
         language: ReplLanguage,
         interrupter: Callable[[Rrepl], None] | None = None,
+        alive: Callable[[float], bool] | None = None,
         timeout: float = START_TIMEOUT,
     ) -> None:
         self.channel = channel
         self.where = where
         self.language = language
         self._interrupter = interrupter
+        self._alive = alive
         self._buf = bytearray()
         self._pos = 0  # where the next record starts in _buf
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one evaluation at a time
+        self._send_lock = threading.Lock()  # an interrupt may be sent while one runs
+        self._acks_due = 0  # interrupt requests not yet answered (i records)
+        self._answer_due = False  # a request was sent and its p record not yet read
+        self._stderr = codecs.getincrementaldecoder("utf-8")("replace")
+        self._side_stderr: list[str] = []  # what the channel's own stderr carried
         self.broken = False
+        self.recovering = False
+        self.lost: str | None = None  # why the REPL had to be given up, if it was
         self.module = "(guile-user)"
         self.repl_language = "scheme"
         deadline = time.monotonic() + timeout
@@ -141,24 +179,52 @@ class Rrepl:
             self._fill(deadline, "starting")
 
     def _fill(self, deadline: float | None, doing: str) -> None:
-        """Read what has arrived into the buffer; ``NodeTimeoutError`` past ``deadline``."""
-        left = None if deadline is None else deadline - time.monotonic()
-        try:
+        """Read what has arrived into the buffer; ``NodeTimeoutError`` past ``deadline``.
+
+        The wait goes in short slices: between them the channel's stderr is read (a
+        full stderr window would stall stdout too), and after ``PROBE_AFTER`` seconds
+        of silence the connection is asked whether it still lives."""
+        quiet_since = time.monotonic()
+        while True:
+            left = _left(deadline)
             if left is not None and left <= 0:
-                raise TimeoutError
-            self.channel.settimeout(left)
-            chunk = self.channel.recv(1 << 20)
-        except TimeoutError:  # before OSError: a timeout is one
-            raise NodeTimeoutError(
-                f"{self.where} did not answer within the time allowed while {doing}"
-            ) from None
-        except (OSError, EOFError) as exc:
-            self._fail(f"the connection to {self.where} broke while {doing}: {exc}")
-        if not chunk:
-            self._fail(self._death_message(doing))
-        del self._buf[: self._pos]  # compact once per read, not once per record
-        self._pos = 0
-        self._buf += chunk
+                raise NodeTimeoutError(
+                    f"{self.where} did not answer within the time allowed while {doing}"
+                )
+            try:
+                self.channel.settimeout(_POLL if left is None else min(left, _POLL))
+                chunk = self.channel.recv(1 << 20)
+            except TimeoutError:  # before OSError: a timeout is one
+                chunk = None
+            except (OSError, EOFError) as exc:
+                self._fail(f"the connection to {self.where} broke while {doing}: {exc}")
+            self._read_stderr()
+            if chunk == b"":
+                self._fail(self._death_message(doing))
+            if chunk:
+                del self._buf[: self._pos]  # compact once per read, not once per record
+                self._pos = 0
+                self._buf += chunk
+                return
+            if self._alive is not None and time.monotonic() - quiet_since >= PROBE_AFTER:
+                probe = PROBE_DEADLINE if left is None else min(PROBE_DEADLINE, max(left, 0.1))
+                if not self._alive(probe):
+                    self._fail(
+                        f"the connection to {self.where} stopped answering (no reply to an "
+                        f"SSH keepalive within {probe:g} s) while {doing}; it was dropped, "
+                        "and the next call reconnects"
+                    )
+                quiet_since = time.monotonic()
+
+    def _read_stderr(self) -> None:
+        try:
+            while self.channel.recv_stderr_ready():
+                data = self.channel.recv_stderr(1 << 20)
+                if not data:
+                    break
+                self._side_stderr.append(self._stderr.decode(data))
+        except (AttributeError, OSError, EOFError):
+            pass
 
     def _next_record(self, deadline: float | None, doing: str) -> tuple[str, bytes]:
         while True:
@@ -168,6 +234,10 @@ class Rrepl:
                 if len(self._buf) >= end:
                     tag = chr(self._buf[self._pos])
                     self._pos = end
+                    if tag == "i":  # an interrupt request was handled
+                        self._acks_due = max(self._acks_due - 1, 0)
+                    elif tag == "p":
+                        self._answer_due = False
                     return tag, bytes(self._buf[m.end() : end])
             elif len(self._buf) - self._pos > 24:
                 junk = bytes(self._buf[self._pos : self._pos + 60])
@@ -175,19 +245,14 @@ class Rrepl:
             self._fill(deadline, doing)
 
     def _death_message(self, doing: str) -> str:
-        stderr = b""
-        try:
-            while self.channel.recv_stderr_ready():
-                stderr += self.channel.recv_stderr(65536)
-        except (AttributeError, OSError):
-            pass
+        self._read_stderr()
         status = None
         try:
             if self.channel.status_event.wait(1.0):
                 status = self.channel.recv_exit_status()
         except AttributeError:
             pass
-        text = stderr.decode("utf-8", "replace").strip()
+        text = "".join(self._side_stderr).strip()
         if status == 127:
             return (
                 f"guile is not installed on {self.where} (or not on PATH): {text or 'exit 127'}."
@@ -200,7 +265,25 @@ class Rrepl:
 
     def _fail(self, message: str) -> None:
         self.broken = True
+        self.lost = self.lost or message
         raise NodeError(message)
+
+    def _send(self, data: bytes, deadline: float | None, doing: str) -> None:
+        """Send all of ``data``; a send cut short leaves half a request, so the REPL
+        is closed then."""
+        with self._send_lock:
+            try:
+                left = _left(deadline)
+                self.channel.settimeout(None if left is None else max(left, 0.01))
+                self.channel.sendall(data)
+            except TimeoutError:
+                self.close()
+                raise NodeTimeoutError(
+                    f"{self.where} did not take the request within the time allowed while "
+                    f"{doing}; its REPL was closed and the next call starts a fresh one"
+                ) from None
+            except (OSError, EOFError) as exc:
+                self._fail(f"could not send to {self.where}: {exc}")
 
     # -- evaluation -------------------------------------------------------------
 
@@ -218,39 +301,48 @@ class Rrepl:
         come from the last form.  ``NodeReplError`` if the code fails, ``NodeError`` if
         the REPL or its connection does.  ``attachment`` travels as raw bytes beside
         the source (see ``attachment-list`` in rrepl.scm).  ``quiet`` evaluations leave
-        the value history alone (for completion and the like): their numbers are 0."""
-        self.language.check_input(source, self.repl_language)
-        if not self._lock.acquire(timeout=timeout if timeout is not None else -1):
-            raise NodeTimeoutError(f"{self.where} stayed busy with another evaluation")
-        try:
-            return self._eval(source, timeout, on_output, on_form, attachment, quiet)
-        finally:
-            self._lock.release()
+        the value history alone (for completion and the like): their numbers are 0.
 
-    def _eval(self, source, timeout, on_output, on_form, attachment, quiet) -> EvalResult:
-        if self.broken:
-            raise NodeError(f"the REPL on {self.where} is closed; open a new one")
-        data = source.encode("utf-8")
-        request = (b"q%d\n" if quiet else b"e%d\n") % len(data) + data
-        if attachment is not None:
-            request = b"a%d\n" % len(attachment) + attachment + request
+        ``timeout`` bounds the whole call, waiting for an earlier evaluation included:
+        past it the evaluation is interrupted in the background and the caller gets
+        ``NodeTimeoutError`` at once."""
+        self.language.check_input(source, self.repl_language)
+        deadline = _deadline(timeout)
+        left = _left(deadline)
+        if not self._lock.acquire(timeout=-1 if left is None else left):
+            state = "stopping an abandoned evaluation" if self.recovering else "evaluating"
+            raise NodeTimeoutError(
+                f"{self.where} stayed busy ({state}) for the whole {timeout:g} s allowed"
+            )
+        owner = True
         try:
-            self.channel.sendall(request)
-        except (OSError, EOFError) as exc:
-            self._fail(f"could not send to {self.where}: {exc}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            return self._read_answer(deadline, on_output, on_form)
-        except NodeTimeoutError:
-            self._abandon()
-            raise
-        except (NodeError, NodeReplError):
-            raise  # the connection broke, or the answer was read to its end
-        except BaseException:
-            # Ctrl-C, or a callback of the caller's failed: the answer is still
-            # coming, and the next evaluation must not read it as its own.
-            self._abandon()
-            raise
+            if self.broken:
+                raise _ReplClosed(f"the REPL on {self.where} is closed; open a new one")
+            data = source.encode("utf-8")
+            request = (b"q%d\n" if quiet else b"e%d\n") % len(data) + data
+            if attachment is not None:
+                request = b"a%d\n" % len(attachment) + attachment + request
+            self._answer_due = True
+            self._send(request, deadline, "sending the request")
+            try:
+                return self._read_answer(deadline, on_output, on_form)
+            except NodeTimeoutError:
+                owner = False
+                outcome = self._abandon(wait=0.5)
+                raise NodeTimeoutError(
+                    f"{self.where} did not finish the evaluation within {timeout:g} s; {outcome}"
+                ) from None
+            except (NodeError, NodeReplError):
+                raise  # the connection broke, or the answer was read to its end
+            except BaseException:
+                # Ctrl-C, or a callback of the caller's failed: the answer is still
+                # coming, and the next evaluation must not read it as its own.
+                owner = False
+                self._abandon(wait=1.0)
+                raise
+        finally:
+            if owner:
+                self._lock.release()
 
     def _read_answer(self, deadline, on_output, on_form) -> EvalResult:
         printed = {"o": [], "e": []}
@@ -260,8 +352,15 @@ class Rrepl:
         nums: list[int] = []
         texts: list[str] = []
         error: tuple[str, str] | None = None
+        self._side_stderr.clear()
         while True:
             tag, payload = self._next_record(deadline, "evaluating")
+            if self._side_stderr:
+                text = "".join(self._side_stderr)
+                self._side_stderr.clear()
+                printed["e"].append(text)
+                if on_output:
+                    on_output("stderr", text)
             if tag in "oe":
                 text = decoders[tag].decode(payload)
                 printed[tag].append(text)
@@ -285,7 +384,7 @@ class Rrepl:
                 module, _, language = payload.decode("utf-8", "replace").partition("\n")
                 self.module, self.repl_language = module, language
                 break
-            else:
+            elif tag != "i":
                 self._fail(f"the REPL on {self.where} sent an unknown record {tag!r}")
         output = "".join(printed["o"])
         error_output = "".join(printed["e"])
@@ -304,38 +403,90 @@ class Rrepl:
             value, num, self.module, self.repl_language, output, error_output, tuple(forms)
         )
 
-    def skip_to_prompt(self, timeout: float = 5.0) -> None:
-        """Read and drop records until the REPL is ready for input (``rrepl-skip-to-prompt``)."""
-        deadline = time.monotonic() + timeout
-        while True:
+    def _resync(self, deadline: float | None) -> None:
+        """Read and drop records until the last request is answered and every
+        interrupt acknowledged: the REPL then waits for input."""
+        while self._answer_due or self._acks_due:
             tag, payload = self._next_record(deadline, "waiting for the prompt")
             if tag == "p":
                 module, _, language = payload.decode("utf-8", "replace").partition("\n")
                 self.module, self.repl_language = module, language
-                return
 
-    def _abandon(self) -> None:
-        """Stop waiting for an evaluation: interrupt it and resynchronise, or give the REPL up."""
-        try:
-            self.interrupt()
-            self.skip_to_prompt(timeout=5.0)
-        except (NodeError, OSError):
+    def skip_to_prompt(self, timeout: float = 5.0) -> None:
+        """Read and drop records until the REPL shows its prompt, ready for input
+        (``rrepl-skip-to-prompt``): for a request sent by hand on the channel."""
+        self._answer_due = True
+        self._resync(_deadline(timeout))
+
+    def _abandon(self, wait: float) -> str:
+        """Stop waiting for an evaluation: interrupt it and resynchronise in the
+        background (which then owns the lock), waiting ``wait`` seconds for that;
+        say how it went."""
+        self.recovering = True
+        done = threading.Event()
+
+        def recover() -> None:
+            try:
+                self._recover()
+            finally:
+                self.recovering = False
+                done.set()
+                self._lock.release()
+
+        threading.Thread(target=recover, daemon=True, name=f"sshdist recover {self.where}").start()
+        done.wait(wait)
+        return self.state_after_abandon()
+
+    def _recover(self) -> None:
+        for _ in range(RECOVERY_TRIES):
+            try:
+                self.interrupt()
+                self._resync(time.monotonic() + RECOVERY_WAIT)
+                return
+            except NodeTimeoutError:
+                continue
+            except (NodeError, OSError, EOFError):
+                break
+        if not self.broken:
+            self.lost = (
+                f"the evaluation on {self.where} did not stop after {RECOVERY_TRIES} interrupts"
+            )
             self.close()
+
+    def state_after_abandon(self) -> str:
+        """What became of an abandoned evaluation, in words for an error message."""
+        if self.broken:
+            return (
+                "its REPL could not be stopped and was closed: the next call starts a fresh "
+                "REPL, without the earlier definitions"
+            )
+        if self.recovering:
+            return "it is being interrupted; the next call waits for that"
+        return "it was interrupted, and the REPL kept its definitions"
 
     def interrupt(self) -> None:
         """Stop the running evaluation, as Ctrl-C would."""
-        if self._interrupter is None:
-            raise NodeError(f"this REPL on {self.where} cannot be interrupted")
-        self._interrupter(self)
+        if self.broken:
+            return
+        if self._interrupter is not None:
+            self._interrupter(self)
+            return
+        payload = str(self.client_id).encode()
+        self._acks_due += 1
+        self._send(b"i%d\n" % len(payload) + payload, _deadline(RECOVERY_WAIT), "interrupting")
 
     def interrupt_client(self, client_id: int, timeout: float = 5.0) -> None:
         """Ask the REPL process behind this channel to interrupt another of its clients
         (a REPL server serves several; each has a number)."""
         payload = str(int(client_id)).encode()
-        self.channel.sendall(b"i%d\n" % len(payload) + payload)
-        self.skip_to_prompt(timeout)
+        deadline = _deadline(timeout)
+        self._acks_due += 1
+        self._send(b"i%d\n" % len(payload) + payload, deadline, "interrupting")
+        self._resync(deadline)
 
     def close(self) -> None:
+        """Close the channel.  A REPL still evaluating sees its input end and stops
+        its whole process group (SIGINT, then SIGTERM, then SIGKILL)."""
         self.broken = True
         try:
             self.channel.close()

@@ -8,16 +8,25 @@
 ;;;
 ;;; Requests, client to loop:   e<LEN>\n<LEN bytes of UTF-8 source>
 ;;; Records, loop to client:    <TAG><LEN>\n<LEN bytes>, after "\0sshdist-rrepl\0"
-;;;   h  hello: "PID\nGUILE-VERSION"          o  printed on current-output-port
-;;;   e  printed on current-error-port        v  a value: "N\nWRITTEN-VALUE"
+;;;   h  hello: "PID\nGUILE-VERSION\nCLIENT"  o  printed on standard output
+;;;   e  printed on standard error            v  a value: "N\nWRITTEN-VALUE"
 ;;;   f  one form is done                     x  an error: "KEY\nMESSAGE"
-;;;   p  request done: "MODULE\nLANGUAGE"
-;;; The hello record's third line is the client's number; the request
-;;; i<LEN>\n<NUMBER> interrupts that client's evaluation, if it is running one.
+;;;   p  request done: "MODULE\nLANGUAGE"     i  an interrupt request was handled
+;;; i<LEN>\n<CLIENT> interrupts an evaluation: on the REPL of an exec channel it
+;;; may be sent while the evaluation runs (CLIENT is ignored: it is a Ctrl-C for
+;;; the REPL's process group); a REPL server's client sends it on a second
+;;; connection, naming the client to interrupt.  Every i request gets one i record.
 ;;; q<LEN>\n<SOURCE> evaluates as e does but leaves the value history alone (N is 0):
 ;;; for completion and inspection, which must not renumber the user's values.
 ;;; a<LEN>\n<BYTES> attaches raw bytes to the next e request, unanswered: code reads
 ;;; them with (attachment-list 's64) or (attachment-list 'f64), without the reader.
+;;;
+;;; On an exec channel the records travel on a private copy of the channel's
+;;; stdout, and requests arrive on a private copy of its stdin, both closed on
+;;; exec: file descriptors 0, 1 and 2, which code and its child processes use and
+;;; inherit, are /dev/null and two pipes this loop reads.  What anything writes
+;;; there becomes o and e records, so (system "echo hi") is printed output, not
+;;; a broken protocol.
 
 (define-module (sshdist rrepl)
   #:use-module (system repl common)
@@ -31,7 +40,7 @@
   #:export (sshdist-serve main serve-socket attachment-list))
 
 (define (make-sink port)
-  ;; The real, binary channel to one client: its port, a lock (the flusher
+  ;; The real, binary channel to one client: its port, a lock (the pump
   ;; thread writes too), and whether records wait in its buffer.
   (let ((sink (vector port (make-mutex) #f)))
     (with-mutex sinks-lock (set! sinks (cons sink sinks)))
@@ -41,19 +50,24 @@
 (define sinks-lock (make-mutex))
 
 (define (send-record sink tag payload)
-  ;; PAYLOAD is a string or a bytevector.  Buffered: see flush-sink.
+  ;; PAYLOAD is a string or a bytevector.  Buffered: see flush-sink.  Asyncs
+  ;; are blocked, so an interrupt never lands inside a record or its lock.
   (let ((bv (if (bytevector? payload) payload (string->utf8 payload)))
         (port (vector-ref sink 0)))
-    (with-mutex (vector-ref sink 1)
-      (put-bytevector port (string->utf8
-                            (string-append tag (number->string (bytevector-length bv)) "\n")))
-      (put-bytevector port bv)
-      (vector-set! sink 2 #t))))
+    (call-with-blocked-asyncs
+     (lambda ()
+       (with-mutex (vector-ref sink 1)
+         (put-bytevector port (string->utf8
+                               (string-append tag (number->string (bytevector-length bv)) "\n")))
+         (put-bytevector port bv)
+         (vector-set! sink 2 #t))))))
 
 (define (flush-sink sink)
-  (with-mutex (vector-ref sink 1)
-    (vector-set! sink 2 #f)
-    (force-output (vector-ref sink 0))))
+  (call-with-blocked-asyncs
+   (lambda ()
+     (with-mutex (vector-ref sink 1)
+       (vector-set! sink 2 #f)
+       (force-output (vector-ref sink 0))))))
 
 (define (close-sink sink)
   (with-mutex sinks-lock (set! sinks (delq sink sinks))))
@@ -61,8 +75,8 @@
 (define flusher #f)
 
 (define (start-flusher!)
-  ;; Printed output reaches the client within 20 ms even when the code goes
-  ;; quiet, and a burst of lines leaves in a few large writes, not one each.
+  ;; A REPL server's printed output reaches its clients within 20 ms even when
+  ;; the code goes quiet, and a burst of lines leaves in a few large writes.
   (with-mutex sinks-lock
     (unless flusher
       (set! flusher
@@ -77,9 +91,57 @@
                            (with-mutex sinks-lock sinks))
                  (loop))))))))
 
+;;; Captured descriptors (exec channel only): fd 1 and fd 2 write into pipes
+;;; whose read ends only the pump thread and the end-of-form drain read.
+
+(define captures '())                   ; ((read-port tag write-fd) ...)
+(define capture-lock (make-mutex))
+(define capture-sink #f)
+
+(define (close-on-exec! fd)
+  (fcntl fd F_SETFD FD_CLOEXEC)
+  fd)
+
+(define (capture-fd! fd tag)
+  ;; FD becomes the write end of a pipe; a private copy of that end is kept to
+  ;; open ports on, and to put FD back if code closes it.
+  (let* ((p (pipe))
+         (r (car p))
+         (w (close-on-exec! (dup->fdes (cdr p)))))
+    (close-port (cdr p))
+    (dup2 w fd)
+    (close-on-exec! (fileno r))
+    (setvbuf r 'block 65536)
+    (set! captures (cons (list r tag w) captures))))
+
+(define (drain-captures! limit)
+  ;; Turn what waits in the pipes into records, LIMIT reads at most a pipe (a
+  ;; child that never stops printing must not hold the loop).
+  (call-with-blocked-asyncs
+   (lambda ()
+     (with-mutex capture-lock
+       (for-each
+        (lambda (capture)
+          (let ((r (car capture)) (tag (cadr capture)))
+            (let loop ((n 0))
+              (when (and (< n limit) (char-ready? r))
+                (let ((bv (get-bytevector-some r)))
+                  (unless (eof-object? bv)
+                    (send-record capture-sink tag bv)
+                    (loop (1+ n))))))))
+        captures)))))
+
+(define (output-port-on fd)
+  ;; A textual port for code to print on, writing into captured FD's pipe.
+  (let ((port (fdopen (close-on-exec! (dup->fdes fd)) "w")))
+    (set-port-encoding! port "UTF-8")
+    (set-port-conversion-strategy! port 'substitute)
+    (setvbuf port 'line)
+    port))
+
 (define (framed-port out tag)
   ;; A textual port whose every flushed chunk (a line, or more) becomes one
-  ;; TAG record on OUT, a sink.
+  ;; TAG record on OUT, a sink: a REPL server's clients share fd 1 and 2.
   (let ((port (make-custom-binary-output-port
                (string-append "sshdist-" tag)
                (lambda (bv start count)
@@ -92,8 +154,25 @@
                  count)
                #f #f #f)))
     (set-port-encoding! port "UTF-8")
+    (set-port-conversion-strategy! port 'substitute)
     (setvbuf port 'line)
     port))
+
+(define (make-streams sink)
+  ;; Open a fresh (stdout . stderr) pair for one client's code.
+  (if (null? captures)
+      (cons (framed-port sink "o") (framed-port sink "e"))
+      (cons (output-port-on 1) (output-port-on 2))))
+
+(define (usable-streams streams sink)
+  ;; Code may close its output ports; the next request gets new ones.
+  (if (or (port-closed? (car streams)) (port-closed? (cdr streams)))
+      (begin
+        (for-each (lambda (c) (dup2 (caddr c) (if (equal? (cadr c) "o") 1 2))) captures)
+        (catch #t (lambda () (close-port (car streams))) (lambda _ #f))
+        (catch #t (lambda () (close-port (cdr streams))) (lambda _ #f))
+        (make-streams sink))
+      streams))
 
 (define history-count 0)
 (define history-module (resolve-module '(value-history)))
@@ -145,6 +224,11 @@
 (define (on-sigint signum)
   (interrupt-now main-busy))
 
+(define (interrupt-process-group!)
+  ;; What Ctrl-C in a terminal does: the REPL and every child it runs (a
+  ;; (system "sleep 9") waits with SIGINT ignored) get SIGINT.
+  (kill 0 SIGINT))
+
 (define (eval-form repl form out busy remember?)
   (module-use! (current-module) (resolve-interface '(value-history)))
   (let ((thunk (repl-prepare-eval-thunk repl (repl-parse repl form))))
@@ -173,8 +257,12 @@
   (module-ref (resolve-interface '(system repl command)) 'meta-command))
 
 (define (flush-printed)
-  (force-output (current-output-port))
-  (force-output (current-error-port)))
+  ;; Everything printed so far, by Guile or by a child, goes out before what
+  ;; comes next (a value, the end of a form).
+  (let ((out (current-output-port)) (err (current-error-port)))
+    (unless (port-closed? out) (force-output out))
+    (unless (port-closed? err) (force-output err)))
+  (unless (null? captures) (drain-captures! 64)))
 
 (define (skip-whitespace port)
   (let ((ch (peek-char port)))
@@ -234,57 +322,135 @@
                    (else (cons (string-ref header 0) (utf8->string bv)))))))
      (else (read-request in)))))
 
-(define* (sshdist-serve in out #:optional (busy (make-variable #f)))
+(define (handle-request repl request out busy)
+  ;; Answer one e, q or i request with its records, ending in p (or i for i).
+  (if (eqv? (car request) #\i)
+      (begin
+        (interrupt-client! (string->number (cdr request)))
+        (send-record out "i" ""))
+      (begin
+        (catch #t
+          (lambda ()
+            (run-source repl (cdr request) out busy (eqv? (car request) #\e)))
+          (lambda (key . args)
+            (catch #t flush-printed (lambda _ #f))
+            (if (eq? key 'quit)
+                (send-record out "x" "quit\nThe REPL was asked to quit; it keeps running.")
+                (send-record out "x" (string-append (symbol->string key) "\n"
+                                                    (error-text key args))))))
+        (send-record out "p" (string-append
+                              (object->string (module-name (current-module)))
+                              "\n"
+                              (symbol->string (language-name (repl-language repl))))))))
+
+(define* (sshdist-serve in out #:optional (busy (make-variable #f))
+                        #:key (next-request read-request))
   "Serve framed requests read from IN, writing records to OUT, until IN ends."
-  (let* ((out (make-sink out))
+  (let* ((out (if (vector? out) out (make-sink out)))
          (repl (make-repl (current-language) #f))
-         (stdout (framed-port out "o"))
-         (stderr (framed-port out "e"))
          (id (register-client! busy)))
-    (start-flusher!)
     (repl-option-set! repl 'interp #t)
     ;; The marker lets the client skip whatever the login shell printed first.
     (put-bytevector (vector-ref out 0) (string->utf8 "\x00sshdist-rrepl\x00"))
     (send-record out "h" (string-append (number->string (getpid)) "\n" (version)
                                         "\n" (number->string id)))
     (flush-sink out)
-    (parameterize ((current-output-port stdout)
-                   (current-error-port stderr)
-                   (current-warning-port stderr)
-                   (current-language (repl-language repl)))
-      (let loop ()
-        ;; An interrupt that lands as an evaluation ends can unwind through the
-        ;; code that clears BUSY; clear it here too, so an idle loop is never
-        ;; interrupted (that would lose the request being read).
-        (variable-set! busy #f)
-        (let ((request (read-request in)))
-          (cond
-           ((eof-object? request))
-           ((eqv? (car request) #\a)
-            (fluid-set! attachment (cdr request))
-            (loop))
-           (else
-            (catch #t
-              (lambda ()
-                (if (eqv? (car request) #\i)
-                    (interrupt-client! (string->number (cdr request)))
-                    (run-source repl (cdr request) out busy
-                                (eqv? (car request) #\e))))
-              (lambda (key . args)
-                (flush-printed)
-                (if (eq? key 'quit)
-                    (send-record out "x" "quit\nThe REPL was asked to quit; it keeps running.")
-                    (send-record out "x" (string-append (symbol->string key) "\n"
-                                                        (error-text key args))))))
-            (send-record out "p" (string-append
-                                  (object->string (module-name (current-module)))
-                                  "\n"
-                                  (symbol->string (language-name (repl-language repl)))))
+    (when (null? captures) (start-flusher!))
+    (let loop ((streams (make-streams out)))
+      ;; An interrupt that lands as an evaluation ends can unwind through the
+      ;; code that clears BUSY; clear it here too, so an idle loop is never
+      ;; interrupted (that would lose the request being read).
+      (variable-set! busy #f)
+      (let ((request (next-request in)))
+        (cond
+         ((eof-object? request))
+         ((eqv? (car request) #\a)
+          (fluid-set! attachment (cdr request))
+          (loop streams))
+         (else
+          (let ((streams (usable-streams streams out)))
+            (parameterize ((current-output-port (car streams))
+                           (current-error-port (cdr streams))
+                           (current-warning-port (cdr streams))
+                           (current-language (repl-language repl)))
+              (handle-request repl request out busy))
             (fluid-set! attachment #f)
             (flush-sink out)
-            (loop))))))
+            (loop streams))))))
     (close-sink out)
     (forget-client! id)))
+
+;;; The REPL of an exec channel: a pump thread streams what fd 1 and fd 2
+;;; receive, flushes records, and reads requests while the loop evaluates (so
+;;; an interrupt can arrive in-band, and the end of the input is noticed).
+
+(define request-lock (make-mutex))   ; held by whoever reads requests
+(define pending #f)                  ; a request the pump read for the loop
+(define evaluating? #f)              ; the loop is working on a request
+
+(define (loop-request in)
+  ;; The main loop's reader: a request the pump already took, or the next one.
+  (with-mutex request-lock
+    (set! evaluating? #f)
+    (let ((request (or pending (read-request in))))
+      (set! pending #f)
+      (set! evaluating? (not (eof-object? request)))
+      request)))
+
+(define (abandoned!)
+  ;; The client is gone while code runs: Ctrl-C, then SIGTERM, then SIGKILL
+  ;; for the whole process group, so nothing of this REPL outlives its node.
+  (interrupt-process-group!)
+  (let wait ((n 0))
+    (when (and evaluating? (< n 50))
+      (usleep 20000)
+      (wait (1+ n))))
+  (when evaluating?
+    (sigaction SIGTERM SIG_IGN)
+    (kill 0 SIGTERM)
+    (sleep 1)
+    (kill 0 SIGKILL)))
+
+(define (pump-requests! in out)
+  ;; Called with the request lock held while the loop evaluates; #t when the
+  ;; input ended.
+  (let ((request (read-request in)))
+    (cond ((eof-object? request) (set! pending request) #t)
+          ((eqv? (car request) #\i)
+           (interrupt-process-group!)
+           (send-record out "i" "")
+           #f)
+          (else (set! pending request) #f))))
+
+(define (pump in out)
+  (let loop ()
+    (catch #t
+      (lambda ()
+        (let* ((reads (append (if (and evaluating? (not pending)) (list in) '())
+                              (map car captures)))
+               (ready (car (select reads '() '() 0 20000))))
+          (unless (null? ready)
+            (drain-captures! 16))
+          (when (and (memq in ready) (try-mutex request-lock))
+            (when (dynamic-wind
+                    (lambda () #t)
+                    ;; Ready again under the lock: the loop may have read
+                    ;; what made IN ready while select returned.
+                    (lambda () (and evaluating? (not pending) (char-ready? in)
+                                    (pump-requests! in out)))
+                    (lambda () (unlock-mutex request-lock)))
+              (abandoned!)))
+          (when (vector-ref out 2)
+            (flush-sink out))))
+      (lambda args (usleep 20000)))
+    (loop)))
+
+(define (private-port fd mode)
+  ;; A copy of FD that code and children cannot inherit.
+  (let ((port (fdopen (close-on-exec! (dup->fdes fd)) mode)))
+    (setvbuf port 'block 65536)
+    (set-port-encoding! port "ISO-8859-1")
+    port))
 
 (define (prepare-process)
   (disable-value-history!)
@@ -293,13 +459,25 @@
   (process-use-modules '(((ice-9 session)) ((ice-9 regex)) ((ice-9 threads)))))
 
 (define (main)
-  "Serve one client on stdin/stdout: the REPL of an exec channel."
-  (let ((in (current-input-port))
-        (out (current-output-port)))
-    (setvbuf out 'block 65536)
+  "Serve one client on the exec channel's stdin and stdout."
+  (let* ((in (private-port 0 "r"))
+         (out (make-sink (private-port 1 "w")))
+         (null (open-fdes "/dev/null" O_RDONLY)))
+    (dup2 null 0)
+    (close-fdes null)
+    ;; Our own process group, so a Ctrl-C (kill 0 SIGINT) reaches our children
+    ;; and nothing else; a session leader already leads its group.
+    (catch 'system-error (lambda () (setpgid 0 0)) (lambda _ #f))
+    (set! capture-sink out)
+    (capture-fd! 1 "o")
+    (capture-fd! 2 "e")
     (sigaction SIGINT on-sigint)
+    ;; A handler, not SIG_IGN, which children would inherit: a write to a
+    ;; client that is gone fails with EPIPE instead of killing the loop.
+    (sigaction SIGPIPE (lambda (signum) #f))
     (prepare-process)
-    (sshdist-serve in out main-busy)))
+    (call-with-new-thread (lambda () (pump in out)))
+    (sshdist-serve in out main-busy #:next-request loop-request)))
 
 (define (serve-socket address pid-file)
   "A REPL server: every client of ADDRESS gets its own loop, in its own

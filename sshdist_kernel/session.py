@@ -12,8 +12,9 @@ import base64
 import hashlib
 import os
 import socket
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ class Session:
         self.options = options
         self.transport: paramiko.Transport | None = None
         self._jump: Session | None = None
+        self._probe_lock = threading.Lock()
+        self._probe: threading.Event | None = None
         self.connect()
 
     @property
@@ -70,11 +73,14 @@ class Session:
     def is_connected(self) -> bool:
         return self.transport is not None and self.transport.is_active()
 
-    def connect(self) -> None:
-        """Open (or reopen) the connection: socket, handshake, host key, authentication."""
+    def connect(self, timeout: float | None = None) -> None:
+        """Open (or reopen) the connection: socket, handshake, host key, authentication;
+        ``timeout`` (default: the options') bounds each step."""
         self.close()
         o = self.options
-        sock = self._open_socket()
+        if timeout is not None and timeout < o.timeout:
+            o = replace(o, timeout=max(timeout, 0.1))
+        sock = self._open_socket(o)
         transport = paramiko.Transport(sock)
         try:
             known = self._known_host_keys()
@@ -98,8 +104,7 @@ class Session:
         transport.set_keepalive(15)
         self.transport = transport
 
-    def _open_socket(self) -> Any:
-        o = self.options
+    def _open_socket(self, o: SessionOptions) -> Any:
         if o.proxy_jump:
             *rest, last = o.proxy_jump.split(",")
             self._jump = make_session(
@@ -229,6 +234,30 @@ class Session:
             f"{o.target} refused authentication as {o.user}: {detail}. Check User and "
             f"IdentityFile in ssh_config, or add the key with ssh-add."
         )
+
+    def responds(self, timeout: float) -> bool:
+        """Whether the host answers an SSH keepalive within ``timeout`` seconds: a
+        stopped sshd or dropped traffic leaves TCP looking open for minutes."""
+        transport = self.transport
+        if transport is None or not transport.is_active():
+            return False
+        with self._probe_lock:
+            probe = self._probe
+            if probe is None:  # one keepalive in flight at a time; others wait on it
+                probe = self._probe = threading.Event()
+
+                def ask() -> None:
+                    try:
+                        transport.global_request("keepalive@openssh.com", wait=True)
+                    except Exception:  # noqa: BLE001 - any failure is a dead transport
+                        pass
+                    finally:
+                        with self._probe_lock:
+                            self._probe = None
+                        probe.set()
+
+                threading.Thread(target=ask, daemon=True, name="sshdist keepalive").start()
+        return probe.wait(timeout) and transport.is_active()
 
     # -- channels ---------------------------------------------------------------
 

@@ -258,7 +258,11 @@ def test_a_dropped_connection_is_an_error_and_the_next_cell_reconnects(
         assert reply["content"]["ename"] == "NodeError"
         assert "node3" in reply["content"]["evalue"]
         assert "The next cell reconnects" in reply["content"]["traceback"][-1]
-        assert texts(run(kc, "(+ 40 2)")[1]) == [("result", "$1 = 42")]
+        (notice, result) = texts(run(kc, "(+ 40 2)")[1])
+        assert notice[0] == "stderr"
+        assert notice[1].startswith("[the REPL on node3 was replaced by a fresh one")
+        assert notice[1].endswith("definitions made before this cell are lost]\n")
+        assert result == ("result", "$1 = 42")
     finally:
         local_nodes.start("node3")
         kc.stop_channels()

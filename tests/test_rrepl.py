@@ -3,8 +3,10 @@ errors, and the REPL staying usable after each of them."""
 
 from __future__ import annotations
 
+import random
 import re
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,10 +17,14 @@ from sshdist_kernel import (
     NodeReplError,
     NodeTimeoutError,
     Symbol,
+    make_node,
     node_open_rrepl,
+    node_stop_server,
     rrepl_eval,
     rrepl_skip_to_prompt,
+    with_ssh,
 )
+from sshdist_kernel.node import UNIX
 
 
 def test_one_value_comes_back_with_number_module_and_language(node: Node) -> None:
@@ -229,7 +235,9 @@ def test_interrupt_stops_an_endless_loop_and_keeps_state(node: Node) -> None:
 
 def test_a_timed_out_evaluation_is_interrupted_and_the_repl_recovers(node: Node) -> None:
     rrepl_eval(node.rrepl, "(define kept 1)")
-    with pytest.raises(NodeTimeoutError, match="did not answer"):
+    with pytest.raises(
+        NodeTimeoutError, match="within 0.5 s; it was interrupted, and the REPL kept"
+    ):
         rrepl_eval(node.rrepl, "(let loop () (loop))", timeout=0.5)
     assert rrepl_eval(node.rrepl, "kept").value == 1
 
@@ -281,3 +289,110 @@ def test_a_quiet_evaluation_leaves_the_value_history_alone(node: Node) -> None:
     assert rrepl_eval(node.rrepl, "(* 7 6)", quiet=True).value == 42
     assert rrepl_eval(node.rrepl, "(list $1 (+ 2 2))").value == [2, 4]
     assert rrepl_eval(node.rrepl, "$2").value == [2, 4]
+
+
+# -- what real code does: children, floods, closed ports, interrupts while printing ----
+
+
+def test_a_child_process_prints_into_the_output_not_into_the_protocol(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(define kept 'yes)")
+    result = rrepl_eval(
+        node.rrepl, '(begin (display "a\\n") (system "echo hi; echo oops >&2") (+ 2 3))'
+    )
+    assert (result.value, result.output, result.error_output) == (5, "a\nhi\n", "oops\n")
+    assert rrepl_eval(node.rrepl, "kept").value == Symbol("yes")
+
+
+def test_children_that_read_stdin_or_write_binary_leave_the_protocol_alone(node: Node) -> None:
+    pid = node.rrepl.pid
+    assert rrepl_eval(node.rrepl, '(system "cat")').value == 0  # stdin is /dev/null
+    binary = rrepl_eval(node.rrepl, '(system "head -c 200000 /dev/urandom")')
+    assert binary.value == 0 and len(binary.output) > 100000
+    late = rrepl_eval(node.rrepl, '(system "(sleep 0.2; echo late) &")')
+    assert late.value == 0
+    assert rrepl_eval(node.rrepl, "(begin (usleep 400000) 'after)").value == Symbol("after")
+    assert node.rrepl.pid == pid
+
+
+def test_megabytes_on_stderr_arrive_whole(node: Node) -> None:
+    guile = rrepl_eval(
+        node.rrepl, "(let ((p (current-error-port))) (display (make-string 3000000 #\\x) p) 7)"
+    )
+    assert (guile.value, len(guile.error_output)) == (7, 3000000)
+    child = rrepl_eval(node.rrepl, "(system \"head -c 3000000 /dev/zero | tr '\\\\0' y >&2\")")
+    assert (child.value, child.error_output) == (0, "y" * 3000000)
+
+
+def test_megabytes_on_stderr_arrive_whole_from_a_repl_server(ssh_config: str) -> None:
+    node = make_node("node3", UNIX, ssh_config=ssh_config)
+    try:
+        result = with_ssh(
+            node,
+            "(let ((p (current-error-port))) (display (make-string 3000000 #\\x) p) 7)",
+            timeout=5,  # one byte a packet through the server's bridge took minutes
+        )
+        assert (result.value, len(result.error_output)) == (7, 3000000)
+    finally:
+        node_stop_server(node)
+        node.close()
+
+
+@pytest.mark.parametrize("port", ["(current-output-port)", "(current-error-port)"])
+def test_code_that_closes_its_output_port_keeps_the_repl(node: Node, port: str) -> None:
+    pid = node.rrepl.pid
+    rrepl_eval(node.rrepl, "(define kept 1)")
+    rrepl_eval(node.rrepl, f"(close-port {port})")
+    with pytest.raises(NodeReplError):  # printing on a port closed in the same form fails
+        rrepl_eval(node.rrepl, f'(begin (close-port {port}) (display "x" {port}))')
+    again = rrepl_eval(
+        node.rrepl, '(begin (display "out") (display "err" (current-error-port)) kept)'
+    )
+    assert (again.value, again.output, again.error_output) == (1, "out", "err")
+    assert rrepl_eval(node.rrepl, '(system "echo child")').output == "child\n"
+    assert node.rrepl.pid == pid
+
+
+def test_two_hundred_interrupts_of_a_printing_loop_keep_the_repl(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(define kept 'yes)")
+    pid = node.rrepl.pid
+    loop = '(let loop () (display "line\\n") (loop))'
+    rng = random.Random(8)
+    for _ in range(200):
+        timers: list[threading.Timer] = []
+
+        def interrupt_soon(stream: str, text: str, timers: list = timers) -> None:
+            if not timers:  # the loop prints: interrupt it a moment later
+                timers.append(threading.Timer(rng.uniform(0, 0.004), node.interrupt))
+                timers[0].start()
+
+        with pytest.raises(NodeReplError) as stopped:
+            rrepl_eval(node.rrepl, loop, timeout=30, on_output=interrupt_soon)
+        timers[0].join()
+        assert (stopped.value.key, stopped.value.message) == ("signal", "User interrupt")
+    assert rrepl_eval(node.rrepl, "kept").value == Symbol("yes")
+    assert node.rrepl.pid == pid
+
+
+def test_timeouts_of_a_printing_loop_keep_the_repl(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(define kept 'yes)")
+    pid = node.rrepl.pid
+    for _ in range(20):
+        with pytest.raises(NodeTimeoutError, match="kept its definitions"):
+            rrepl_eval(node.rrepl, '(let loop () (display "line\\n") (loop))', timeout=0.05)
+    assert rrepl_eval(node.rrepl, "kept", timeout=10).value == Symbol("yes")
+    assert node.rrepl.pid == pid
+
+
+def test_an_interrupt_reaches_a_child_the_repl_waits_for(node: Node) -> None:
+    timer = threading.Timer(0.5, node.interrupt)
+    started = time.monotonic()
+    result = rrepl_eval(
+        node.rrepl,
+        '(begin (display "go\\n") (system "sleep 30"))',
+        timeout=20,
+        on_output=lambda stream, text: timer.start(),
+    )
+    timer.join()
+    assert time.monotonic() - started < 5  # Ctrl-C stopped the sleep, as in a terminal
+    assert result.value != 0
+    assert rrepl_eval(node.rrepl, "(+ 1 1)").value == 2
