@@ -386,15 +386,22 @@ cat {log} >&2; exit 1
 
 
 def node_stop_server(node: Node) -> None:
-    """``node-stop-server``: stop the node's REPL server (no procps needed)."""
+    """``node-stop-server``: stop the node's REPL server and wait (5 s at most, then
+    SIGKILL) until it is gone, so its port is free on return (no procps needed)."""
     _require_server_mode(node)
     pid_file = node._server_path("pid")
     files = " ".join(node._server_path(s) for s in ("pid", "sock", "log", "lock", "key"))
-    node.session.run(
-        f'kill "$(cat {pid_file} 2>/dev/null)" 2>/dev/null; rm -f {files}',
-        timeout=10,
-        what="stopping the REPL server",
-    )
+    # One process serves every client in a thread: ending it ends them all.  A zombie
+    # has closed its sockets already; its parent (init, after setsid) may reap it late.
+    script = f"""pid="$(cat {pid_file} 2>/dev/null)"
+alive() {{ kill -0 "$pid" 2>/dev/null && ! grep -qs '^State:.*Z' /proc/"$pid"/status; }}
+if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+  for i in $(seq 100); do alive || break; sleep 0.05; done
+  alive && kill -KILL "$pid" 2>/dev/null
+fi
+rm -f {files}
+"""
+    node.session.run(script, timeout=15, what="stopping the REPL server")
     node._server_key = None
     with node._lock:
         if node._rrepl is not None:
