@@ -123,8 +123,8 @@ class Node:
         if result.status != 0 or not key:
             raise NodeError(
                 f"the REPL server on {self.session.options.target} port {self.repl_port} "
-                f"has no key file ({result.stderr.strip() or 'empty'}): start it with "
-                "node_run_server, or choose a port no other program uses"
+                f"has no key file ({result.stderr.strip() or 'empty'}): restart it with "
+                "node_stop_server and node_run_server"
             )
         return key
 

@@ -301,6 +301,14 @@ def test_a_tcp_server_refuses_root_without_the_key(tcp_node: Node, tmp_path: Pat
     assert log.count("refused a client") == 5
 
 
+def test_a_tcp_server_whose_key_file_is_gone_is_a_clear_error(
+    tcp_node: Node, ssh_config: str
+) -> None:
+    Path(server_file(tcp_node, "key")).unlink()
+    with pytest.raises(NodeError, match=r"on node1 .*port \d+ has no key file .*node_stop_server"):
+        make_node("node1", tcp_node.repl_port, ssh_config=ssh_config)
+
+
 def test_node_stop_server_ends_a_busy_tcp_server_and_frees_its_port(ssh_config: str) -> None:
     port = _free_port()
     node = make_node("node1", port, ssh_config=ssh_config)
