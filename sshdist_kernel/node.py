@@ -374,7 +374,7 @@ for i in $(seq 100); do
   kill -0 $pid 2>/dev/null || break
   sleep 0.05
 done
-cat {log} >&2; exit 1
+cat {log} >&2; rm -f {key}; exit 1
 """
     result = node.session.run(script, timeout=timeout, what="starting the REPL server")
     node._server_key = None  # a server started now has a new key
