@@ -32,10 +32,12 @@ class GuileRepl:
     def command(self) -> str:
         return self._guile("((@ (sshdist rrepl) main))")
 
-    def server_command(self, address: str, pid_file: str) -> str:
-        """Start a REPL server; ``address`` and ``pid_file`` are Scheme expressions,
-        evaluated on the node, for the socket address and the pid file's path."""
-        return self._guile(f"((@ (sshdist rrepl) serve-socket) {address} {pid_file})")
+    def server_command(self, address: str, pid_file: str, key_file: str | None = None) -> str:
+        """Start a REPL server; ``address``, ``pid_file`` and ``key_file`` are Scheme
+        expressions, evaluated on the node, for the socket address, the pid file's
+        path and the file whose key every client must send first (None: no key)."""
+        key = f" {key_file}" if key_file else ""
+        return self._guile(f"((@ (sshdist rrepl) serve-socket) {address} {pid_file}{key})")
 
     def bridge_command(self, socket_path: str) -> str:
         """Join stdin/stdout to a server's Unix socket, for a channel to a server;

@@ -39,8 +39,8 @@ class Node:
 
     ``repl_port`` is None for a fresh REPL per node on an exec channel, ``"unix"``
     for the node's REPL server on a private Unix socket, or a TCP port number (on the
-    node's loopback, where every local user of the node can reach it: ask for it only
-    on hosts you alone use).
+    node's loopback, where every local user can connect, so the server serves only
+    clients that first send the key it keeps in a file only its user can read).
     """
 
     def __init__(
@@ -64,6 +64,7 @@ class Node:
         self.start_server = start_server
         self._rrepl: Rrepl | None = None
         self._lock = threading.Lock()
+        self._server_key: bytes | None = None  # a TCP server's key, read once
         self.name = session.options.alias
         self.restarts = 0
         """How many times a broken REPL was replaced by a fresh one (definitions lost)."""
@@ -105,7 +106,7 @@ class Node:
                 f"SSHDIST_SOCKET={self._server_path('sock')} {bridge}", timeout=left()
             )
         else:
-            channel = self.session.open_forward("127.0.0.1", self.repl_port)
+            return self._open_server_port(where, left())
         return Rrepl(
             channel,
             where=where,
@@ -123,6 +124,55 @@ class Node:
         log.warning("%s stopped answering; dropping its connection", self.name)
         self.session.close()
         return False
+
+    def _open_server_port(self, where: str, timeout: float) -> Rrepl:
+        """A REPL on the node's TCP server, which serves only a client whose first
+        request is its key; the key is read once, and again when the server refuses
+        it (another node object restarted the server, with a new key)."""
+        fresh = self._server_key is None
+        while True:
+            if self._server_key is None:
+                self._server_key = self._read_server_key()
+            key = self._server_key
+            channel = self.session.open_forward("127.0.0.1", self.repl_port)
+            try:
+                channel.sendall(b"k%d\n" % len(key) + key)
+                return Rrepl(
+                    channel,
+                    where=where,
+                    language=self.language,
+                    interrupter=self._interrupt_server_client,
+                    alive=self._alive,
+                    timeout=timeout,
+                )
+            except NodeTimeoutError:
+                channel.close()
+                raise
+            except (NodeError, OSError, EOFError) as exc:
+                channel.close()
+                self._server_key = None
+                if fresh:  # a key just read is the server's own: it is not the cause
+                    raise NodeError(
+                        f"the REPL server on {where} port {self.repl_port} refused this "
+                        f"node's key or broke ({exc}): if another user's or program's "
+                        "server holds that port, choose another; else see its log "
+                        f"{self._server_path('log')}"
+                    ) from None
+                fresh = True
+
+    def _read_server_key(self) -> bytes:
+        """The TCP server's key, from the file that only the node's user can read."""
+        result = self.session.run(
+            f"cat {self._server_path('key')}", timeout=10, what="reading the REPL server's key"
+        )
+        key = result.stdout.strip().encode()
+        if result.status != 0 or not key:
+            raise NodeError(
+                f"the REPL server on {self.session.options.target} port {self.repl_port} "
+                f"has no key file ({result.stderr.strip() or 'empty'}): restart it with "
+                "node_stop_server and node_run_server"
+            )
+        return key
 
     def _interrupt_server_client(self, rrepl: Rrepl) -> None:
         """A server runs every client in one process, and a busy client reads nothing:
@@ -383,18 +433,28 @@ def node_run_server(node: Node, timeout: float = 10.0) -> None:
     server's exit status and message when it does not come up."""
     _require_server_mode(node)
     # Paths are shell words (they use $HOME); the server reads them from its environment.
+    pid_file, sock, log, lock, key = (
+        node._server_path(s) for s in ("pid", "sock", "log", "lock", "key")
+    )
     if node.repl_port == UNIX:
+        # The socket's 700 directory already keeps other users out: no key.
         address = '(make-socket-address AF_UNIX (getenv "SSHDIST_SOCKET"))'
+        key_file, make_key = None, ""
     else:
         address = f"(make-socket-address AF_INET INADDR_LOOPBACK {int(node.repl_port)})"
-    server = node.language.server_command(address, '(getenv "SSHDIST_PID_FILE")')
-    pid_file, sock, log, lock = (node._server_path(s) for s in ("pid", "sock", "log", "lock"))
+        key_file = '(getenv "SSHDIST_KEY_FILE")'
+        # A new key per server, 32 random bytes in hex, in a file made under umask 077.
+        make_key = (
+            f"rm -f {key}; head -c 32 /dev/urandom | od -An -vtx1 | tr -d ' \\n' >{key}"
+            f" && test -s {key} || exit 1\n"
+        )
+    server = node.language.server_command(address, '(getenv "SSHDIST_PID_FILE")', key_file)
     # flock serialises starts on one host; a server already alive is left as it is.
     script = f"""umask 077; mkdir -p {_SERVER_DIR} && chmod 700 {_SERVER_DIR} || exit 1
 exec 9>{lock}; flock -w 10 9 2>/dev/null
 kill -0 "$(cat {pid_file} 2>/dev/null)" 2>/dev/null && exit 0
 rm -f {pid_file} {sock}
-export SSHDIST_PID_FILE={pid_file} SSHDIST_SOCKET={sock}
+{make_key}export SSHDIST_PID_FILE={pid_file} SSHDIST_SOCKET={sock} SSHDIST_KEY_FILE={key}
 setsid {server} </dev/null >{log} 2>&1 9>&- &
 pid=$!
 for i in $(seq 100); do
@@ -402,9 +462,10 @@ for i in $(seq 100); do
   kill -0 $pid 2>/dev/null || break
   sleep 0.05
 done
-cat {log} >&2; exit 1
+cat {log} >&2; rm -f {key}; exit 1
 """
     result = node.session.run(script, timeout=timeout, what="starting the REPL server")
+    node._server_key = None  # a server started now has a new key
     if result.status != 0:
         raise NodeError(
             f"the REPL server on {node.session.options.target} did not start "
@@ -413,15 +474,23 @@ cat {log} >&2; exit 1
 
 
 def node_stop_server(node: Node) -> None:
-    """``node-stop-server``: stop the node's REPL server (no procps needed)."""
+    """``node-stop-server``: stop the node's REPL server and wait (5 s at most, then
+    SIGKILL) until it is gone, so its port is free on return (no procps needed)."""
     _require_server_mode(node)
     pid_file = node._server_path("pid")
-    files = " ".join(node._server_path(s) for s in ("pid", "sock", "log", "lock"))
-    node.session.run(
-        f'kill "$(cat {pid_file} 2>/dev/null)" 2>/dev/null; rm -f {files}',
-        timeout=10,
-        what="stopping the REPL server",
-    )
+    files = " ".join(node._server_path(s) for s in ("pid", "sock", "log", "lock", "key"))
+    # One process serves every client in a thread: ending it ends them all.  A zombie
+    # has closed its sockets already; its parent (init, after setsid) may reap it late.
+    script = f"""pid="$(cat {pid_file} 2>/dev/null)"
+alive() {{ kill -0 "$pid" 2>/dev/null && ! grep -qs '^State:.*Z' /proc/"$pid"/status; }}
+if [ -n "$pid" ] && kill "$pid" 2>/dev/null; then
+  for i in $(seq 100); do alive || break; sleep 0.05; done
+  alive && kill -KILL "$pid" 2>/dev/null
+fi
+rm -f {files}
+"""
+    node.session.run(script, timeout=15, what="stopping the REPL server")
+    node._server_key = None
     with node._lock:
         if node._rrepl is not None:
             node._rrepl.close()

@@ -80,8 +80,9 @@ class ReplLanguage(Protocol):
     def command(self) -> str:
         """The remote command line that starts the framed REPL loop on stdin/stdout."""
 
-    def server_command(self, address: str, pid_file: str) -> str:
-        """The remote command line of a REPL server on ``address``."""
+    def server_command(self, address: str, pid_file: str, key_file: str | None = None) -> str:
+        """The remote command line of a REPL server on ``address``; with ``key_file``,
+        it serves only clients that send that file's key first."""
 
     def bridge_command(self, socket_path: str) -> str:
         """The remote command line that joins a channel to a server's Unix socket."""

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -168,6 +173,171 @@ def test_repl_server_keeps_state_between_nodes(ssh_config: str, repl_port: objec
         first.close()
         if second is not None:
             second.close()
+
+
+# Connects to 127.0.0.1:PORT, sends the bytes given in hex, and prints what came back
+# before the server closed the connection; the same code runs as root and as another user.
+_PROBE = """
+import socket, sys
+with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10) as s:
+    data = bytes.fromhex(sys.argv[2])
+    if data:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+    got = b""
+    try:
+        while chunk := s.recv(65536):
+            got += chunk
+    except ConnectionResetError:
+        pass
+    print(got.hex())
+"""
+
+
+def start_probe(port: int, data: bytes, user: str | None = None) -> subprocess.Popen[str]:
+    """A client of the server on ``port`` that sends ``data`` first, as ``user`` (runuser)."""
+    command = [sys.executable, "-c", _PROBE, str(port), data.hex()]
+    if user is not None:
+        command = ["runuser", "-u", user, "--", "/usr/bin/python3", *command[1:]]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/"
+    )
+
+
+def probe_answer(probe: subprocess.Popen[str]) -> bytes:
+    """What the server sent the probe before closing its connection."""
+    out, err = probe.communicate(timeout=30)
+    assert probe.returncode == 0, err
+    return bytes.fromhex(out.strip())
+
+
+def request(source: str) -> bytes:
+    data = source.encode()
+    return b"e%d\n" % len(data) + data
+
+
+@pytest.fixture
+def other_user() -> Iterator[str]:
+    """A second local Unix user, removed after the test."""
+    if os.geteuid() != 0:
+        pytest.skip("creating a second local user needs root")
+    if not (
+        shutil.which("useradd") and shutil.which("runuser") and Path("/usr/bin/python3").exists()
+    ):
+        pytest.skip("needs useradd, runuser and /usr/bin/python3 to act as a second user")
+    name = f"sshdist-other-{os.getpid()}"
+    subprocess.run(["userdel", name], capture_output=True, timeout=30)
+    subprocess.run(
+        ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    try:
+        yield name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def tcp_node(ssh_config: str) -> Iterator[Node]:
+    """node1 with a REPL server on a free TCP port, stopped after the test."""
+    node = make_node("node1", _free_port(), ssh_config=ssh_config)
+    try:
+        yield node
+    finally:
+        node_stop_server(node)
+        node.close()
+
+
+def server_file(node: Node, suffix: str) -> str:
+    return node.session.run(f"echo {node._server_path(suffix)}").stdout.strip()
+
+
+def test_a_tcp_server_runs_nothing_for_another_local_user(
+    tcp_node: Node, other_user: str, tmp_path: Path
+) -> None:
+    port = tcp_node.repl_port
+    made = tmp_path / "made"
+    make_file = request(f'(close-port (open-output-file "{made}"))')
+    key = Path(server_file(tcp_node, "key"))
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+
+    reading = subprocess.run(
+        ["runuser", "-u", other_user, "--", "cat", str(key)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert reading.returncode != 0 and "Permission denied" in reading.stderr
+    for first in [b"", b"k64\n" + b"0" * 64]:
+        assert probe_answer(start_probe(port, first + make_file, other_user)) == b""
+    assert not made.exists()
+
+    assert with_ssh(tcp_node, "(+ 1 2)").value == 3  # refused clients leave the node alone
+    log = tcp_node.session.run(f"cat {tcp_node._server_path('log')}").stdout
+    assert "refused a client from 127.0.0.1" in log and "wrong key" in log
+
+    # With the key the same request is served: the refusal kept the file away.
+    secret = key.read_bytes().strip()
+    answer = probe_answer(start_probe(port, b"k%d\n" % len(secret) + secret + make_file))
+    assert answer.startswith(b"\0sshdist-rrepl\0h") and made.exists()
+
+
+def test_a_tcp_server_refuses_root_without_the_key(tcp_node: Node, tmp_path: Path) -> None:
+    port = tcp_node.repl_port
+    silent = start_probe(port, b"")  # says nothing: closed after 5 s; the rest meanwhile
+    made = tmp_path / "made"
+    make_file = request(f'(close-port (open-output-file "{made}"))')
+    key = Path(server_file(tcp_node, "key")).read_bytes().strip()
+    wrong = bytes(reversed(key))
+    for first in [b"", b"k%d\n" % len(wrong) + wrong, b"k3\nabc", b"\n" + key + b"\n"]:
+        assert probe_answer(start_probe(port, first + make_file)) == b"", first
+    assert not made.exists()
+    assert with_ssh(tcp_node, "(+ 1 2)").value == 3
+    assert probe_answer(silent) == b""
+    log = tcp_node.session.run(f"cat {tcp_node._server_path('log')}").stdout
+    assert "no key within 5 s" in log
+    assert log.count("refused a client") == 5
+
+
+def test_a_tcp_server_whose_key_file_is_gone_is_a_clear_error(
+    tcp_node: Node, ssh_config: str
+) -> None:
+    Path(server_file(tcp_node, "key")).unlink()
+    with pytest.raises(NodeError, match=r"on node1 .*port \d+ has no key file .*node_stop_server"):
+        make_node("node1", tcp_node.repl_port, ssh_config=ssh_config)
+
+
+def test_node_stop_server_ends_a_busy_tcp_server_and_frees_its_port(ssh_config: str) -> None:
+    port = _free_port()
+    node = make_node("node1", port, ssh_config=ssh_config)
+    other = make_node("node1", port, ssh_config=ssh_config)
+    try:
+        pid = node.rrepl.pid
+        worker, errors = run_endless_loop(node)  # a client thread that never returns
+        node_stop_server(other)
+        assert not node_server_running(other)
+        worker.join(10)
+        assert not worker.is_alive() and isinstance(errors[0], NodeError)
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+        )
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), 5).close()
+        with socket.socket() as s:  # free for a new server, which sets SO_REUSEADDR too
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            s.listen()
+        # A restarted server has a new key: the node that kept the old one reads it again.
+        node_run_server(other)
+        assert with_ssh(node, "(+ 1 2)").value == 3
+        assert "wrong key" in node.session.run(f"cat {node._server_path('log')}").stdout
+    finally:
+        node_stop_server(node)
+        node.close()
+        other.close()
 
 
 def test_a_server_client_is_interrupted_without_disturbing_another(ssh_config: str) -> None:
