@@ -25,7 +25,10 @@ from .rrepl import DEFAULT_EVAL_TIMEOUT
 log = logging.getLogger(__name__)
 
 JOIN_TIMEOUT = 10.0
-"""Seconds a cancelled call waits for its workers to let go of their nodes."""
+"""Seconds a finished call waits for its workers to let go of their nodes."""
+
+STOP_WAIT = 0.5
+"""Seconds a failed or timed-out call waits for its workers before it raises."""
 
 
 @dataclass(frozen=True)
@@ -201,9 +204,12 @@ class _Run:
             fatal = self.fatal
             self.cv.notify_all()
         if fatal is not None:
-            self._interrupt_running()
+            # The caller gets control back within a moment; nodes that take longer
+            # to stop finish stopping in the background (their next call waits).
+            threading.Thread(target=self._interrupt_running, daemon=True).start()
+            give_up = time.monotonic() + STOP_WAIT
             for w in workers:
-                w.join(JOIN_TIMEOUT)
+                w.join(max(give_up - time.monotonic(), 0))
             fatal.failures = tuple(self.failures)  # type: ignore[attr-defined]
             fatal.moves = tuple(self.moves)  # type: ignore[attr-defined]
             raise fatal

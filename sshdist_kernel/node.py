@@ -241,8 +241,7 @@ class Node:
             if on_start is not None:
                 on_start()
             try:
-                left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-                return rrepl.eval(source, timeout=left, **options)
+                return rrepl.eval(source, timeout=timeout, deadline=deadline, **options)
             except _ReplClosed:
                 if attempt == 2:
                     raise

@@ -297,6 +297,7 @@ class Rrepl:
         on_form: Callable[[FormResult], None] | None = None,
         attachment: bytes | None = None,
         quiet: bool = False,
+        deadline: float | None = None,
     ) -> EvalResult:
         """Evaluate every form of ``source`` as if typed at the REPL; the four values
         come from the last form.  ``NodeReplError`` if the code fails, ``NodeError`` if
@@ -306,9 +307,11 @@ class Rrepl:
 
         ``timeout`` bounds the whole call, waiting for an earlier evaluation included:
         past it the evaluation is interrupted in the background and the caller gets
-        ``NodeTimeoutError`` at once."""
+        ``NodeTimeoutError`` at once.  ``deadline`` (a ``time.monotonic()`` instant)
+        replaces it for a caller that spent part of its ``timeout`` already."""
         self.language.check_input(source, self.repl_language)
-        deadline = _deadline(timeout)
+        if deadline is None:
+            deadline = _deadline(timeout)
         left = _left(deadline)
         if not self._lock.acquire(timeout=-1 if left is None else left):
             state = "stopping an abandoned evaluation" if self.recovering else "evaluating"

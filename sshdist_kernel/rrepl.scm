@@ -435,8 +435,10 @@
             (when (dynamic-wind
                     (lambda () #t)
                     ;; Ready again under the lock: the loop may have read
-                    ;; what made IN ready while select returned.
-                    (lambda () (and evaluating? (not pending) (char-ready? in)
+                    ;; what made IN ready while select returned.  (Not
+                    ;; char-ready?, which misses the end of a pipe.)
+                    (lambda () (and evaluating? (not pending)
+                                    (pair? (car (select (list in) '() '() 0 0)))
                                     (pump-requests! in out)))
                     (lambda () (unlock-mutex request-lock)))
               (abandoned!)))

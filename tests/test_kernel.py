@@ -236,6 +236,30 @@ def test_interrupt_stops_an_endless_loop_and_keeps_state(kernel) -> None:
     assert texts(run(kc, "kept")[1])[-1] == ("result", "$1 = yes")
 
 
+def test_an_interrupt_that_cannot_stop_the_node_says_its_definitions_are_lost(kernel) -> None:
+    km, kc = kernel
+    run(kc, "(define kept 'yes)")
+    msg_id = kc.execute(
+        '(begin (sigaction SIGINT SIG_IGN) (display "deaf\\n") (let loop () (loop)))'
+    )
+    while True:  # wait until the loop has started on the node
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            break
+    km.interrupt_kernel()
+    reply = shell_reply(kc, msg_id)["content"]
+    assert (reply["status"], reply["evalue"]) == ("error", "User interrupt")
+    assert "it is being interrupted" in reply["traceback"][0]
+    # The node ignores every interrupt: its REPL is given up, and the next cell
+    # runs on a fresh one and says so before anything else.
+    reply, outputs = run(kc, "kept")
+    notice = texts(outputs)[0]
+    assert notice[0] == "stderr"
+    assert "did not stop after 3 interrupts" in notice[1]
+    assert "definitions made before this cell are lost" in notice[1]
+    assert reply["content"]["ename"] == "unbound-variable"
+
+
 def test_restart_gives_a_fresh_remote_repl(kernel) -> None:
     km, kc = kernel
     run(kc, "(define before-restart 1)")

@@ -1,0 +1,177 @@
+"""Nodes whose remote side stops answering, ignores interrupts or is abandoned: every
+timeout is a bound the caller can count on, and nothing of ours outlives its node."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sshdist_kernel import (
+    Node,
+    NodeError,
+    NodeReplError,
+    NodeTimeoutError,
+    dist_map,
+    make_node,
+    node_eval,
+    with_ssh,
+)
+
+from .conftest import wait_until
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (the local nodes' processes are this machine's)."""
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
+
+
+def _parent(pid: int) -> int:
+    stat = _stat(pid)
+    assert stat is not None, f"process {pid} is gone"
+    return int(stat[1])
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of a process group."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None and stat[0] != "Z" and int(stat[3]) == pgid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def stopped() -> Iterator[list[int]]:
+    """Processes a test SIGSTOPs; they are continued when it ends, whatever happens."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_timeout_holds_when_the_remote_guile_is_stopped(node: Node, stopped: list[int]) -> None:
+    with_ssh(node, "(define kept 'yes)")
+    pid = node.rrepl.pid
+    os.kill(pid, signal.SIGSTOP)
+    stopped.append(pid)
+    started = time.monotonic()
+    with pytest.raises(NodeTimeoutError, match="within 3 s"):
+        node_eval(node, "(+ 1 2)", timeout=3)
+    assert time.monotonic() - started < 4
+    os.kill(pid, signal.SIGCONT)  # the background interrupt then finds it
+    assert with_ssh(node, "kept", timeout=10).value == "yes"
+    assert node.restarts == 0
+
+
+def test_dist_map_returns_within_its_timeout_when_a_node_stops(
+    ssh_config: str, stopped: list[int]
+) -> None:
+    nodes = [make_node(name, ssh_config=ssh_config) for name in ("node1", "node2")]
+    try:
+        os.kill(nodes[0].rrepl.pid, signal.SIGSTOP)
+        stopped.append(nodes[0].rrepl.pid)
+        started = time.monotonic()
+        with pytest.raises(NodeError):
+            dist_map(nodes, "(lambda (x) (* x x))", range(10), timeout=3)
+        assert time.monotonic() - started < 4
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def test_a_silent_peer_is_dropped_and_the_next_call_reconnects(
+    node: Node, stopped: list[int]
+) -> None:
+    """The node's sshd session process stopped: TCP stays open and nothing answers."""
+    with_ssh(node, "(define kept 'yes)")
+    sshd = _parent(node.rrepl.pid)
+    os.kill(sshd, signal.SIGSTOP)
+    stopped.append(sshd)
+    started = time.monotonic()
+    with pytest.raises(NodeError):
+        node_eval(node, "(+ 1 2)", timeout=3)
+    assert time.monotonic() - started < 4
+    started = time.monotonic()
+    result = with_ssh(node, "(+ 40 2)", timeout=10)
+    assert result.value == 42
+    assert time.monotonic() - started < 10
+    assert node.restarts == 1
+    assert "stopped answering" in node.last_loss or "within 3 s" in node.last_loss
+    with pytest.raises(NodeReplError, match="kept"):  # a fresh REPL: definitions lost
+        with_ssh(node, "kept", timeout=10)
+
+
+def test_a_wait_without_timeout_notices_a_silent_peer(node: Node, stopped: list[int]) -> None:
+    sshd = _parent(node.rrepl.pid)
+    os.kill(sshd, signal.SIGSTOP)
+    stopped.append(sshd)
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="stopped answering"):
+        node_eval(node, "(+ 1 2)", timeout=None)
+    assert time.monotonic() - started < 7  # 2 s of silence, then 3 s for a keepalive
+
+
+IGNORES_SIGINT = "(begin (sigaction SIGINT SIG_IGN) (let loop () (loop)))"
+
+
+def test_an_abandoned_evaluation_that_ignores_sigint_dies_with_its_node(node: Node) -> None:
+    pid = node.rrepl.pid
+    with pytest.raises(NodeTimeoutError, match="within 1 s"):
+        node_eval(node, IGNORES_SIGINT, timeout=1)
+    node.close()
+    wait_until(lambda: not _running(pid), timeout=10, what="the abandoned guile to end")
+
+
+def test_children_that_ignore_every_polite_signal_die_with_their_node(node: Node) -> None:
+    pid = node.rrepl.pid
+    with pytest.raises(NodeTimeoutError):
+        node_eval(node, "(system \"trap '' INT TERM; sleep 1000; sleep 1000\")", timeout=1)
+    assert len(_group(pid)) >= 2  # guile and its shell (and the sleep)
+    node.close()
+    wait_until(lambda: not _group(pid), timeout=10, what="the REPL's process group to end")
+
+
+def test_an_evaluation_blocked_opening_a_fifo_dies_with_its_node(
+    node: Node, tmp_path: Path
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    pid = node.rrepl.pid
+    with pytest.raises(NodeTimeoutError):
+        node_eval(node, f'(open-input-file "{fifo}")', timeout=1)
+    node.close()
+    wait_until(lambda: not _running(pid), timeout=10, what="the blocked guile to end")
+
+
+def test_a_repl_that_cannot_be_stopped_is_replaced_and_says_so(node: Node) -> None:
+    with_ssh(node, "(define kept 'yes)")
+    pid = node.rrepl.pid
+    with pytest.raises(NodeTimeoutError):
+        node_eval(node, IGNORES_SIGINT, timeout=0.5)
+    # Three interrupts go unanswered; the REPL is then closed, and the next call
+    # (which waits for that) gets a fresh one.
+    started = time.monotonic()
+    with pytest.raises(NodeReplError, match="kept"):
+        with_ssh(node, "kept", timeout=20)
+    assert time.monotonic() - started < 10
+    assert node.restarts == 1
+    assert "did not stop after 3 interrupts" in node.last_loss
+    wait_until(lambda: not _running(pid), timeout=10, what="the old guile to end")
