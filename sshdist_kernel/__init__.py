@@ -32,7 +32,6 @@ from .job import (
     split,
 )
 from .node import (
-    UNIX,
     Node,
     is_node,
     make_node,
@@ -42,14 +41,12 @@ from .node import (
     node_loadavg,
     node_open_rrepl,
     node_repl_port,
-    node_run_server,
-    node_server_running,
     node_session,
-    node_stop_server,
     with_ssh,
 )
 from .rrepl import EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prompt
 from .rreplshell import rrepl
+from .server import UNIX, node_run_server, node_server_running, node_stop_server
 from .session import Session, make_session
 from .sexp import Char, Keyword, Opaque, Pair, Symbol
 

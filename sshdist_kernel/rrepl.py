@@ -1,15 +1,14 @@
 """One remote REPL on one channel: start-up, ``rrepl_eval``, errors, interrupt.
 
 The remote side runs ``rrepl.scm``, a loop over Guile's own REPL machinery that
-frames everything it writes as ``<TAG><LEN>\\n<bytes>`` records.  This module is the
-only place that knows that format; the REPL language (Guile today) sits behind
-``ReplLanguage``, so another REPL is one more class.
+frames everything it writes as ``<TAG><LEN>\\n<bytes>`` records (read by ``records``).
+This module is the only place that knows what the records mean; the REPL language
+(Guile today) sits behind ``ReplLanguage``, so another REPL is one more class.
 """
 
 from __future__ import annotations
 
 import codecs
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from typing import Any, Protocol
 
 from . import sexp
 from .errors import NodeError, NodeReplError, NodeTimeoutError
+from .records import RecordStream, deadline_after, seconds_left
 
 DEFAULT_EVAL_TIMEOUT = 600.0
 """Seconds an evaluation may run before it is interrupted; pass ``timeout=None`` to wait on."""
@@ -25,19 +25,11 @@ DEFAULT_EVAL_TIMEOUT = 600.0
 START_TIMEOUT = 15.0
 """Seconds a fresh REPL has to say hello."""
 
-PROBE_AFTER = 2.0
-"""Seconds of silence during a wait after which the connection is asked whether it lives."""
-
-PROBE_DEADLINE = 3.0
-"""Seconds a live connection has to answer that question (an SSH keepalive)."""
-
 RECOVERY_TRIES = 3
 """Interrupts sent to an abandoned evaluation before its REPL is given up."""
 
 RECOVERY_WAIT = 2.0
 """Seconds an interrupted evaluation has to come back to the prompt, per interrupt."""
-
-_POLL = 0.25  # the longest a wait goes without looking at the channel's stderr
 
 OutputCallback = Callable[[str, str], None]
 """Called as ``on_output(stream, text)`` with stream ``"stdout"`` or ``"stderr"``."""
@@ -97,20 +89,8 @@ class ReplLanguage(Protocol):
         """The version in ``version_command``'s output."""
 
 
-_HEADER = re.compile(rb"([a-z])(\d+)\n")
-_HELLO_MARKER = b"\0sshdist-rrepl\0"
-
-
 class _ReplClosed(NodeError):
     """The REPL was closed before the request was sent: a node may open a new one."""
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
 class Rrepl:
@@ -133,158 +113,46 @@ class Rrepl:
         alive: Callable[[float], bool] | None = None,
         timeout: float = START_TIMEOUT,
     ) -> None:
-        self.channel = channel
         self.where = where
         self.language = language
+        self._stream = RecordStream(channel, where, alive)
         self._interrupter = interrupter
-        self._alive = alive
-        self._buf = bytearray()
-        self._pos = 0  # where the next record starts in _buf
         self._lock = threading.Lock()  # one evaluation at a time
-        self._send_lock = threading.Lock()  # an interrupt may be sent while one runs
         self._acks_due = 0  # interrupt requests not yet answered (i records)
         self._answer_due = False  # a request was sent and its p record not yet read
-        self._stderr = codecs.getincrementaldecoder("utf-8")("replace")
-        self._side_stderr: list[str] = []  # what the channel's own stderr carried
-        self.broken = False
         self.recovering = False
-        self.lost: str | None = None  # why the REPL had to be given up, if it was
         self.module = "(guile-user)"
         self.repl_language = "scheme"
         deadline = time.monotonic() + timeout
-        self.banner = self._skip_banner(deadline)
+        self.banner = self._stream.skip_banner(deadline)
         tag, payload = self._next_record(deadline, "start")
         if tag != "h":
-            self._fail(f"the remote REPL on {where} did not start (got {tag!r} first)")
+            self._stream.fail(f"the remote REPL on {where} did not start (got {tag!r} first)")
         pid, version, client = payload.decode().split("\n")
         self.pid = int(pid)
         self.version = version
         self.client_id = int(client)
 
-    # -- records --------------------------------------------------------------
+    @property
+    def channel(self) -> Any:
+        return self._stream.channel
 
-    def _skip_banner(self, deadline: float) -> str:
-        """Drop what the remote login shell printed before the loop started (a
-        chatty ~/.bashrc, a message of the day) and return it."""
-        while True:
-            at = self._buf.find(_HELLO_MARKER)
-            if at >= 0:
-                banner = bytes(self._buf[:at]).decode("utf-8", "replace")
-                self._pos = at + len(_HELLO_MARKER)
-                return banner
-            if len(self._buf) > 1 << 16:
-                self._fail(
-                    f"{self.where} printed this instead of starting the REPL: "
-                    f"{bytes(self._buf[:200]).decode('utf-8', 'replace')!r}"
-                )
-            self._fill(deadline, "starting")
+    @property
+    def broken(self) -> bool:
+        return self._stream.broken
 
-    def _fill(self, deadline: float | None, doing: str) -> None:
-        """Read what has arrived into the buffer; ``NodeTimeoutError`` past ``deadline``.
-
-        The wait goes in short slices: between them the channel's stderr is read (a
-        full stderr window would stall stdout too), and after ``PROBE_AFTER`` seconds
-        of silence the connection is asked whether it still lives."""
-        quiet_since = time.monotonic()
-        while True:
-            left = _left(deadline)
-            if left is not None and left <= 0:
-                raise NodeTimeoutError(
-                    f"{self.where} did not answer within the time allowed while {doing}"
-                )
-            try:
-                self.channel.settimeout(_POLL if left is None else min(left, _POLL))
-                chunk = self.channel.recv(1 << 20)
-            except TimeoutError:  # before OSError: a timeout is one
-                chunk = None
-            except (OSError, EOFError) as exc:
-                self._fail(f"the connection to {self.where} broke while {doing}: {exc}")
-            self._read_stderr()
-            if chunk == b"":
-                self._fail(self._death_message(doing))
-            if chunk:
-                del self._buf[: self._pos]  # compact once per read, not once per record
-                self._pos = 0
-                self._buf += chunk
-                return
-            if self._alive is not None and time.monotonic() - quiet_since >= PROBE_AFTER:
-                probe = PROBE_DEADLINE if left is None else min(PROBE_DEADLINE, max(left, 0.1))
-                if not self._alive(probe):
-                    self._fail(
-                        f"the connection to {self.where} stopped answering (no reply to an "
-                        f"SSH keepalive within {probe:g} s) while {doing}; it was dropped, "
-                        "and the next call reconnects"
-                    )
-                quiet_since = time.monotonic()
-
-    def _read_stderr(self) -> None:
-        try:
-            while self.channel.recv_stderr_ready():
-                data = self.channel.recv_stderr(1 << 20)
-                if not data:
-                    break
-                self._side_stderr.append(self._stderr.decode(data))
-        except (AttributeError, OSError, EOFError):
-            pass
+    @property
+    def lost(self) -> str | None:
+        """Why the REPL had to be given up, if it was."""
+        return self._stream.lost
 
     def _next_record(self, deadline: float | None, doing: str) -> tuple[str, bytes]:
-        while True:
-            m = _HEADER.match(self._buf, self._pos)
-            if m:
-                end = m.end() + int(m.group(2))
-                if len(self._buf) >= end:
-                    tag = chr(self._buf[self._pos])
-                    self._pos = end
-                    if tag == "i":  # an interrupt request was handled
-                        self._acks_due = max(self._acks_due - 1, 0)
-                    elif tag == "p":
-                        self._answer_due = False
-                    return tag, bytes(self._buf[m.end() : end])
-            elif len(self._buf) - self._pos > 24:
-                junk = bytes(self._buf[self._pos : self._pos + 60])
-                self._fail(f"the REPL on {self.where} sent something unexpected: {junk!r}")
-            self._fill(deadline, doing)
-
-    def _death_message(self, doing: str) -> str:
-        self._read_stderr()
-        status = None
-        try:
-            if self.channel.status_event.wait(1.0):
-                status = self.channel.recv_exit_status()
-        except AttributeError:
-            pass
-        text = "".join(self._side_stderr).strip()
-        if status == 127:
-            return (
-                f"guile is not installed on {self.where} (or not on PATH): {text or 'exit 127'}."
-                " Install guile-3.0 there."
-            )
-        detail = f" (exit status {status})" if status not in (None, -1) else ""
-        return f"the remote REPL on {self.where} ended{detail} while {doing}" + (
-            f": {text}" if text else ""
-        )
-
-    def _fail(self, message: str) -> None:
-        self.broken = True
-        self.lost = self.lost or message
-        raise NodeError(message)
-
-    def _send(self, data: bytes, deadline: float | None, doing: str) -> None:
-        """Send all of ``data``; a send cut short leaves half a request, so the REPL
-        is closed then."""
-        with self._send_lock:
-            try:
-                left = _left(deadline)
-                self.channel.settimeout(None if left is None else max(left, 0.01))
-                self.channel.sendall(data)
-            except TimeoutError:
-                self.close()
-                raise NodeTimeoutError(
-                    f"{self.where} did not take the request within the time allowed while "
-                    f"{doing}; its REPL was closed and the next call starts a fresh one"
-                ) from None
-            except (OSError, EOFError) as exc:
-                self._fail(f"could not send to {self.where}: {exc}")
+        tag, payload = self._stream.next_record(deadline, doing)
+        if tag == "i":  # an interrupt request was handled
+            self._acks_due = max(self._acks_due - 1, 0)
+        elif tag == "p":
+            self._answer_due = False
+        return tag, payload
 
     # -- evaluation -------------------------------------------------------------
 
@@ -311,8 +179,8 @@ class Rrepl:
         replaces it for a caller that spent part of its ``timeout`` already."""
         self.language.check_input(source, self.repl_language)
         if deadline is None:
-            deadline = _deadline(timeout)
-        left = _left(deadline)
+            deadline = deadline_after(timeout)
+        left = seconds_left(deadline)
         if not self._lock.acquire(timeout=-1 if left is None else left):
             state = "stopping an abandoned evaluation" if self.recovering else "evaluating"
             raise NodeTimeoutError(
@@ -327,7 +195,7 @@ class Rrepl:
             if attachment is not None:
                 request = b"a%d\n" % len(attachment) + attachment + request
             self._answer_due = True
-            self._send(request, deadline, "sending the request")
+            self._stream.send(request, deadline, "sending the request")
             try:
                 return self._read_answer(deadline, on_output, on_form)
             except NodeTimeoutError:
@@ -356,12 +224,11 @@ class Rrepl:
         nums: list[int] = []
         texts: list[str] = []
         error: tuple[str, str] | None = None
-        self._side_stderr.clear()
+        self._stream.take_stderr()  # what came between requests is nobody's
         while True:
             tag, payload = self._next_record(deadline, "evaluating")
-            if self._side_stderr:
-                text = "".join(self._side_stderr)
-                self._side_stderr.clear()
+            text = self._stream.take_stderr()
+            if text:
                 printed["e"].append(text)
                 if on_output:
                     on_output("stderr", text)
@@ -389,7 +256,7 @@ class Rrepl:
                 self.module, self.repl_language = module, language
                 break
             elif tag != "i":
-                self._fail(f"the REPL on {self.where} sent an unknown record {tag!r}")
+                self._stream.fail(f"the REPL on {self.where} sent an unknown record {tag!r}")
         output = "".join(printed["o"])
         error_output = "".join(printed["e"])
         if error is not None:
@@ -420,7 +287,7 @@ class Rrepl:
         """Read and drop records until the REPL shows its prompt, ready for input
         (``rrepl-skip-to-prompt``): for a request sent by hand on the channel."""
         self._answer_due = True
-        self._resync(_deadline(timeout))
+        self._resync(deadline_after(timeout))
 
     def _abandon(self, wait: float) -> str:
         """Stop waiting for an evaluation: interrupt it and resynchronise in the
@@ -452,7 +319,7 @@ class Rrepl:
             except (NodeError, OSError, EOFError):
                 break
         if not self.broken:
-            self.lost = (
+            self._stream.lost = (
                 f"the evaluation on {self.where} did not stop after {RECOVERY_TRIES} interrupts"
             )
             self.close()
@@ -477,25 +344,23 @@ class Rrepl:
             return
         payload = str(self.client_id).encode()
         self._acks_due += 1
-        self._send(b"i%d\n" % len(payload) + payload, _deadline(RECOVERY_WAIT), "interrupting")
+        self._stream.send(
+            b"i%d\n" % len(payload) + payload, deadline_after(RECOVERY_WAIT), "interrupting"
+        )
 
     def interrupt_client(self, client_id: int, timeout: float = 5.0) -> None:
         """Ask the REPL process behind this channel to interrupt another of its clients
         (a REPL server serves several; each has a number)."""
         payload = str(int(client_id)).encode()
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         self._acks_due += 1
-        self._send(b"i%d\n" % len(payload) + payload, deadline, "interrupting")
+        self._stream.send(b"i%d\n" % len(payload) + payload, deadline, "interrupting")
         self._resync(deadline)
 
     def close(self) -> None:
         """Close the channel.  A REPL still evaluating sees its input end and stops
         its whole process group (SIGINT, then SIGTERM, then SIGKILL)."""
-        self.broken = True
-        try:
-            self.channel.close()
-        except (OSError, EOFError):
-            pass
+        self._stream.close()
 
     def __repr__(self) -> str:
         state = "closed" if self.broken else f"pid {self.pid}"

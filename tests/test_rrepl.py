@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sshdist_kernel import (
+    UNIX,
     IncompleteInputError,
     Node,
     NodeReplError,
@@ -24,7 +25,6 @@ from sshdist_kernel import (
     rrepl_skip_to_prompt,
     with_ssh,
 )
-from sshdist_kernel.node import UNIX
 
 
 def test_one_value_comes_back_with_number_module_and_language(node: Node) -> None:
