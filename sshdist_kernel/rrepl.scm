@@ -285,9 +285,9 @@
                 (loop))
               (let ((form ((language-reader (repl-language repl)) port (current-module))))
                 (unless (eof-object? form)
+                  ;; eval-form flushes what the form printed before its values.
                   (with-input-from-port (open-input-string "")
                     (lambda () (eval-form repl form out busy remember?)))
-                  (flush-printed)
                   (send-record out "f" "")
                   (loop)))))))))
 
