@@ -160,8 +160,10 @@ def hand_out_job(job: Job, *, timeout: float | None = DEFAULT_EVAL_TIMEOUT) -> l
         result = job.node.eval(job_to_sexp(job), timeout=timeout)
     values = result.value
     if not isinstance(values, list) or len(values) != job.size:
+        # Guile's own text: str() of the value can fail (huge integers, deep lists).
+        printed = " ".join(result.forms[-1].texts) if result.forms else ""
         raise NodeReplError(
-            f"the job gave {str(values)[:200]} instead of a list of {job.size} results",
+            f"the job gave {printed[:200] or 'no value'} instead of a list of {job.size} results",
             key="bad-job-result",
             node=job.node,
         )

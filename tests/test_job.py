@@ -107,3 +107,15 @@ def test_hand_out_an_eval_job(node: Node) -> None:
 def test_a_failing_job_raises_node_repl_error(node: Node) -> None:
     with pytest.raises(NodeReplError, match="Wrong type"):
         hand_out_job(make_job("map", node, [1], "car"))
+
+
+def test_a_job_that_gives_no_list_of_results_says_what_it_gave(node: Node) -> None:
+    # The proc closes the map early; the job's value is then a list of 3 for 2 items.
+    job = make_job("map", node, ["a", "b"], "(lambda (x) x) '()) (cons (expt 7 20000)")
+    with pytest.raises(NodeReplError, match=r"the job gave \(9\d{198} instead of a list of 2"):
+        hand_out_job(job)
+
+
+def test_hand_out_a_map_job_of_huge_integers(node: Node) -> None:
+    job = make_job("map", node, [10**5000, -(7**20000)], "(lambda (x) (* x x))")
+    assert hand_out_job(job) == [10**10000, 7**40000]
