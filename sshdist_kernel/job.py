@@ -79,21 +79,27 @@ def job_proc(job: Job) -> Any:
 
 
 def split(lst: list[Any], count: int) -> list[list[Any]]:
-    """``split``: ``lst`` in ``count`` chunks, in order, whose sizes differ by one at
-    most; never more chunks than items, so ``split([], n)`` is ``[]``.  Unlike
-    Guile-SSH's, no item is ever repeated or dropped."""
+    """``split``: ``lst`` in at most ``count`` chunks, in order, laid out as Guile-SSH 1.0
+    does: chunks of ``round(len(lst) / count)`` items (ties to even, at least one), the
+    last one the rest; so 7 items in 3 are ``[[a, b], [c, d], [e, f, g]]`` and 9 in 6 are
+    five chunks.  Where Guile-SSH's answer is no partition (6 in 4 repeats ``(5 6)``, 2 in
+    4 has empty chunks, 23 in 9 fails) this one stops once the rest fits in one chunk: no
+    item repeated or lost, no empty chunk, and ``split([], n)`` is ``[]``."""
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"split needs a count of at least 1, not {count!r}")
     items = list(lst)
-    count = min(count, len(items))
-    if count == 0:
+    if not items:
         return []
-    size, extra = divmod(len(items), count)
+    # Guile's round/: to nearest, ties to even, in exact arithmetic.
+    size, rest = divmod(len(items), count)
+    if 2 * rest > count or (2 * rest == count and size % 2):
+        size += 1
+    size = max(size, 1)
     chunks, start = [], 0
-    for i in range(count):
-        end = start + size + (1 if i < extra else 0)
-        chunks.append(items[start:end])
-        start = end
+    while len(chunks) < count - 1 and len(items) - start > size:
+        chunks.append(items[start : start + size])
+        start += size
+    chunks.append(items[start:])
     return chunks
 
 
@@ -160,8 +166,10 @@ def hand_out_job(job: Job, *, timeout: float | None = DEFAULT_EVAL_TIMEOUT) -> l
         result = job.node.eval(job_to_sexp(job), timeout=timeout)
     values = result.value
     if not isinstance(values, list) or len(values) != job.size:
+        # Guile's own text: str() of the value can fail (huge integers, deep lists).
+        printed = " ".join(result.forms[-1].texts) if result.forms else ""
         raise NodeReplError(
-            f"the job gave {str(values)[:200]} instead of a list of {job.size} results",
+            f"the job gave {printed[:200] or 'no value'} instead of a list of {job.size} results",
             key="bad-job-result",
             node=job.node,
         )

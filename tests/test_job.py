@@ -25,6 +25,7 @@ from sshdist_kernel import (
     make_job,
     set_job_node,
     split,
+    with_ssh,
 )
 
 
@@ -32,17 +33,44 @@ from sshdist_kernel import (
 def test_split_is_an_exact_partition(lst: list[int], count: int) -> None:
     chunks = split(lst, count)
     assert [x for chunk in chunks for x in chunk] == lst
-    assert len(chunks) == min(count, len(lst))
+    assert len(chunks) <= min(count, len(lst))
     assert all(chunks)
-    if chunks:
-        sizes = [len(c) for c in chunks]
-        assert max(sizes) - min(sizes) <= 1
+    assert len({len(c) for c in chunks[:-1]}) <= 1  # equal chunks, then the rest
 
 
-def test_split_as_in_the_chapter_and_where_guile_ssh_duplicates() -> None:
-    assert split(["a", "b", "c", "d"], 2) == [["a", "b"], ["c", "d"]]
-    assert split([1, 2, 3, 4, 5, 6], 4) == [[1, 2], [3, 4], [5], [6]]
-    assert split([], 3) == []
+def test_split_as_in_guile_ssh_tests_and_the_chapter() -> None:
+    a, b, c, d, e, f, g = "abcdefg"
+    assert split([a, b, c, d, e, f, g], 3) == [[a, b], [c, d], [e, f, g]]  # "split, 1"
+    assert split([a], 2) == [[a]]  # "split, 2"
+    assert split([a, b, c, d], 2) == [[a, b], [c, d]]  # the chapter's example
+
+
+def test_split_where_guile_ssh_repeats_items_fails_or_makes_empty_chunks() -> None:
+    assert split([1, 2, 3, 4, 5, 6], 4) == [[1, 2], [3, 4], [5, 6]]  # ((1 2) (3 4) (5 6) (5 6))
+    assert split(list(range(23)), 9)[-1] == [21, 22]  # Guile-SSH: wrong-type-arg
+    assert split([1, 2], 4) == [[1], [2]]  # (() () () (1 2))
+    assert split([], 3) == []  # (())
+
+
+_GUILE_SSH_SPLITS = """
+(let ((split (@ (ssh dist job) split)))
+  (map (lambda (n)
+         (map (lambda (count) (false-if-exception (split (iota n) count))) (iota 8 1)))
+       (iota 31)))
+"""
+
+
+def test_split_lays_out_chunks_as_guile_ssh_does(shared_node: Node) -> None:
+    """Against the real Guile-SSH split, for every case where its answer is a partition."""
+    if not with_ssh(shared_node, "(false-if-exception (resolve-interface '(ssh dist job)))").value:
+        pytest.skip("Guile-SSH is not installed (apt-get install guile-ssh)")
+    compared = 0
+    for n, row in enumerate(with_ssh(shared_node, _GUILE_SSH_SPLITS).value):
+        for count, theirs in enumerate(row, start=1):
+            if theirs and all(theirs) and [x for c in theirs for x in c] == list(range(n)):
+                assert split(list(range(n)), count) == theirs, (n, count)
+                compared += 1
+    assert compared == 222  # of 248: the rest repeat items, fail, or have empty chunks
 
 
 @pytest.mark.parametrize("count", [0, -1, 1.5, True])
@@ -107,3 +135,15 @@ def test_hand_out_an_eval_job(node: Node) -> None:
 def test_a_failing_job_raises_node_repl_error(node: Node) -> None:
     with pytest.raises(NodeReplError, match="Wrong type"):
         hand_out_job(make_job("map", node, [1], "car"))
+
+
+def test_a_job_that_gives_no_list_of_results_says_what_it_gave(node: Node) -> None:
+    # The proc closes the map early; the job's value is then a list of 3 for 2 items.
+    job = make_job("map", node, ["a", "b"], "(lambda (x) x) '()) (cons (expt 7 20000)")
+    with pytest.raises(NodeReplError, match=r"the job gave \(9\d{198} instead of a list of 2"):
+        hand_out_job(job)
+
+
+def test_hand_out_a_map_job_of_huge_integers(node: Node) -> None:
+    job = make_job("map", node, [10**5000, -(7**20000)], "(lambda (x) (* x x))")
+    assert hand_out_job(job) == [10**10000, 7**40000]

@@ -3,7 +3,10 @@ round trips through real Guile are in test_sexp_guile.py)."""
 
 from __future__ import annotations
 
+import enum
 import math
+import sys
+from decimal import Decimal
 from fractions import Fraction
 
 import pytest
@@ -229,3 +232,89 @@ def test_lists_of_numbers_read_quickly_and_exactly(text: str, value: object) -> 
 )
 def test_lists_of_numbers_write_as_guile_reads_them(value: list[object], text: str) -> None:
     assert sexp.write(value) == text
+
+
+def _decimal(n: int) -> str:
+    """``str(n)`` past Python's digit limit, as Guile prints it, without touching the limit."""
+    return format(Decimal(n), "f")
+
+
+@pytest.mark.parametrize(
+    "n",
+    [7**20000, -(10**100000) + 1, 10**4300, -(10**4299)],
+    ids=["7^20000", "-(10^100000-1)", "10^4300", "-10^4299"],
+)
+def test_integers_of_any_size_read_and_write(n: int) -> None:
+    limit = sys.get_int_max_str_digits()
+    assert sexp.read(_decimal(n)) == n
+    assert sexp.read(f"(1 {_decimal(n)} -2)") == [1, n, -2]  # past the list fast path
+    assert sexp.read(sexp.write(n)) == n
+    assert sexp.read(sexp.write([n, 3])) == [n, 3]
+    assert sys.get_int_max_str_digits() == limit
+
+
+def test_integers_past_the_digit_limit_are_written_in_hexadecimal() -> None:
+    assert sexp.write(10**5000).startswith("#x")
+    assert sexp.write([-(16**5000), 2]) == "(#x-1" + "0" * 5000 + " 2)"
+    assert sexp.read("#x-ff") == -255
+    assert sexp.write(10**4000) == "1" + "0" * 4000  # decimal while Python allows it
+
+
+def test_rationals_with_huge_parts_read_and_write() -> None:
+    f = Fraction(10**6000 + 1, 3**9000)
+    assert sexp.read(f"{_decimal(f.numerator)}/{_decimal(f.denominator)}") == f
+    assert sexp.read(f"-{_decimal(f.numerator)}/{_decimal(f.denominator)}") == -f
+    assert sexp.read(sexp.write(f)) == f
+    assert sexp.read(sexp.write(Fraction(1, 10**5000))) == Fraction(1, 10**5000)
+    assert sexp.read("#x-1f/3") == Fraction(-31, 3)
+
+
+def test_odd_integers_and_rationals() -> None:
+    assert sexp.read("1/0") == Symbol("1/0")  # as Guile reads it
+    assert sexp.write(enum.IntEnum("E", "A B").B) == "2"
+
+
+def _nested(depth: int) -> list[object]:
+    """A list ``depth`` levels deep: ``[[[...]]]``."""
+    outer = inner = []
+    for _ in range(depth - 1):
+        inner.append([])
+        inner = inner[0]
+    return outer
+
+
+def _depth(value: object) -> int:
+    depth = 0
+    while isinstance(value, list):
+        depth, value = depth + 1, value[0] if value else None
+    return depth
+
+
+def test_deep_data_is_refused_with_a_clear_error() -> None:
+    for write in (sexp.write, sexp.quote):
+        with pytest.raises(sexp.SexpError, match="nested deeper than 10000 levels"):
+            write(_nested(100_000))
+    with pytest.raises(sexp.SexpError, match="nested deeper than 10000 levels"):
+        sexp.write([1, (2, Pair(3, _nested(10_000)))])
+
+
+def test_data_10000_levels_deep_write_and_read_back() -> None:
+    text = sexp.write(_nested(10_000))
+    assert text == "(" * 10_000 + ")" * 10_000
+    assert _depth(sexp.read(text)) == 10_000
+
+
+def test_reading_deeper_data_gives_the_value() -> None:
+    assert _depth(sexp.read("(" * 100_000 + ")" * 100_000)) == 100_000
+    assert _depth(sexp.read_value("(" * 100_000 + "1" + ")" * 100_000)) == 100_000
+
+
+def test_data_that_contains_itself_is_refused() -> None:
+    loop: list[object] = [1]
+    loop.append(loop)
+    with pytest.raises(sexp.SexpError, match="this list contains itself"):
+        sexp.write(loop)
+    with pytest.raises(sexp.SexpError, match="this list contains itself"):
+        sexp.quote([0, (2, loop)])
+    shared = [1, 2]
+    assert sexp.write([shared, (shared,)]) == "((1 2) #((1 2)))"  # shared is not a loop
