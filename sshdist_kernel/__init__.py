@@ -48,7 +48,7 @@ from .rrepl import EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prom
 from .rreplshell import rrepl
 from .server import UNIX, node_run_server, node_server_running, node_stop_server
 from .session import Session, make_session
-from .sexp import Char, Keyword, Opaque, Pair, Symbol
+from .sexp import Char, Keyword, Opaque, Pair, SexpError, Symbol
 
 try:
     __version__ = version("sshdist-kernel")
@@ -97,6 +97,7 @@ __all__ = [
     "Pair",
     "Rrepl",
     "Session",
+    "SexpError",
     "Symbol",
     "is_node",
     "make_node",
