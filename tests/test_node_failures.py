@@ -4,7 +4,9 @@ timeout is a bound the caller can count on, and nothing of ours outlives its nod
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +129,52 @@ def test_a_wait_without_timeout_notices_a_silent_peer(node: Node, stopped: list[
     with pytest.raises(NodeError, match="stopped answering"):
         node_eval(node, "(+ 1 2)", timeout=None)
     assert time.monotonic() - started < 7  # 2 s of silence, then 3 s for a keepalive
+
+
+class Firewall:
+    """Drops every TCP packet to or from a port on this machine, with nft rules in a
+    table of its own (nothing else on the machine is touched)."""
+
+    def __init__(self) -> None:
+        self.table = f"sshdist_test_{os.getpid()}"
+
+    def _nft(self, *words: str, check: bool = True) -> None:
+        subprocess.run(["nft", *words], check=check, timeout=10, capture_output=True)
+
+    def drop(self, port: int) -> None:
+        self._nft("add", "table", "inet", self.table)
+        hook = "{ type filter hook input priority 0; }"
+        self._nft("add", "chain", "inet", self.table, "in", hook)
+        for direction in ("sport", "dport"):
+            self._nft("add", "rule", "inet", self.table, "in", "tcp", direction, str(port), "drop")
+
+    def allow(self) -> None:
+        self._nft("delete", "table", "inet", self.table, check=False)
+
+
+@pytest.fixture
+def firewall() -> Iterator[Firewall]:
+    if os.geteuid() != 0 or shutil.which("nft") is None:
+        pytest.skip("dropping traffic needs root and nft (Debian's nftables)")
+    wall = Firewall()
+    yield wall
+    wall.allow()
+
+
+def test_dropped_traffic_is_noticed_and_the_next_call_reconnects(
+    node: Node, firewall: Firewall
+) -> None:
+    with_ssh(node, "(define kept 'yes)")
+    firewall.drop(node.session.port)
+    started = time.monotonic()
+    with pytest.raises(NodeError):
+        node_eval(node, "(+ 1 2)", timeout=4)
+    assert time.monotonic() - started < 5
+    firewall.allow()
+    started = time.monotonic()
+    assert with_ssh(node, "(+ 40 2)", timeout=15).value == 42
+    assert time.monotonic() - started < 15
+    assert node.restarts == 1
 
 
 IGNORES_SIGINT = "(begin (sigaction SIGINT SIG_IGN) (let loop () (loop)))"
