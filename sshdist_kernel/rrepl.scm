@@ -97,6 +97,7 @@
 (define captures '())                   ; ((read-port tag write-fd) ...)
 (define capture-lock (make-mutex))
 (define capture-sink #f)
+(define draining? #f)                   ; set before the pipes are read, cleared after
 
 (define (close-on-exec! fd)
   (fcntl fd F_SETFD FD_CLOEXEC)
@@ -120,6 +121,7 @@
   (call-with-blocked-asyncs
    (lambda ()
      (with-mutex capture-lock
+       (set! draining? #t)
        (for-each
         (lambda (capture)
           (let ((r (car capture)) (tag (cadr capture)))
@@ -129,7 +131,15 @@
                   (unless (eof-object? bv)
                     (send-record capture-sink tag bv)
                     (loop (1+ n))))))))
-        captures)))))
+        captures)
+       (set! draining? #f)))))
+
+(define (printed-pending?)
+  ;; Whether a pipe holds output, or the pump is turning some into records: the
+  ;; pipes are checked first, since the pump sets draining? before it reads them.
+  (let ((pending (or (char-ready? (car (car captures)))
+                     (char-ready? (car (cadr captures))))))
+    (or pending draining?)))
 
 (define (output-port-on fd)
   ;; A textual port for code to print on, writing into captured FD's pipe.
@@ -165,14 +175,23 @@
       (cons (output-port-on 1) (output-port-on 2))))
 
 (define (usable-streams streams sink)
-  ;; Code may close its output ports; the next request gets new ones.
-  (if (or (port-closed? (car streams)) (port-closed? (cdr streams)))
-      (begin
-        (for-each (lambda (c) (dup2 (caddr c) (if (equal? (cadr c) "o") 1 2))) captures)
-        (catch #t (lambda () (close-port (car streams))) (lambda _ #f))
-        (catch #t (lambda () (close-port (cdr streams))) (lambda _ #f))
-        (make-streams sink))
-      streams))
+  ;; Code may close its output ports, or set others; the next request gets its
+  ;; own back, new ones where they were closed.
+  (let ((streams
+         (if (or (port-closed? (car streams)) (port-closed? (cdr streams)))
+             (begin
+               (for-each (lambda (c) (dup2 (caddr c) (if (equal? (cadr c) "o") 1 2)))
+                         captures)
+               (catch #t (lambda () (close-port (car streams))) (lambda _ #f))
+               (catch #t (lambda () (close-port (cdr streams))) (lambda _ #f))
+               (make-streams sink))
+             streams)))
+    (unless (and (eq? (current-output-port) (car streams))
+                 (eq? (current-error-port) (cdr streams)))
+      (set-current-output-port (car streams))
+      (set-current-error-port (cdr streams))
+      (current-warning-port (cdr streams)))
+    streams))
 
 (define history-count 0)
 (define history-module (resolve-module '(value-history)))
@@ -262,7 +281,8 @@
   (let ((out (current-output-port)) (err (current-error-port)))
     (unless (port-closed? out) (force-output out))
     (unless (port-closed? err) (force-output err)))
-  (unless (null? captures) (drain-captures! 64)))
+  (when (and (pair? captures) (printed-pending?))
+    (drain-captures! 64)))
 
 (define (skip-whitespace port)
   (let ((ch (peek-char port)))
@@ -356,27 +376,28 @@
                                         "\n" (number->string id)))
     (flush-sink out)
     (when (null? captures) (start-flusher!))
-    (let loop ((streams (make-streams out)))
-      ;; An interrupt that lands as an evaluation ends can unwind through the
-      ;; code that clears BUSY; clear it here too, so an idle loop is never
-      ;; interrupted (that would lose the request being read).
-      (variable-set! busy #f)
-      (let ((request (next-request in)))
-        (cond
-         ((eof-object? request))
-         ((eqv? (car request) #\a)
-          (fluid-set! attachment (cdr request))
-          (loop streams))
-         (else
-          (let ((streams (usable-streams streams out)))
-            (parameterize ((current-output-port (car streams))
-                           (current-error-port (cdr streams))
-                           (current-warning-port (cdr streams))
-                           (current-language (repl-language repl)))
-              (handle-request repl request out busy))
-            (fluid-set! attachment #f)
-            (flush-sink out)
-            (loop streams))))))
+    (let ((streams (make-streams out)))
+      (parameterize ((current-output-port (car streams))
+                     (current-error-port (cdr streams))
+                     (current-warning-port (cdr streams))
+                     (current-language (repl-language repl)))
+        (let loop ((streams streams))
+          ;; An interrupt that lands as an evaluation ends can unwind through the
+          ;; code that clears BUSY; clear it here too, so an idle loop is never
+          ;; interrupted (that would lose the request being read).
+          (variable-set! busy #f)
+          (let ((request (next-request in)))
+            (cond
+             ((eof-object? request))
+             ((eqv? (car request) #\a)
+              (fluid-set! attachment (cdr request))
+              (loop streams))
+             (else
+              (let ((streams (usable-streams streams out)))
+                (handle-request repl request out busy)
+                (fluid-set! attachment #f)
+                (flush-sink out)
+                (loop streams))))))))
     (close-sink out)
     (forget-client! id)))
 
@@ -390,12 +411,14 @@
 
 (define (loop-request in)
   ;; The main loop's reader: a request the pump already took, or the next one.
-  (with-mutex request-lock
-    (set! evaluating? #f)
-    (let ((request (or pending (read-request in))))
-      (set! pending #f)
-      (set! evaluating? (not (eof-object? request)))
-      request)))
+  ;; (No with-mutex: a failure here ends the loop anyway, and this is the hot path.)
+  (lock-mutex request-lock)
+  (set! evaluating? #f)
+  (let ((request (or pending (read-request in))))
+    (set! pending #f)
+    (set! evaluating? (not (eof-object? request)))
+    (unlock-mutex request-lock)
+    request))
 
 (define (abandoned!)
   ;; The client is gone while code runs: Ctrl-C, then SIGTERM, then SIGKILL
@@ -426,12 +449,12 @@
   (let loop ()
     (catch #t
       (lambda ()
-        (let* ((reads (append (if (and evaluating? (not pending)) (list in) '())
-                              (map car captures)))
+        (let* ((pipes (map car captures))
+               (reads (if (and evaluating? (not pending)) (cons in pipes) pipes))
                (ready (car (select reads '() '() 0 20000))))
-          (unless (null? ready)
+          (when (or (memq (car pipes) ready) (memq (cadr pipes) ready))
             (drain-captures! 16))
-          (when (and (memq in ready) (try-mutex request-lock))
+          (when (and (memq in ready) evaluating? (try-mutex request-lock))
             (when (dynamic-wind
                     (lambda () #t)
                     ;; Ready again under the lock: the loop may have read

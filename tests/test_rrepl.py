@@ -396,3 +396,10 @@ def test_an_interrupt_reaches_a_child_the_repl_waits_for(node: Node) -> None:
     assert time.monotonic() - started < 5  # Ctrl-C stopped the sleep, as in a terminal
     assert result.value != 0
     assert rrepl_eval(node.rrepl, "(+ 1 1)").value == 2
+
+
+def test_code_that_sets_other_output_ports_gets_its_own_back_next_request(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(set-current-output-port (open-output-string))")
+    rrepl_eval(node.rrepl, "(set-current-error-port (open-output-string))")
+    again = rrepl_eval(node.rrepl, '(begin (display "out") (display "err" (current-error-port)))')
+    assert (again.output, again.error_output) == ("out", "err")
