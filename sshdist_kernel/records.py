@@ -173,6 +173,8 @@ class RecordStream:
                     f"{doing}; its REPL was closed and the next call starts a fresh one"
                 ) from None
             except (OSError, EOFError) as exc:
+                if getattr(self.channel, "closed", False):  # the REPL ended while idle
+                    self.fail(self._death_message("waiting for a request"))
                 self.fail(f"could not send to {self.where}: {exc}")
 
     def fail(self, message: str) -> None:

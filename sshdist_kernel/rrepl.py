@@ -195,7 +195,12 @@ class Rrepl:
             if attachment is not None:
                 request = b"a%d\n" % len(attachment) + attachment + request
             self._answer_due = True
-            self._stream.send(request, deadline, "sending the request")
+            try:
+                self._stream.send(request, deadline, "sending the request")
+            except NodeTimeoutError:
+                raise
+            except NodeError as exc:  # nothing was evaluated: a node may open a new REPL
+                raise _ReplClosed(str(exc)) from None
             try:
                 return self._read_answer(deadline, on_output, on_form)
             except NodeTimeoutError:

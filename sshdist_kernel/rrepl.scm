@@ -174,14 +174,23 @@
       (cons (framed-port sink "o") (framed-port sink "e"))
       (cons (output-port-on 1) (output-port-on 2))))
 
+(define null-fd #f)                     ; a private /dev/null, to put back on fd 0
+
+(define (restore-standard-fds!)
+  ;; Code may close or redirect fd 0, 1 or 2 ((close-fdes 1), dup2): each request
+  ;; starts with /dev/null and the two pipes there again.
+  (when null-fd
+    (dup2 null-fd 0)
+    (dup2 (caddr (car captures)) (if (equal? (cadr (car captures)) "o") 1 2))
+    (dup2 (caddr (cadr captures)) (if (equal? (cadr (cadr captures)) "o") 1 2))))
+
 (define (usable-streams streams sink)
   ;; Code may close its output ports, or set others; the next request gets its
   ;; own back, new ones where they were closed.
+  (restore-standard-fds!)
   (let ((streams
          (if (or (port-closed? (car streams)) (port-closed? (cdr streams)))
              (begin
-               (for-each (lambda (c) (dup2 (caddr c) (if (equal? (cadr c) "o") 1 2)))
-                         captures)
                (catch #t (lambda () (close-port (car streams))) (lambda _ #f))
                (catch #t (lambda () (close-port (cdr streams))) (lambda _ #f))
                (make-streams sink))
@@ -240,6 +249,14 @@
 
 (define main-busy (make-variable #f))
 
+(define loop-pid (getpid))
+
+(define (leave-if-forked!)
+  ;; Code that forks ((primitive-fork)) and lets the child return into this loop
+  ;; would have two processes answer on one channel: the child leaves, silently.
+  (unless (= (getpid) loop-pid)
+    (primitive-_exit 0)))
+
 (define (on-sigint signum)
   (interrupt-now main-busy))
 
@@ -261,6 +278,7 @@
                 (lambda (k . args) (values))))
             (lambda () (variable-set! busy #f))))
       (lambda values
+        (leave-if-forked!)
         (flush-printed)
         (for-each
          (lambda (value)
@@ -353,6 +371,7 @@
           (lambda ()
             (run-source repl (cdr request) out busy (eqv? (car request) #\e)))
           (lambda (key . args)
+            (leave-if-forked!)
             (catch #t flush-printed (lambda _ #f))
             (if (eq? key 'quit)
                 (send-record out "x" "quit\nThe REPL was asked to quit; it keeps running.")
@@ -487,9 +506,9 @@
   "Serve one client on the exec channel's stdin and stdout."
   (let* ((in (private-port 0 "r"))
          (out (make-sink (private-port 1 "w")))
-         (null (open-fdes "/dev/null" O_RDONLY)))
+         (null (close-on-exec! (open-fdes "/dev/null" O_RDONLY))))
     (dup2 null 0)
-    (close-fdes null)
+    (set! null-fd null)
     ;; Our own process group, so a Ctrl-C (kill 0 SIGINT) reaches our children
     ;; and nothing else; a session leader already leads its group.
     (catch 'system-error (lambda () (setpgid 0 0)) (lambda _ #f))
@@ -501,6 +520,7 @@
     ;; client that is gone fails with EPIPE instead of killing the loop.
     (sigaction SIGPIPE (lambda (signum) #f))
     (prepare-process)
+    (set! loop-pid (getpid))
     (call-with-new-thread (lambda () (pump in out)))
     (sshdist-serve in out main-busy #:next-request loop-request)))
 

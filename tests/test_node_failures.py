@@ -223,3 +223,31 @@ def test_a_repl_that_cannot_be_stopped_is_replaced_and_says_so(node: Node) -> No
     assert node.restarts == 1
     assert "did not stop after 3 interrupts" in node.last_loss
     wait_until(lambda: not _running(pid), timeout=10, what="the old guile to end")
+
+
+def test_a_repl_that_died_while_idle_is_reopened_by_the_next_call(node: Node) -> None:
+    with_ssh(node, "(define kept 'yes)")
+    os.kill(node.rrepl.pid, signal.SIGKILL)
+    time.sleep(0.3)  # the channel's close reaches the client
+    assert with_ssh(node, "(+ 1 1)", timeout=10).value == 2
+    assert node.restarts == 1
+    assert "ended" in node.last_loss
+
+
+def test_a_forked_child_never_answers_for_the_repl(node: Node) -> None:
+    assert with_ssh(node, "(primitive-fork)", timeout=10).value > 0  # the parent's answer
+    assert with_ssh(node, "(+ 1 2)").value == 3
+    child_returns = "(if (zero? (primitive-fork)) (car '()) (begin (usleep 300000) 'parent))"
+    assert with_ssh(node, child_returns, timeout=10).value == "parent"
+    assert with_ssh(node, "(+ 1 3)").value == 4
+    assert node.restarts == 0
+
+
+def test_code_that_closes_or_redirects_fd_1_and_2_leaves_the_next_request_whole(
+    node: Node,
+) -> None:
+    with_ssh(node, '(close-fdes 1) (close-fdes 2) (dup2 (open-fdes "/dev/null" O_RDONLY) 0)')
+    result = with_ssh(node, '(system "echo out; echo err >&2; cat")', timeout=10)
+    assert (result.value, result.output, result.error_output) == (0, "out\n", "err\n")
+    with_ssh(node, '(dup2 (open-fdes "/dev/null" O_WRONLY) 1)')
+    assert with_ssh(node, '(system "echo back")').output == "back\n"
