@@ -191,18 +191,25 @@ class _Run:
         ]
         for w in workers:
             w.start()
-        with self.cv:
-            while self.fatal is None and self.done < len(self.jobs):
-                left = None if self.deadline is None else self.deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    self.fatal = NodeTimeoutError(
-                        f"the call did not finish within {self.timeout:g} s: "
-                        f"{self.done} of {len(self.jobs)} jobs done"
-                    )
-                    break
-                self.cv.wait(left)
-            fatal = self.fatal
-            self.cv.notify_all()
+        try:
+            with self.cv:
+                while self.fatal is None and self.done < len(self.jobs):
+                    left = None if self.deadline is None else self.deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        self.fatal = NodeTimeoutError(
+                            f"the call did not finish within {self.timeout:g} s: "
+                            f"{self.done} of {len(self.jobs)} jobs done"
+                        )
+                        break
+                    self.cv.wait(left)
+                fatal = self.fatal
+                self.cv.notify_all()
+        except BaseException:  # Ctrl-C: the nodes stop their jobs too
+            with self.cv:
+                self.fatal = self.fatal or NodeError("the call was interrupted")
+                self.cv.notify_all()
+            threading.Thread(target=self._interrupt_running, daemon=True).start()
+            raise
         if fatal is not None:
             # The caller gets control back within a moment; nodes that take longer
             # to stop finish stopping in the background (their next call waits).

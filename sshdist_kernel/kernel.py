@@ -177,7 +177,7 @@ class GuileKernel(Kernel):
                 self._stream(
                     "stderr",
                     f"[the REPL on {node.name} was replaced by a fresh one ({node.last_loss}): "
-                    "definitions made before this cell are lost]\n",
+                    f"{node.restart_consequence}]\n",
                 )
 
         try:

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import NodeError, NodeTimeoutError
 from .guile import GuileRepl
+from .records import checked_timeout
 from .rrepl import (
     DEFAULT_EVAL_TIMEOUT,
     START_TIMEOUT,
@@ -150,14 +151,21 @@ class Node:
                     self.restarts += 1
                     self.last_loss = old.lost or "its REPL was closed"
                     log.warning(
-                        "%s: a fresh REPL replaced one that broke (%s); earlier definitions "
-                        "are lost",
+                        "%s: a fresh REPL replaced one that broke (%s); %s",
                         self.name,
                         self.last_loss,
+                        self.restart_consequence,
                     )
             return self._rrepl
         finally:
             self._lock.release()
+
+    @property
+    def restart_consequence(self) -> str:
+        """What a replaced REPL means for the user's state, in words."""
+        if self.repl_port is None:
+            return "definitions made before are lost"
+        return "the REPL server keeps its definitions; only this connection is new"
 
     @property
     def rrepl(self) -> Rrepl:
@@ -187,6 +195,7 @@ class Node:
         ``timeout`` bounds the whole call, reopening a broken REPL included;
         ``on_start`` is called once the REPL is ready, before the source is sent
         (``restarts`` then says whether it is a fresh one)."""
+        timeout = checked_timeout(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         for attempt in (1, 2):
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)

@@ -5,6 +5,7 @@ noticed instead of waited on.  The REPL's meaning of the records is ``rrepl``'s.
 from __future__ import annotations
 
 import codecs
+import math
 import re
 import threading
 import time
@@ -22,6 +23,16 @@ PROBE_DEADLINE = 3.0
 _POLL = 0.25  # the longest a wait goes without looking at the channel's stderr
 _HEADER = re.compile(rb"([a-z])(\d+)\n")
 _HELLO_MARKER = b"\0sshdist-rrepl\0"
+
+
+def checked_timeout(timeout: float | None) -> float | None:
+    """``timeout`` as seconds to wait: None or infinity waits on; zero, negative or
+    not-a-number is a ``ValueError``, before anything is sent."""
+    if timeout is None or timeout == math.inf:
+        return None
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, not {timeout!r}")
+    return float(timeout)
 
 
 def deadline_after(timeout: float | None) -> float | None:
@@ -71,6 +82,11 @@ class RecordStream:
     def next_record(self, deadline: float | None, doing: str) -> tuple[str, bytes]:
         """The next record's tag and payload; ``NodeTimeoutError`` past ``deadline``,
         ``NodeError`` if the channel breaks or carries something else."""
+        if deadline is not None and time.monotonic() > deadline:
+            # Records already here do not extend the bound (a slow output callback).
+            raise NodeTimeoutError(
+                f"{self.where} did not answer within the time allowed while {doing}"
+            )
         while True:
             m = _HEADER.match(self._buf, self._pos)
             if m:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from . import sexp
 from .errors import NodeError, NodeReplError, NodeTimeoutError
-from .records import RecordStream, deadline_after, seconds_left
+from .records import RecordStream, checked_timeout, deadline_after, seconds_left
 
 DEFAULT_EVAL_TIMEOUT = 600.0
 """Seconds an evaluation may run before it is interrupted; pass ``timeout=None`` to wait on."""
@@ -177,6 +177,7 @@ class Rrepl:
         past it the evaluation is interrupted in the background and the caller gets
         ``NodeTimeoutError`` at once.  ``deadline`` (a ``time.monotonic()`` instant)
         replaces it for a caller that spent part of its ``timeout`` already."""
+        timeout = checked_timeout(timeout)
         self.language.check_input(source, self.repl_language)
         if deadline is None:
             deadline = deadline_after(timeout)

@@ -248,6 +248,7 @@
       (system-async-mark (lambda () (interrupt-now (cdr entry))) (car entry)))))
 
 (define main-busy (make-variable #f))
+(define main-thread #f)
 
 (define loop-pid (getpid))
 
@@ -257,8 +258,26 @@
   (unless (= (getpid) loop-pid)
     (primitive-_exit 0)))
 
+(define requests-read 0)                ; the loop's requests so far
+(define interrupt-wanted #f)            ; the request an in-band interrupt is for
+
 (define (on-sigint signum)
+  (set! interrupt-wanted #f)
   (interrupt-now main-busy))
+
+(define (interrupt-main!)
+  ;; SIGINT for the group, as Ctrl-C, and the same interrupt marked on the loop's
+  ;; thread: (system "sleep 1") ignores SIGINT while it waits, so in a loop over
+  ;; system only the mark, run when system returns, stops the loop.
+  (let ((request requests-read))
+    (set! interrupt-wanted request)
+    (interrupt-process-group!)
+    (system-async-mark
+     (lambda ()
+       (when (eqv? interrupt-wanted request)  ; not if SIGINT did it already
+         (set! interrupt-wanted #f)
+         (interrupt-now main-busy)))
+     main-thread)))
 
 (define (interrupt-process-group!)
   ;; What Ctrl-C in a terminal does: the REPL and every child it runs (a
@@ -435,23 +454,30 @@
   (set! evaluating? #f)
   (let ((request (or pending (read-request in))))
     (set! pending #f)
+    (set! requests-read (1+ requests-read))
     (set! evaluating? (not (eof-object? request)))
     (unlock-mutex request-lock)
     request))
 
+(define (end-process-group!)
+  ;; The client is gone: SIGTERM, then SIGKILL, for every process of the REPL's
+  ;; group (what its code started, in the background too), the REPL last, so
+  ;; nothing of this REPL outlives its node.  A daemon meant to stay uses setsid.
+  (sigaction SIGTERM SIG_IGN)
+  (kill 0 SIGTERM)
+  (usleep 300000)
+  (kill 0 SIGKILL))
+
 (define (abandoned!)
-  ;; The client is gone while code runs: Ctrl-C, then SIGTERM, then SIGKILL
-  ;; for the whole process group, so nothing of this REPL outlives its node.
-  (interrupt-process-group!)
+  ;; The client went away while code runs: Ctrl-C first; code that will not stop
+  ;; within a second has its process group ended from here.
+  (interrupt-main!)
   (let wait ((n 0))
     (when (and evaluating? (< n 50))
       (usleep 20000)
       (wait (1+ n))))
   (when evaluating?
-    (sigaction SIGTERM SIG_IGN)
-    (kill 0 SIGTERM)
-    (sleep 1)
-    (kill 0 SIGKILL)))
+    (end-process-group!)))
 
 (define (pump-requests! in out)
   ;; Called with the request lock held while the loop evaluates; #t when the
@@ -459,7 +485,7 @@
   (let ((request (read-request in)))
     (cond ((eof-object? request) (set! pending request) #t)
           ((eqv? (car request) #\i)
-           (interrupt-process-group!)
+           (interrupt-main!)
            (send-record out "i" "")
            #f)
           (else (set! pending request) #f))))
@@ -521,8 +547,10 @@
     (sigaction SIGPIPE (lambda (signum) #f))
     (prepare-process)
     (set! loop-pid (getpid))
+    (set! main-thread (current-thread))
     (call-with-new-thread (lambda () (pump in out)))
-    (sshdist-serve in out main-busy #:next-request loop-request)))
+    (sshdist-serve in out main-busy #:next-request loop-request)
+    (end-process-group!)))
 
 ;;; A TCP REPL server is reachable by every local user of the node, so it
 ;;; serves only clients that first send k<LEN>\n<KEY>, KEY being the line in

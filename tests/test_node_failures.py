@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -178,12 +179,15 @@ def test_dropped_traffic_is_noticed_and_the_next_call_reconnects(
 
 
 IGNORES_SIGINT = "(begin (sigaction SIGINT SIG_IGN) (let loop () (loop)))"
+UNSTOPPABLE = "(call-with-blocked-asyncs (lambda () (let loop () (loop))))"
 
 
-def test_an_abandoned_evaluation_that_ignores_sigint_dies_with_its_node(node: Node) -> None:
+def test_an_abandoned_evaluation_that_cannot_be_interrupted_dies_with_its_node(
+    node: Node,
+) -> None:
     pid = node.rrepl.pid
     with pytest.raises(NodeTimeoutError, match="within 1 s"):
-        node_eval(node, IGNORES_SIGINT, timeout=1)
+        node_eval(node, UNSTOPPABLE, timeout=1)
     node.close()
     wait_until(lambda: not _running(pid), timeout=10, what="the abandoned guile to end")
 
@@ -209,11 +213,18 @@ def test_an_evaluation_blocked_opening_a_fifo_dies_with_its_node(
     wait_until(lambda: not _running(pid), timeout=10, what="the blocked guile to end")
 
 
+def test_code_that_ignores_sigint_is_still_interrupted(node: Node) -> None:
+    with_ssh(node, "(define kept 'yes)")
+    with pytest.raises(NodeTimeoutError, match="it was interrupted, and the REPL kept"):
+        node_eval(node, IGNORES_SIGINT, timeout=1)
+    assert with_ssh(node, "kept", timeout=5).value == "yes"
+
+
 def test_a_repl_that_cannot_be_stopped_is_replaced_and_says_so(node: Node) -> None:
     with_ssh(node, "(define kept 'yes)")
     pid = node.rrepl.pid
     with pytest.raises(NodeTimeoutError):
-        node_eval(node, IGNORES_SIGINT, timeout=0.5)
+        node_eval(node, UNSTOPPABLE, timeout=0.5)
     # Three interrupts go unanswered; the REPL is then closed, and the next call
     # (which waits for that) gets a fresh one.
     started = time.monotonic()
@@ -251,3 +262,61 @@ def test_code_that_closes_or_redirects_fd_1_and_2_leaves_the_next_request_whole(
     assert (result.value, result.output, result.error_output) == (0, "out\n", "err\n")
     with_ssh(node, '(dup2 (open-fdes "/dev/null" O_WRONLY) 1)')
     assert with_ssh(node, '(system "echo back")').output == "back\n"
+
+
+def test_an_interrupt_stops_a_loop_over_system(node: Node) -> None:
+    """system ignores SIGINT while it waits: the interrupt lands when it returns."""
+    with_ssh(node, "(define kept 'yes)")
+    with pytest.raises(NodeTimeoutError, match="it was interrupted, and the REPL kept"):
+        node_eval(node, '(for-each (lambda (i) (system "sleep 0.3")) (iota 100))', timeout=1)
+    assert with_ssh(node, "kept", timeout=10).value == "yes"
+    assert node.restarts == 0
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "3"])
+def test_a_timeout_that_is_no_bound_is_refused_before_anything_is_sent(
+    node: Node, timeout: object
+) -> None:
+    with_ssh(node, "(define x 1)")
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+        node_eval(node, "(set! x 100)", timeout=timeout)
+    assert with_ssh(node, "x").value == 1
+    assert with_ssh(node, "(+ x 1)", timeout=float("inf")).value == 2
+
+
+def test_a_slow_output_callback_does_not_stretch_the_bound(node: Node) -> None:
+    started = time.monotonic()
+    with pytest.raises(NodeTimeoutError):
+        node_eval(
+            node,
+            '(system "for i in $(seq 40); do echo line $i; sleep 0.01; done")',
+            timeout=1,
+            on_output=lambda stream, text: time.sleep(0.2),
+        )
+    assert time.monotonic() - started < 2
+
+
+def test_background_jobs_of_an_abandoned_evaluation_die_with_it(node: Node) -> None:
+    pid = node.rrepl.pid
+    with pytest.raises(NodeTimeoutError):
+        node_eval(node, '(begin (system "sleep 111 &") (sleep 100))', timeout=1)
+    assert len(_group(pid)) >= 2
+    node.close()
+    wait_until(lambda: not _group(pid), timeout=10, what="the REPL's process group to end")
+
+
+def test_ctrl_c_during_dist_map_stops_the_nodes(ssh_config: str) -> None:
+    nodes = [make_node(name, ssh_config=ssh_config) for name in ("node1", "node2")]
+    try:
+        for n in nodes:
+            with_ssh(n, "(define kept 'yes)")
+        timer = threading.Timer(1, lambda: signal.raise_signal(signal.SIGINT))
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            dist_map(nodes, "(lambda (x) (sleep 20) x)", [1, 2, 3, 4])
+        timer.join()
+        for n in nodes:  # ready again within a moment, definitions kept
+            assert with_ssh(n, "kept", timeout=5).value == "yes"
+    finally:
+        for n in nodes:
+            n.close()
