@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
+import logging
 import socket
 import threading
 import time
@@ -21,15 +21,18 @@ from typing import Any
 import paramiko
 
 from .errors import (
-    AuthenticationError,
     ConnectError,
     HostKeyError,
     NodeError,
     NodeTimeoutError,
 )
+from .knownhosts import HostKeys, read_host_keys
+from .sshauth import authenticate
 from .sshconfig import CONNECT_TIMEOUT, SessionOptions, resolve_options
 
-_DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
+# With no handler of the application's, paramiko's transport thread prints tracebacks
+# of failures we turn into errors of our own (a peer that never speaks SSH).
+logging.getLogger("paramiko.transport").addHandler(logging.NullHandler())
 
 
 @dataclass(frozen=True)
@@ -74,30 +77,51 @@ class Session:
         return self.transport is not None and self.transport.is_active()
 
     def connect(self, timeout: float | None = None) -> None:
-        """Open (or reopen) the connection: socket, handshake, host key, authentication;
-        ``timeout`` (default: the options') bounds each step."""
+        """Open (or reopen) the connection: socket, handshake, host key, authentication,
+        all within ``timeout`` seconds (default: the options')."""
         self.close()
         o = self.options
         if timeout is not None and timeout < o.timeout:
             o = replace(o, timeout=max(timeout, 0.1))
+        deadline = time.monotonic() + o.timeout
         sock = self._open_socket(o)
-        transport = paramiko.Transport(sock)
+        transport = None
         try:
-            known = self._known_host_keys()
-            if known:
+            transport = paramiko.Transport(sock)
+            left = max(deadline - time.monotonic(), 0.1)
+            transport.banner_timeout = transport.handshake_timeout = left
+            transport.auth_timeout = o.timeout
+            known = read_host_keys(o.known_hosts, o.known_hosts_name)
+            if known.keys:
                 # Ask for the key type known_hosts has, as OpenSSH does, so a host
                 # with several keys is checked against the one we know.
                 opts = transport.get_security_options()
-                wanted = [k for k in opts.key_types if k in known]
+                wanted = [k for k in opts.key_types if k in known.keys]
                 opts.key_types = wanted + [k for k in opts.key_types if k not in wanted]
-            transport.start_client(timeout=o.timeout)
+            transport.start_client(timeout=left)
+            if (
+                not transport.is_active()
+                or transport.remote_version is None
+                or (transport.host_key is None)
+            ):
+                raise ConnectError(
+                    f"{o.target} accepted a TCP connection on port {o.port} but did not speak "
+                    f"SSH within {o.timeout:g} s: is sshd listening there?"
+                )
             self._check_host_key(transport.get_remote_server_key(), known)
-            self._authenticate(transport)
-        except NodeError:
-            transport.close()
-            raise
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            transport.close()
+            authenticate(transport, o)
+        except BaseException as exc:
+            if transport is not None:
+                transport.close()
+            else:
+                sock.close()
+            if isinstance(exc, (NodeError, KeyboardInterrupt, SystemExit)):
+                raise
+            if isinstance(exc, paramiko.SSHException) and "banner" in str(exc).lower():
+                raise ConnectError(
+                    f"{o.target} accepted a TCP connection on port {o.port} but does not speak "
+                    f"SSH ({exc}): is sshd listening there?"
+                ) from None
             raise ConnectError(
                 f"SSH handshake with {o.target} failed: {exc or type(exc).__name__}"
             ) from None
@@ -142,20 +166,19 @@ class Session:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
-    def _known_host_keys(self) -> dict[str, paramiko.PKey]:
-        keys = paramiko.HostKeys()
-        for path in self.options.known_hosts:
-            if os.path.isfile(path):
-                try:
-                    keys.load(path)
-                except (OSError, paramiko.SSHException):
-                    continue
-        return dict(keys.lookup(self.options.known_hosts_name) or {})
-
-    def _check_host_key(self, key: paramiko.PKey, known: dict[str, paramiko.PKey]) -> None:
+    def _check_host_key(self, key: paramiko.PKey, found: HostKeys) -> None:
         o = self.options
         name = o.known_hosts_name
         print_ = fingerprint(key)
+        if found.is_revoked(key):
+            raise HostKeyError(
+                f"the host key of {o.target} ({print_}) is REVOKED in known_hosts: nothing "
+                "was sent. Someone may be impersonating the host, or its key was replaced "
+                "on purpose; ask its administrator.",
+                name,
+                print_,
+            )
+        known = found.keys
         if key.get_name() in known:
             if known[key.get_name()] == key:
                 return
@@ -189,51 +212,6 @@ class Session:
 
     def _known_hosts_file(self) -> str:
         return self.options.known_hosts[0]
-
-    def _authenticate(self, transport: paramiko.Transport) -> None:
-        o = self.options
-        tried: list[str] = []
-        skipped: list[str] = []
-        candidates: list[tuple[str, Any]] = []
-        if o.allow_agent and not o.identities_only and os.environ.get("SSH_AUTH_SOCK"):
-            agent = paramiko.Agent()
-            candidates += [(f"agent key {k.get_name()}", k) for k in agent.get_keys()]
-        files = o.identity_files or [
-            str(Path("~/.ssh", name).expanduser())
-            for name in _DEFAULT_KEYS
-            if Path("~/.ssh", name).expanduser().is_file()
-        ]
-        for path in files:
-            try:
-                candidates.append((path, paramiko.PKey.from_path(path)))
-            except paramiko.PasswordRequiredException:
-                skipped.append(f"{path} (encrypted: add it to ssh-agent)")
-            except (OSError, paramiko.SSHException, ValueError) as exc:
-                skipped.append(f"{path} ({exc.strerror if isinstance(exc, OSError) else exc})")
-        for label, key in candidates:
-            tried.append(label)
-            try:
-                transport.auth_publickey(o.user, key)
-            except paramiko.BadAuthenticationType as exc:
-                raise AuthenticationError(
-                    f"{o.target} does not accept public keys (it allows: "
-                    f"{', '.join(exc.allowed_types)})"
-                ) from None
-            except paramiko.AuthenticationException:
-                continue
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise ConnectError(
-                    f"the connection to {o.target} broke during authentication: {exc}"
-                ) from None
-            if transport.is_authenticated():
-                return
-        detail = f"tried {', '.join(tried)}" if tried else "no key to offer"
-        if skipped:
-            detail += f"; could not use {', '.join(skipped)}"
-        raise AuthenticationError(
-            f"{o.target} refused authentication as {o.user}: {detail}. Check User and "
-            f"IdentityFile in ssh_config, or add the key with ssh-add."
-        )
 
     def responds(self, timeout: float) -> bool:
         """Whether the host answers an SSH keepalive within ``timeout`` seconds: a

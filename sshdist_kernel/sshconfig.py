@@ -46,6 +46,32 @@ class SessionOptions:
         return label if self.alias == self.hostname else f"{self.alias} ({label})"
 
 
+_HOST_REFUSED = set("'`\"$\\;&<>|(){}")
+_USER_REFUSED = set("'`\";&<>|(){}")
+
+
+def check_names(host: str, user: str | None) -> None:
+    """Refuse what OpenSSH refuses on its command line, before any ProxyCommand could
+    expand it into a shell: a leading '-', shell metacharacters, spaces, control
+    characters.  ``ValueError`` naming the character."""
+    bad = next((c for c in host if c in _HOST_REFUSED or c.isspace() or not c.isprintable()), None)
+    if host.startswith("-") or bad is not None or not host:
+        what = "starts with '-'" if host.startswith("-") else f"contains {bad!r}"
+        if not host:
+            what = "is empty"
+        raise ValueError(
+            f"host name {host!r} {what}, which OpenSSH refuses in a host name; "
+            "nothing was run. Give the host as an ssh_config alias, host, user@host or "
+            "user@host:port."
+        )
+    if user is not None:
+        bad_user = next(
+            (c for c in user if c in _USER_REFUSED or c.isspace() or not c.isprintable()), None
+        )
+        if user.startswith("-") or bad_user is not None or user.endswith("\\"):
+            raise ValueError(f"user name {user!r} has characters OpenSSH refuses; nothing was run")
+
+
 def _split_host(spec: str) -> tuple[str | None, str, int | None]:
     """``user@host:port`` into its parts; plain aliases come back as they are."""
     user, _, rest = spec.rpartition("@")
@@ -77,6 +103,7 @@ def resolve_options(
 ) -> SessionOptions:
     """Merge the caller's arguments over ssh_config over OpenSSH's defaults."""
     spec_user, alias, spec_port = _split_host(host)
+    check_names(alias, user or spec_user)
     config_path = (
         Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
     )

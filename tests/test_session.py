@@ -3,9 +3,12 @@ proxies, and clear errors for each way a connection fails."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -204,3 +207,200 @@ def test_keys_from_ssh_agent(local_nodes: LocalNodes, node1, ssh_agent: Path) ->
             allow_agent=False,
             identity=[],
         )
+
+
+# -- peers that are not sshd, keys kept in ssh-agent, known_hosts markers, bad names ----
+
+
+@pytest.fixture
+def not_sshd():
+    """A TCP listener on 127.0.0.1 that accepts and then says ``greeting`` (or nothing)."""
+    servers: list[socket.socket] = []
+    held: list[socket.socket] = []
+
+    def start(greeting: bytes) -> int:
+        server = socket.socket()
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(10)
+        servers.append(server)
+
+        def serve() -> None:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            held.append(conn)
+            if greeting:
+                conn.sendall(greeting)
+
+        threading.Thread(target=serve, daemon=True).start()
+        return server.getsockname()[1]
+
+    yield start
+    for s in servers + held:
+        s.close()
+
+
+@pytest.mark.parametrize(
+    "greeting", [b"", b"HTTP/1.1 400 Bad Request\r\n\r\n" * 10], ids=["silent", "http"]
+)
+def test_a_peer_that_does_not_speak_ssh_fails_within_the_connect_timeout(
+    not_sshd, greeting: bytes
+) -> None:
+    port = not_sshd(greeting)
+    started = time.monotonic()
+    with pytest.raises(ConnectError, match=f"accepted a TCP connection on port {port} but"):
+        make_session(f"127.0.0.1:{port}", ssh_config="/dev/null", timeout=2)
+    assert time.monotonic() - started < 2.5
+
+
+def _askpass(tmp_path: Path, passphrase: str) -> dict[str, str]:
+    script = tmp_path / "askpass"
+    script.write_text(f"#!/bin/sh\necho {passphrase}\n")
+    script.chmod(0o700)
+    return {"SSH_ASKPASS": str(script), "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"}
+
+
+@pytest.fixture
+def encrypted_key(local_nodes: LocalNodes, tmp_path: Path):
+    """A passphrase-protected key the local nodes accept (its .pub moved away, as the
+    OpenSSH private key format keeps the public half in the clear anyway)."""
+    key = tmp_path / "id_locked"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret pass", "-f", str(key)], check=True
+    )
+    authorized = local_nodes.dir / "authorized_keys"
+    before = authorized.read_text()
+    authorized.write_text(before + key.with_suffix(".pub").read_text())
+    key.with_suffix(".pub").rename(tmp_path / "elsewhere.pub")
+    yield key
+    authorized.write_text(before)
+
+
+def test_an_encrypted_key_file_connects_through_the_agent_that_holds_it(
+    local_nodes: LocalNodes, node1, encrypted_key: Path, tmp_path: Path, monkeypatch
+) -> None:
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(sock)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(sock.exists, what="ssh-agent's socket")
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        env = {**os.environ, **_askpass(tmp_path, "'s3cret pass'")}
+        subprocess.run(
+            ["setsid", "-w", "ssh-add", "-q", str(encrypted_key)],
+            check=True,
+            timeout=30,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+        )
+        config = tmp_path / "ssh_config"
+        config.write_text(
+            f"Host locked\n  HostName 127.0.0.1\n  Port {node1.port}\n"
+            f"  IdentityFile {encrypted_key}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {local_nodes.known_hosts}\n"
+        )
+        for options in ({"ssh_config": config}, {"ssh_config": "/dev/null"}):
+            host = "locked" if options["ssh_config"] == config else f"127.0.0.1:{node1.port}"
+            extra = {} if host == "locked" else {"identity": encrypted_key}
+            known = {} if host == "locked" else {"known_hosts": local_nodes.known_hosts}
+            with make_session(host, **options, **extra, **known) as session:
+                assert session.run("echo unlocked").stdout == "unlocked\n"
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_broken_and_encrypted_key_files_are_named_and_leak_nothing(
+    local_nodes: LocalNodes, node1, encrypted_key: Path, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    broken = tmp_path / "id_broken"
+    broken.write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    target = {"known_hosts": local_nodes.known_hosts, "ssh_config": "/dev/null"}
+    make_session(f"127.0.0.1:{node1.port}", identity=local_nodes.identity, **target).close()
+    threads, fds = threading.active_count(), _fds()
+    for _ in range(10):
+        with pytest.raises(AuthenticationError, match=f"could not use {broken} \\(not a usable"):
+            make_session(f"127.0.0.1:{node1.port}", identity=broken, **target)
+        with pytest.raises(
+            AuthenticationError, match=f"could not use {encrypted_key} \\(encrypted: add it"
+        ):
+            make_session(f"127.0.0.1:{node1.port}", identity=encrypted_key, **target)
+    wait_until(lambda: threading.active_count() <= threads, timeout=5, what="threads to end")
+    assert _fds() <= fds
+
+
+def _host_key_line(local_nodes: LocalNodes, node) -> str:
+    name = f"[127.0.0.1]:{node.port}"
+    return next(
+        line for line in local_nodes.known_hosts.read_text().splitlines() if line.startswith(name)
+    )
+
+
+def test_cert_authority_lines_do_not_break_known_hosts(
+    local_nodes: LocalNodes, node1, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    some_key = _host_key_line(local_nodes, local_nodes.nodes[1]).split(" ", 1)[1]
+    known.write_text(
+        f"@cert-authority *.example.com {some_key}\n# a comment\n\nbroken line\n"
+        + _host_key_line(local_nodes, node1)
+        + "\n"
+    )
+    with make_session(
+        f"127.0.0.1:{node1.port}",
+        known_hosts=known,
+        identity=local_nodes.identity,
+        ssh_config="/dev/null",
+    ) as session:
+        assert session.run("true").status == 0
+
+
+def test_a_revoked_host_key_is_refused_even_when_known(
+    local_nodes: LocalNodes, node1, tmp_path: Path
+) -> None:
+    line = _host_key_line(local_nodes, node1)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{line}\n@revoked * {line.split(' ', 1)[1]}\n")
+    with pytest.raises(HostKeyError, match="is REVOKED in known_hosts: nothing was sent"):
+        make_session(
+            f"127.0.0.1:{node1.port}",
+            known_hosts=known,
+            identity=local_nodes.identity,
+            ssh_config="/dev/null",
+        )
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "x:22 -oProxyCommand=touch${IFS}PWNED",
+        "-oProxyCommand=touch PWNED",
+        "a;touch PWNED",
+        "a'b",
+        "a$(id)",
+    ],
+)
+def test_a_host_name_openssh_refuses_is_refused_before_any_proxy_command(
+    local_nodes: LocalNodes, tmp_path: Path, monkeypatch, host: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host *\n  ProxyCommand ssh -F {local_nodes.ssh_config} -W %h:%p node1\n")
+    with pytest.raises(ValueError, match="which OpenSSH refuses in a host name; nothing was run"):
+        make_session(host, ssh_config=config)
+    assert not (tmp_path / "PWNED").exists()
+    assert not (tmp_path / "PWNED}").exists()

@@ -1,0 +1,69 @@
+"""known_hosts lines as OpenSSH reads them (pure parsing: no sshd needed)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from sshdist_kernel.knownhosts import names_match, read_host_keys
+
+
+def _hashed(name: str, salt: bytes = b"0123456789abcdefghij") -> str:
+    digest = hmac.new(salt, name.encode(), hashlib.sha1).digest()
+    return f"|1|{base64.b64encode(salt).decode()}|{base64.b64encode(digest).decode()}"
+
+
+@pytest.mark.parametrize(
+    ("patterns", "name", "matches"),
+    [
+        ("node1", "node1", True),
+        ("NODE1", "node1", True),
+        ("node1,node2", "node2", True),
+        ("node?", "node7", True),
+        ("node?", "node10", False),
+        ("*.example.com", "a.b.example.com", True),
+        ("*.example.com,!bad.example.com", "bad.example.com", False),
+        ("!bad.example.com,*.example.com", "good.example.com", True),
+        ("[127.0.0.1]:2222", "[127.0.0.1]:2222", True),
+        ("[127.0.0.1]:2222", "[127.0.0.1]:2223", False),
+        ("127.0.0.1", "[127.0.0.1]:2222", False),
+        (_hashed("[127.0.0.1]:2222"), "[127.0.0.1]:2222", True),
+        (_hashed("[127.0.0.1]:2222"), "[127.0.0.1]:2223", False),
+        ("|1|not base64|x", "node1", False),
+    ],
+)
+def test_host_patterns(patterns: str, name: str, matches: bool) -> None:
+    assert names_match(patterns, name) is matches
+
+
+def _key_line() -> tuple[paramiko.PKey, str]:
+    key = paramiko.ECDSAKey.generate()
+    return key, f"{key.get_name()} {key.get_base64()}"
+
+
+def test_markers_comments_and_broken_lines(tmp_path: Path) -> None:
+    good, good_text = _key_line()
+    revoked, revoked_text = _key_line()
+    other, other_text = _key_line()
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        "# comment\n\n"
+        f"@cert-authority *.example.com {other_text}\n"
+        "half a line\n"
+        "node1 ecdsa-sha2-nistp256 not-base64!!\n"
+        "node1 ssh-unknown AAAA\n"
+        f"node1,node9 {good_text}\n"
+        f"@revoked * {revoked_text}\n"
+        f"@revoked other-host {other_text}\n"
+    )
+    found = read_host_keys([str(known), str(tmp_path / "missing")], "node1")
+    assert list(found.keys) == [good.get_name()]
+    assert found.keys[good.get_name()].asbytes() == good.asbytes()
+    assert found.is_revoked(revoked)
+    assert not found.is_revoked(good)
+    assert not found.is_revoked(other)  # revoked for another host only
