@@ -16,9 +16,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sshdist_kernel import Node, dist_map, distribute, make_nodes, node_stop_server, with_ssh
+from sshdist_kernel import (
+    Node,
+    dist_map,
+    distribute,
+    make_node,
+    make_nodes,
+    node_stop_server,
+    with_ssh,
+)
 from sshdist_kernel.localnodes import LocalNodes, _free_port
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +58,17 @@ def make_and_close(names: list[str], repl_port: object, ssh_config: str) -> None
         node.close()
 
 
+def make_and_close_on_ports(ports: dict[str, int], ssh_config: str) -> None:
+    """Nodes on running REPL servers, each host's on its own port, made at once."""
+    with ThreadPoolExecutor(len(ports)) as pool:
+        made = pool.map(
+            lambda name: make_node(name, ports[name], ssh_config=ssh_config, start_server=False),
+            ports,
+        )
+        for node in list(made):
+            node.close()
+
+
 def ours(nodes: LocalNodes) -> dict[str, float]:
     config = str(nodes.ssh_config)
     names = nodes.names[:NODE_COUNT]
@@ -75,14 +95,17 @@ def ours(nodes: LocalNodes) -> dict[str, float]:
             n.close()
 
     # A REPL server already running: making a node is connect + open a channel.
-    # The local nodes share this machine, so node1's server serves all eight.
-    port = _free_port()
-    server = make_nodes(["node1"], port, ssh_config=config)[0]
+    # Each local node keeps its servers apart, as a host would: one port a node.
+    ports = {name: _free_port() for name in names}
+    servers = [make_node(name, ports[name], ssh_config=config) for name in names]
     try:
-        figures["make_node_8_server_ms"] = median_ms(lambda: make_and_close(names, port, config), 5)
+        figures["make_node_8_server_ms"] = median_ms(
+            lambda: make_and_close_on_ports(ports, config), 5
+        )
     finally:
-        node_stop_server(server)
-        server.close()
+        for server in servers:
+            node_stop_server(server)
+            server.close()
     return figures
 
 

@@ -110,13 +110,17 @@ class Node:
             )
         else:
             return open_server_port(self, where, left())
+        return self.server_rrepl(channel, left())
+
+    def server_rrepl(self, channel: Any, timeout: float) -> Rrepl:
+        """The REPL a server serves on ``channel``: interrupted through a second channel."""
         return Rrepl(
             channel,
-            where=where,
+            where=self.session.options.target,
             language=self.language,
             interrupter=self._interrupt_server_client,
             alive=self._alive,
-            timeout=left(),
+            timeout=timeout,
         )
 
     def _alive(self, timeout: float) -> bool:

@@ -37,14 +37,7 @@ def open_server_port(node: Node, where: str, timeout: float) -> Rrepl:
         channel = node.session.open_forward("127.0.0.1", node.repl_port)
         try:
             channel.sendall(b"k%d\n" % len(key) + key)
-            return Rrepl(
-                channel,
-                where=where,
-                language=node.language,
-                interrupter=node._interrupt_server_client,
-                alive=node._alive,
-                timeout=timeout,
-            )
+            return node.server_rrepl(channel, timeout)
         except NodeTimeoutError:
             channel.close()
             raise

@@ -218,14 +218,19 @@ def test_completion_and_inspection_come_from_the_remote_guile(kernel) -> None:
     assert texts(run(kc, "(my-area 2 3)")[1]) == [("result", "$1 = 6")]  # numbering kept
 
 
+def wait_for_output(kc: BlockingKernelClient, msg_id: str) -> None:
+    """Until the cell ``msg_id`` printed something: its code has started on the node."""
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
+            return
+
+
 def test_interrupt_stops_an_endless_loop_and_keeps_state(kernel) -> None:
     km, kc = kernel
     run(kc, "(define kept 'yes)")
     msg_id = kc.execute('(begin (display "looping\\n") (let loop () (loop)))')
-    while True:  # wait until the loop has started on the node
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
-        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
-            break
+    wait_for_output(kc, msg_id)  # the code runs on the node
     km.interrupt_kernel()
     reply = shell_reply(kc, msg_id)["content"]
     assert (reply["status"], reply["ename"], reply["evalue"]) == (
@@ -242,10 +247,7 @@ def test_an_interrupt_that_cannot_stop_the_node_says_its_definitions_are_lost(ke
     msg_id = kc.execute(
         '(begin (display "deaf\\n") (call-with-blocked-asyncs (lambda () (let loop () (loop)))))'
     )
-    while True:  # wait until the loop has started on the node
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
-        if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
-            break
+    wait_for_output(kc, msg_id)  # the code runs on the node
     km.interrupt_kernel()
     reply = shell_reply(kc, msg_id)["content"]
     assert (reply["status"], reply["evalue"]) == ("error", "User interrupt")
@@ -289,10 +291,7 @@ def test_a_dropped_connection_is_replaced_and_the_cell_says_definitions_are_lost
         assert run(kc, "kept")[0]["content"]["ename"] == "unbound-variable"
         # Dropped in the middle of a cell: that cell is an error, the next reconnects.
         msg_id = kc.execute('(begin (display "go\\n") (sleep 30))')
-        while True:
-            msg = kc.get_iopub_msg(timeout=TIMEOUT)
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
-                break
+        wait_for_output(kc, msg_id)  # the code runs on the node
         local_nodes.stop("node3", signal.SIGKILL)
         reply = shell_reply(kc, msg_id)["content"]
         assert (reply["status"], reply["ename"]) == ("error", "NodeError")

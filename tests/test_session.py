@@ -3,12 +3,14 @@ proxies, and clear errors for each way a connection fails."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -168,9 +170,9 @@ def test_proxy_command(local_nodes: LocalNodes, tmp_path: Path) -> None:
         assert session.run("echo via").stdout == "via\n"
 
 
-@pytest.fixture
-def ssh_agent(local_nodes: LocalNodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A real ssh-agent holding the local nodes' client key, for this test only."""
+@contextlib.contextmanager
+def running_agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real ssh-agent on a socket of its own, SSH_AUTH_SOCK pointing at it."""
     sock = tmp_path / "agent.sock"
     agent = subprocess.Popen(
         ["ssh-agent", "-D", "-a", str(sock)],
@@ -181,6 +183,16 @@ def ssh_agent(local_nodes: LocalNodes, tmp_path: Path, monkeypatch: pytest.Monke
     try:
         wait_until(sock.exists, what="ssh-agent's socket")
         monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        yield sock
+    finally:
+        agent.terminate()
+        agent.wait(10)
+
+
+@pytest.fixture
+def ssh_agent(local_nodes: LocalNodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A real ssh-agent holding the local nodes' client key, for this test only."""
+    with running_agent(tmp_path, monkeypatch) as sock:
         subprocess.run(
             ["ssh-add", "-q", str(local_nodes.identity)],
             check=True,
@@ -188,9 +200,6 @@ def ssh_agent(local_nodes: LocalNodes, tmp_path: Path, monkeypatch: pytest.Monke
             capture_output=True,
         )
         yield sock
-    finally:
-        agent.terminate()
-        agent.wait(10)
 
 
 def test_keys_from_ssh_agent(local_nodes: LocalNodes, node1, ssh_agent: Path) -> None:
@@ -281,16 +290,7 @@ def encrypted_key(local_nodes: LocalNodes, tmp_path: Path):
 def test_an_encrypted_key_file_connects_through_the_agent_that_holds_it(
     local_nodes: LocalNodes, node1, encrypted_key: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(
-        ["ssh-agent", "-D", "-a", str(sock)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        wait_until(sock.exists, what="ssh-agent's socket")
-        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+    with running_agent(tmp_path, monkeypatch):
         env = {**os.environ, **_askpass(tmp_path, "'s3cret pass'")}
         subprocess.run(
             ["setsid", "-w", "ssh-add", "-q", str(encrypted_key)],
@@ -306,15 +306,15 @@ def test_an_encrypted_key_file_connects_through_the_agent_that_holds_it(
             f"  IdentityFile {encrypted_key}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {local_nodes.known_hosts}\n"
         )
-        for options in ({"ssh_config": config}, {"ssh_config": "/dev/null"}):
-            host = "locked" if options["ssh_config"] == config else f"127.0.0.1:{node1.port}"
-            extra = {} if host == "locked" else {"identity": encrypted_key}
-            known = {} if host == "locked" else {"known_hosts": local_nodes.known_hosts}
-            with make_session(host, **options, **extra, **known) as session:
-                assert session.run("echo unlocked").stdout == "unlocked\n"
-    finally:
-        agent.terminate()
-        agent.wait(10)
+        with make_session("locked", ssh_config=config) as session:  # IdentitiesOnly yes
+            assert session.run("echo unlocked").stdout == "unlocked\n"
+        with make_session(
+            f"127.0.0.1:{node1.port}",
+            identity=encrypted_key,
+            known_hosts=local_nodes.known_hosts,
+            ssh_config="/dev/null",
+        ) as session:
+            assert session.run("echo unlocked").stdout == "unlocked\n"
 
 
 def _fds() -> int:
