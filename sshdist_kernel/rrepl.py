@@ -191,6 +191,8 @@ class Rrepl:
         try:
             if self.broken:
                 raise _ReplClosed(f"the REPL on {self.where} is closed; open a new one")
+            if self._answer_due or self._acks_due:
+                self._settle(deadline)
             data = source.encode("utf-8")
             request = (b"q%d\n" if quiet else b"e%d\n") % len(data) + data
             if attachment is not None:
@@ -289,6 +291,16 @@ class Rrepl:
                 module, _, language = payload.decode("utf-8", "replace").partition("\n")
                 self.module, self.repl_language = module, language
 
+    def _settle(self, deadline: float | None) -> None:
+        """An earlier answer was left unread (a caller gave up on it): read it to its
+        end now, or give the REPL up; a request sent over it would be read as its."""
+        try:
+            self._resync(deadline if deadline is not None else deadline_after(RECOVERY_WAIT))
+        except Exception as exc:  # noqa: BLE001 - the REPL cannot be trusted either way
+            self._stream.lost = self._stream.lost or f"an earlier answer never ended ({exc})"
+            self.close()
+            raise _ReplClosed(f"the REPL on {self.where} was out of step; open a new one") from None
+
     def skip_to_prompt(self, timeout: float = 5.0) -> None:
         """Read and drop records until the REPL shows its prompt, ready for input
         (``rrepl-skip-to-prompt``): for a request sent by hand on the channel."""
@@ -322,7 +334,7 @@ class Rrepl:
                 return
             except NodeTimeoutError:
                 continue
-            except (NodeError, OSError, EOFError):
+            except Exception:  # noqa: BLE001 - whatever went wrong, the REPL is given up
                 break
         if not self.broken:
             self._stream.lost = (

@@ -444,7 +444,7 @@
 ;;; an interrupt can arrive in-band, and the end of the input is noticed).
 
 (define request-lock (make-mutex))   ; held by whoever reads requests
-(define pending #f)                  ; a request the pump read for the loop
+(define queued '())                 ; requests the pump read for the loop, in order
 (define evaluating? #f)              ; the loop is working on a request
 
 (define (loop-request in)
@@ -452,8 +452,9 @@
   ;; (No with-mutex: a failure here ends the loop anyway, and this is the hot path.)
   (lock-mutex request-lock)
   (set! evaluating? #f)
-  (let ((request (or pending (read-request in))))
-    (set! pending #f)
+  (let ((request (if (pair? queued)
+                     (let ((first (car queued))) (set! queued (cdr queued)) first)
+                     (read-request in))))
     (set! requests-read (1+ requests-read))
     (set! evaluating? (not (eof-object? request)))
     (unlock-mutex request-lock)
@@ -483,19 +484,22 @@
   ;; Called with the request lock held while the loop evaluates; #t when the
   ;; input ended.
   (let ((request (read-request in)))
-    (cond ((eof-object? request) (set! pending request) #t)
+    ;; A request sent before this one was answered waits its turn; the end of
+    ;; the input still reaches the pump (it keeps reading), so nothing outlives it.
+    (cond ((eof-object? request) (set! queued (append queued (list request))) #t)
           ((eqv? (car request) #\i)
            (interrupt-main!)
            (send-record out "i" "")
            #f)
-          (else (set! pending request) #f))))
+          (else (set! queued (append queued (list request))) #f))))
 
 (define (pump in out)
   (let loop ()
     (catch #t
       (lambda ()
         (let* ((pipes (map car captures))
-               (reads (if (and evaluating? (not pending)) (cons in pipes) pipes))
+               (ended? (and (pair? queued) (eof-object? (car (last-pair queued)))))
+               (reads (if (and evaluating? (not ended?)) (cons in pipes) pipes))
                (ready (car (select reads '() '() 0 20000))))
           (when (or (memq (car pipes) ready) (memq (cadr pipes) ready))
             (drain-captures! 16))
@@ -505,7 +509,7 @@
                     ;; Ready again under the lock: the loop may have read
                     ;; what made IN ready while select returned.  (Not
                     ;; char-ready?, which misses the end of a pipe.)
-                    (lambda () (and evaluating? (not pending)
+                    (lambda () (and evaluating?
                                     (pair? (car (select (list in) '() '() 0 0)))
                                     (pump-requests! in out)))
                     (lambda () (unlock-mutex request-lock)))

@@ -323,3 +323,33 @@ def test_ctrl_c_during_dist_map_stops_the_nodes(ssh_config: str) -> None:
     finally:
         for n in nodes:
             n.close()
+
+
+def test_a_request_sent_over_a_running_one_waits_and_the_repl_still_dies_with_its_node(
+    node: Node,
+) -> None:
+    """Sent by hand on the channel, past the client's lock: the loop queues it, and
+    still sees its input end."""
+    pid = node.rrepl.pid
+    loop = b"(let loop () (loop))"
+    node.rrepl.channel.sendall(b"e%d\n" % len(loop) + loop)
+    time.sleep(0.3)
+    node.rrepl.channel.sendall(b"e7\n(+ 1 2)")
+    time.sleep(0.3)
+    node.close()
+    wait_until(lambda: not _running(pid), timeout=10, what="the busy guile to end")
+
+
+def test_a_recovery_that_fails_oddly_gives_the_repl_up_instead_of_leaving_it_out_of_step(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rrepl = node.rrepl
+
+    def broken_interrupt() -> None:
+        raise RuntimeError("something unforeseen")
+
+    monkeypatch.setattr(rrepl, "interrupt", broken_interrupt)
+    with pytest.raises(NodeTimeoutError):
+        node_eval(node, "(let loop () (loop))", timeout=0.5)
+    assert with_ssh(node, "(+ 1 2)", timeout=10).value == 3  # not the loop's answer
+    assert node.restarts == 1
