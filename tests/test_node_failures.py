@@ -25,7 +25,7 @@ from sshdist_kernel import (
     with_ssh,
 )
 
-from .conftest import wait_until
+from .conftest import _tick, wait_until
 
 
 def _stat(pid: int) -> list[str] | None:
@@ -241,8 +241,9 @@ def test_a_repl_that_cannot_be_stopped_is_replaced_and_says_so(node: Node) -> No
 
 def test_a_repl_that_died_while_idle_is_reopened_by_the_next_call(node: Node) -> None:
     with_ssh(node, "(define kept 'yes)")
+    channel = node.rrepl.channel
     os.kill(node.rrepl.pid, signal.SIGKILL)
-    time.sleep(0.3)  # the channel's close reaches the client
+    wait_until(channel.exit_status_ready, timeout=10, what="the channel to report the death")
     assert with_ssh(node, "(+ 1 1)", timeout=10).value == 2
     assert node.restarts == 1
     assert "ended" in node.last_loss
@@ -294,7 +295,8 @@ def test_a_slow_output_callback_does_not_stretch_the_bound(node: Node) -> None:
             node,
             '(system "for i in $(seq 40); do echo line $i; sleep 0.01; done")',
             timeout=1,
-            on_output=lambda stream, text: time.sleep(0.2),
+            # The slowness under test, not a wait: each line's callback takes 0.2 s.
+            on_output=lambda stream, text: _tick.wait(0.2),
         )
     assert time.monotonic() - started < 2
 
@@ -331,11 +333,11 @@ def test_a_request_sent_over_a_running_one_waits_and_the_repl_still_dies_with_it
     """Sent by hand on the channel, past the client's lock: the loop queues it, and
     still sees its input end."""
     pid = node.rrepl.pid
-    loop = b"(let loop () (loop))"
-    node.rrepl.channel.sendall(b"e%d\n" % len(loop) + loop)
-    time.sleep(0.3)
-    node.rrepl.channel.sendall(b"e7\n(+ 1 2)")
-    time.sleep(0.3)
+    channel = node.rrepl.channel
+    loop = b'(begin (display "go\\n") (let loop () (loop)))'
+    channel.sendall(b"e%d\n" % len(loop) + loop)
+    wait_until(channel.recv_ready, timeout=10, what="the loop to start")  # its "go"
+    channel.sendall(b"e7\n(+ 1 2)")  # before the end of input, in the same stream
     node.close()
     wait_until(lambda: not _running(pid), timeout=10, what="the busy guile to end")
 
