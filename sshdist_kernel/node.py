@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import NodeError, NodeTimeoutError
 from .guile import GuileRepl
-from .records import checked_timeout
+from .records import checked_timeout, deadline_after, seconds_left
 from .rrepl import (
     DEFAULT_EVAL_TIMEOUT,
     START_TIMEOUT,
@@ -200,18 +200,18 @@ class Node:
         ``on_start`` is called once the REPL is ready, before the source is sent
         (``restarts`` then says whether it is a fresh one)."""
         timeout = checked_timeout(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        for attempt in (1, 2):
-            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
-            rrepl = self._ready_rrepl(left)
+        deadline = deadline_after(timeout)
+
+        def attempt() -> EvalResult:
+            rrepl = self._ready_rrepl(seconds_left(deadline))
             if on_start is not None:
                 on_start()
-            try:
-                return rrepl.eval(source, timeout=timeout, deadline=deadline, **options)
-            except _ReplClosed:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+            return rrepl.eval(source, timeout=timeout, deadline=deadline, **options)
+
+        try:
+            return attempt()
+        except _ReplClosed:  # nothing was evaluated: once more, on a fresh REPL
+            return attempt()
 
     def stop_outcome(self) -> str:
         """What became of an evaluation that was interrupted or timed out, in words:

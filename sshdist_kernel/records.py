@@ -84,9 +84,7 @@ class RecordStream:
         ``NodeError`` if the channel breaks or carries something else."""
         if deadline is not None and time.monotonic() > deadline:
             # Records already here do not extend the bound (a slow output callback).
-            raise NodeTimeoutError(
-                f"{self.where} did not answer within the time allowed while {doing}"
-            )
+            raise self._late(doing)
         while True:
             m = _HEADER.match(self._buf, self._pos)
             if m:
@@ -99,6 +97,10 @@ class RecordStream:
                 junk = bytes(self._buf[self._pos : self._pos + 60])
                 self.fail(f"the REPL on {self.where} sent something unexpected: {junk!r}")
             self._fill(deadline, doing)
+
+    def _late(self, doing: str) -> NodeTimeoutError:
+        message = f"{self.where} did not answer within the time allowed while {doing}"
+        return NodeTimeoutError(message)
 
     def take_stderr(self) -> str:
         """What the channel's own stderr carried since the last call."""
@@ -116,9 +118,7 @@ class RecordStream:
         while True:
             left = seconds_left(deadline)
             if left is not None and left <= 0:
-                raise NodeTimeoutError(
-                    f"{self.where} did not answer within the time allowed while {doing}"
-                )
+                raise self._late(doing)
             try:
                 self.channel.settimeout(_POLL if left is None else min(left, _POLL))
                 chunk = self.channel.recv(1 << 20)

@@ -150,8 +150,10 @@ class Rrepl:
         tag, payload = self._stream.next_record(deadline, doing)
         if tag == "i":  # an interrupt request was handled
             self._acks_due = max(self._acks_due - 1, 0)
-        elif tag == "p":
+        elif tag == "p":  # the request is answered: the module and language it left
             self._answer_due = False
+            module, _, language = payload.decode("utf-8", "replace").partition("\n")
+            self.module, self.repl_language = module, language
         return tag, payload
 
     # -- evaluation -------------------------------------------------------------
@@ -260,8 +262,6 @@ class Rrepl:
                 key, _, message = payload.decode("utf-8", "replace").partition("\n")
                 error = (key, message.strip())
             elif tag == "p":
-                module, _, language = payload.decode("utf-8", "replace").partition("\n")
-                self.module, self.repl_language = module, language
                 break
             elif tag != "i":
                 self._stream.fail(f"the REPL on {self.where} sent an unknown record {tag!r}")
@@ -286,10 +286,7 @@ class Rrepl:
         """Read and drop records until the last request is answered and every
         interrupt acknowledged: the REPL then waits for input."""
         while self._answer_due or self._acks_due:
-            tag, payload = self._next_record(deadline, "waiting for the prompt")
-            if tag == "p":
-                module, _, language = payload.decode("utf-8", "replace").partition("\n")
-                self.module, self.repl_language = module, language
+            self._next_record(deadline, "waiting for the prompt")
 
     def _settle(self, deadline: float | None) -> None:
         """An earlier answer was left unread (a caller gave up on it): read it to its
@@ -360,20 +357,19 @@ class Rrepl:
         if self._interrupter is not None:
             self._interrupter(self)
             return
-        payload = str(self.client_id).encode()
-        self._acks_due += 1
-        self._stream.send(
-            b"i%d\n" % len(payload) + payload, deadline_after(RECOVERY_WAIT), "interrupting"
-        )
+        self._send_interrupt(self.client_id, deadline_after(RECOVERY_WAIT))
 
     def interrupt_client(self, client_id: int, timeout: float = 5.0) -> None:
         """Ask the REPL process behind this channel to interrupt another of its clients
         (a REPL server serves several; each has a number)."""
-        payload = str(int(client_id)).encode()
         deadline = deadline_after(timeout)
-        self._acks_due += 1
-        self._stream.send(b"i%d\n" % len(payload) + payload, deadline, "interrupting")
+        self._send_interrupt(client_id, deadline)
         self._resync(deadline)
+
+    def _send_interrupt(self, client_id: int, deadline: float | None) -> None:
+        payload = str(int(client_id)).encode()
+        self._acks_due += 1  # the REPL answers every i request with one i record
+        self._stream.send(b"i%d\n" % len(payload) + payload, deadline, "interrupting")
 
     def close(self) -> None:
         """Close the channel.  A REPL still evaluating sees its input end and stops

@@ -94,7 +94,7 @@
 ;;; Captured descriptors (exec channel only): fd 1 and fd 2 write into pipes
 ;;; whose read ends only the pump thread and the end-of-form drain read.
 
-(define captures '())                   ; ((read-port tag write-fd) ...)
+(define captures '())                   ; ((read-port tag write-fd fd) ...)
 (define capture-lock (make-mutex))
 (define capture-sink #f)
 (define draining? #f)                   ; set before the pipes are read, cleared after
@@ -113,7 +113,7 @@
     (dup2 w fd)
     (close-on-exec! (fileno r))
     (setvbuf r 'block 65536)
-    (set! captures (cons (list r tag w) captures))))
+    (set! captures (cons (list r tag w fd) captures))))
 
 (define (drain-captures! limit)
   ;; Turn what waits in the pipes into records, LIMIT reads at most a pipe (a
@@ -181,8 +181,7 @@
   ;; starts with /dev/null and the two pipes there again.
   (when null-fd
     (dup2 null-fd 0)
-    (dup2 (caddr (car captures)) (if (equal? (cadr (car captures)) "o") 1 2))
-    (dup2 (caddr (cadr captures)) (if (equal? (cadr (cadr captures)) "o") 1 2))))
+    (for-each (lambda (capture) (dup2 (caddr capture) (cadddr capture))) captures)))
 
 (define (usable-streams streams sink)
   ;; Code may close its output ports, or set others; the next request gets its

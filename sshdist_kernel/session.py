@@ -99,11 +99,7 @@ class Session:
                 wanted = [k for k in opts.key_types if k in known.keys]
                 opts.key_types = wanted + [k for k in opts.key_types if k not in wanted]
             transport.start_client(timeout=left)
-            if (
-                not transport.is_active()
-                or transport.remote_version is None
-                or (transport.host_key is None)
-            ):
+            if not transport.is_active() or transport.host_key is None:
                 raise ConnectError(
                     f"{o.target} accepted a TCP connection on port {o.port} but did not speak "
                     f"SSH within {o.timeout:g} s: is sshd listening there?"

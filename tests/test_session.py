@@ -221,6 +221,10 @@ def test_keys_from_ssh_agent(local_nodes: LocalNodes, node1, ssh_agent: Path) ->
 # -- peers that are not sshd, keys kept in ssh-agent, known_hosts markers, bad names ----
 
 
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 @pytest.fixture
 def not_sshd():
     """A TCP listener on 127.0.0.1 that accepts and then says ``greeting`` (or nothing)."""
@@ -258,10 +262,14 @@ def test_a_peer_that_does_not_speak_ssh_fails_within_the_connect_timeout(
     not_sshd, greeting: bytes
 ) -> None:
     port = not_sshd(greeting)
+    fds = _fds()
     started = time.monotonic()
     with pytest.raises(ConnectError, match=f"accepted a TCP connection on port {port} but"):
         make_session(f"127.0.0.1:{port}", ssh_config="/dev/null", timeout=2)
     assert time.monotonic() - started < 2.5
+    # The socket is closed with the failed transport (the fake server, in this process,
+    # still holds its end of the connection: one descriptor).
+    wait_until(lambda: _fds() <= fds + 1, timeout=5, what="the failed connection's socket to close")
 
 
 def _askpass(tmp_path: Path, passphrase: str) -> dict[str, str]:
@@ -315,10 +323,6 @@ def test_an_encrypted_key_file_connects_through_the_agent_that_holds_it(
             ssh_config="/dev/null",
         ) as session:
             assert session.run("echo unlocked").stdout == "unlocked\n"
-
-
-def _fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 def test_broken_and_encrypted_key_files_are_named_and_leak_nothing(
