@@ -50,26 +50,33 @@ _HOST_REFUSED = set("'`\"$\\;&<>|(){}")
 _USER_REFUSED = set("'`\";&<>|(){}")
 
 
+def _refused(name: str, refused: set[str]) -> str | None:
+    """Why OpenSSH would refuse ``name`` on its command line, or None."""
+    if not name:
+        return "is empty"
+    if name.startswith("-"):
+        return "starts with '-'"
+    bad = next((c for c in name if c in refused or c.isspace() or not c.isprintable()), None)
+    return None if bad is None else f"contains {bad!r}"
+
+
 def check_names(host: str, user: str | None) -> None:
     """Refuse what OpenSSH refuses on its command line, before any ProxyCommand could
     expand it into a shell: a leading '-', shell metacharacters, spaces, control
     characters.  ``ValueError`` naming the character."""
-    bad = next((c for c in host if c in _HOST_REFUSED or c.isspace() or not c.isprintable()), None)
-    if host.startswith("-") or bad is not None or not host:
-        what = "starts with '-'" if host.startswith("-") else f"contains {bad!r}"
-        if not host:
-            what = "is empty"
+    why = _refused(host, _HOST_REFUSED)
+    if why:
         raise ValueError(
-            f"host name {host!r} {what}, which OpenSSH refuses in a host name; "
+            f"host name {host!r} {why}, which OpenSSH refuses in a host name; "
             "nothing was run. Give the host as an ssh_config alias, host, user@host or "
             "user@host:port."
         )
-    if user is not None:
-        bad_user = next(
-            (c for c in user if c in _USER_REFUSED or c.isspace() or not c.isprintable()), None
+    why = None if user is None else _refused(user, _USER_REFUSED)
+    if why or (user or "").endswith("\\"):
+        raise ValueError(
+            f"user name {user!r} {why or 'ends in a backslash'}, which OpenSSH refuses; "
+            "nothing was run"
         )
-        if user.startswith("-") or bad_user is not None or user.endswith("\\"):
-            raise ValueError(f"user name {user!r} has characters OpenSSH refuses; nothing was run")
 
 
 def _split_host(spec: str) -> tuple[str | None, str, int | None]:
