@@ -5,7 +5,19 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from .dist import DistEvent, DistList, DistTuple, JobMove, NodeFailure, dist_map, distribute
+from .dist import (
+    DistCall,
+    DistEvent,
+    DistList,
+    DistTuple,
+    JobMove,
+    NodeFailure,
+    NodeOutput,
+    dist_map,
+    dist_map_async,
+    distribute,
+    distribute_async,
+)
 from .errors import (
     AllNodesFailedError,
     AuthenticationError,
@@ -60,16 +72,20 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "AllNodesFailedError",
+    "DistCall",
     "DistEvent",
     "DistList",
     "DistTuple",
     "Job",
     "JobMove",
     "NodeFailure",
+    "NodeOutput",
     "assign_eval",
     "assign_map",
     "dist_map",
+    "dist_map_async",
     "distribute",
+    "distribute_async",
     "hand_out_job",
     "is_job",
     "job_data",

@@ -28,6 +28,11 @@ class NodeTimeoutError(NodeError):
     """The node did not answer within the time allowed."""
 
 
+class EvalCancelled(NodeError):
+    """The caller stopped waiting (its ``cancel`` event was set): the evaluation is
+    interrupted in the background and the REPL keeps its definitions if it stops."""
+
+
 class AllNodesFailedError(NodeError):
     """Every node of a distributed call failed; ``failures`` says which and why."""
 

@@ -125,20 +125,21 @@ def job_to_sexp(job: Job) -> str:
     """``job->sexp``: the Scheme expression that does the job on a node."""
     if job.type == "map":
         return f"(map {job.proc} {sexp.quote(job.data)})"
-    # Each expression in a begin, so one with several forms still gives one result.
-    bodies = " ".join(f"(begin {expr})" for expr in job.proc)
+    # Each expression in a begin, so one with several forms still gives one result;
+    # the newline ends a comment the expression may end with.
+    bodies = " ".join(f"(begin {expr}\n)" for expr in job.proc)
     return f"(map primitive-eval (quote ({bodies})))"
 
 
-def _packed_numbers(job: Job) -> tuple[str, bytes] | None:
-    """A map job's data as little-endian int64 or double bytes, when it is all one of
-    those; Guile unpacks them some 20 times faster than it reads their text."""
-    data = job.data
+def _packed_numbers(data: list[Any]) -> tuple[str, bytes] | None:
+    """Map data as little-endian int64 or double bytes, when it is all one of those;
+    Guile unpacks them some 20 times faster than it reads their text."""
+    kinds = set(map(type, data))
     try:
-        if all(type(x) is int for x in data):
+        if kinds == {int}:
             packed = array("q", data)
             kind = "s64"
-        elif all(type(x) is float for x in data):
+        elif kinds == {float}:
             packed = array("d", data)
             kind = "f64"
         else:
@@ -150,20 +151,31 @@ def _packed_numbers(job: Job) -> tuple[str, bytes] | None:
     return kind, packed.tobytes()
 
 
-def hand_out_job(job: Job, *, timeout: float | None = DEFAULT_EVAL_TIMEOUT) -> list[Any]:
+def is_packable(data: list[Any]) -> bool:
+    """Whether ``data`` travels as raw numbers (and so needs no check as Scheme data)."""
+    kinds = set(map(type, data))
+    if kinds == {float}:
+        return True
+    if kinds != {int}:
+        return False
+    return -(1 << 63) <= min(data) and max(data) < (1 << 63)
+
+
+def hand_out_job(
+    job: Job, *, timeout: float | None = DEFAULT_EVAL_TIMEOUT, **eval_options: Any
+) -> list[Any]:
     """``hand-out-job``: do ``job`` on its node and return its results, one an item
     (or an expression), in order.  ``NodeError`` if the node fails, ``NodeReplError``
-    if the code does."""
+    if the code does.  ``eval_options`` go to ``Node.eval`` (``on_output``, ``cancel``).
+
+    The results do not take ``$N`` numbers in the node's value history (which would
+    keep every chunk of a long computation alive there)."""
     if job.size == 0:
         return []
-    packed = _packed_numbers(job) if job.type == "map" else None
-    if packed is not None:
-        kind, attachment = packed
-        # The same work as job_to_sexp(job), with the data sent as raw bytes.
-        source = f"(map {job.proc} ((@ (sshdist rrepl) attachment-list) (quote {kind})))"
-        result = job.node.eval(source, timeout=timeout, attachment=attachment)
-    else:
-        result = job.node.eval(job_to_sexp(job), timeout=timeout)
+    source, attachment = job_request(job)
+    result = job.node.eval(
+        source, timeout=timeout, attachment=attachment, quiet=True, **eval_options
+    )
     values = result.value
     if not isinstance(values, list) or len(values) != job.size:
         # Guile's own text: str() of the value can fail (huge integers, deep lists).
@@ -174,3 +186,17 @@ def hand_out_job(job: Job, *, timeout: float | None = DEFAULT_EVAL_TIMEOUT) -> l
             node=job.node,
         )
     return values
+
+
+def job_request(job: Job) -> tuple[str, bytes | None]:
+    """What ``hand_out_job`` sends: the work of ``job_to_sexp``, with a map job's
+    numbers as raw bytes beside the source, and integer results coming back as bytes."""
+    if job.type == "eval":
+        return job_to_sexp(job), None
+    packed = _packed_numbers(job.data)
+    if packed is None:
+        data, attachment = sexp.quote(job.data), None
+    else:
+        kind, attachment = packed
+        data = f"((@ (sshdist rrepl) attachment-list) (quote {kind}))"
+    return f"((@ (sshdist rrepl) packed-result) (map {job.proc} {data}))", attachment

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import NodeError, NodeTimeoutError
+from .errors import EvalCancelled, NodeError, NodeTimeoutError
 
 PROBE_AFTER = 2.0
 """Seconds of silence during a wait after which the connection is asked whether it lives."""
@@ -21,6 +21,7 @@ PROBE_DEADLINE = 3.0
 """Seconds a live connection has to answer that question (an SSH keepalive)."""
 
 _POLL = 0.25  # the longest a wait goes without looking at the channel's stderr
+_CANCEL_POLL = 0.05  # the same, while a caller may cancel the wait
 _HEADER = re.compile(rb"([a-z])(\d+)\n")
 _HELLO_MARKER = b"\0sshdist-rrepl\0"
 
@@ -62,6 +63,7 @@ class RecordStream:
         self._side_stderr: list[str] = []  # what the channel's own stderr carried
         self.broken = False
         self.lost: str | None = None
+        self.cancel: threading.Event | None = None  # set: the reader stops waiting
 
     def skip_banner(self, deadline: float) -> str:
         """Drop what the remote login shell printed before the loop started (a
@@ -115,12 +117,16 @@ class RecordStream:
         full stderr window would stall stdout too), and after ``PROBE_AFTER`` seconds
         of silence the connection is asked whether it still lives."""
         quiet_since = time.monotonic()
+        cancel = self.cancel
+        poll = _POLL if cancel is None else _CANCEL_POLL
         while True:
+            if cancel is not None and cancel.is_set():
+                raise EvalCancelled(f"the wait for {self.where} was cancelled while {doing}")
             left = seconds_left(deadline)
             if left is not None and left <= 0:
                 raise self._late(doing)
             try:
-                self.channel.settimeout(_POLL if left is None else min(left, _POLL))
+                self.channel.settimeout(poll if left is None else min(left, poll))
                 chunk = self.channel.recv(1 << 20)
             except TimeoutError:  # before OSError: a timeout is one
                 chunk = None

@@ -9,14 +9,16 @@ This module is the only place that knows what the records mean; the REPL languag
 from __future__ import annotations
 
 import codecs
+import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import sexp
-from .errors import NodeError, NodeReplError, NodeTimeoutError
+from .errors import EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .records import RecordStream, checked_timeout, deadline_after, seconds_left
 
 DEFAULT_EVAL_TIMEOUT = 600.0
@@ -168,6 +170,7 @@ class Rrepl:
         attachment: bytes | None = None,
         quiet: bool = False,
         deadline: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> EvalResult:
         """Evaluate every form of ``source`` as if typed at the REPL; the four values
         come from the last form.  ``NodeReplError`` if the code fails, ``NodeError`` if
@@ -178,13 +181,14 @@ class Rrepl:
         ``timeout`` bounds the whole call, waiting for an earlier evaluation included:
         past it the evaluation is interrupted in the background and the caller gets
         ``NodeTimeoutError`` at once.  ``deadline`` (a ``time.monotonic()`` instant)
-        replaces it for a caller that spent part of its ``timeout`` already."""
+        replaces it for a caller that spent part of its ``timeout`` already.  Once
+        ``cancel`` is set the caller stops waiting (``EvalCancelled``, within 50 ms) and
+        the evaluation is interrupted in the background, as after a timeout."""
         timeout = checked_timeout(timeout)
         self.language.check_input(source, self.repl_language)
         if deadline is None:
             deadline = deadline_after(timeout)
-        left = seconds_left(deadline)
-        if not self._lock.acquire(timeout=-1 if left is None else left):
+        if not self._acquire(deadline, cancel):
             state = "stopping an abandoned evaluation" if self.recovering else "evaluating"
             raise NodeTimeoutError(
                 f"{self.where} stayed busy ({state}) for the whole {timeout:g} s allowed"
@@ -206,8 +210,14 @@ class Rrepl:
                 raise
             except NodeError as exc:  # nothing was evaluated: a node may open a new REPL
                 raise _ReplClosed(str(exc)) from None
+            self._stream.cancel = cancel
             try:
                 return self._read_answer(deadline, on_output, on_form)
+            except EvalCancelled:
+                self._stream.cancel = None  # the recovery reads on, uncancelled
+                owner = False
+                self._abandon(wait=0)
+                raise
             except NodeTimeoutError:
                 owner = False
                 outcome = self._abandon(wait=0.5)
@@ -223,8 +233,23 @@ class Rrepl:
                 self._abandon(wait=1.0)
                 raise
         finally:
+            self._stream.cancel = None
             if owner:
                 self._lock.release()
+
+    def _acquire(self, deadline: float | None, cancel: threading.Event | None) -> bool:
+        """Take the REPL for one evaluation before ``deadline``; ``EvalCancelled`` if
+        ``cancel`` is set first."""
+        if cancel is None:
+            left = seconds_left(deadline)
+            return self._lock.acquire(timeout=-1 if left is None else left)
+        while not cancel.is_set():
+            left = seconds_left(deadline)
+            if left is not None and left <= 0:
+                return False
+            if self._lock.acquire(timeout=0.05 if left is None else min(left, 0.05)):
+                return True
+        raise EvalCancelled(f"the wait for {self.where} was cancelled before it was free")
 
     def _read_answer(self, deadline, on_output, on_form) -> EvalResult:
         printed = {"o": [], "e": []}
@@ -252,6 +277,11 @@ class Rrepl:
                 nums.append(int(num))
                 texts.append(text)
                 values.append(sexp.read_value(text))
+            elif tag == "b":
+                num, kind, value = _unpack_value(payload)
+                nums.append(num)
+                texts.append(f"#<{len(value)} {kind} integers>")
+                values.append(value)
             elif tag == "f":
                 form = FormResult(tuple(values), tuple(nums), tuple(texts))
                 forms.append(form)
@@ -379,6 +409,20 @@ class Rrepl:
     def __repr__(self) -> str:
         state = "closed" if self.broken else f"pid {self.pid}"
         return f"#<rrepl {self.where} {state}>"
+
+
+def _unpack_value(payload: bytes) -> tuple[int, str, list[int]]:
+    """A ``b`` record: ``N\\nTYPE\\n`` and a list's items as raw little-endian bytes."""
+    first = payload.index(b"\n")
+    second = payload.index(b"\n", first + 1)
+    kind = payload[first + 1 : second].decode()
+    if kind != "s64":
+        raise NodeError(f"the REPL sent a value of unknown type {kind!r}")
+    items = array("q")
+    items.frombytes(payload[second + 1 :])
+    if sys.byteorder == "big":
+        items.byteswap()
+    return int(payload[:first]), kind, items.tolist()
 
 
 def rrepl_eval(rrepl: Rrepl, expr: str, **options: Any) -> EvalResult:

@@ -20,6 +20,8 @@
 ;;; for completion and inspection, which must not renumber the user's values.
 ;;; a<LEN>\n<BYTES> attaches raw bytes to the next e request, unanswered: code reads
 ;;; them with (attachment-list 's64) or (attachment-list 'f64), without the reader.
+;;;   b  a value sent as bytes: "N\nTYPE\n" and the bytes (a list that
+;;;      (packed-result LIST) found to be all 64-bit integers: TYPE s64)
 ;;;
 ;;; On an exec channel the records travel on a private copy of the channel's
 ;;; stdout, and requests arrive on a private copy of its stdin, both closed on
@@ -37,7 +39,7 @@
   #:use-module (ice-9 history)
   #:use-module (ice-9 threads)
   #:use-module (srfi srfi-4)
-  #:export (sshdist-serve main serve-socket attachment-list))
+  #:export (sshdist-serve main serve-socket attachment-list packed-result))
 
 (define (make-sink port)
   ;; The real, binary channel to one client: its port, a lock (the pump
@@ -300,11 +302,20 @@
         (flush-printed)
         (for-each
          (lambda (value)
-           (unless (unspecified? value)
+           (cond
+            ((unspecified? value))
+            ((packed? value)
+             (send-record out "b" (bytevector-append
+                                   (string->utf8
+                                    (string-append
+                                     (number->string (if remember? (remember! (cadr value)) 0))
+                                     "\n" (caddr value) "\n"))
+                                   (cdddr value))))
+            (else
              (let ((text (call-with-output-string (lambda (p) (write value p)))))
                (send-record out "v" (string-append
                                      (number->string (if remember? (remember! value) 0))
-                                     "\n" text)))))
+                                     "\n" text))))))
          values)))))
 
 (define (meta-command)
@@ -361,6 +372,24 @@
                  (map (lambda (i) (bytevector-ieee-double-ref bv i 'little))
                       (iota (quotient (bytevector-length bv) 8) 0 8))))
       (else (error "attachment-list: type is s64 or f64, not" type)))))
+
+(define packed-tag (list 'packed))
+
+(define (packed? value)
+  (and (pair? value) (eq? (car value) packed-tag)))
+
+(define (packed-result lst)
+  "LST, to be sent to the client as raw little-endian 64-bit integers when it is
+all such integers (the client reads bytes far faster than text); otherwise LST."
+  (let ((v (and (eq? (native-endianness) 'little)
+                (false-if-exception (list->s64vector lst)))))
+    (if v (cons* packed-tag lst "s64" v) lst)))
+
+(define (bytevector-append a b)
+  (let ((out (make-bytevector (+ (bytevector-length a) (bytevector-length b)))))
+    (bytevector-copy! a 0 out 0 (bytevector-length a))
+    (bytevector-copy! b 0 out (bytevector-length a) (bytevector-length b))
+    out))
 
 (define (read-request in)
   ;; A line that is no request header is skipped: a stray newline typed into

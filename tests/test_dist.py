@@ -85,11 +85,34 @@ def test_a_failing_proc_stops_the_call_and_names_job_node_and_message(
     with pytest.raises(NodeReplError) as caught:
         dist_map(nodes, "(lambda (x) (usleep 20000) (* x 2))", data)
     error = caught.value
-    assert error.job.index == 2 and error.node == "node3"
     assert error.key == "wrong-type-arg"
-    assert "job 2 (map, 10 item(s)): In procedure *: Wrong type" in str(error)
+    assert error.node in ("node1", "node2", "node3")
+    first = data.index(error.job.data[0])
+    assert first <= 25 < first + error.job.size  # the failing item is in the job named
+    assert f"job {error.job.index} (map, item" in str(error)
+    assert "In procedure *: Wrong type" in str(error)
     # The other jobs were cancelled, and every node answers again.
     assert [with_ssh(n, "(+ 1 1)").value for n in nodes] == [2, 2, 2]
+
+
+def test_per_node_chunks_are_the_chapters_jobs(nodes: list[Node]) -> None:
+    data = list(range(30))
+    data[25] = "not a number"
+    with pytest.raises(NodeReplError) as caught:
+        dist_map(nodes, "(lambda (x) (* x 2))", data, chunksize="per-node")
+    error = caught.value
+    assert error.job.index == 2 and error.node == "node3"
+    assert "job 2 (map, items 20 to 29): In procedure *: Wrong type" in str(error)
+    starts: list[tuple[str, int]] = []
+    result = dist_map(
+        nodes,
+        "1+",
+        range(30),
+        chunksize="per-node",
+        on_event=lambda e: starts.append((e.node.name, e.job.size)) if e.kind == "start" else None,
+    )
+    assert result == list(range(1, 31))
+    assert sorted(starts) == [("node1", 10), ("node2", 10), ("node3", 10)]
 
 
 def test_bad_input_is_refused_before_any_node_is_busy(nodes: list[Node]) -> None:
@@ -183,21 +206,51 @@ def test_when_every_node_fails_the_error_lists_each(local_nodes: LocalNodes) -> 
     assert len(caught.value.failures) == 2
 
 
+def stall_once(flag: Path, item: int, seconds: int = 60, then: str = "(* 3 x)") -> str:
+    """A proc that sleeps on ``item`` the first time only (a file marks that it has)."""
+    return (
+        f'(lambda (x) (when (and (= x {item}) (not (file-exists? "{flag}")))'
+        f' (close-port (open-output-file "{flag}")) (sleep {seconds})) {then})'
+    )
+
+
+def test_a_straggling_job_is_copied_to_an_idle_node(nodes: list[Node], tmp_path: Path) -> None:
+    started: dict[int, Node] = {}
+
+    def on_event(event: DistEvent) -> None:
+        if event.kind == "start":
+            started.setdefault(event.job.index, event.node)
+
+    with_ssh(nodes[0], "(define kept 'yes)")
+    result = dist_map(nodes, stall_once(tmp_path / "flag", 0), range(6), on_event=on_event)
+    assert result == [3 * x for x in range(6)]
+    assert result.failures == ()
+    [move] = result.moves
+    assert move.reason == "straggler" and move.from_node is started[0]
+    assert move.to_node is not started[0] and move.job.index == 0
+    assert "a copy answered before" in str(move)
+    # The slow copy was interrupted; its node kept its definitions.
+    assert with_ssh(nodes[0], "kept").value == "yes"
+
+
 def test_a_job_that_overruns_job_timeout_moves_to_another_node(
     nodes: list[Node], tmp_path: Path
 ) -> None:
-    # Item 0 stalls the first time only (a file marks that it has), so its job times
-    # out on one node and, moved, finishes on another.
-    flag = tmp_path / "stalled-once"
-    proc = (
-        f'(lambda (x) (when (and (= x 0) (not (file-exists? "{flag}")))'
-        f' (close-port (open-output-file "{flag}")) (sleep 60)) (* 3 x))'
-    )
-    result = dist_map(nodes, proc, range(6), job_timeout=2)
-    assert result == [3 * x for x in range(6)]
+    # Two items, one a node: item 0 stalls once, item 1 takes 1.5 s, so item 0 is no
+    # straggler yet (3 times the median) when its 2 s run out.
+    started: dict[int, Node] = {}
+
+    def on_event(event: DistEvent) -> None:
+        if event.kind == "start":
+            started.setdefault(event.job.index, event.node)
+
+    proc = stall_once(tmp_path / "flag", 0, then="(when (= x 1) (usleep 1500000)) (* 3 x)")
+    result = dist_map(nodes[:2], proc, range(2), job_timeout=2, on_event=on_event)
+    assert result == [0, 3]
     assert [type(f.error) for f in result.failures] == [NodeTimeoutError]
-    assert result.failures[0].node is nodes[0]
-    assert with_ssh(nodes[0], "'usable").value == "usable"
+    assert result.failures[0].node is started[0]
+    assert [m.reason for m in result.moves] == ["failover"]
+    assert with_ssh(started[0], "'usable").value == "usable"
 
 
 def test_the_call_never_waits_past_its_timeout(nodes: list[Node]) -> None:
@@ -206,3 +259,7 @@ def test_the_call_never_waits_past_its_timeout(nodes: list[Node]) -> None:
         dist_map(nodes, "(lambda (x) (sleep 60) x)", range(3), timeout=1, job_timeout=30)
     assert time.monotonic() - started < 15  # bounded: the workers let go of the nodes
     assert [with_ssh(n, "(+ 1 1)").value for n in nodes] == [2, 2, 2]
+
+
+def test_an_expression_may_end_in_a_comment(nodes: list[Node]) -> None:
+    assert distribute(nodes, "(+ 1 2) ; three", "'x ;; a symbol") == (3, "x")

@@ -101,8 +101,10 @@ def test_job_to_sexp() -> None:
     node = object.__new__(Node)
     assert job_to_sexp(Job("map", node, [1, "a"], "f")) == '(map f (quote (1 "a")))'
     assert job_to_sexp(Job("eval", node, None, ["(+ 1 2)", "x"])) == (
-        "(map primitive-eval (quote ((begin (+ 1 2)) (begin x))))"
+        "(map primitive-eval (quote ((begin (+ 1 2)\n) (begin x\n))))"
     )
+    # An expression that ends in a comment still closes its begin.
+    assert job_to_sexp(Job("eval", node, None, ["1 ; one"])).endswith("(begin 1 ; one\n))))")
 
 
 def test_assign_splits_work_over_nodes(node: Node, shared_node: Node) -> None:
@@ -139,7 +141,8 @@ def test_a_failing_job_raises_node_repl_error(node: Node) -> None:
 
 def test_a_job_that_gives_no_list_of_results_says_what_it_gave(node: Node) -> None:
     # The proc closes the map early; the job's value is then a list of 3 for 2 items.
-    job = make_job("map", node, ["a", "b"], "(lambda (x) x) '()) (cons (expt 7 20000)")
+    proc = "(lambda (x) x) '())) (cons* (expt 7 20000) 1 (list"
+    job = make_job("map", node, ["a", "b"], proc)
     with pytest.raises(NodeReplError, match=r"the job gave \(9\d{198} instead of a list of 2"):
         hand_out_job(job)
 

@@ -1,0 +1,497 @@
+"""A distributed call with a life: a ``concurrent.futures.Future`` whose work is handed
+out in chunks from one shared queue to per-node workers.
+
+A node asks for its next chunk when it finishes one, so fast nodes do more.  When the
+queue is empty, a chunk that has run much longer than its peers is copied to an idle
+node and the first answer wins (a stopped or unreachable node is worked around so).
+A ``NodeError`` puts the node's chunk back in the queue for the others; a
+``NodeReplError`` (the code failed) ends the call.  Cancelling the call, its timeout or
+an exception from ``on_event`` interrupts every evaluation still running; the nodes
+keep their definitions.  Results keep the order of the input, always.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+from .chunks import ChunkSizer
+from .distresult import DistEvent, EventCallback, JobMove, NodeFailure, NodeOutput
+from .errors import AllNodesFailedError, EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
+from .job import Job, hand_out_job
+from .node import Node
+from .nodeworkers import run_on
+from .rrepl import DEFAULT_EVAL_TIMEOUT
+
+log = logging.getLogger("sshdist_kernel.dist")
+
+STRAGGLER_FACTOR = 3.0
+"""A chunk running this many times the median chunk's time is copied to an idle node."""
+
+FAN_OUT = 2
+"""Drivers each driver starts when it finds work (and the caller at the start)."""
+
+STRAGGLER_AFTER = 1.0
+"""Seconds a chunk runs at least before it counts as straggling."""
+
+
+@dataclass(eq=False)
+class _Chunk:
+    index: int
+    start: int
+    items: list[Any]
+    values: list[Any] | None = None
+    attempts: list[_Attempt] = field(default_factory=list)
+    failed_on: Node | None = None  # set while it waits to move from a failed node
+
+
+@dataclass(eq=False)
+class _Attempt:
+    chunk: _Chunk
+    job: Job
+    started: float
+    copy_of: Node | None = None  # a straggler copy: the slow node it races
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+class DistCall(Future):
+    """One ``dist_map`` or ``distribute`` on its way.  ``result(timeout)`` waits for the
+    ``DistList`` / ``DistTuple``; ``cancel()`` stops the nodes' work; ``progress``
+    counts items done of ``total``; ``failures``, ``moves`` and ``outputs`` grow as it
+    runs."""
+
+    def __init__(
+        self,
+        kind: str,
+        nodes: list[Node],
+        items: list[Any],
+        proc: str | None,
+        *,
+        timeout: float | None,
+        job_timeout: float | None,
+        on_event: EventCallback | None,
+        sizer: ChunkSizer,
+        reserved: list[tuple[Node, list[Any]]] | None = None,
+        make_result: Any = list,
+    ) -> None:
+        super().__init__()
+        self.kind = kind
+        self.proc = proc
+        self.total = len(items)
+        self.nodes = list({id(n): n for n in nodes}.values())  # listed twice: one worker
+        self.timeout = timeout
+        self._items = items
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._job_timeout = job_timeout if job_timeout is not None else timeout
+        self._on_event = on_event
+        self._sizer = sizer
+        self._make_result = make_result
+        self._lock = threading.Lock()
+        self._carved = 0  # items already cut into chunks
+        self._chunks: list[_Chunk] = []
+        self._waiting: deque[_Chunk] = deque()  # chunks to do again (their node failed)
+        self._running: dict[int, _Attempt] = {}  # by id(node)
+        self._idle_nodes: list[Node] = []  # live nodes whose driver ended for want of work
+        self._to_start: list[Node] = []  # idle nodes given work, to start after the lock
+        self._watcher: int | None = None  # the idle node that waits for a straggler
+        self._watch = threading.Event()  # wakes the watcher
+        self._alive = {id(n) for n in self.nodes}
+        self._durations: list[float] = []  # of finished chunks, sorted
+        self._done_items = 0
+        self._finished = False
+        self._drivers = 0  # drivers started and not ended
+        self._unstarted = deque(self.nodes)  # nodes no driver has run on yet
+        self._stopped = threading.Event()  # every driver has let go of its node
+        self.failures: list[NodeFailure] = []
+        self.moves: list[JobMove] = []
+        self.outputs: dict[str, list[NodeOutput]] = {}
+        self._reserved: dict[int, deque[_Chunk]] = {}  # the chapter's one job per node
+        if reserved is not None:
+            start = 0
+            for node, part in reserved:
+                chunk = _Chunk(len(self._chunks), start, part)
+                self._chunks.append(chunk)
+                self._reserved.setdefault(id(node), deque()).append(chunk)
+                start += len(part)
+            self._carved = self.total
+
+    # -- the caller's side -----------------------------------------------------------
+
+    def start(self) -> DistCall:
+        if self.total == 0:
+            self._stopped.set()
+            self._finish(None)
+            return self
+        if self._deadline is not None:
+            timer = threading.Timer(self.timeout, self._time_out)  # type: ignore[arg-type]
+            timer.daemon = True
+            timer.start()
+            self.add_done_callback(lambda _: timer.cancel())
+        with self._lock:
+            self._wake_idle(FAN_OUT)
+        self._start_drivers()
+        return self
+
+    @property
+    def progress(self) -> int:
+        """Items (or expressions) done so far."""
+        return self._done_items
+
+    def running(self) -> bool:
+        return not self.done()
+
+    def cancel(self) -> bool:
+        """Stop the call: every evaluation still running on a node is interrupted
+        (the nodes keep their definitions).  False if the call had already ended."""
+        with self._lock:
+            if self._finished:
+                return False
+        if not super().cancel():
+            return False
+        self._stop()
+        return True
+
+    def stop(self, error: BaseException, wait: float = 1.0) -> None:
+        """End the call with ``error`` unless it has ended, and wait up to ``wait``
+        seconds for the nodes to let go (what an interrupted caller does)."""
+        self._finish(error)
+        self._stopped.wait(wait)
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Wait until no node works for this call any more."""
+        return self._stopped.wait(timeout)
+
+    def _time_out(self) -> None:
+        with self._lock:
+            done = self._done_items
+        self._finish(
+            NodeTimeoutError(
+                f"the call did not finish within {self.timeout:g} s: "
+                f"{done} of {self.total} {self._what} done"
+            )
+        )
+
+    @property
+    def _what(self) -> str:
+        return "items" if self.kind == "map" else "expressions"
+
+    def _finish(self, error: BaseException | None) -> None:
+        """End the call once: the result, or ``error``; stop whatever still runs."""
+        with self._lock:
+            if self._finished:
+                return
+            self._finished = True
+            failures, moves = tuple(self.failures), tuple(self.moves)
+            outputs = {name: list(outs) for name, outs in self.outputs.items()}
+        self._stop()
+        if error is not None:
+            error.failures = failures  # type: ignore[attr-defined]
+            error.moves = moves  # type: ignore[attr-defined]
+            error.outputs = outputs  # type: ignore[attr-defined]
+            outcome: Any = error
+        else:
+            outcome = self._make_result(chain.from_iterable(c.values or () for c in self._chunks))
+            outcome.failures, outcome.moves, outcome.outputs = failures, moves, outputs
+        try:
+            if error is None:
+                self.set_result(outcome)
+            else:
+                self.set_exception(error)
+        except InvalidStateError:  # cancelled meanwhile
+            pass
+
+    def _stop(self) -> None:
+        with self._lock:
+            self._finished = True
+            running = list(self._running.values())
+            stopped = self._drivers == 0
+        for attempt in running:
+            attempt.cancel.set()
+        self._watch.set()
+        if stopped:
+            self._stopped.set()
+
+    # -- a driver: the call's work on one node, on that node's worker thread -----------
+    #
+    # Drivers start as a tree: the caller starts two, and each that finds work starts
+    # two more, so no thread waits on one starter and no node is woken for nothing.
+    # A driver with nothing to do ends, and its node waits in _idle_nodes, except one:
+    # the watcher, which waits for a running chunk to straggle.  A chunk put back in
+    # the queue, or a watcher gone to copy a chunk, starts a driver for an idle node.
+    # So each node costs at most one thread hand-off a call.
+
+    def _drive(self, node: Node) -> None:
+        try:
+            while (attempt := self._take(node)) is not None:
+                self._run(node, attempt)
+        finally:
+            with self._lock:
+                self._drivers -= 1
+                stopped = self._drivers == 0 and self._finished
+            if stopped:
+                self._stopped.set()
+
+    def _wake_idle(self, count: int) -> None:
+        """Under the lock: start drivers for up to ``count`` idle or unstarted nodes
+        (after the lock, through ``_start_drivers``)."""
+        while count > 0 and not self._finished:
+            if self._idle_nodes:
+                self._to_start.append(self._idle_nodes.pop())
+            elif self._unstarted:
+                self._to_start.append(self._unstarted.popleft())
+            else:
+                return
+            self._drivers += 1
+            count -= 1
+
+    def _start_drivers(self) -> None:
+        with self._lock:
+            nodes, self._to_start = self._to_start, []
+        for node in nodes:
+            run_on(node, lambda node=node: self._drive(node))
+
+    def _take(self, node: Node) -> _Attempt | None:
+        """The next piece of work for ``node``; None when it has none (the watcher
+        waits for a straggler first)."""
+        key = id(node)
+        while True:
+            events: list[DistEvent] = []
+            with self._lock:
+                if self._finished or key not in self._alive:
+                    return None
+                attempt, wake_at = self._choose(node, events)
+                if attempt is not None:
+                    self._running[key] = attempt
+                    if self._unstarted:  # work begins: the drivers start as a tree
+                        self._wake_idle(FAN_OUT)
+                    if self._watcher == key:
+                        self._watcher = None
+                        self._wake_idle(1)  # someone else watches now
+                elif self._watcher in (None, key) and self._running:
+                    self._watcher = key
+                    self._watch.clear()
+                else:
+                    self._idle_nodes.append(node)
+                    return None
+            if self._to_start:
+                self._start_drivers()
+            for event in events:
+                self._log(event)
+                self._emit(event)
+            if attempt is not None:
+                return attempt
+            self._watch.wait(None if wake_at is None else max(wake_at - time.monotonic(), 0.001))
+
+    def _log(self, event: DistEvent) -> None:
+        if event.kind == "moved":
+            log.warning(
+                "job %d moved from %s to %s", event.job.index, event.node.name, event.detail.name
+            )
+        elif event.kind == "copied":
+            log.warning(
+                "job %d runs long on %s, much longer than its peers: a copy runs on %s",
+                event.job.index,
+                event.detail.name,
+                event.node.name,
+            )
+
+    def _choose(self, node: Node, events: list[DistEvent]) -> tuple[_Attempt | None, float | None]:
+        """Under the lock: the work ``node`` should do now, or when to look again."""
+        now = time.monotonic()
+        reserved = self._reserved.get(id(node))
+        if reserved:
+            return self._attempt(reserved.popleft(), node, now), None
+        if self._waiting:
+            chunk = self._waiting.popleft()
+            attempt = self._attempt(chunk, node, now)
+            move = JobMove(attempt.job, chunk.failed_on, node)  # type: ignore[arg-type]
+            chunk.failed_on = None
+            self.moves.append(move)
+            events.append(DistEvent("moved", attempt.job, move.from_node, node))
+            return attempt, None
+        if self._carved < self.total:
+            size = self._sizer.next_size(id(node), self.total - self._carved, len(self._alive))
+            start = self._carved
+            chunk = _Chunk(len(self._chunks), start, self._items[start : start + size])
+            self._carved += size
+            self._chunks.append(chunk)
+            return self._attempt(chunk, node, now), None
+        return self._straggler(node, now, events)
+
+    def _straggler(
+        self, node: Node, now: float, events: list[DistEvent]
+    ) -> tuple[_Attempt | None, float | None]:
+        """A copy of the longest-running lone chunk, if it is straggling; else when the
+        first running chunk would start to straggle (None: nothing runs alone)."""
+        if self._durations:
+            median = self._durations[len(self._durations) // 2]
+            after = max(STRAGGLER_FACTOR * median, STRAGGLER_AFTER)
+        else:
+            after = None
+        # _running is in the order the attempts started: the first lone one is the oldest.
+        oldest = next(
+            (
+                a
+                for a in self._running.values()
+                if len(a.chunk.attempts) == 1 and a.chunk.values is None
+            ),
+            None,
+        )
+        if oldest is None or after is None:
+            return None, None
+        if now - oldest.started < after:
+            return None, oldest.started + after
+        slow = oldest.job.node
+        attempt = self._attempt(oldest.chunk, node, now, copy_of=slow)
+        events.append(DistEvent("copied", attempt.job, node, slow))
+        return attempt, None
+
+    def _attempt(
+        self, chunk: _Chunk, node: Node, now: float, copy_of: Node | None = None
+    ) -> _Attempt:
+        if self.kind == "map":
+            job = Job("map", node, chunk.items, self.proc, chunk.index)
+        else:
+            job = Job("eval", node, None, chunk.items, chunk.index)
+        attempt = _Attempt(chunk, job, now, copy_of)
+        chunk.attempts.append(attempt)
+        return attempt
+
+    def _attempt_timeout(self) -> float | None:
+        limits = [t for t in (self._job_timeout, DEFAULT_EVAL_TIMEOUT) if t is not None]
+        if self._deadline is not None:
+            limits.append(max(self._deadline - time.monotonic(), 0.001))
+        return min(limits)
+
+    def _run(self, node: Node, attempt: _Attempt) -> None:
+        job = attempt.job
+        self._emit(DistEvent("start", job, node))
+
+        def on_output(stream: str, text: str) -> None:
+            out = NodeOutput(job.index, stream, text)
+            with self._lock:
+                self.outputs.setdefault(node.name, []).append(out)
+            self._emit(DistEvent("output", job, node, out))
+
+        try:
+            values = hand_out_job(
+                job, timeout=self._attempt_timeout(), on_output=on_output, cancel=attempt.cancel
+            )
+        except EvalCancelled:
+            self._let_go(node, attempt)
+        except (NodeError, NodeReplError) as exc:
+            if attempt.cancel.is_set():  # it lost a race, or the call ended: no news
+                self._let_go(node, attempt)
+            elif isinstance(exc, NodeTimeoutError) and self._past_deadline():
+                self._let_go(node, attempt)
+                self._time_out()
+            elif isinstance(exc, NodeError):
+                self._node_failed(node, attempt, exc)
+            else:
+                self._let_go(node, attempt)
+                self._finish(self._job_error(node, attempt, exc))
+        except BaseException as exc:  # noqa: BLE001 - the caller's, through the future
+            self._let_go(node, attempt)
+            self._finish(exc)
+        else:
+            self._chunk_done(node, attempt, values)
+
+    def _past_deadline(self) -> bool:
+        return self._deadline is not None and time.monotonic() >= self._deadline - 0.01
+
+    def _let_go(self, node: Node, attempt: _Attempt) -> None:
+        with self._lock:
+            self._running.pop(id(node), None)
+            attempt.chunk.attempts.remove(attempt)
+
+    def _chunk_done(self, node: Node, attempt: _Attempt, values: list[Any]) -> None:
+        took = time.monotonic() - attempt.started
+        chunk = attempt.chunk
+        with self._lock:
+            self._running.pop(id(node), None)
+            first = chunk.values is None
+            if first:
+                chunk.values = values
+                self._done_items += len(values)
+                bisect.insort(self._durations, took)
+                self._sizer.record(id(node), len(values), took)
+                losers = [a for a in chunk.attempts if a is not attempt]
+                if attempt.copy_of is not None:
+                    self.moves.append(JobMove(attempt.job, attempt.copy_of, node, "straggler"))
+            chunk.attempts.remove(attempt)
+            complete = self._done_items == self.total
+            # A watcher that began before any chunk finished waits without a clock.
+            wake = first and len(self._durations) == 1
+        if not first:
+            return
+        for loser in losers:
+            loser.cancel.set()
+        if wake:
+            self._watch.set()
+        self._emit(DistEvent("done", attempt.job, node, took))
+        if complete:
+            self._finish(None)
+
+    def _node_failed(self, node: Node, attempt: _Attempt, error: NodeError) -> None:
+        chunk = attempt.chunk
+        with self._lock:
+            self._running.pop(id(node), None)
+            chunk.attempts.remove(attempt)
+            self._alive.discard(id(node))
+            self._sizer.forget(id(node))
+            self.failures.append(NodeFailure(node, error, attempt.job))
+            orphaned = chunk.values is None and not chunk.attempts
+            if orphaned:
+                chunk.failed_on = node
+                self._waiting.append(chunk)
+            for other in self._reserved.pop(id(node), ()):  # its next jobs, too
+                other.failed_on = node
+                self._waiting.append(other)
+            all_failed = not self._alive
+            self._wake_idle(len(self._waiting) - (self._watcher is not None))
+            failures = tuple(self.failures)
+        log.warning("%s failed: %s", node.name, error)
+        self._emit(DistEvent("failed", attempt.job, node, error))
+        if all_failed:
+            self._finish(
+                AllNodesFailedError(
+                    "every node failed:\n" + "\n".join(f"  {f}" for f in failures),
+                    failures=failures,
+                )
+            )
+            return
+        self._watch.set()
+        self._start_drivers()
+
+    def _job_error(self, node: Node, attempt: _Attempt, error: NodeReplError) -> NodeReplError:
+        job, chunk = attempt.job, attempt.chunk
+        first, last = chunk.start, chunk.start + job.size - 1
+        where = f"item {first}" if first == last else f"items {first} to {last}"
+        if job.type == "eval":
+            where = where.replace("item", "expression")
+        failure = NodeReplError(
+            f"job {job.index} ({job.type}, {where}): {error.message}",
+            key=error.key,
+            node=node.name,
+            output=error.output,
+            error_output=error.error_output,
+            job=job,
+        )
+        self._emit(DistEvent("failed", job, node, failure))
+        return failure
+
+    def _emit(self, event: DistEvent) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(event)
+        except BaseException as exc:  # noqa: BLE001 - the caller's: it ends the call
+            log.debug("on_event failed on %s", event, exc_info=True)
+            self._finish(exc)

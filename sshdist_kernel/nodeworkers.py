@@ -1,0 +1,60 @@
+"""One long-lived worker thread per node: a distributed call starts no threads, and
+work for one node runs one piece at a time, in the order it was given.
+
+A worker that has had nothing to do for ``IDLE_EXIT`` seconds ends; the next piece of
+work for its node starts a new one.  Workers hold their node only weakly, so a node
+that is dropped takes its worker with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+
+from .node import Node
+
+log = logging.getLogger(__name__)
+
+IDLE_EXIT = 30.0
+"""Seconds a worker waits for work before it ends."""
+
+_lock = threading.Lock()
+_workers: weakref.WeakKeyDictionary[Node, _Worker] = weakref.WeakKeyDictionary()
+
+
+class _Worker:
+    def __init__(self, node: Node) -> None:
+        self.node = weakref.ref(node)
+        self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"sshdist {node.name}")
+
+    def _run(self) -> None:
+        while True:
+            try:
+                task = self.tasks.get(timeout=IDLE_EXIT)
+            except queue.Empty:
+                with _lock:  # work is put under this lock: none can slip in now
+                    if not self.tasks.empty():
+                        continue
+                    node = self.node()
+                    if node is not None and _workers.get(node) is self:
+                        del _workers[node]
+                    return
+            try:
+                task()
+            except BaseException:  # noqa: BLE001 - a task's failure is its caller's
+                log.exception("work for a node failed")
+            del task
+
+
+def run_on(node: Node, task: Callable[[], None]) -> None:
+    """Run ``task`` on ``node``'s worker thread, after the work given to it before."""
+    with _lock:
+        worker = _workers.get(node)
+        if worker is None:
+            worker = _workers[node] = _Worker(node)
+            worker.thread.start()
+        worker.tasks.put(task)
