@@ -1,0 +1,200 @@
+"""The live distributed call on real nodes: balance, output by node, cancel, SIGINT,
+the Future a caller can wait on, and chunk sizes as asked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from sshdist_kernel import (
+    DistCall,
+    DistEvent,
+    Node,
+    NodeOutput,
+    NodeTimeoutError,
+    dist_map,
+    dist_map_async,
+    distribute,
+    distribute_async,
+    make_nodes,
+    with_ssh,
+)
+
+
+@pytest.fixture
+def nodes(ssh_config: str) -> Iterator[list[Node]]:
+    made = make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config)
+    yield made
+    for n in made:
+        n.close()
+
+
+def items_by_node(events: list[DistEvent]) -> Counter[str]:
+    done: Counter[str] = Counter()
+    for e in events:
+        if e.kind == "done":
+            done[e.node.name] += e.job.size
+    return done
+
+
+def test_a_node_three_times_slower_gets_fewer_items(nodes: list[Node]) -> None:
+    for node, slow in zip(nodes, (1, 1, 3), strict=True):
+        with_ssh(node, f"(define slow {slow})")
+    events: list[DistEvent] = []
+    result = dist_map(
+        nodes, "(lambda (x) (usleep (* slow 2000)) x)", range(300), on_event=events.append
+    )
+    assert result == list(range(300))
+    done = items_by_node(events)
+    assert sum(done.values()) == 300
+    # Fair shares are 3:3:1; the slow node does clearly less than a fast one.
+    assert done["node3"] < 0.6 * min(done["node1"], done["node2"])
+
+
+def test_printed_output_arrives_labelled_and_is_kept_by_node(nodes: list[Node]) -> None:
+    events: list[DistEvent] = []
+    proc = '(lambda (x) (display x) (newline) (display "e" (current-error-port)) (* 2 x))'
+    result = dist_map(nodes, proc, range(40), on_event=events.append)
+    assert result == [2 * x for x in range(40)]
+    heard = [e for e in events if e.kind == "output"]
+    assert heard and all(isinstance(e.detail, NodeOutput) for e in heard)
+    # What each node printed is, in order, the items of the jobs it did.
+    done: dict[str, list[int]] = {}
+    for e in events:
+        if e.kind == "done":
+            done.setdefault(e.node.name, []).extend(e.job.data)
+    for name, outs in result.outputs.items():
+        printed = "".join(o.text for o in outs if o.stream == "stdout").split()
+        assert printed == [str(x) for x in done[name]]
+    printed = result.printed("stdout")
+    assert sorted(int(x) for text in printed.values() for x in text.split()) == list(range(40))
+    assert "".join(result.printed("stderr").values()) == "e" * 40
+    # distribute too, with the expression's own output
+    shown = distribute(nodes, '(begin (display "one") 1)', '(begin (display "two") 2)')
+    assert shown == (1, 2)
+    assert sorted("".join(shown.printed().values())) == sorted("onetwo")
+
+
+def test_chunksize_is_honoured(nodes: list[Node]) -> None:
+    sizes: list[int] = []
+    on_event = lambda e: sizes.append(e.job.size) if e.kind == "start" else None  # noqa: E731
+    assert dist_map(nodes, "1+", range(23), chunksize=5, on_event=on_event) == list(range(1, 24))
+    assert sorted(sizes) == [3, 5, 5, 5, 5]
+    for bad in (0, -1, 2.5, "many", True):
+        with pytest.raises(ValueError, match="chunksize is a number of items"):
+            dist_map(nodes, "1+", [1], chunksize=bad)
+
+
+def test_the_call_is_a_future_that_can_be_awaited(nodes: list[Node]) -> None:
+    call = dist_map_async(nodes, "(lambda (x) (usleep 20000) (* x x))", range(30))
+    assert isinstance(call, DistCall) and call.total == 30
+    assert call.running() and not call.done()
+    assert call.result(timeout=30) == [x * x for x in range(30)]
+    assert call.done() and not call.running() and call.progress == 30
+    assert not call.cancel()  # nothing left to stop
+
+    async def both() -> tuple:
+        a = asyncio.wrap_future(dist_map_async(nodes, "1+", range(5)))
+        b = asyncio.wrap_future(distribute_async(nodes, "(+ 1 2)", "'x"))
+        return tuple(await asyncio.gather(a, b))
+
+    assert asyncio.run(both()) == ([1, 2, 3, 4, 5], (3, "x"))
+
+
+def test_cancel_stops_the_nodes_and_keeps_their_definitions(nodes: list[Node]) -> None:
+    for n in nodes:
+        with_ssh(n, "(define kept 'yes)")
+    call = dist_map_async(nodes, "(lambda (x) (sleep 5) x)", range(9))
+    started = time.monotonic()
+    while call.progress == 0 and time.monotonic() - started < 0.5:
+        time.sleep(0.05)
+    assert call.cancel() and call.cancelled()
+    assert call.wait_stopped(2)
+    with pytest.raises(Exception) as caught:  # CancelledError
+        call.result(timeout=1)
+    assert type(caught.value).__name__ == "CancelledError"
+    ready = time.monotonic()
+    assert [with_ssh(n, "kept", timeout=5).value for n in nodes] == ["yes"] * 3
+    assert time.monotonic() - ready < 1.0
+
+
+def test_an_exception_from_on_event_ends_the_call(nodes: list[Node]) -> None:
+    def on_event(event: DistEvent) -> None:
+        if event.kind == "done":
+            raise RuntimeError("the display broke")
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="the display broke"):
+        dist_map(nodes, "(lambda (x) (usleep 200000) x)", range(60), on_event=on_event)
+    assert time.monotonic() - started < 3
+    assert [with_ssh(n, "(+ 1 1)", timeout=5).value for n in nodes] == [2, 2, 2]
+
+
+def test_the_calls_timeout_stops_the_nodes(nodes: list[Node]) -> None:
+    with pytest.raises(NodeTimeoutError, match="did not finish within 1 s: 0 of 6 items"):
+        dist_map(nodes, "(lambda (x) (sleep 30) x)", range(6), timeout=1)
+    ready = time.monotonic()
+    assert [with_ssh(n, "(+ 1 1)", timeout=5).value for n in nodes] == [2, 2, 2]
+    assert time.monotonic() - ready < 1.0
+
+
+SIGINT_CHILD = textwrap.dedent(
+    """
+    import json, sys, time
+    from sshdist_kernel import dist_map, make_nodes, with_ssh
+    nodes = make_nodes(["node1", "node2", "node3"], ssh_config=sys.argv[1])
+    for n in nodes:
+        with_ssh(n, "(define kept 'yes)")
+    print("calling", flush=True)
+    try:
+        dist_map(nodes, "(lambda (x) (sleep 1) x)", range(30))
+        print(json.dumps({"interrupted": False}), flush=True)
+    except KeyboardInterrupt:
+        caught = time.monotonic()
+        kept = [with_ssh(n, "kept", timeout=5).value for n in nodes]
+        print(json.dumps({"interrupted": True, "kept": kept,
+                          "ready_s": time.monotonic() - caught}), flush=True)
+    """
+)
+
+
+def test_sigint_in_the_middle_of_a_call_leaves_every_node_ready(ssh_config: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", SIGINT_CHILD, ssh_config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "calling\n"
+        threading.Event().wait(0.5)  # the items sleep 1 s each: every node is busy now
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=30)
+    finally:
+        child.kill()
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["interrupted"], err
+    assert report["kept"] == ["yes", "yes", "yes"]
+    assert report["ready_s"] < 1.0
+    assert "Traceback" not in err.replace("KeyboardInterrupt", "")
+
+
+def test_calls_reuse_one_worker_thread_per_node(nodes: list[Node]) -> None:
+    threads: set[int] = set()
+    on_event = lambda e: threads.add(threading.get_ident()) if e.kind == "start" else None  # noqa: E731
+    before = threading.active_count()
+    for _ in range(20):
+        assert dist_map(nodes, "1+", range(30), on_event=on_event) == list(range(1, 31))
+    assert len(threads) <= 3
+    assert threading.active_count() <= before + 3
