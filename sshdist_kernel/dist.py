@@ -23,7 +23,7 @@ from .distresult import (
     NodeFailure,
     NodeOutput,
 )
-from .job import is_packable, split
+from .job import packed_numbers, split
 from .node import Node
 from .records import checked_timeout
 
@@ -89,9 +89,10 @@ def dist_map_async(
     timeout, job_timeout = checked_timeout(timeout), checked_timeout(job_timeout)
     _check_source("proc", proc, one_datum=True)
     chunksize = check_chunksize(chunksize)
-    items = list(lst)
-    if is_packable(items):  # sent as raw numbers: nothing to check
-        bytes_per_item: float | None = 8
+    items: Any = list(lst)
+    packed = packed_numbers(items) if items else None
+    if packed is not None:  # packed once; chunks are slices of it, sent as they are
+        items, bytes_per_item = packed, 8.0
     else:  # a value with no Scheme datum fails here, before any node is busy
         bytes_per_item = len(sexp.write(items)) / max(len(items), 1)
     return DistCall(

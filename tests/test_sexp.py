@@ -204,9 +204,18 @@ def test_write_then_read_gives_the_value_back(value: object) -> None:
     assert sexp.read(sexp.write(value)) == value
 
 
+@given(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)))))
+def test_lists_of_strings_write_and_read_back(value: list[str]) -> None:
+    assert sexp.read(sexp.write(value)) == value
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [
+        ('("a b" "" "é")', ["a b", "", "é"]),
+        ('("a\\"b" "c")', ['a"b', "c"]),
+        ('("x" . "y")', Pair("x", "y")),
+        ('("x" y)', ["x", Symbol("y")]),
         ("(1 -2 30)", [1, -2, 30]),
         ("(0.5 -1.0e100 3)", [0.5, -1e100, 3]),
         ("(1 - 2)", [1, Symbol("-"), 2]),

@@ -125,9 +125,21 @@ def _flat_numbers(text: str) -> list[int | float] | None:
         return None
 
 
+_FLAT_STRINGS = re.compile(r'\("[^"\\]*"(?: "[^"\\]*")*\)')
+
+
+def _flat_strings(text: str) -> list[str] | None:
+    """A list of strings with no escapes in them, read without the tokenizer."""
+    if not text.startswith('("') or not _FLAT_STRINGS.fullmatch(text):
+        return None
+    return text[2:-2].split('" "')
+
+
 def read(text: str) -> Any:
     """The one datum ``text`` holds, as a Python value; ``SexpError`` if it holds another thing."""
     flat = _flat_numbers(text)
+    if flat is None:
+        flat = _flat_strings(text)
     if flat is not None:
         return flat
     # Each frame: [kind, items, dotted-tail-pending, tail, pending-quote-count]

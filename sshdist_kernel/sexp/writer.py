@@ -48,6 +48,8 @@ def _refuse_surrogates(s: str) -> None:
 
 
 def _write_string(s: str) -> str:
+    if s.isascii() and s.isprintable() and '"' not in s and "\\" not in s:
+        return '"' + s + '"'
     _refuse_surrogates(s)
     out = []
     for c in s:
@@ -95,6 +97,8 @@ def write(value: Any) -> str:
             text = " ".join(map(repr, value))
             if "n" not in text:  # no inf or nan, which Scheme spells otherwise
                 return "(" + text + ")"
+        elif all(type(x) is str for x in value):
+            return "(" + " ".join(map(_write_string, value)) + ")"
     parts: list[str] = []
     _write_into(value, parts)
     return "".join(parts)
