@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ def test_demo_prints_the_four_values_and_the_load_of_each_node() -> None:
     assert "[0, 1, 4, 9, 16, 25, 36, 49, 64, 81, 100, 121]" in out
     assert "distribute: (3, " in out
     assert "killed mid-call: complete and in order: True" in out
-    assert "  job 1 moved from node2 to node" in out
+    assert re.search(r"^  job \d+ moved from node2 to node[13]$", out, re.MULTILINE)
     assert out.rstrip().endswith("local nodes stopped")
 
 
