@@ -7,17 +7,22 @@ here, now, by ``guile_ssh_anchor.scm``; nothing is copied from elsewhere.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
+from typing import NoReturn
 
 from sshdist_kernel import (
     Node,
@@ -28,7 +33,9 @@ from sshdist_kernel import (
     node_stop_server,
     with_ssh,
 )
+from sshdist_kernel.guile import GuileRepl
 from sshdist_kernel.localnodes import LocalNodes, _free_port
+from sshdist_kernel.rrepl import EvalResult
 
 HERE = Path(__file__).resolve().parent
 NODE_COUNT = 8
@@ -41,7 +48,16 @@ TARGETS = {
     "make_node_8_ms": ("<=", 500),
     "dist_map_100k_3nodes_ms": ("<=", 250),
     "dist_map_cpu_speedup_2nodes": (">=", 1.8),
+    "dist_map_straggler_ratio": ("<=", 1.15),
+    "distribute_8_vs_sequential": ("<=", 0.8),
+    "dist_machinery_us_per_node_64": ("<=", 50),
+    "dist_machinery_us_per_node_512": ("<=", 50),
+    "dist_map_1m_3nodes_ms": ("<=", 600),
+    "cancel_to_ready_ms": ("<=", 1000),
 }
+
+CALL_TIMEOUT = 120.0
+"""Seconds any one distributed call of the scheduling figures may take: no wait is unbounded."""
 
 
 def median_ms(fn: Callable[[], object], repeat: int) -> float:
@@ -170,6 +186,234 @@ def machine_speedup(iterations: int) -> float:
     return 2 * statistics.median(ones) / statistics.median(twos)
 
 
+def _accepts(fn: Callable[..., object], keyword: str) -> bool:
+    """Whether ``fn`` takes ``keyword``: the bench runs on dist.py before and after
+    the scheduler that added ``chunksize``."""
+    return keyword in inspect.signature(fn).parameters
+
+
+def scheduling(nodes: LocalNodes) -> dict[str, float]:
+    """The scheduler's figures (issue 9) on warm nodes: a straggler, 8 forms on 8 nodes,
+    a million items, and a call cancelled by Ctrl-C."""
+    eight = make_nodes(nodes.names[:NODE_COUNT], ssh_config=str(nodes.ssh_config))
+    try:
+        three = eight[:3]
+        figures = distribute_vs_sequential(eight)
+        figures.update(straggler(three))
+        figures.update(million(three))
+        figures.update(cancel_to_ready(three))  # last: it leaves the nodes interrupted
+    finally:
+        for n in eight:
+            n.close()
+    return figures
+
+
+def distribute_vs_sequential(eight: list[Node], repeat: int = 300) -> dict[str, float]:
+    """``distribute`` of 8 trivial forms on 8 nodes, against the same 8 ``with_ssh``
+    calls one after another; alternated, so both see the same noise."""
+    exprs = ["(+ 1 2)"] * len(eight)
+
+    def together() -> None:
+        distribute(eight, *exprs, timeout=CALL_TIMEOUT)
+
+    def one_by_one() -> None:
+        for node, expr in zip(eight, exprs, strict=True):
+            with_ssh(node, expr, timeout=CALL_TIMEOUT)
+
+    for _ in range(20):
+        together()
+        one_by_one()
+    ours_ms, sequential_ms = [], []
+    for _ in range(repeat):
+        ours_ms.append(median_ms(together, 1))
+        sequential_ms.append(median_ms(one_by_one, 1))
+    ours, sequential = statistics.median(ours_ms), statistics.median(sequential_ms)
+    return {
+        "distribute_8_ms": ours,
+        "sequential_with_ssh_8_ms": sequential,
+        "distribute_8_vs_sequential": ours / sequential,
+    }
+
+
+STRAGGLER_ITEMS = 600
+STRAGGLER_SAMPLE = 100
+"""Items each node maps alone to measure its own time per item."""
+STRAGGLER_PROC = "(lambda (x) (usleep (* slow 1100)) x)"
+"""About 1.2 ms an item where ``slow`` is 1 (usleep: the nodes share 2 cores, and
+sleeping keeps the ratio free of CPU contention); the balanced ideal is then about
+0.3 s."""
+
+
+def straggler(three: list[Node]) -> dict[str, float]:
+    """600 items on 3 nodes, the third 3 times slower, against the balanced ideal
+    ``items / sum(1 / t_i)`` with each node's time per item ``t_i`` measured now."""
+    for node, slow in zip(three, (1, 1, 3), strict=True):
+        with_ssh(node, f"(define slow {slow})", timeout=CALL_TIMEOUT)
+    items = range(STRAGGLER_ITEMS)
+    if dist_map(three, STRAGGLER_PROC, items, timeout=CALL_TIMEOUT) != list(items):
+        raise SystemExit("dist_map gave wrong results in the straggler figure")
+    per_item = [
+        median_ms(
+            lambda n=node: dist_map(
+                [n], STRAGGLER_PROC, range(STRAGGLER_SAMPLE), timeout=CALL_TIMEOUT
+            ),
+            3,
+        )
+        / STRAGGLER_SAMPLE
+        for node in three
+    ]
+    ideal = STRAGGLER_ITEMS / sum(1 / t for t in per_item)
+    took = median_ms(lambda: dist_map(three, STRAGGLER_PROC, items, timeout=CALL_TIMEOUT), REPEATS)
+    figures = {
+        "dist_map_straggler_ms": took,
+        "dist_map_straggler_ideal_ms": ideal,
+        "dist_map_straggler_ratio": took / ideal,
+    }
+    # The chapter's one job a node, for comparison: today's default, the new
+    # scheduler's chunksize="per-node".
+    per_node = {"chunksize": "per-node"} if _accepts(dist_map, "chunksize") else {}
+    figures["dist_map_straggler_per_node_ratio"] = (
+        median_ms(
+            lambda: dist_map(three, STRAGGLER_PROC, items, timeout=CALL_TIMEOUT, **per_node),
+            REPEATS,
+        )
+        / ideal
+    )
+    return figures
+
+
+def million(three: list[Node]) -> dict[str, float]:
+    """``dist_map`` of a square over a million integers on 3 nodes (checked once)."""
+    square = "(lambda (x) (* x x))"
+    first = dist_map(three, square, range(10**6), timeout=CALL_TIMEOUT)
+    if first != [x * x for x in range(10**6)]:
+        raise SystemExit("dist_map gave wrong squares over a million items")
+    del first
+    took = median_ms(lambda: dist_map(three, square, range(10**6), timeout=CALL_TIMEOUT), 3)
+    return {"dist_map_1m_3nodes_ms": took}
+
+
+def cancel_to_ready(three: list[Node], repeat: int = 3) -> dict[str, float]:
+    """Ctrl-C (SIGINT to this process) 0.5 s into a 10 s ``dist_map``: how long until
+    the call raises in the caller, and until each node, asked in turn (sequentially,
+    the stricter way), has answered a fresh ``(+ 1 2)``."""
+    raised, ready = [], []
+    # A shell starts background jobs with SIGINT ignored; Ctrl-C must raise here.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for _ in range(repeat):
+            sent: list[float] = []
+
+            def ctrl_c(sent: list[float] = sent) -> None:
+                sent.append(time.perf_counter())
+                os.kill(os.getpid(), signal.SIGINT)
+
+            timer = threading.Timer(0.5, ctrl_c)
+            try:
+                timer.start()
+                dist_map(three, "(lambda (x) (sleep 1) x)", range(30), timeout=CALL_TIMEOUT)
+            except KeyboardInterrupt:
+                if not sent:  # a real Ctrl-C, not the bench's
+                    raise
+                raised.append((time.perf_counter() - sent[0]) * 1000)
+            else:
+                raise SystemExit("the dist_map to cancel finished before Ctrl-C")
+            finally:
+                timer.cancel()
+            for node in three:
+                if with_ssh(node, "(+ 1 2)", timeout=30).value != 3:
+                    raise SystemExit(f"{node.name} answered (+ 1 2) wrongly after Ctrl-C")
+            ready.append((time.perf_counter() - sent[0]) * 1000)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return {
+        "cancel_to_raise_ms": statistics.median(raised),
+        "cancel_to_ready_ms": statistics.median(ready),
+    }
+
+
+class _StubNode(Node):
+    """A node that answers at once, without SSH or Guile: what is left of a call's time
+    is the call machinery's own.  Only ``distribute``'s eval jobs are answered (their
+    source holds one ``(begin ...)`` per expression) and map jobs of packed numbers
+    (8 bytes an item)."""
+
+    def __init__(self, name: str) -> None:  # Node's attributes, without connecting
+        self.name = name
+        self.session = SimpleNamespace(  # type: ignore[assignment]
+            options=SimpleNamespace(alias=name, target=name),
+            user="stub",
+            host=name,
+            port=0,
+            is_connected=lambda: True,
+            responds=lambda timeout=None: True,
+            close=lambda: None,
+        )
+        self.repl_port = None
+        self.language = GuileRepl()
+        self.start_server = False
+        self._rrepl = None
+        self._lock = threading.Lock()
+        self._server_key = None
+        self.restarts = 0
+        self.last_loss = None
+
+    def __repr__(self) -> str:
+        return f"#<stub node {self.name}>"
+
+    def eval(self, source: str, *, timeout: float | None = None, **options: object) -> EvalResult:
+        on_start = options.get("on_start")
+        if callable(on_start):
+            on_start()
+        attachment = options.get("attachment")
+        count = len(attachment) // 8 if isinstance(attachment, bytes) else source.count("(begin ")
+        return EvalResult([3] * count, 1, "(guile-user)", "scheme")
+
+    def open_rrepl(self, timeout: float = 0) -> NoReturn:
+        raise RuntimeError("a stub node has no REPL")
+
+    _ready_rrepl = open_rrepl
+
+    @property
+    def rrepl(self) -> NoReturn:
+        raise RuntimeError("a stub node has no REPL")
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    @property
+    def version(self) -> str | None:
+        return None
+
+    def stop_outcome(self) -> str:
+        return "a stub node stops at once"
+
+    def interrupt(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def drop_rrepl(self) -> None:
+        pass
+
+
+def dist_machinery() -> dict[str, float]:
+    """``distribute`` of one ``(+ 1 2)`` a node on 64 and 512 stub nodes, after one
+    warm-up call (a scheduler with persistent workers starts them there): microseconds
+    a node."""
+    figures = {}
+    for count, repeat in ((64, 9), (512, 5)):
+        stubs = [_StubNode(f"stub{i}") for i in range(count)]
+        exprs = ["(+ 1 2)"] * count
+        if distribute(stubs, *exprs, timeout=CALL_TIMEOUT) != (3,) * count:
+            raise SystemExit("distribute on stub nodes gave wrong results")
+        took = median_ms(lambda s=stubs, e=exprs: distribute(s, *e, timeout=CALL_TIMEOUT), repeat)
+        figures[f"dist_machinery_us_per_node_{count}"] = took * 1000 / count
+    return figures
+
+
 def kernel_rtt(nodes: LocalNodes) -> dict[str, float]:
     """execute_request to execute_reply on a warm kernel, via jupyter_client: sshdist's
     for ``(+ 1 2)``, and a do-nothing ipykernel kernel's, the floor under it."""
@@ -276,6 +520,8 @@ def main() -> int:
         nodes = LocalNodes.up(NODE_COUNT, where)
         try:
             figures = ours(nodes)
+            figures.update(scheduling(nodes))
+            figures.update(dist_machinery())
             figures.update(kernel_rtt(nodes))
             figures.update(guile_ssh(nodes))
         finally:
