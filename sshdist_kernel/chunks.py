@@ -37,15 +37,23 @@ def check_chunksize(chunksize: object) -> int | str | None:
 
 
 class ChunkSizer:
-    """Chunk sizes for one call of ``total`` items; ``bytes_per_item`` bounds a chunk's data.
+    """Chunk sizes for one call of ``total`` items; ``bytes_per_item`` bounds a chunk's data,
+    and a ``job_timeout`` keeps chunks well inside it (first chunks of one item, then a
+    quarter of it at most).
 
     Every step costs O(log nodes): the nodes' rates are kept sorted and summed."""
 
     def __init__(
-        self, total: int, chunksize: int | None = None, bytes_per_item: float | None = None
+        self,
+        total: int,
+        chunksize: int | None = None,
+        bytes_per_item: float | None = None,
+        job_timeout: float | None = None,
     ) -> None:
         self.total = total
         self.fixed = chunksize
+        self.first = FIRST_CHUNK if job_timeout is None else 1
+        self.target = min(TARGET_SECONDS, job_timeout / 4) if job_timeout else TARGET_SECONDS
         self.max_items = (
             max(int(MAX_CHUNK_BYTES / bytes_per_item), 1) if bytes_per_item else math.inf
         )
@@ -62,13 +70,13 @@ class ChunkSizer:
         if self.fixed is not None:
             return min(self.fixed, remaining)
         if not self._sorted:
-            size = min(FIRST_CHUNK, math.ceil(remaining / max(live, 1)))
+            size = min(self.first, math.ceil(remaining / max(live, 1)))
             return self._bounded(node, size, remaining)
         median = self._sorted[len(self._sorted) // 2]
         rate = self.rates.get(node, median)
-        last = self.last.get(node, FIRST_CHUNK)
+        last = self.last.get(node, self.first)
         together = self._sum + max(live - len(self._sorted), 0) * median
-        seconds = min(TARGET_SECONDS, max(remaining / together / 2, MIN_SECONDS))
+        seconds = min(self.target, max(remaining / together / 2, MIN_SECONDS))
         size = min(max(int(seconds * rate), 1), last * GROWTH)
         return self._bounded(node, size, remaining)
 

@@ -25,6 +25,7 @@ from .distresult import (
 )
 from .job import packed_numbers, split
 from .node import Node
+from .nodeworkers import current_node
 from .records import checked_timeout
 
 __all__ = [
@@ -103,7 +104,7 @@ def dist_map_async(
         timeout=timeout,
         job_timeout=job_timeout,
         on_event=on_event,
-        sizer=_sizer(len(items), chunksize, bytes_per_item),
+        sizer=_sizer(len(items), chunksize, bytes_per_item, job_timeout),
         reserved=_per_node(node_list, items) if chunksize == "per-node" else None,
         make_result=DistList,
     ).start()
@@ -132,7 +133,7 @@ def distribute_async(
         timeout=timeout,
         job_timeout=job_timeout,
         on_event=on_event,
-        sizer=_sizer(len(forms), chunksize, None),
+        sizer=_sizer(len(forms), chunksize, None, job_timeout),
         reserved=_per_node(node_list, forms) if chunksize == "per-node" else None,
         make_result=DistTuple,
     ).start()
@@ -191,6 +192,13 @@ def distribute(
 
 
 def _wait(call: DistCall) -> Any:
+    here = current_node()
+    if here is not None and any(n is here for n in call.nodes):
+        call.cancel()
+        raise RuntimeError(
+            f"a distributed call on {here.name} was made from that node's own worker "
+            "(an on_event callback?): it would wait for itself; use dist_map_async there"
+        )
     try:
         return call.result()
     except KeyboardInterrupt:
@@ -201,9 +209,14 @@ def _wait(call: DistCall) -> Any:
         raise
 
 
-def _sizer(total: int, chunksize: int | str | None, bytes_per_item: float | None) -> ChunkSizer:
+def _sizer(
+    total: int,
+    chunksize: int | str | None,
+    bytes_per_item: float | None,
+    job_timeout: float | None,
+) -> ChunkSizer:
     fixed = chunksize if isinstance(chunksize, int) else None
-    return ChunkSizer(total, fixed, bytes_per_item)
+    return ChunkSizer(total, fixed, bytes_per_item, job_timeout)
 
 
 def _per_node(nodes: list[Node], items: list[Any]) -> list[tuple[Node, list[Any]]]:

@@ -27,7 +27,7 @@ from .distresult import DistEvent, EventCallback, JobMove, NodeFailure, NodeOutp
 from .errors import AllNodesFailedError, EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .job import Job, hand_out_job
 from .node import Node
-from .nodeworkers import run_on
+from .nodeworkers import run_on, waiting_work
 from .rrepl import DEFAULT_EVAL_TIMEOUT
 
 log = logging.getLogger("sshdist_kernel.dist")
@@ -40,6 +40,15 @@ FAN_OUT = 2
 
 STRAGGLER_AFTER = 1.0
 """Seconds a chunk runs at least before it counts as straggling."""
+
+MAX_ATTEMPTS = 3
+"""Attempts of one chunk that may run at once: the first and two copies."""
+
+STRAGGLER_ALONE = 5.0
+"""Seconds a chunk runs before it is copied when no chunk has finished to compare it with."""
+
+WATCH_SLICE = 0.2
+"""Seconds between a watcher's looks at whether another call waits for its node."""
 
 
 @dataclass(eq=False)
@@ -59,6 +68,7 @@ class _Attempt:
     started: float
     copy_of: Node | None = None  # a straggler copy: the slow node it races
     cancel: threading.Event = field(default_factory=threading.Event)
+    printed: list[NodeOutput] = field(default_factory=list)  # kept if this attempt counts
 
 
 class DistCall(Future):
@@ -134,6 +144,8 @@ class DistCall(Future):
             timer.daemon = True
             timer.start()
             self.add_done_callback(lambda _: timer.cancel())
+        # Nodes no other call keeps busy start first.
+        self._unstarted = deque(sorted(self.nodes, key=lambda n: waiting_work(n) > 0))
         with self._lock:
             self._wake_idle(FAN_OUT)
         self._start_drivers()
@@ -243,7 +255,8 @@ class DistCall(Future):
         (after the lock, through ``_start_drivers``)."""
         while count > 0 and not self._finished:
             if self._idle_nodes:
-                self._to_start.append(self._idle_nodes.pop())
+                free = [i for i, n in enumerate(self._idle_nodes) if not waiting_work(n)]
+                self._to_start.append(self._idle_nodes.pop(free[-1] if free else -1))
             elif self._unstarted:
                 self._to_start.append(self._unstarted.popleft())
             else:
@@ -287,7 +300,20 @@ class DistCall(Future):
                 self._emit(event)
             if attempt is not None:
                 return attempt
-            self._watch.wait(None if wake_at is None else max(wake_at - time.monotonic(), 0.001))
+            left = WATCH_SLICE if wake_at is None else wake_at - time.monotonic()
+            self._watch.wait(min(max(left, 0.001), WATCH_SLICE))
+            if waiting_work(node) > 1:  # another call waits for this node: let it have it
+                with self._lock:
+                    if self._watcher == key and not self._finished:
+                        self._watcher = None
+                        self._idle_nodes.append(node)
+                        self._wake_idle(1)
+                        resign = True
+                    else:
+                        resign = False
+                if resign:
+                    self._start_drivers()
+                    return None
 
     def _log(self, event: DistEvent) -> None:
         if event.kind == "moved":
@@ -328,27 +354,26 @@ class DistCall(Future):
     def _straggler(
         self, node: Node, now: float, events: list[DistEvent]
     ) -> tuple[_Attempt | None, float | None]:
-        """A copy of the longest-running lone chunk, if it is straggling; else when the
-        first running chunk would start to straggle (None: nothing runs alone)."""
+        """A copy of the chunk whose latest attempt has run longest, if it straggles; else
+        when it would start to (None: no chunk may have another copy)."""
         if self._durations:
             median = self._durations[len(self._durations) // 2]
             after = max(STRAGGLER_FACTOR * median, STRAGGLER_AFTER)
         else:
-            after = None
-        # _running is in the order the attempts started: the first lone one is the oldest.
-        oldest = next(
-            (
-                a
-                for a in self._running.values()
-                if len(a.chunk.attempts) == 1 and a.chunk.values is None
-            ),
-            None,
-        )
-        if oldest is None or after is None:
+            after = STRAGGLER_ALONE
+        # A chunk is looked at by its latest attempt: a copy that stalls too (a second
+        # stopped node) gets a copy of its own, up to MAX_ATTEMPTS at once.
+        oldest: _Attempt | None = None
+        for a in self._running.values():
+            chunk = a.chunk
+            if chunk.values is None and len(chunk.attempts) < MAX_ATTEMPTS:
+                if oldest is None or chunk.attempts[-1].started < oldest.started:
+                    oldest = chunk.attempts[-1]
+        if oldest is None:
             return None, None
         if now - oldest.started < after:
             return None, oldest.started + after
-        slow = oldest.job.node
+        slow = oldest.chunk.attempts[0].job.node
         attempt = self._attempt(oldest.chunk, node, now, copy_of=slow)
         events.append(DistEvent("copied", attempt.job, node, slow))
         return attempt, None
@@ -376,8 +401,7 @@ class DistCall(Future):
 
         def on_output(stream: str, text: str) -> None:
             out = NodeOutput(job.index, stream, text)
-            with self._lock:
-                self.outputs.setdefault(node.name, []).append(out)
+            attempt.printed.append(out)
             self._emit(DistEvent("output", job, node, out))
 
         try:
@@ -396,6 +420,8 @@ class DistCall(Future):
                 self._node_failed(node, attempt, exc)
             else:
                 self._let_go(node, attempt)
+                with self._lock:
+                    self._keep_printed(node, attempt)
                 self._finish(self._job_error(node, attempt, exc))
         except BaseException as exc:  # noqa: BLE001 - the caller's, through the future
             self._let_go(node, attempt)
@@ -405,6 +431,12 @@ class DistCall(Future):
 
     def _past_deadline(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline - 0.01
+
+    def _keep_printed(self, node: Node, attempt: _Attempt) -> None:
+        """Under the lock: what the attempt printed goes on the result (a copy that lost,
+        or a node that failed before its answer, printed nothing the result shows)."""
+        if attempt.printed:
+            self.outputs.setdefault(node.name, []).extend(attempt.printed)
 
     def _let_go(self, node: Node, attempt: _Attempt) -> None:
         with self._lock:
@@ -421,6 +453,7 @@ class DistCall(Future):
                 chunk.values = values
                 self._done_items += len(values)
                 bisect.insort(self._durations, took)
+                self._keep_printed(node, attempt)
                 self._sizer.record(id(node), len(values), took)
                 losers = [a for a in chunk.attempts if a is not attempt]
                 if attempt.copy_of is not None:

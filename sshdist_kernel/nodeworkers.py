@@ -23,15 +23,18 @@ IDLE_EXIT = 30.0
 
 _lock = threading.Lock()
 _workers: weakref.WeakKeyDictionary[Node, _Worker] = weakref.WeakKeyDictionary()
+_here = threading.local()  # .node: the node whose worker this thread is
 
 
 class _Worker:
     def __init__(self, node: Node) -> None:
         self.node = weakref.ref(node)
         self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.pending = 0  # tasks given and not finished (the running one included)
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"sshdist {node.name}")
 
     def _run(self) -> None:
+        _here.node = self.node
         while True:
             try:
                 task = self.tasks.get(timeout=IDLE_EXIT)
@@ -47,6 +50,9 @@ class _Worker:
                 task()
             except BaseException:  # noqa: BLE001 - a task's failure is its caller's
                 log.exception("work for a node failed")
+            finally:
+                with _lock:
+                    self.pending -= 1
             del task
 
 
@@ -57,4 +63,17 @@ def run_on(node: Node, task: Callable[[], None]) -> None:
         if worker is None:
             worker = _workers[node] = _Worker(node)
             worker.thread.start()
+        worker.pending += 1
         worker.tasks.put(task)
+
+
+def waiting_work(node: Node) -> int:
+    """How many pieces of work for ``node`` are given and not finished."""
+    worker = _workers.get(node)
+    return 0 if worker is None else worker.pending
+
+
+def current_node() -> Node | None:
+    """The node whose worker thread this is, if it is one."""
+    ref = getattr(_here, "node", None)
+    return ref() if ref is not None else None

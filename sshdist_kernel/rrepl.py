@@ -214,7 +214,6 @@ class Rrepl:
             try:
                 return self._read_answer(deadline, on_output, on_form)
             except EvalCancelled:
-                self._stream.cancel = None  # the recovery reads on, uncancelled
                 owner = False
                 self._abandon(wait=0)
                 raise
@@ -338,6 +337,7 @@ class Rrepl:
         """Stop waiting for an evaluation: interrupt it and resynchronise in the
         background (which then owns the lock), waiting ``wait`` seconds for that;
         say how it went."""
+        self._stream.cancel = None  # the recovery reads on, whatever the caller cancels
         self.recovering = True
         done = threading.Event()
 

@@ -261,10 +261,30 @@
 
 (define requests-read 0)                ; the loop's requests so far
 (define interrupt-wanted #f)            ; the request an in-band interrupt is for
+(define own-sigint #f)                  ; the request our last group SIGINT was for
+(define interrupted #f)                 ; the request an interrupt was last sent to
 
 (define (on-sigint signum)
-  (set! interrupt-wanted #f)
-  (interrupt-now main-busy))
+  ;; Our own SIGINT can arrive after its request ended: it must not stop the next
+  ;; one (a (sleep 2) that returned at once).  A SIGINT we did not send is Ctrl-C.
+  (let ((own own-sigint))
+    (set! own-sigint #f)
+    (when (or (not own) (eqv? own requests-read))
+      (set! interrupt-wanted #f)
+      (interrupt-now main-busy))))
+
+(define (settle-own-sigint!)
+  ;; A request that was interrupted ends only once our SIGINT has been handled
+  ;; and every wake-up it left for this thread is used up (at most about 0.2 s):
+  ;; left over, one would end the next request's (sleep 2) at once.
+  (let loop ((n 0))
+    (when (and own-sigint (< n 200))
+      (usleep 1000)
+      (loop (1+ n))))
+  (set! own-sigint #f)
+  (let loop ((n 0))
+    (when (and (< n 5) (positive? (usleep 1000)))  ; woken early: there was one
+      (loop (1+ n)))))
 
 (define (interrupt-main!)
   ;; SIGINT for the group, as Ctrl-C, and the same interrupt marked on the loop's
@@ -272,10 +292,13 @@
   ;; system only the mark, run when system returns, stops the loop.
   (let ((request requests-read))
     (set! interrupt-wanted request)
+    (set! own-sigint request)
+    (set! interrupted request)
     (interrupt-process-group!)
     (system-async-mark
      (lambda ()
-       (when (eqv? interrupt-wanted request)  ; not if SIGINT did it already
+       ;; Not if SIGINT did it already, nor once the request has ended.
+       (when (and (eqv? interrupt-wanted request) (eqv? requests-read request))
          (set! interrupt-wanted #f)
          (interrupt-now main-busy)))
      main-thread)))
@@ -424,6 +447,7 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
                 (send-record out "x" "quit\nThe REPL was asked to quit; it keeps running.")
                 (send-record out "x" (string-append (symbol->string key) "\n"
                                                     (error-text key args))))))
+        (when (eqv? interrupted requests-read) (settle-own-sigint!))
         (send-record out "p" (string-append
                               (object->string (module-name (current-module)))
                               "\n"

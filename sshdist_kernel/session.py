@@ -91,11 +91,15 @@ class Session:
             left = max(deadline - time.monotonic(), 0.1)
             transport.banner_timeout = transport.handshake_timeout = left
             transport.auth_timeout = o.timeout
+            opts = transport.get_security_options()
+            # An AEAD cipher first, as OpenSSH orders them: its integrity check runs in
+            # C, where an HMAC is checked byte by byte in Python on every packet.
+            aead = [c for c in opts.ciphers if c.endswith("-gcm@openssh.com")]
+            opts.ciphers = aead + [c for c in opts.ciphers if c not in aead]
             known = read_host_keys(o.known_hosts, o.known_hosts_name)
             if known.keys:
                 # Ask for the key type known_hosts has, as OpenSSH does, so a host
                 # with several keys is checked against the one we know.
-                opts = transport.get_security_options()
                 wanted = [k for k in opts.key_types if k in known.keys]
                 opts.key_types = wanted + [k for k in opts.key_types if k not in wanted]
             transport.start_client(timeout=left)

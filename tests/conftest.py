@@ -3,6 +3,8 @@ their own keys, ssh_config and known_hosts (the same code as ``sshdist nodes up`
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,3 +53,15 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what or condition}")
         _tick.wait(0.02)
+
+
+@pytest.fixture
+def stopped() -> Iterator[list[int]]:
+    """Processes a test SIGSTOPs; they are continued when it ends, whatever happens."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -140,12 +142,65 @@ def test_an_exception_from_on_event_ends_the_call(nodes: list[Node]) -> None:
     assert [with_ssh(n, "(+ 1 1)", timeout=5).value for n in nodes] == [2, 2, 2]
 
 
-def test_the_calls_timeout_stops_the_nodes(nodes: list[Node]) -> None:
-    with pytest.raises(NodeTimeoutError, match="did not finish within 1 s: 0 of 6 items"):
-        dist_map(nodes, "(lambda (x) (sleep 30) x)", range(6), timeout=1)
-    ready = time.monotonic()
-    assert [with_ssh(n, "(+ 1 1)", timeout=5).value for n in nodes] == [2, 2, 2]
-    assert time.monotonic() - ready < 1.0
+def test_the_calls_timeout_stops_the_nodes_and_keeps_their_definitions(
+    nodes: list[Node],
+) -> None:
+    for n in nodes:
+        with_ssh(n, "(define kept 'yes)")
+    for _ in range(3):  # the call's timer and the chunks' own timeouts fire together
+        with pytest.raises(NodeTimeoutError, match="did not finish within 1 s: 0 of 6 items"):
+            dist_map(nodes, "(lambda (x) (sleep 30) x)", range(6), timeout=1)
+        ready = time.monotonic()
+        assert [with_ssh(n, "kept", timeout=5).value for n in nodes] == ["yes"] * 3
+        assert time.monotonic() - ready < 1.0
+    assert [n.restarts for n in nodes] == [0, 0, 0]
+
+
+def test_job_timeout_bounds_chunks_the_scheduler_sizes(nodes: list[Node]) -> None:
+    # 0.3 s items and 1 s a job: the chunks are sized to fit, so no node fails.
+    result = dist_map(nodes, "(lambda (x) (usleep 300000) x)", range(12), job_timeout=1)
+    assert result == list(range(12)) and result.failures == ()
+
+
+def test_a_stopped_node_holding_the_only_job_is_worked_around(
+    nodes: list[Node], stopped: list[int]
+) -> None:
+    events: list[DistEvent] = []
+    pid = nodes[0].rrepl.pid
+    os.kill(pid, signal.SIGSTOP)
+    stopped.append(pid)
+    # node1 starts first and takes the one item; with no other job to compare it
+    # with, it is copied after STRAGGLER_ALONE seconds.
+    result = dist_map(nodes, "1+", [41], timeout=30, on_event=events.append)
+    assert result == [42]
+    if any(e.kind == "start" and e.node is nodes[0] for e in events):
+        assert [(m.from_node, m.reason) for m in result.moves] == [(nodes[0], "straggler")]
+
+
+def test_what_a_losing_copy_printed_is_not_on_the_result(nodes: list[Node], tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    proc = (
+        f'(lambda (x) (display x) (newline) (when (and (= x 0) (not (file-exists? "{flag}")))'
+        f' (close-port (open-output-file "{flag}")) (sleep 60)) x)'
+    )
+    result = dist_map(nodes, proc, range(6))
+    assert result == list(range(6)) and [m.reason for m in result.moves] == ["straggler"]
+    printed = "".join(result.printed("stdout").values()).split()
+    assert sorted(printed) == [str(x) for x in range(6)]  # item 0 once: the winner's
+
+
+def test_a_call_from_its_own_nodes_worker_is_refused(nodes: list[Node]) -> None:
+    errors: list[BaseException] = []
+
+    def on_event(event: DistEvent) -> None:
+        if event.kind == "done" and not errors:
+            try:
+                dist_map(event.node, "1+", [1])
+            except RuntimeError as exc:
+                errors.append(exc)
+
+    assert dist_map(nodes[:1], "1+", [1], on_event=on_event) == [2]
+    assert "would wait for itself" in str(errors[0])
 
 
 SIGINT_CHILD = textwrap.dedent(

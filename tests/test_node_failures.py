@@ -58,18 +58,6 @@ def _group(pgid: int) -> list[int]:
     return found
 
 
-@pytest.fixture
-def stopped() -> Iterator[list[int]]:
-    """Processes a test SIGSTOPs; they are continued when it ends, whatever happens."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
-
-
 def test_a_timeout_holds_when_the_remote_guile_is_stopped(node: Node, stopped: list[int]) -> None:
     with_ssh(node, "(define kept 'yes)")
     pid = node.rrepl.pid
@@ -361,3 +349,14 @@ def test_a_recovery_that_fails_oddly_gives_the_repl_up_instead_of_leaving_it_out
         node_eval(node, "(let loop () (loop))", timeout=0.5)
     assert with_ssh(node, "(+ 1 2)", timeout=10).value == 3  # not the loop's answer
     assert node.restarts == 1
+
+
+def test_an_interrupt_does_not_reach_the_next_evaluation(node: Node) -> None:
+    """Once an interrupted evaluation has answered, nothing of its interrupt is left:
+    a late SIGINT or wake-up would end the next (sleep 1) at once."""
+    for _ in range(4):
+        with pytest.raises(NodeTimeoutError):
+            with_ssh(node, "(sleep 100)", timeout=0.5)
+        started = time.monotonic()
+        assert with_ssh(node, "(sleep 1)", timeout=10).value == 0
+        assert time.monotonic() - started >= 0.9
