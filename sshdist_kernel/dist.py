@@ -9,7 +9,7 @@ The blocking forms wait for the call; Ctrl-C while they wait stops the nodes' wo
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import sexp
 from .chunks import ChunkSizer, check_chunksize
@@ -87,27 +87,15 @@ def dist_map_async(
 ) -> DistCall:
     """``dist_map`` started: the ``DistCall`` to wait on, watch or cancel."""
     node_list = _as_node_list(nodes)
-    timeout, job_timeout = checked_timeout(timeout), checked_timeout(job_timeout)
     _check_source("proc", proc, one_datum=True)
-    chunksize = check_chunksize(chunksize)
     items: Any = list(lst)
     packed = packed_numbers(items) if items else None
     if packed is not None:  # packed once; chunks are slices of it, sent as they are
         items, bytes_per_item = packed, 8.0
     else:  # a value with no Scheme datum fails here, before any node is busy
         bytes_per_item = len(sexp.write(items)) / max(len(items), 1)
-    return DistCall(
-        "map",
-        node_list,
-        items,
-        proc,
-        timeout=timeout,
-        job_timeout=job_timeout,
-        on_event=on_event,
-        sizer=_sizer(len(items), chunksize, bytes_per_item, job_timeout),
-        reserved=_per_node(node_list, items) if chunksize == "per-node" else None,
-        make_result=DistList,
-    ).start()
+    options = _Options(timeout, job_timeout, chunksize, on_event)
+    return _start("map", node_list, items, proc, bytes_per_item, DistList, options)
 
 
 def distribute_async(
@@ -120,22 +108,44 @@ def distribute_async(
 ) -> DistCall:
     """``distribute`` started: the ``DistCall`` to wait on, watch or cancel."""
     node_list = _as_node_list(nodes)
-    timeout, job_timeout = checked_timeout(timeout), checked_timeout(job_timeout)
     for i, expr in enumerate(exprs):
         _check_source(f"expression {i + 1}", expr)
-    chunksize = check_chunksize(chunksize)
-    forms = list(exprs)
+    options = _Options(timeout, job_timeout, chunksize, on_event)
+    return _start("eval", node_list, list(exprs), None, None, DistTuple, options)
+
+
+class _Options(NamedTuple):
+    timeout: float | None
+    job_timeout: float | None
+    chunksize: int | str | None
+    on_event: EventCallback | None
+
+
+def _start(
+    kind: str,
+    nodes: list[Node],
+    items: Any,
+    proc: str | None,
+    bytes_per_item: float | None,
+    make_result: type,
+    options: _Options,
+) -> DistCall:
+    """The call, checked and started."""
+    timeout = checked_timeout(options.timeout)
+    job_timeout = checked_timeout(options.job_timeout)
+    chunksize = check_chunksize(options.chunksize)
+    fixed = chunksize if isinstance(chunksize, int) else None
     return DistCall(
-        "eval",
-        node_list,
-        forms,
-        None,
+        kind,
+        nodes,
+        items,
+        proc,
         timeout=timeout,
         job_timeout=job_timeout,
-        on_event=on_event,
-        sizer=_sizer(len(forms), chunksize, None, job_timeout),
-        reserved=_per_node(node_list, forms) if chunksize == "per-node" else None,
-        make_result=DistTuple,
+        on_event=options.on_event,
+        sizer=ChunkSizer(len(items), fixed, bytes_per_item, job_timeout),
+        reserved=_per_node(nodes, items) if chunksize == "per-node" else None,
+        make_result=make_result,
     ).start()
 
 
@@ -207,16 +217,6 @@ def _wait(call: DistCall) -> Any:
     except BaseException:
         call.wait_stopped(STOP_WAIT)  # the nodes have been told to stop: give them a moment
         raise
-
-
-def _sizer(
-    total: int,
-    chunksize: int | str | None,
-    bytes_per_item: float | None,
-    job_timeout: float | None,
-) -> ChunkSizer:
-    fixed = chunksize if isinstance(chunksize, int) else None
-    return ChunkSizer(total, fixed, bytes_per_item, job_timeout)
 
 
 def _per_node(nodes: list[Node], items: list[Any]) -> list[tuple[Node, list[Any]]]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from sshdist_kernel import Node, make_node
+from sshdist_kernel import Node, make_node, make_nodes
 from sshdist_kernel.localnodes import LocalNodes
 
 
@@ -65,3 +65,12 @@ def stopped() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture
+def nodes(ssh_config: str) -> Iterator[list[Node]]:
+    """Fresh nodes on node1..node3 for each test: tests kill, stop and interrupt them."""
+    made = make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config)
+    yield made
+    for n in made:
+        n.close()

@@ -8,7 +8,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,15 +29,6 @@ from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.sexp import SexpError
 
 SLOW_DOUBLE = "(lambda (x) (usleep 20000) (* 2 x))"  # 20 ms an item
-
-
-@pytest.fixture
-def nodes(ssh_config: str) -> Iterator[list[Node]]:
-    """Fresh nodes on node1..node3 for each test: tests below kill nodes for real."""
-    made = make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config)
-    yield made
-    for n in made:
-        n.close()
 
 
 def test_dist_map_keeps_the_order_of_the_list(nodes: list[Node]) -> None:

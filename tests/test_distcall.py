@@ -13,7 +13,6 @@ import textwrap
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,17 +27,8 @@ from sshdist_kernel import (
     dist_map_async,
     distribute,
     distribute_async,
-    make_nodes,
     with_ssh,
 )
-
-
-@pytest.fixture
-def nodes(ssh_config: str) -> Iterator[list[Node]]:
-    made = make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config)
-    yield made
-    for n in made:
-        n.close()
 
 
 def items_by_node(events: list[DistEvent]) -> Counter[str]:
