@@ -58,6 +58,14 @@ class SshdistError(Exception):
         ]
 
 
+class CallStopped(KeyboardInterrupt):
+    """Ctrl-C (or the stop button) during a call: still a ``KeyboardInterrupt``, shown
+    as one line, not a traceback through the magics."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]
+
+
 def _explain(exc: BaseException) -> SshdistError:
     if isinstance(exc, NodeReplError):
         text = str(exc)
@@ -363,7 +371,9 @@ class SshdistMagics(Magics):
             results = follow(start(events.put), events, progress, live)
         except KeyboardInterrupt:
             progress.close("stopped")
-            raise
+            raise CallStopped(
+                f"{what} stopped: the nodes' work was interrupted (they keep their definitions)"
+            ) from None
         except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
             progress.close("failed")
             if live is None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -30,6 +32,42 @@ def ip(local_nodes: LocalNodes) -> Iterator[InteractiveShell]:
 def run(ip: InteractiveShell, code: str):
     result = ip.run_cell(code)
     return result
+
+
+def nodes_in(ip: InteractiveShell) -> list[Node]:
+    """The shell's ``nodes``, made by the first test or here when a test runs alone."""
+    if "nodes" not in ip.user_ns:
+        with redirect_stdout(io.StringIO()):  # the table is another test's business
+            run(ip, "%nodes -o nodes -F $cfg node1 node2 node3")
+    return ip.user_ns["nodes"]
+
+
+@contextmanager
+def ctrl_c_into_the_cell(ip: InteractiveShell, after: float) -> Iterator[None]:
+    """Ctrl-C ``after`` seconds into the cell run inside, if it is still running then
+    (never into pytest itself)."""
+    running = threading.Event()
+
+    def pre(*_: object) -> None:
+        running.set()
+
+    def post(*_: object) -> None:
+        running.clear()
+
+    def ctrl_c() -> None:
+        if running.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    ip.events.register("pre_run_cell", pre)
+    ip.events.register("post_run_cell", post)
+    timer = threading.Timer(after, ctrl_c)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        ip.events.unregister("pre_run_cell", pre)
+        ip.events.unregister("post_run_cell", post)
 
 
 def test_nodes_makes_a_list_and_shows_a_table(ip, capsys) -> None:
@@ -115,6 +153,7 @@ def printed_blocks(text: str) -> dict[str, list[str]]:
 
 
 def test_what_the_jobs_print_is_shown_by_node_after_the_call(ip, capsys) -> None:
+    nodes_in(ip)
     proc = '(lambda (x) (display x) (newline) (display "e" (current-error-port)) x)'
     result = run(ip, f"%dist_map nodes {proc} range(30)")
     assert result.result == list(range(30))
@@ -142,6 +181,7 @@ def test_what_the_jobs_print_is_shown_by_node_after_the_call(ip, capsys) -> None
 
 
 def test_stream_labels_each_line_with_its_node_and_does_not_repeat_it(ip, capsys) -> None:
+    nodes_in(ip)
     proc = "(lambda (x) (display x) (if (< x 20) (newline)) x)"
     result = run(ip, f"%dist_map --stream -o streamed nodes {proc} range(21)")
     assert result.success and ip.user_ns["streamed"] == list(range(21))
@@ -164,6 +204,7 @@ def test_stream_labels_each_line_with_its_node_and_does_not_repeat_it(ip, capsys
 
 
 def test_progress_counts_items_done_per_node_with_rate_and_time_left(ip, capsys) -> None:
+    nodes_in(ip)
     # 180 items of 25 ms on 3 nodes: at least 1.5 s, so progress lines show.
     result = run(ip, "%dist_map nodes (lambda (x) (usleep 25000) x) range(180)")
     assert result.result == list(range(180))
@@ -184,7 +225,7 @@ def test_progress_counts_items_done_per_node_with_rate_and_time_left(ip, capsys)
 
 
 def test_a_straggler_copy_is_shown_on_the_rows_and_in_the_summary(ip, capsys) -> None:
-    nodes = ip.user_ns["nodes"]
+    nodes = nodes_in(ip)
     pid = nodes[2].rrepl.pid
     stop = threading.Timer(0.4, os.kill, (pid, signal.SIGSTOP))
     stop.start()
@@ -202,19 +243,24 @@ def test_a_straggler_copy_is_shown_on_the_rows_and_in_the_summary(ip, capsys) ->
 
 
 def test_ctrl_c_stops_the_call_and_the_nodes(ip, capsys) -> None:
-    threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+    nodes_in(ip)
     started = time.monotonic()
-    result = run(ip, "%dist_map nodes (lambda (x) (sleep 1) x) range(30)")
+    with ctrl_c_into_the_cell(ip, 0.5):
+        result = run(ip, "%dist_map nodes (lambda (x) (sleep 1) x) range(30)")
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     assert time.monotonic() - started < 3
-    out = capsys.readouterr().out
-    assert re.search(r"^dist_map: 30 item\(s\) on 3 node\(s\), .* stopped after ", out, re.M)
+    seen = capsys.readouterr()
+    shown = seen.out + seen.err
+    assert re.search(r"^dist_map: 30 item\(s\) on 3 node\(s\), .* stopped after ", shown, re.M)
+    assert "KeyboardInterrupt: dist_map stopped: the nodes' work was interrupted" in shown
+    assert "Traceback" not in shown
     started = time.monotonic()
     assert run(ip, "%dist_map nodes 1+ range(3)").result == [1, 2, 3]
     assert time.monotonic() - started < 1.5
 
 
 def test_dist_map_help_shows_its_options(ip, capsys) -> None:
+    nodes_in(ip)
     ip.run_line_magic("pinfo", "%dist_map")
     shown = capsys.readouterr().out
     assert "%dist_map [-o NAME] [--timeout S] [--stream] NODES PROC LST" in shown
