@@ -34,6 +34,7 @@ from sshdist_kernel.rrepl import FormResult
 from .display import NodeTable, Progress
 from .follow import CallEvents, follow
 from .loadavg import LoadMonitor
+from .magicline import leading_options, python_expression_end
 from .printed import LiveLines, show_by_node
 
 
@@ -79,27 +80,10 @@ def _explain(exc: BaseException) -> SshdistError:
     return SshdistError(text)
 
 
-def _python_expression_end(text: str) -> int:
-    """Where the Python expression that starts ``text`` ends: at the first space outside
-    brackets and quotes (``nodes``, ``['hpc1', 'hpc2']``, ``nodes[:2]``)."""
-    depth, quote, i = 0, "", 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = ""
-        elif c in "'\"":
-            quote = c
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c.isspace() and depth == 0:
-            return i
-        i += 1
-    return i
+_STREAM_HELP = (
+    "print what the nodes print as it arrives, each line labelled with its node "
+    "([node1] text), instead of grouped by node after the call"
+)
 
 
 @magics_class
@@ -270,15 +254,10 @@ class SshdistMagics(Magics):
 
     # -- many nodes --------------------------------------------------------------------
 
-    STREAM_HELP = (
-        "print what the nodes print as it arrives, each line labelled with its node "
-        "([node1] text), instead of grouped by node after the call"
-    )
-
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
     @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
-    @argument("--stream", action="store_true", help=STREAM_HELP)
+    @argument("--stream", action="store_true", help=_STREAM_HELP)
     @argument("nodes", help="the nodes: a variable, a list of names or a node")
     @cell_magic
     def distribute(self, line: str, cell: str) -> tuple | None:
@@ -308,7 +287,7 @@ class SshdistMagics(Magics):
     @kwds(usage="%(prog)s [-o NAME] [--timeout S] [--stream] NODES PROC LST")
     @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
     @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
-    @argument("--stream", action="store_true", help=STREAM_HELP)
+    @argument("--stream", action="store_true", help=_STREAM_HELP)
     @argument("nodes", nargs="?", metavar="NODES", help="Python: a variable, names or a node")
     @argument("proc", nargs="?", metavar="PROC", help="Scheme: a lambda or a procedure's name")
     @argument(
@@ -320,9 +299,9 @@ class SshdistMagics(Magics):
         node as it finishes the last; what the nodes print is shown by node.
         ``squares = %dist_map nodes (lambda (x) (* x x)) range(10)``."""
         text = line if cell is None else f"{line} {cell}"
-        options, rest = _leading_options(text)
+        options, rest = leading_options(text, flags=("--stream",))
         args = parse_argstring(self.dist_map, options)
-        split = _python_expression_end(rest)
+        split = python_expression_end(rest)
         nodes_source, body = rest[:split], rest[split:].strip()
         if not nodes_source or not body:
             raise SshdistError("usage: %dist_map [-o NAME] [--timeout S] [--stream] NODES PROC LST")
@@ -386,27 +365,3 @@ class SshdistMagics(Magics):
         if live is None:
             show_by_node(results.outputs, order)
         return results
-
-
-_FLAGS = {"--stream"}
-"""``%dist_map``'s options that take no value."""
-
-
-def _leading_options(text: str) -> tuple[str, str]:
-    """``text`` cut after its leading options (``-o NAME --stream ...``): those for
-    ``parse_argstring``, and the rest (Python and Scheme) untouched."""
-    taken: list[str] = []
-    rest = text.strip()
-    while rest.startswith("-"):
-        word, rest = _first_word(rest)
-        taken.append(word)
-        attached = "=" in word or (not word.startswith("--") and len(word) > 2)
-        if word not in _FLAGS and not attached and rest:
-            value, rest = _first_word(rest)
-            taken.append(value)
-    return " ".join(taken), rest
-
-
-def _first_word(text: str) -> tuple[str, str]:
-    parts = text.split(None, 1)
-    return parts[0], parts[1] if len(parts) > 1 else ""

@@ -86,7 +86,10 @@ def test_the_dist_map_demo() -> None:
     assert shown(code[4])[-1] == "([0, 1, 4, 9, 16], 20)"
     # A call shorter than a second shows no progress rows, only its summary line.
     assert not any(o.output_type == "display_data" for o in code[4].outputs)
-    assert shown(code[4])[0].startswith("dist_map: 20 item(s) on 3 node(s), 0 failover(s), in ")
+    # 20 quick items may be done before the third node asks for any: the scheduler decides.
+    assert re.match(
+        r"dist_map: 20 item\(s\) on [123] node\(s\), 0 failover\(s\), in ", shown(code[4])[0]
+    )
     assert re.search(
         r"same results: True; 1 node [\d.]+ s, 3 nodes [\d.]+ s: speedup [\d.]+",
         "".join(shown(code[5])),
