@@ -1,18 +1,32 @@
-"""What the magics show: a table of nodes, and a distributed call's progress.
+"""What the magics show: a table of nodes, and a distributed call's progress in items.
 
-Plain text, so terminal IPython and notebooks show the same thing; failovers print the
-moment they happen, and every call ends with a one-line summary.
+Progress is drawn from the main thread only (``follow`` hands it the call's events), so
+nothing here needs a lock.  A call shorter than a second shows only its one-line
+summary; a longer one shows a row per node (items done there, what it runs, straggler
+copies and failovers as they happen) and a total (items done of all, items/s, time
+left): ipywidgets rows in a notebook, a line a second in a terminal.  Failovers and
+straggler copies also print a line the moment they happen.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from typing import Any
 
 from sshdist_kernel import DistEvent, Node, NodeError
 
 QUIET_SECONDS = 1.0
 """A call shorter than this shows no progress, only its summary."""
+
+TEXT_ROWS_UP_TO = 8
+"""The terminal line names each node's count when there are at most this many nodes."""
+
+
+def _seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.1f} s"
+    minutes, s = divmod(round(s), 60)
+    return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 class NodeTable:
@@ -33,128 +47,231 @@ class NodeTable:
         print("\n".join(self.rows()))
 
 
-class Progress:
-    """Hears ``DistEvent``s from worker threads; prints failovers as they come, per-node
-    progress once a call has run for a second, and a summary at the end."""
-
-    def __init__(self, what: str, nodes: list[Node], items: int, widgets: bool = False) -> None:
-        self.what = what
-        self.items = items
-        self.nodes = {id(n): n for n in nodes}
-        self.done_items = 0
-        self.failovers = 0
-        self.used: set[int] = set()
-        self.started = time.monotonic()
-        self.last_report = self.started
-        self.lock = threading.Lock()
-        self.rows = {id(n): NodeProgress(n) for n in nodes}
-        self.view: ProgressView | None = None
-        self._timer: threading.Timer | None = None
-        if widgets:  # shown only if the call is still running after a second
-            self._timer = threading.Timer(QUIET_SECONDS, self._show_view)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def _show_view(self) -> None:
-        with self.lock:
-            if self.view is None and self._timer is not None:
-                self.view = ProgressView(self.what, list(self.rows.values()))
-        if self.view is not None:
-            self.view.show()
-
-    def event(self, event: DistEvent) -> None:
-        with self.lock:
-            row = self.rows.get(id(event.node))
-            if row is not None:
-                row.hear(event)
-            if self.view is not None:
-                self.view.update()
-            if event.kind == "start":
-                self.used.add(id(event.node))
-            elif event.kind == "done":
-                self.done_items += event.job.size
-                now = time.monotonic()
-                if now - self.started > QUIET_SECONDS and now - self.last_report > QUIET_SECONDS:
-                    self.last_report = now
-                    print(
-                        f"  {self.what}: {self.done_items}/{self.items} done "
-                        f"({event.node.name} finished job {event.job.index})",
-                        flush=True,
-                    )
-            elif event.kind == "failed" and isinstance(event.detail, NodeError):
-                # A node that broke; a job whose code failed is the call's error instead.
-                print(f"  {event.node.name} failed: {event.detail}", flush=True)
-            elif event.kind == "moved":
-                self.failovers += 1
-                print(
-                    f"  job {event.job.index} moved from {event.node.name} to {event.detail.name}",
-                    flush=True,
-                )
-
-    def summary(self, failed: bool = False) -> str:
-        seconds = time.monotonic() - self.started
-        state = "FAILED after" if failed else "in"
-        return (
-            f"{self.what}: {self.items} item(s) on {len(self.used)} node(s), "
-            f"{self.failovers} failover(s), {state} {seconds:.2f} s"
-        )
-
-    def close(self, failed: bool = False) -> None:
-        with self.lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            if self.view is not None:
-                self.view.update(final=True)
-        print(self.summary(failed), flush=True)
-
-
 class NodeProgress:
-    """One node's share of a call: items started and done, and what became of it."""
+    """One node's row: items done there, what it is doing, and what became of it."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.started = 0
         self.done = 0
+        self.used = False
+        self.failed = False
+        self.slow = False  # a copy of its job runs elsewhere
+        self.job: int | None = None  # the job it runs now
         self.status = "waiting"
+        self._next: tuple[int, str] | None = None  # (job, why) for the start that follows
+
+    @property
+    def label(self) -> str:
+        return f"{self.done} items, {self.status}"
+
+    def starts(self, job: int, size: int) -> None:
+        self.used, self.job, self.slow = True, job, False
+        self.status = f"running job {job} ({size} items)"
+        if self._next is not None and self._next[0] == job:
+            self.status += f", {self._next[1]}"
+        self._next = None
+
+    def will_run(self, job: int, why: str) -> None:
+        """A failover or a straggler copy: ``job`` is this node's next, for ``why``."""
+        self._next = (job, why)
+        self.status = f"taking job {job}, {why}"
+
+    def finishes(self, job: int, size: int) -> None:
+        self.done += size
+        self.job, self.slow = None, False
+        self.status = f"finished job {job}"
+
+
+class Progress:
+    """A ``dist_map`` or ``distribute`` as its user sees it, from its events: rows per
+    node, the total, failovers and copies as they happen, and a summary at the end."""
+
+    def __init__(self, what: str, nodes: list[Node], total: int, widgets: bool = False) -> None:
+        self.what = what
+        self.total = total
+        self.rows = {id(n): NodeProgress(n) for n in nodes}
+        self.done = 0
+        self.failovers = 0
+        self.copies = 0
+        self.started = time.monotonic()
+        self.last_line = self.started
+        self.widgets = widgets and _have_ipywidgets()
+        self.view: ProgressView | None = None
+        self._copied: dict[int, tuple[Node, Node]] = {}  # job -> (slow node, the copy's)
+
+    def _row(self, node: Node) -> NodeProgress:
+        row = self.rows.get(id(node))
+        if row is None:  # not in the list the magic was given: show it all the same
+            row = self.rows[id(node)] = NodeProgress(node)
+        return row
+
+    # -- events --------------------------------------------------------------------------
 
     def hear(self, event: DistEvent) -> None:
-        if event.kind == "start":
-            self.started += event.job.size
-            self.status = f"running job {event.job.index}"
-        elif event.kind == "done":
-            self.done += event.job.size
-            self.status = f"finished job {event.job.index}"
-        elif event.kind == "failed" and isinstance(event.detail, NodeError):
-            self.status = "FAILED"
-        elif event.kind == "moved":
-            self.status = f"FAILED: job {event.job.index} moved to {event.detail.name}"
+        """Take one event into the rows; failovers and copies print a line now."""
+        kind, job, node = event.kind, event.job, event.node
+        if kind == "start":
+            self._row(node).starts(job.index, job.size)
+        elif kind == "done":
+            self.done += job.size
+            self._row(node).finishes(job.index, job.size)
+            self._race_ends(job.index, node)
+        elif kind == "failed":
+            row = self._row(node)
+            row.job = None
+            if isinstance(event.detail, NodeError):  # the node broke; its job moves on
+                row.failed = True
+                row.status = "FAILED"
+                _say(f"  {node.name} failed: {event.detail}")
+            else:  # the code failed: the call's error says the rest
+                row.status = f"error in job {job.index}"
+        elif kind == "moved":
+            to = event.detail
+            self.failovers += 1
+            self._row(node).status = f"FAILED: job {job.index} moved to {to.name}"
+            self._row(to).will_run(job.index, f"from {node.name}")
+            _say(f"  job {job.index} moved from {node.name} to {to.name}")
+        elif kind == "copied":
+            slow = event.detail
+            self.copies += 1
+            self._copied[job.index] = (slow, node)
+            slow_row = self._row(slow)
+            slow_row.slow = True
+            slow_row.status = f"job {job.index} runs long: a copy runs on {node.name}"
+            self._row(node).will_run(job.index, f"a copy: {slow.name} is slow")
+            _say(f"  job {job.index} runs long on {slow.name}: a copy runs on {node.name}")
+
+    def _race_ends(self, job: int, winner: Node) -> None:
+        """A job that had a straggler copy is done: the other runner stops."""
+        if job not in self._copied:
+            return
+        slow, copier = self._copied.pop(job)
+        loser = copier if winner is slow else slow
+        row = self._row(loser)
+        if row.job == job or row.slow:
+            row.job, row.slow = None, False
+            row.status = f"stopped job {job}: {winner.name} answered first"
+        who = "the copy on " + winner.name if winner is copier else winner.name
+        _say(f"  job {job} done by {who}, before {loser.name}")
+
+    # -- the display ---------------------------------------------------------------------
+
+    def total_text(self, now: float | None = None, final: str = "") -> str:
+        """``24/60 items, 23.5 items/s, ~1.5 s left`` while it runs; once it has ended
+        (``final``: ``"done"``, ``"failed"``, ``"stopped"``) ``60/60 items in 2.31 s,
+        26.0 items/s``."""
+        seconds = (time.monotonic() if now is None else now) - self.started
+        text = f"{self.done}/{self.total} items"
+        if final == "done":
+            text += f" in {seconds:.2f} s"
+        elif final:
+            text += f", {'FAILED' if final == 'failed' else 'stopped'} after {seconds:.2f} s"
+        if self.done and seconds > 0:
+            rate = self.done / seconds
+            text += f", {rate:.1f} items/s"
+            if not final and self.done < self.total:
+                text += f", ~{_seconds((self.total - self.done) / rate)} left"
+        return text
+
+    def line(self, now: float | None = None) -> str:
+        """The terminal's progress line: the total, then each node's items."""
+        text = f"  {self.what}: {self.total_text(now)}"
+        rows = list(self.rows.values())
+        if len(rows) <= TEXT_ROWS_UP_TO:
+            text += " | " + ", ".join(
+                f"{r.node.name} {r.done}" + (" FAILED" if r.failed else "") for r in rows
+            )
+        return text
+
+    def tick(self) -> None:
+        """Called often from the main thread: show or refresh the progress."""
+        now = time.monotonic()
+        if now - self.started < QUIET_SECONDS:
+            return
+        if self.widgets:
+            if self.view is None:
+                self.view = ProgressView(self.what, self.total)
+                self.view.show()
+            self.view.update(self, now)
+        elif now - self.last_line >= QUIET_SECONDS:
+            self.last_line = now
+            _say(self.line(now))
+
+    def summary(self, state: str = "done") -> str:
+        """``dist_map: 60 item(s) on 3 node(s), 1 failover(s), in 2.31 s``; ``state`` is
+        ``"done"``, ``"failed"`` or ``"stopped"``."""
+        seconds = time.monotonic() - self.started
+        used = sum(1 for r in self.rows.values() if r.used)
+        text = f"{self.what}: {self.total} item(s) on {used} node(s), {self.failovers} failover(s)"
+        if self.copies:
+            text += f", {self.copies} straggler cop{'y' if self.copies == 1 else 'ies'}"
+        if state == "done":
+            return f"{text}, in {seconds:.2f} s"
+        how = "FAILED after" if state == "failed" else "stopped after"
+        return f"{text}, {self.done} done, {how} {seconds:.2f} s"
+
+    def close(self, state: str = "done") -> None:
+        if self.view is not None:
+            self.view.update(self, final=state)
+        _say(self.summary(state))
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _have_ipywidgets() -> bool:
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class ProgressView:
-    """ipywidgets rows, one per node: a bar of items done and the node's status."""
+    """ipywidgets: the total (a bar of all items, items/s, time left), then one row per
+    node (a bar of the items done there, of all the call's items, and its status)."""
 
-    def __init__(self, what: str, rows: list[NodeProgress]) -> None:
+    def __init__(self, what: str, total: int) -> None:
         import ipywidgets as w
 
-        self.rows = rows
-        self.bars = [w.IntProgress(min=0, max=1, description=r.node.name) for r in rows]
-        self.labels = [w.Label() for _ in rows]
+        self._w = w
+        self.total_bar = w.IntProgress(min=0, max=max(total, 1), description="all")
+        self.total_label = w.Label()
+        self.bars: dict[int, Any] = {}
+        self.labels: dict[int, Any] = {}
+        self.rows = w.VBox()
         self.box = w.VBox(
-            [w.HTML(f"<b>{what}</b>")]
-            + [w.HBox([b, label]) for b, label in zip(self.bars, self.labels, strict=True)]
+            [w.HTML(f"<b>{what}</b>"), w.HBox([self.total_bar, self.total_label]), self.rows]
         )
-        self.update()
 
     def show(self) -> None:
         from IPython.display import display
 
         display(self.box)
 
-    def update(self, final: bool = False) -> None:
-        for row, bar, label in zip(self.rows, self.bars, self.labels, strict=True):
-            bar.max = max(row.started, 1)
+    def update(self, progress: Progress, now: float | None = None, final: str = "") -> None:
+        w = self._w
+        for key, row in progress.rows.items():
+            if key not in self.bars:
+                self.bars[key] = w.IntProgress(
+                    min=0, max=self.total_bar.max, description=row.node.name
+                )
+                self.labels[key] = w.Label()
+                self.rows.children = (
+                    *self.rows.children,
+                    w.HBox([self.bars[key], self.labels[key]]),
+                )
+            bar = self.bars[key]
             bar.value = row.done
-            failed = row.status.startswith("FAILED")
-            bar.bar_style = "danger" if failed else ("success" if final else "")
-            label.value = f"{row.done}/{row.started} items, {row.status}"
+            if row.failed:
+                bar.bar_style = "danger"
+            elif row.slow:
+                bar.bar_style = "warning"
+            else:
+                bar.bar_style = "success" if final == "done" else ""
+            self.labels[key].value = row.label
+        self.total_bar.value = progress.done
+        self.total_label.value = progress.total_text(now, final)
+        if final:
+            self.total_bar.bar_style = "success" if final == "done" else "danger"

@@ -8,29 +8,34 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 from __future__ import annotations
 
 import atexit
-import shlex
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
 
 from sshdist_kernel import (
+    DistCall,
     Node,
     NodeError,
     NodeReplError,
-    dist_map,
-    distribute,
+    dist_map_async,
+    distribute_async,
     make_nodes,
     sexp,
 )
+from sshdist_kernel.dist import EventCallback
 from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.rrepl import FormResult
 
 from .display import NodeTable, Progress
+from .follow import CallEvents, follow
 from .loadavg import LoadMonitor
+from .magicline import leading_options, python_expression_end
+from .printed import LiveLines, show_by_node
 
 
 class NodeList(list):
@@ -54,6 +59,14 @@ class SshdistError(Exception):
         ]
 
 
+class CallStopped(KeyboardInterrupt):
+    """Ctrl-C (or the stop button) during a call: still a ``KeyboardInterrupt``, shown
+    as one line, not a traceback through the magics."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]
+
+
 def _explain(exc: BaseException) -> SshdistError:
     if isinstance(exc, NodeReplError):
         text = str(exc)
@@ -67,27 +80,10 @@ def _explain(exc: BaseException) -> SshdistError:
     return SshdistError(text)
 
 
-def _python_expression_end(text: str) -> int:
-    """Where the Python expression that starts ``text`` ends: at the first space outside
-    brackets and quotes (``nodes``, ``['hpc1', 'hpc2']``, ``nodes[:2]``)."""
-    depth, quote, i = 0, "", 0
-    while i < len(text):
-        c = text[i]
-        if quote:
-            if c == "\\":
-                i += 1
-            elif c == quote:
-                quote = ""
-        elif c in "'\"":
-            quote = c
-        elif c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        elif c.isspace() and depth == 0:
-            return i
-        i += 1
-    return i
+_STREAM_HELP = (
+    "print what the nodes print as it arrives, each line labelled with its node "
+    "([node1] text), instead of grouped by node after the call"
+)
 
 
 @magics_class
@@ -260,41 +256,55 @@ class SshdistMagics(Magics):
 
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
-    @argument("--timeout", type=float, help="seconds the whole call may take")
+    @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
+    @argument("--stream", action="store_true", help=_STREAM_HELP)
     @argument("nodes", help="the nodes: a variable, a list of names or a node")
     @cell_magic
     def distribute(self, line: str, cell: str) -> tuple | None:
         """Evaluate each top-level form of the cell in parallel on the nodes; the results
-        come back as a tuple, in order."""
+        come back as a tuple, in order.  What the forms print is shown by node."""
         args = parse_argstring(self.distribute, line)
         nodes = self._nodes(args.nodes)
         try:
             forms = sexp.split_forms(cell)
         except ValueError as exc:
             raise SshdistError(f"the cell is not Scheme forms: {exc}") from None
-        progress = Progress("distribute", nodes, len(forms), _in_notebook(self.shell))
-        try:
-            results = distribute(nodes, *forms, timeout=args.timeout, on_event=progress.event)
-        except (NodeError, NodeReplError) as exc:
-            progress.close(failed=True)
-            raise _explain(exc) from None
-        progress.close()
+        results = self._follow(
+            "distribute",
+            nodes,
+            len(forms),
+            lambda on_event: distribute_async(
+                nodes, *forms, timeout=args.timeout, on_event=on_event
+            ),
+            args.stream,
+        )
         if args.output:
             self.shell.user_ns[args.output] = results
             return None
         return results
 
+    @magic_arguments()
+    @kwds(usage="%(prog)s [-o NAME] [--timeout S] [--stream] NODES PROC LST")
+    @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
+    @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
+    @argument("--stream", action="store_true", help=_STREAM_HELP)
+    @argument("nodes", nargs="?", metavar="NODES", help="Python: a variable, names or a node")
+    @argument("proc", nargs="?", metavar="PROC", help="Scheme: a lambda or a procedure's name")
+    @argument(
+        "lst", nargs="?", metavar="LST", help="Python: a sequence (as a cell magic, the cell)"
+    )
     @line_cell_magic
     def dist_map(self, line: str, cell: str | None = None) -> list | None:
-        """``%dist_map [-o NAME] [--timeout S] NODES PROC LST``: map PROC (Scheme) over LST
-        (Python) on NODES (Python); ``squares = %dist_map nodes (lambda (x) (* x x)) range(10)``.
-        As a cell magic, the cell is LST."""
+        """Map PROC (Scheme) over LST (Python) on NODES (Python), in chunks handed to each
+        node as it finishes the last; what the nodes print is shown by node.
+        ``squares = %dist_map nodes (lambda (x) (* x x)) range(10)``."""
         text = line if cell is None else f"{line} {cell}"
-        output, timeout, rest = self._options(text)
-        split = _python_expression_end(rest)
+        options, rest = leading_options(text, flags=("--stream",))
+        args = parse_argstring(self.dist_map, options)
+        split = python_expression_end(rest)
         nodes_source, body = rest[:split], rest[split:].strip()
         if not nodes_source or not body:
-            raise SshdistError("usage: %dist_map [-o NAME] [--timeout S] NODES PROC LST")
+            raise SshdistError("usage: %dist_map [-o NAME] [--timeout S] [--stream] NODES PROC LST")
         nodes = self._nodes(nodes_source)
         try:
             end = sexp.datum_end(body, 0)
@@ -307,35 +317,51 @@ class SshdistMagics(Magics):
             items = list(self.shell.ev(lst_source))
         except Exception as exc:
             raise SshdistError(f"LST {lst_source!r} is not a Python sequence: {exc}") from None
-        progress = Progress("dist_map", nodes, len(items), _in_notebook(self.shell))
-        try:
-            results = dist_map(nodes, proc, items, timeout=timeout, on_event=progress.event)
-        except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
-            progress.close(failed=True)
-            raise _explain(exc) from None
-        progress.close()
-        if output:
-            self.shell.user_ns[output] = results
+        results = self._follow(
+            "dist_map",
+            nodes,
+            len(items),
+            lambda on_event: dist_map_async(
+                nodes, proc, items, timeout=args.timeout, on_event=on_event
+            ),
+            args.stream,
+        )
+        if args.output:
+            self.shell.user_ns[args.output] = results
             return None
         return results
 
-    @staticmethod
-    def _options(text: str) -> tuple[str | None, float | None, str]:
-        """Leading ``-o NAME`` and ``--timeout S``; the rest (Scheme and Python) untouched."""
-        output = timeout = None
-        rest = text.strip()
-        while rest.startswith("-"):
-            words = rest.split(None, 2)
-            if len(words) < 2:
-                raise SshdistError(f"option {words[0]} needs a value")
-            if words[0] in ("-o", "--output"):
-                output = words[1]
-            elif words[0] == "--timeout":
-                try:
-                    timeout = float(words[1])
-                except ValueError:
-                    raise SshdistError(f"--timeout takes seconds, not {words[1]!r}") from None
-            else:
-                raise SshdistError(f"unknown option {shlex.quote(words[0])}")
-            rest = words[2] if len(words) > 2 else ""
-        return output, timeout, rest
+    def _follow(
+        self,
+        what: str,
+        nodes: list[Node],
+        total: int,
+        start: Callable[[EventCallback], DistCall],
+        stream: bool,
+    ) -> Any:
+        """Start a call and draw it here: its progress (and with ``stream`` what the
+        nodes print, as they print it), its summary line, then what the nodes printed,
+        by node; errors as ``SshdistError``."""
+        progress = Progress(what, nodes, total, widgets=_in_notebook(self.shell))
+        live = LiveLines() if stream else None
+        events = CallEvents()
+        order = [n.name for n in nodes]
+        try:
+            results = follow(start(events.put), events, progress, live)
+        except KeyboardInterrupt:
+            progress.close("stopped")
+            raise CallStopped(
+                f"{what} stopped: the nodes' work was interrupted (they keep their definitions)"
+            ) from None
+        except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
+            progress.close("failed")
+            if live is None:
+                show_by_node(getattr(exc, "outputs", {}), order)
+            raise _explain(exc) from None
+        except BaseException:
+            progress.close("failed")
+            raise
+        progress.close()
+        if live is None:
+            show_by_node(results.outputs, order)
+        return results

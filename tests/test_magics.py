@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
@@ -28,6 +32,42 @@ def ip(local_nodes: LocalNodes) -> Iterator[InteractiveShell]:
 def run(ip: InteractiveShell, code: str):
     result = ip.run_cell(code)
     return result
+
+
+def nodes_in(ip: InteractiveShell) -> list[Node]:
+    """The shell's ``nodes``, made by the first test or here when a test runs alone."""
+    if "nodes" not in ip.user_ns:
+        with redirect_stdout(io.StringIO()):  # the table is another test's business
+            run(ip, "%nodes -o nodes -F $cfg node1 node2 node3")
+    return ip.user_ns["nodes"]
+
+
+@contextmanager
+def ctrl_c_into_the_cell(ip: InteractiveShell, after: float) -> Iterator[None]:
+    """Ctrl-C ``after`` seconds into the cell run inside, if it is still running then
+    (never into pytest itself)."""
+    running = threading.Event()
+
+    def pre(*_: object) -> None:
+        running.set()
+
+    def post(*_: object) -> None:
+        running.clear()
+
+    def ctrl_c() -> None:
+        if running.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    ip.events.register("pre_run_cell", pre)
+    ip.events.register("post_run_cell", post)
+    timer = threading.Timer(after, ctrl_c)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        ip.events.unregister("pre_run_cell", pre)
+        ip.events.unregister("post_run_cell", post)
 
 
 def test_nodes_makes_a_list_and_shows_a_table(ip, capsys) -> None:
@@ -54,7 +94,9 @@ def test_with_ssh_shows_values_streams_output_and_stores_the_value(ip, capsys) -
 def test_distribute_returns_a_tuple_in_order(ip, capsys) -> None:
     result = run(ip, '%%distribute nodes\n(+ 1 2)\n(string-upcase "ab")\n\'(1 2)\n42')
     assert result.result == (3, "AB", [1, 2], 42)
-    assert "distribute: 4 item(s) on 3 node(s), 0 failover(s), in " in capsys.readouterr().out
+    # How many nodes the scheduler used for 4 quick forms depends on who asked first.
+    out = capsys.readouterr().out
+    assert re.match(r"distribute: 4 item\(s\) on [123] node\(s\), 0 failover\(s\), in ", out)
 
 
 def test_dist_map_takes_python_data_and_scheme_proc(ip, capsys) -> None:
@@ -94,6 +136,138 @@ def test_a_failover_is_shown_as_it_happens(ip, capsys) -> None:
     assert "  node2 failed: " in out
     assert "moved from node2 to node" in out
     assert "dist_map: 60 item(s) on 3 node(s), 1 failover(s), in " in out
+
+
+def printed_blocks(text: str) -> dict[str, list[str]]:
+    """``[stdout:node1]`` headers and the lines under each, by header."""
+    blocks: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("Out["):  # the result, which follows what was printed
+            break
+        if re.fullmatch(r"\[std(out|err):node\d\]", line):
+            lines = blocks.setdefault(line, [])
+        elif not line.startswith(("dist_map: ", "distribute: ")):
+            lines.append(line)
+    return blocks
+
+
+def test_what_the_jobs_print_is_shown_by_node_after_the_call(ip, capsys) -> None:
+    nodes_in(ip)
+    proc = '(lambda (x) (display x) (newline) (display "e" (current-error-port)) x)'
+    result = run(ip, f"%dist_map nodes {proc} range(30)")
+    assert result.result == list(range(30))
+    seen = capsys.readouterr()
+    out = seen.out
+    # The summary first, then each node's lines under its header, in the list's order.
+    assert out.startswith("dist_map: 30 item(s) on ")
+    blocks = printed_blocks(out)
+    assert list(blocks) == sorted(blocks) and len(blocks) >= 2
+    printed = [int(x) for lines in blocks.values() for x in lines]
+    assert sorted(printed) == list(range(30))
+    for lines in blocks.values():  # a node's items in the order it did them
+        numbers = [int(x) for x in lines]
+        assert numbers and numbers == sorted(numbers)
+    err = printed_blocks(seen.err)
+    assert set(err) == {h.replace("stdout", "stderr") for h in blocks}
+    assert sum(len(lines[0]) for lines in err.values()) == 30  # "e" once an item
+    # Text without a final newline still ends its block, before the result.
+    result = run(ip, '%%distribute nodes\n(begin (display "one") 1)\n(begin (display "two") 2)')
+    assert result.result == (1, 2)
+    out = capsys.readouterr().out
+    assert re.search(r"^\[stdout:node\d\]\n(one|two)\n", out, re.MULTILINE)
+    assert sorted(x for lines in printed_blocks(out).values() for x in lines) == ["one", "two"]
+    assert re.search(r"\n(one|two)\nOut\[\d+\]: \(1, 2\)\n$", out)
+
+
+def test_stream_labels_each_line_with_its_node_and_does_not_repeat_it(ip, capsys) -> None:
+    nodes_in(ip)
+    proc = "(lambda (x) (display x) (if (< x 20) (newline)) x)"
+    result = run(ip, f"%dist_map --stream -o streamed nodes {proc} range(21)")
+    assert result.success and ip.user_ns["streamed"] == list(range(21))
+    out = capsys.readouterr().out
+    assert "[stdout:" not in out  # shown live, not again after the call
+    lines = out.splitlines()
+    summary = next(i for i, line in enumerate(lines) if line.startswith("dist_map: 21 item(s)"))
+    labelled = [re.fullmatch(r"\[(node\d)\] (\d+)", line) for line in lines]
+    assert all(labelled[:summary]) and not any(labelled[summary + 1 :])
+    assert sorted(int(m[2]) for m in labelled[:summary]) == list(range(21))
+    assert {m[1] for m in labelled[:summary]} <= {"node1", "node2", "node3"}
+    # --stream works for %%distribute too; stderr goes to stderr, labelled the same way
+    result = run(
+        ip, '%%distribute --stream nodes\n(begin (display "to err" (current-error-port)) 1)'
+    )
+    assert result.result == (1,)
+    seen = capsys.readouterr()
+    assert re.fullmatch(r"\[node\d\] to err\n", seen.err)
+    assert "[stderr:" not in seen.out
+
+
+def test_progress_counts_items_done_per_node_with_rate_and_time_left(ip, capsys) -> None:
+    nodes_in(ip)
+    # 180 items of 25 ms on 3 nodes: at least 1.5 s, so progress lines show.
+    result = run(ip, "%dist_map nodes (lambda (x) (usleep 25000) x) range(180)")
+    assert result.result == list(range(180))
+    out = capsys.readouterr().out
+    pattern = (
+        r"  dist_map: (\d+)/180 items, ([\d.]+) items/s, ~([\d.]+) s left"
+        r" \| node1 (\d+), node2 (\d+), node3 (\d+)"
+    )
+    reports = [re.fullmatch(pattern, line) for line in out.splitlines()]
+    reports = [m for m in reports if m]
+    assert reports, out
+    done = [int(m[1]) for m in reports]
+    assert done == sorted(done) and 0 < done[0] and done[-1] < 180
+    for m in reports:
+        assert int(m[1]) == sum(int(m[i]) for i in (4, 5, 6))  # the rows add up to the total
+        assert float(m[2]) > 0
+    assert re.search(r"^dist_map: 180 item\(s\) on 3 node\(s\), 0 failover\(s\), in ", out, re.M)
+
+
+def test_a_straggler_copy_is_shown_on_the_rows_and_in_the_summary(ip, capsys) -> None:
+    nodes = nodes_in(ip)
+    pid = nodes[2].rrepl.pid
+    stop = threading.Timer(0.4, os.kill, (pid, signal.SIGSTOP))
+    stop.start()
+    try:
+        result = run(ip, "%dist_map nodes (lambda (x) (usleep 20000) x) range(150)")
+    finally:
+        stop.cancel()
+        os.kill(pid, signal.SIGCONT)
+    assert result.result == list(range(150))
+    out = capsys.readouterr().out
+    assert re.search(r"^  job (\d+) runs long on node3: a copy runs on node[12]$", out, re.M)
+    assert re.search(r"^  job \d+ done by the copy on node[12], before node3$", out, re.M)
+    assert "dist_map: 150 item(s) on 3 node(s), 0 failover(s), 1 straggler copy, in " in out
+    assert run(ip, "%dist_map nodes 1+ range(6)").result == list(range(1, 7))
+
+
+def test_ctrl_c_stops_the_call_and_the_nodes(ip, capsys) -> None:
+    nodes_in(ip)
+    started = time.monotonic()
+    with ctrl_c_into_the_cell(ip, 0.5):
+        result = run(ip, "%dist_map nodes (lambda (x) (sleep 1) x) range(30)")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert time.monotonic() - started < 3
+    seen = capsys.readouterr()
+    shown = seen.out + seen.err
+    assert re.search(r"^dist_map: 30 item\(s\) on 3 node\(s\), .* stopped after ", shown, re.M)
+    assert "KeyboardInterrupt: dist_map stopped: the nodes' work was interrupted" in shown
+    assert "Traceback" not in shown
+    started = time.monotonic()
+    assert run(ip, "%dist_map nodes 1+ range(3)").result == [1, 2, 3]
+    assert time.monotonic() - started < 1.5
+
+
+def test_dist_map_help_shows_its_options(ip, capsys) -> None:
+    nodes_in(ip)
+    ip.run_line_magic("pinfo", "%dist_map")
+    shown = capsys.readouterr().out
+    assert "%dist_map [-o NAME] [--timeout S] [--stream] NODES PROC LST" in shown
+    assert "--stream" in shown and "labelled with its node" in shown
+    assert "unrecognized arguments: --bogus" in str(
+        run(ip, "%dist_map --bogus 3 nodes car [1]").error_in_exec
+    )
 
 
 def test_loadavg_in_a_terminal_is_a_table(ip, capsys) -> None:

@@ -86,11 +86,21 @@ def test_the_dist_map_demo() -> None:
     assert shown(code[4])[-1] == "([0, 1, 4, 9, 16], 20)"
     # A call shorter than a second shows no progress rows, only its summary line.
     assert not any(o.output_type == "display_data" for o in code[4].outputs)
-    assert shown(code[4])[0].startswith("dist_map: 20 item(s) on 3 node(s), 0 failover(s), in ")
+    # 20 quick items may be done before the third node asks for any: the scheduler decides.
+    assert re.match(
+        r"dist_map: 20 item\(s\) on [123] node\(s\), 0 failover\(s\), in ", shown(code[4])[0]
+    )
     assert re.search(
         r"same results: True; 1 node [\d.]+ s, 3 nodes [\d.]+ s: speedup [\d.]+",
         "".join(shown(code[5])),
     )
+    # What the nodes printed, grouped by node after the summary, then the result.
+    printed, result = shown(code[6])
+    assert printed.startswith("dist_map: 6 item(s) on ")
+    assert re.search(r"^\[stdout:node\d\]$", printed, re.MULTILINE)
+    lines = [line for line in printed.splitlines()[1:] if not line.startswith("[stdout:")]
+    assert sorted(lines) == sorted(f"{x} squared is {x * x}" for x in range(6))
+    assert result == "[0, 1, 4, 9, 16, 25]"
 
 
 def test_the_failover_demo() -> None:
@@ -101,13 +111,24 @@ def test_the_failover_demo() -> None:
     assert "complete and in order: True" in out
     failures, moves = eval(shown(code[2])[0])  # noqa: S307 - the notebook's own repr
     assert len(failures) == 1 and failures[0].startswith("node2: ")
-    assert moves and moves[0].startswith("job 1 moved from node2 to node")
+    # Which job node2 held depends on the scheduler: whichever chunk it had.
+    assert moves and re.match(r"job \d+ moved from node2 to node[13]$", moves[0])
     assert shown(code[3])[0].startswith("$1 = 3")
     # The call ran for more than a second, so it showed per-node progress rows.
     assert any(o.output_type == "display_data" for o in code[1].outputs)
-    labels = widget_values(code[0].widget_state, "LabelModel")
-    assert any("items, FAILED: job 1 moved to node" in str(v) for v in labels)
-    assert sum(1 for v in labels if "items, finished job" in str(v)) >= 2
+    labels = [str(v) for v in widget_values(code[0].widget_state, "LabelModel")]
+    assert any(re.fullmatch(r"\d+ items, FAILED: job \d+ moved to node[13]", v) for v in labels)
+    assert sum(1 for v in labels if re.fullmatch(r"\d+ items, finished job \d+", v)) >= 2
+    # The total's row, at the end: all items, the time and the rate.
+    assert any(re.fullmatch(r"60/60 items in [\d.]+ s, [\d.]+ items/s", v) for v in labels)
+    # The bars count items: the total's reached 60, and the nodes' rows add up to it.
+    bars = {
+        w["state"]["description"]: w["state"]["value"]
+        for w in code[0].widget_state.values()
+        if w.get("model_name") == "IntProgressModel"
+    }
+    assert bars["all"] == 60
+    assert bars["node1"] + bars["node2"] + bars["node3"] == 60
 
 
 def test_the_node_loadavg_notebook() -> None:

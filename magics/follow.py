@@ -1,0 +1,86 @@
+"""Following a live ``DistCall`` from the main thread.
+
+The call's events come from its worker threads; the magics' callback only queues them
+(cheap, thread-safe), and the thread that runs the cell draws them: progress, live
+lines.  So every print and widget update happens where IPython and ipykernel expect
+it, in the cell that made the call.  Ctrl-C while following stops the nodes' work (they
+keep their definitions) before the ``KeyboardInterrupt`` goes on, as ``dist_map`` does.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+from sshdist_kernel import DistCall, DistEvent
+
+from .display import Progress
+from .printed import LiveLines
+
+TICK = 0.1
+"""Seconds between refreshes of the progress while no event comes."""
+
+STOP_WAIT = 1.0
+"""Seconds a stopped call waits for its nodes to let go before the error goes on."""
+
+_ENDED = object()
+
+
+class CallEvents:
+    """A queue of one call's events: ``put`` is the call's ``on_event``."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.put = self._queue.put
+
+    def ended(self, _call: object = None) -> None:
+        self._queue.put(_ENDED)
+
+    def take(self, timeout: float) -> list[Any]:
+        """What arrived: waits up to ``timeout`` for the first, then takes the rest."""
+        try:
+            got = [self._queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                got.append(self._queue.get_nowait())
+            except queue.Empty:
+                return got
+
+
+def follow(
+    call: DistCall, events: CallEvents, progress: Progress, live: LiveLines | None = None
+) -> Any:
+    """Draw ``call``'s events until it ends; its result, or its error raised."""
+    call.add_done_callback(events.ended)
+    try:
+        ended = False
+        while not ended:
+            for item in events.take(TICK):
+                if item is _ENDED:
+                    ended = True
+                else:
+                    _draw(item, progress, live)
+            progress.tick()
+        return call.result()
+    except KeyboardInterrupt:
+        call.stop(KeyboardInterrupt(), wait=STOP_WAIT)
+        raise
+    except BaseException:
+        call.wait_stopped(STOP_WAIT)
+        raise
+    finally:
+        for item in events.take(0):  # what the workers said before they let go
+            if item is not _ENDED:
+                _draw(item, progress, live)
+        if live is not None:
+            live.close()
+
+
+def _draw(event: DistEvent, progress: Progress, live: LiveLines | None) -> None:
+    if event.kind == "output":
+        if live is not None:
+            live.add(event.node.name, event.detail)
+    else:
+        progress.hear(event)
