@@ -465,7 +465,7 @@ def kernel_rtt(nodes: LocalNodes) -> dict[str, float]:
     return figures
 
 
-def guile_ssh(nodes: LocalNodes, attempts: int = 3) -> dict[str, float]:
+def guile_ssh(nodes: LocalNodes, attempts: int = 2) -> dict[str, float]:
     """Guile-SSH's figures.  Guile-SSH sometimes hangs or crashes (see the facts file),
     so an attempt is bounded and retried; the failures are reported, not hidden."""
     if shutil.which("guile") is None:
@@ -481,25 +481,42 @@ def guile_ssh(nodes: LocalNodes, attempts: int = 3) -> dict[str, float]:
         str(nodes.known_hosts),
         *ports,
     ]
+    figures: dict[str, float] = {}
     for attempt in range(1, attempts + 1):
         try:
             done = subprocess.run(
                 command, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL
             )
-        except subprocess.TimeoutExpired:
+            printed, ok = done.stdout, done.returncode == 0
+        except subprocess.TimeoutExpired as hung:
+            # What it measured before it hung still counts; the rest is tried again.
+            printed, ok = _text(hung.stdout), False
             print(f"Guile-SSH attempt {attempt}: hung for 180 s, killed", file=sys.stderr)
-            continue
-        if done.returncode == 0:
-            figures = {"guile_ssh_attempts": float(attempt)}
-            for line in done.stdout.splitlines():
-                name, value = line.split()
-                figures[name] = float(value)
+        else:
+            if not ok:
+                print(
+                    f"Guile-SSH attempt {attempt} failed (is guile-ssh installed?):\n"
+                    f"{done.stderr[-2000:]}",
+                    file=sys.stderr,
+                )
+        for line in printed.splitlines():
+            name, _, value = line.partition(" ")
+            figures.setdefault(name, float(value))
+        figures["guile_ssh_attempts"] = float(attempt)
+        if ok:
             return figures
-        print(
-            f"Guile-SSH attempt {attempt} failed (is guile-ssh installed?):\n{done.stderr[-2000:]}",
-            file=sys.stderr,
-        )
-    raise SystemExit(f"Guile-SSH failed {attempts} times; no anchor figures")
+    # Our figures are written whatever Guile-SSH does; the missing anchors are named.
+    print(
+        f"Guile-SSH did not finish in {attempts} attempts; anchors measured: {sorted(figures)}",
+        file=sys.stderr,
+    )
+    return figures
+
+
+def _text(output: bytes | str | None) -> str:
+    if isinstance(output, bytes):
+        return output.decode("utf-8", "replace")
+    return output or ""
 
 
 def table(figures: dict[str, float]) -> str:

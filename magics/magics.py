@@ -19,6 +19,7 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_
 
 from sshdist_kernel import (
     DistCall,
+    EventCallback,
     Node,
     NodeError,
     NodeReplError,
@@ -27,7 +28,6 @@ from sshdist_kernel import (
     make_nodes,
     sexp,
 )
-from sshdist_kernel.dist import EventCallback
 from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.rrepl import FormResult
 

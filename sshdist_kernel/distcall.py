@@ -419,9 +419,7 @@ class DistCall(Future):
             elif isinstance(exc, NodeError):
                 self._node_failed(node, attempt, exc)
             else:
-                self._let_go(node, attempt)
-                with self._lock:
-                    self._keep_printed(node, attempt)
+                self._let_go(node, attempt)  # what it printed is on the error
                 self._finish(self._job_error(node, attempt, exc))
         except BaseException as exc:  # noqa: BLE001 - the caller's, through the future
             self._let_go(node, attempt)
