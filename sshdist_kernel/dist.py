@@ -86,16 +86,8 @@ def dist_map_async(
     on_event: EventCallback | None = None,
 ) -> DistCall:
     """``dist_map`` started: the ``DistCall`` to wait on, watch or cancel."""
-    node_list = _as_node_list(nodes)
-    _check_source("proc", proc, one_datum=True)
-    items: Any = list(lst)
-    packed = packed_numbers(items) if items else None
-    if packed is not None:  # packed once; chunks are slices of it, sent as they are
-        items, bytes_per_item = packed, 8.0
-    else:  # a value with no Scheme datum fails here, before any node is busy
-        bytes_per_item = len(sexp.write(items)) / max(len(items), 1)
     options = _Options(timeout, job_timeout, chunksize, on_event)
-    return _start("map", node_list, items, proc, bytes_per_item, DistList, options)
+    return _map_call(nodes, proc, lst, options).start()
 
 
 def distribute_async(
@@ -107,11 +99,29 @@ def distribute_async(
     on_event: EventCallback | None = None,
 ) -> DistCall:
     """``distribute`` started: the ``DistCall`` to wait on, watch or cancel."""
+    options = _Options(timeout, job_timeout, chunksize, on_event)
+    return _eval_call(nodes, exprs, options).start()
+
+
+def _map_call(
+    nodes: Node | Iterable[Node], proc: str, lst: Iterable[Any], options: _Options
+) -> DistCall:
+    node_list = _as_node_list(nodes)
+    _check_source("proc", proc, one_datum=True)
+    items: Any = list(lst)
+    packed = packed_numbers(items) if items else None
+    if packed is not None:  # packed once; chunks are slices of it, sent as they are
+        items, bytes_per_item = packed, 8.0
+    else:  # a value with no Scheme datum fails here, before any node is busy
+        bytes_per_item = len(sexp.write(items)) / max(len(items), 1)
+    return _new_call("map", node_list, items, proc, bytes_per_item, DistList, options)
+
+
+def _eval_call(nodes: Node | Iterable[Node], exprs: Any, options: _Options) -> DistCall:
     node_list = _as_node_list(nodes)
     for i, expr in enumerate(exprs):
         _check_source(f"expression {i + 1}", expr)
-    options = _Options(timeout, job_timeout, chunksize, on_event)
-    return _start("eval", node_list, list(exprs), None, None, DistTuple, options)
+    return _new_call("eval", node_list, list(exprs), None, None, DistTuple, options)
 
 
 class _Options(NamedTuple):
@@ -121,7 +131,7 @@ class _Options(NamedTuple):
     on_event: EventCallback | None
 
 
-def _start(
+def _new_call(
     kind: str,
     nodes: list[Node],
     items: Any,
@@ -130,7 +140,7 @@ def _start(
     make_result: type,
     options: _Options,
 ) -> DistCall:
-    """The call, checked and started."""
+    """The call, checked, not started yet."""
     timeout = checked_timeout(options.timeout)
     job_timeout = checked_timeout(options.job_timeout)
     chunksize = check_chunksize(options.chunksize)
@@ -146,7 +156,7 @@ def _start(
         sizer=ChunkSizer(len(items), fixed, bytes_per_item, job_timeout),
         reserved=_per_node(nodes, items) if chunksize == "per-node" else None,
         make_result=make_result,
-    ).start()
+    )
 
 
 def dist_map(
@@ -166,17 +176,7 @@ def dist_map(
     each if given; ``"per-node"``: the chapter's one job per node).  ``timeout`` bounds
     the whole call; ``job_timeout`` (default ``timeout``) one chunk on one node, after
     which that node counts as failed and the chunk moves on."""
-    return _wait(
-        dist_map_async(
-            nodes,
-            proc,
-            lst,
-            timeout=timeout,
-            job_timeout=job_timeout,
-            chunksize=chunksize,
-            on_event=on_event,
-        )
-    )
+    return _wait(_map_call(nodes, proc, lst, _Options(timeout, job_timeout, chunksize, on_event)))
 
 
 def distribute(
@@ -189,28 +189,18 @@ def distribute(
 ) -> DistTuple:
     """``distribute``: evaluate the expressions in parallel on ``nodes``; their
     results, in the order given."""
-    return _wait(
-        distribute_async(
-            nodes,
-            *exprs,
-            timeout=timeout,
-            job_timeout=job_timeout,
-            chunksize=chunksize,
-            on_event=on_event,
-        )
-    )
+    return _wait(_eval_call(nodes, exprs, _Options(timeout, job_timeout, chunksize, on_event)))
 
 
 def _wait(call: DistCall) -> Any:
     here = current_node()
     if here is not None and any(n is here for n in call.nodes):
-        call.cancel()
         raise RuntimeError(
             f"a distributed call on {here.name} was made from that node's own worker "
             "(an on_event callback?): it would wait for itself; use dist_map_async there"
         )
     try:
-        return call.result()
+        return call.run_here()
     except KeyboardInterrupt:
         call.stop(KeyboardInterrupt(), wait=STOP_WAIT)
         raise
