@@ -200,7 +200,7 @@ def _wait(call: DistCall) -> Any:
             "(an on_event callback?): it would wait for itself; use dist_map_async there"
         )
     try:
-        return call.run_here()
+        return call.start().result()
     except KeyboardInterrupt:
         call.stop(KeyboardInterrupt(), wait=STOP_WAIT)
         raise

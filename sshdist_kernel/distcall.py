@@ -27,7 +27,7 @@ from .distresult import DistEvent, EventCallback, JobMove, NodeFailure, NodeOutp
 from .errors import AllNodesFailedError, EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .job import Job, hand_out_job
 from .node import Node
-from .nodeworkers import current_node, run_on, waiting_work
+from .nodeworkers import run_on, waiting_work
 from .rrepl import DEFAULT_EVAL_TIMEOUT
 
 log = logging.getLogger("sshdist_kernel.dist")
@@ -117,7 +117,7 @@ class DistCall(Future):
         self._done_items = 0
         self._finished = False
         self._drivers = 0  # drivers started and not ended
-        self._unstarted = deque(self.nodes)  # nodes no driver has run on yet
+        self._unstarted: deque[Node] = deque()  # nodes no driver has run on yet (_begin)
         self._stopped = threading.Event()  # every driver has let go of its node
         self.failures: list[NodeFailure] = []
         self.moves: list[JobMove] = []
@@ -139,19 +139,11 @@ class DistCall(Future):
         self._begin()
         return self
 
-    def run_here(self) -> Any:
-        """Start the call and drive its first node from this thread (a blocking caller
-        has nothing else to do: one thread hand-off less each way); then its result."""
-        inline = self._begin(inline=True)
-        if inline is not None:
-            self._drive(inline)
-        return self.result()
-
-    def _begin(self, inline: bool = False) -> Node | None:
+    def _begin(self) -> None:
         if self.total == 0:
             self._stopped.set()
             self._finish(None)
-            return None
+            return
         if self._deadline is not None:
             timer = threading.Timer(self.timeout, self._time_out)  # type: ignore[arg-type]
             timer.daemon = True
@@ -160,11 +152,8 @@ class DistCall(Future):
         # Nodes no other call keeps busy start first.
         self._unstarted = deque(sorted(self.nodes, key=lambda n: waiting_work(n) > 0))
         with self._lock:
-            here = self._unstarted.popleft() if inline else None
-            self._drivers += inline
             self._wake_idle(FAN_OUT)
         self._start_drivers()
-        return here
 
     @property
     def progress(self) -> int:
@@ -317,8 +306,7 @@ class DistCall(Future):
                 return attempt
             left = WATCH_SLICE if wake_at is None else wake_at - time.monotonic()
             self._watch.wait(min(max(left, 0.001), WATCH_SLICE))
-            mine = 1 if current_node() is node else 0  # this driver, if it is a worker's task
-            if waiting_work(node) > mine:  # another call waits for this node: let it have it
+            if waiting_work(node) > 1:  # another call waits for this node: let it have it
                 with self._lock:
                     if self._watcher == key and not self._finished:
                         self._watcher = None

@@ -124,7 +124,7 @@ def _shares(nodes: list[Node], items: list[Any]) -> list[tuple[int, Node, list[A
 def job_to_sexp(job: Job) -> str:
     """``job->sexp``: the Scheme expression that does the job on a node."""
     if job.type == "map":
-        return f"(map {job.proc} {sexp.quote(job.data)})"
+        return f"(map {job.proc} {sexp.quote(list(job.data))})"  # data may be an array
     # Each expression in a begin, so one with several forms still gives one result;
     # the newline ends a comment the expression may end with.
     bodies = " ".join(f"(begin {expr}\n)" for expr in job.proc)
@@ -188,8 +188,7 @@ def job_request(job: Job) -> tuple[str, bytes | None]:
         return job_to_sexp(job), None
     packed = packed_numbers(job.data)
     if packed is None:
-        data, attachment = sexp.quote(list(job.data)), None
-    else:
-        kind, attachment = _attachment(packed)
-        data = f"((@ (sshdist rrepl) attachment-list) (quote {kind}))"
+        return f"((@ (sshdist rrepl) packed-result) {job_to_sexp(job)})", None
+    kind, attachment = _attachment(packed)
+    data = f"((@ (sshdist rrepl) attachment-list) (quote {kind}))"
     return f"((@ (sshdist rrepl) packed-result) (map {job.proc} {data}))", attachment

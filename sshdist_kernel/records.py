@@ -21,7 +21,8 @@ PROBE_DEADLINE = 3.0
 """Seconds a live connection has to answer that question (an SSH keepalive)."""
 
 _POLL = 0.25  # the longest a wait goes without looking at the channel's stderr
-_CANCEL_POLL = 0.05  # the same, while a caller may cancel the wait
+CANCEL_POLL = 0.05
+"""Seconds a cancellable wait goes at most without looking at its cancel event."""
 _HEADER = re.compile(rb"([a-z])(\d+)\n")
 _HELLO_MARKER = b"\0sshdist-rrepl\0"
 
@@ -118,7 +119,7 @@ class RecordStream:
         of silence the connection is asked whether it still lives."""
         quiet_since = time.monotonic()
         cancel = self.cancel
-        poll = _POLL if cancel is None else _CANCEL_POLL
+        poll = _POLL if cancel is None else CANCEL_POLL
         while True:
             if cancel is not None and cancel.is_set():
                 raise EvalCancelled(f"the wait for {self.where} was cancelled while {doing}")
@@ -181,12 +182,15 @@ class RecordStream:
 
     def send(self, data: bytes, deadline: float | None, doing: str) -> None:
         """Send all of ``data``; a send cut short leaves half a request, so the stream
-        is closed then."""
+        is closed then.  Ctrl-C halfway finishes the request before it goes on: the
+        stream stays in step, and the caller can interrupt what it asked for."""
         with self._send_lock:
+            view, sent = memoryview(data), 0
             try:
                 left = seconds_left(deadline)
                 self.channel.settimeout(None if left is None else max(left, 0.01))
-                self.channel.sendall(data)
+                while sent < len(view):
+                    sent += self.channel.send(view[sent:])
             except TimeoutError:
                 self.lost = f"{self.where} did not take a request in time"
                 self.close()
@@ -198,6 +202,15 @@ class RecordStream:
                 if getattr(self.channel, "closed", False):  # the REPL ended while idle
                     self.fail(self._death_message("waiting for a request"))
                 self.fail(f"could not send to {self.where}: {exc}")
+            except BaseException:
+                if sent < len(view):
+                    try:
+                        self.channel.settimeout(PROBE_DEADLINE)
+                        self.channel.sendall(view[sent:])
+                    except Exception:  # noqa: BLE001 - half a request: the stream is done
+                        self.lost = f"a request to {self.where} was cut short"
+                        self.close()
+                raise
 
     def fail(self, message: str) -> None:
         """Mark the stream broken and raise ``NodeError(message)``."""

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from . import sexp
 from .errors import EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
-from .records import RecordStream, checked_timeout, deadline_after, seconds_left
+from .records import CANCEL_POLL, RecordStream, checked_timeout, deadline_after, seconds_left
 
 DEFAULT_EVAL_TIMEOUT = 600.0
 """Seconds an evaluation may run before it is interrupted; pass ``timeout=None`` to wait on."""
@@ -210,6 +210,10 @@ class Rrepl:
                 raise
             except NodeError as exc:  # nothing was evaluated: a node may open a new REPL
                 raise _ReplClosed(str(exc)) from None
+            except BaseException:  # Ctrl-C: the request went out whole; stop it
+                owner = False
+                self._abandon(wait=1.0)
+                raise
             self._stream.cancel = cancel
             try:
                 return self._read_answer(deadline, on_output, on_form)
@@ -246,7 +250,8 @@ class Rrepl:
             left = seconds_left(deadline)
             if left is not None and left <= 0:
                 return False
-            if self._lock.acquire(timeout=0.05 if left is None else min(left, 0.05)):
+            slice_ = CANCEL_POLL if left is None else min(left, CANCEL_POLL)
+            if self._lock.acquire(timeout=slice_):
                 return True
         raise EvalCancelled(f"the wait for {self.where} was cancelled before it was free")
 

@@ -273,7 +273,7 @@
       (set! interrupt-wanted #f)
       (interrupt-now main-busy))))
 
-(define (settle-own-sigint!)
+(define (settle-interrupt!)
   ;; A request that was interrupted ends only once our SIGINT has been handled
   ;; and every wake-up it left for this thread is used up (at most about 0.2 s):
   ;; left over, one would end the next request's (sleep 2) at once.
@@ -447,7 +447,7 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
                 (send-record out "x" "quit\nThe REPL was asked to quit; it keeps running.")
                 (send-record out "x" (string-append (symbol->string key) "\n"
                                                     (error-text key args))))))
-        (when (eqv? interrupted requests-read) (settle-own-sigint!))
+        (when (eqv? interrupted requests-read) (settle-interrupt!))
         (send-record out "p" (string-append
                               (object->string (module-name (current-module)))
                               "\n"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from sshdist_kernel import (
     distribute_async,
     with_ssh,
 )
+
+from .conftest import wait_until
 
 
 def items_by_node(events: list[DistEvent]) -> Counter[str]:
@@ -106,10 +109,10 @@ def test_the_call_is_a_future_that_can_be_awaited(nodes: list[Node]) -> None:
 def test_cancel_stops_the_nodes_and_keeps_their_definitions(nodes: list[Node]) -> None:
     for n in nodes:
         with_ssh(n, "(define kept 'yes)")
-    call = dist_map_async(nodes, "(lambda (x) (sleep 5) x)", range(9))
-    started = time.monotonic()
-    while call.progress == 0 and time.monotonic() - started < 0.5:
-        time.sleep(0.05)
+    busy: set[str] = set()
+    on_event = lambda e: busy.add(e.node.name) if e.kind == "start" else None  # noqa: E731
+    call = dist_map_async(nodes, "(lambda (x) (sleep 5) x)", range(9), on_event=on_event)
+    wait_until(lambda: len(busy) == 3, what="every node busy")
     assert call.cancel() and call.cancelled()
     assert call.wait_stopped(2)
     with pytest.raises(Exception) as caught:  # CancelledError
@@ -205,9 +208,16 @@ SIGINT_CHILD = textwrap.dedent(
     nodes = make_nodes(["node1", "node2", "node3"], ssh_config=sys.argv[1])
     for n in nodes:
         with_ssh(n, "(define kept 'yes)")
-    print("calling", flush=True)
+    busy = set()
+
+    def on_event(event):
+        if event.kind == "start" and event.node.name not in busy:
+            busy.add(event.node.name)
+            if len(busy) == 3:
+                print("busy", flush=True)
+
     try:
-        dist_map(nodes, "(lambda (x) (sleep 1) x)", range(30))
+        dist_map(nodes, "(lambda (x) (sleep 1) x)", range(30), on_event=on_event)
         print(json.dumps({"interrupted": False}), flush=True)
     except KeyboardInterrupt:
         caught = time.monotonic()
@@ -227,12 +237,13 @@ def test_sigint_in_the_middle_of_a_call_leaves_every_node_ready(ssh_config: str)
     )
     try:
         assert child.stdout is not None
-        assert child.stdout.readline() == "calling\n"
-        threading.Event().wait(0.5)  # the items sleep 1 s each: every node is busy now
+        ready, _, _ = select.select([child.stdout], [], [], 30)  # bounded: no hang
+        assert ready and child.stdout.readline() == "busy\n"  # each node began a 1 s item
         child.send_signal(signal.SIGINT)
         out, err = child.communicate(timeout=30)
     finally:
         child.kill()
+    assert out.strip(), err
     report = json.loads(out.strip().splitlines()[-1])
     assert report["interrupted"], err
     assert report["kept"] == ["yes", "yes", "yes"]
