@@ -10,10 +10,16 @@ straggler copies also print a line the moment they happen.
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sshdist_kernel import DistEvent, Node, NodeError
+
+if TYPE_CHECKING:
+    from .progressview import ProgressView
 
 QUIET_SECONDS = 1.0
 """A call shorter than this shows no progress, only its summary."""
@@ -82,22 +88,71 @@ class NodeProgress:
         self.status = f"finished job {job}"
 
 
+class StatusLine:
+    """The terminal's progress: one line rewritten in place (``\\r``) on a terminal; on
+    a file or a pipe, a new line at most every ``QUIET_SECONDS``."""
+
+    def __init__(self) -> None:
+        self.shown = False  # a line is on the screen, without its newline
+        self.last = 0.0
+
+    def show(self, text: str, now: float) -> None:
+        out = sys.stdout
+        if out.isatty():
+            width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be redrawn
+            out.write(f"\r\x1b[K{text[:width]}")
+            out.flush()
+            self.shown = True
+        elif now - self.last >= QUIET_SECONDS:
+            print(text, flush=True)
+        else:
+            return
+        self.last = now
+
+    def clear(self) -> None:
+        """Take the line off the screen, so what is printed next starts a clean line."""
+        if self.shown:
+            sys.stdout.write("\r\x1b[K")
+            sys.stdout.flush()
+            self.shown = False
+
+
 class Progress:
     """A ``dist_map`` or ``distribute`` as its user sees it, from its events: rows per
-    node, the total, failovers and copies as they happen, and a summary at the end."""
+    node, the total, failovers and copies as they happen, and a summary at the end.
 
-    def __init__(self, what: str, nodes: list[Node], total: int, widgets: bool = False) -> None:
+    ``view`` is a widget view already on the page (a background call's), shown from the
+    start; ``say`` takes the failover and copy lines (printed when not given); without
+    ``terminal`` nothing is printed (a background call, under a terminal's prompt)."""
+
+    def __init__(
+        self,
+        what: str,
+        nodes: list[Node],
+        total: int,
+        widgets: bool = False,
+        view: ProgressView | None = None,
+        say: Callable[[str], None] | None = None,
+        terminal: bool = True,
+    ) -> None:
         self.what = what
         self.total = total
+        self.nodes = list(nodes)
         self.rows = {id(n): NodeProgress(n) for n in nodes}
         self.done = 0
         self.failovers = 0
         self.copies = 0
         self.started = time.monotonic()
-        self.last_line = self.started
-        self.widgets = widgets and _have_ipywidgets()
-        self.view: ProgressView | None = None
+        self.widgets = view is not None or (widgets and have_ipywidgets())
+        self.view = view
+        self.line = StatusLine() if terminal else None
+        self.say = say or self._print
         self._copied: dict[int, tuple[Node, Node]] = {}  # job -> (slow node, the copy's)
+
+    def _print(self, text: str) -> None:
+        if self.line is not None:
+            self.line.clear()
+        print(text, flush=True)
 
     def _row(self, node: Node) -> NodeProgress:
         row = self.rows.get(id(node))
@@ -122,7 +177,7 @@ class Progress:
             if isinstance(event.detail, NodeError):  # the node broke; its job moves on
                 row.failed = True
                 row.status = "FAILED"
-                _say(f"  {node.name} failed: {event.detail}")
+                self.say(f"  {node.name} failed: {event.detail}")
             else:  # the code failed: the call's error says the rest
                 row.status = f"error in job {job.index}"
         elif kind == "moved":
@@ -130,7 +185,7 @@ class Progress:
             self.failovers += 1
             self._row(node).status = f"FAILED: job {job.index} moved to {to.name}"
             self._row(to).will_run(job.index, f"from {node.name}")
-            _say(f"  job {job.index} moved from {node.name} to {to.name}")
+            self.say(f"  job {job.index} moved from {node.name} to {to.name}")
         elif kind == "copied":
             slow = event.detail
             self.copies += 1
@@ -139,7 +194,7 @@ class Progress:
             slow_row.slow = True
             slow_row.status = f"job {job.index} runs long: a copy runs on {node.name}"
             self._row(node).will_run(job.index, f"a copy: {slow.name} is slow")
-            _say(f"  job {job.index} runs long on {slow.name}: a copy runs on {node.name}")
+            self.say(f"  job {job.index} runs long on {slow.name}: a copy runs on {node.name}")
 
     def _race_ends(self, job: int, winner: Node) -> None:
         """A job that had a straggler copy is done: the other runner stops."""
@@ -152,7 +207,7 @@ class Progress:
             row.job, row.slow = None, False
             row.status = f"stopped job {job}: {winner.name} answered first"
         who = "the copy on " + winner.name if winner is copier else winner.name
-        _say(f"  job {job} done by {who}, before {loser.name}")
+        self.say(f"  job {job} done by {who}, before {loser.name}")
 
     # -- the display ---------------------------------------------------------------------
 
@@ -173,7 +228,7 @@ class Progress:
                 text += f", ~{_seconds((self.total - self.done) / rate)} left"
         return text
 
-    def line(self, now: float | None = None) -> str:
+    def status(self, now: float | None = None) -> str:
         """The terminal's progress line: the total, then each node's items."""
         text = f"  {self.what}: {self.total_text(now)}"
         rows = list(self.rows.values())
@@ -184,18 +239,19 @@ class Progress:
         return text
 
     def tick(self) -> None:
-        """Called often from the main thread: show or refresh the progress."""
+        """Called often from the thread that draws: show or refresh the progress."""
         now = time.monotonic()
-        if now - self.started < QUIET_SECONDS:
+        if self.view is None and now - self.started < QUIET_SECONDS:
             return
         if self.widgets:
             if self.view is None:
+                from .progressview import ProgressView
+
                 self.view = ProgressView(self.what, self.total)
                 self.view.show()
             self.view.update(self, now)
-        elif now - self.last_line >= QUIET_SECONDS:
-            self.last_line = now
-            _say(self.line(now))
+        elif self.line is not None:
+            self.line.show(self.status(now), now)
 
     def summary(self, state: str = "done") -> str:
         """``dist_map: 60 item(s) on 3 node(s), 1 failover(s), in 2.31 s``; ``state`` is
@@ -210,68 +266,29 @@ class Progress:
         how = "FAILED after" if state == "failed" else "stopped after"
         return f"{text}, {self.done} done, {how} {seconds:.2f} s"
 
-    def close(self, state: str = "done") -> None:
+    def stopped(self, how: str, nodes_state: str) -> str:
+        """The one line of a stopped call: ``dist_map interrupted: 20 of 60 items done
+        on 3 nodes; nodes ready``."""
+        count = len(self.nodes)
+        return (
+            f"{self.what} {how}: {self.done} of {self.total} items done on {count} "
+            f"node{'' if count == 1 else 's'}; {nodes_state}"
+        )
+
+    def close(self, state: str = "done", say: bool = True) -> None:
+        """The call ended: the view shows its final state, and (``say``) the summary
+        line is printed."""
+        if self.line is not None:
+            self.line.clear()
         if self.view is not None:
             self.view.update(self, final=state)
-        _say(self.summary(state))
+        if say:
+            self._print(self.summary(state))
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)
-
-
-def _have_ipywidgets() -> bool:
+def have_ipywidgets() -> bool:
     try:
         import ipywidgets  # noqa: F401
     except ImportError:
         return False
     return True
-
-
-class ProgressView:
-    """ipywidgets: the total (a bar of all items, items/s, time left), then one row per
-    node (a bar of the items done there, of all the call's items, and its status)."""
-
-    def __init__(self, what: str, total: int) -> None:
-        import ipywidgets as w
-
-        self._w = w
-        self.total_bar = w.IntProgress(min=0, max=max(total, 1), description="all")
-        self.total_label = w.Label()
-        self.bars: dict[int, Any] = {}
-        self.labels: dict[int, Any] = {}
-        self.rows = w.VBox()
-        self.box = w.VBox(
-            [w.HTML(f"<b>{what}</b>"), w.HBox([self.total_bar, self.total_label]), self.rows]
-        )
-
-    def show(self) -> None:
-        from IPython.display import display
-
-        display(self.box)
-
-    def update(self, progress: Progress, now: float | None = None, final: str = "") -> None:
-        w = self._w
-        for key, row in progress.rows.items():
-            if key not in self.bars:
-                self.bars[key] = w.IntProgress(
-                    min=0, max=self.total_bar.max, description=row.node.name
-                )
-                self.labels[key] = w.Label()
-                self.rows.children = (
-                    *self.rows.children,
-                    w.HBox([self.bars[key], self.labels[key]]),
-                )
-            bar = self.bars[key]
-            bar.value = row.done
-            if row.failed:
-                bar.bar_style = "danger"
-            elif row.slow:
-                bar.bar_style = "warning"
-            else:
-                bar.bar_style = "success" if final == "done" else ""
-            self.labels[key].value = row.label
-        self.total_bar.value = progress.done
-        self.total_label.value = progress.total_text(now, final)
-        if final:
-            self.total_bar.bar_style = "success" if final == "done" else "danger"

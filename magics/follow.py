@@ -10,9 +10,10 @@ keep their definitions) before the ``KeyboardInterrupt`` goes on, as ``dist_map`
 from __future__ import annotations
 
 import queue
+import time
 from typing import Any
 
-from sshdist_kernel import DistCall, DistEvent
+from sshdist_kernel import DistCall, DistEvent, Node
 
 from .display import Progress
 from .printed import LiveLines
@@ -55,14 +56,7 @@ def follow(
     """Draw ``call``'s events until it ends; its result, or its error raised."""
     call.add_done_callback(events.ended)
     try:
-        ended = False
-        while not ended:
-            for item in events.take(TICK):
-                if item is _ENDED:
-                    ended = True
-                else:
-                    _draw(item, progress, live)
-            progress.tick()
+        draw_until_ended(events, progress, live)
         return call.result()
     except KeyboardInterrupt:
         call.stop(KeyboardInterrupt(), wait=STOP_WAIT)
@@ -71,11 +65,46 @@ def follow(
         call.wait_stopped(STOP_WAIT)
         raise
     finally:
-        for item in events.take(0):  # what the workers said before they let go
-            if item is not _ENDED:
-                _draw(item, progress, live)
+        drain(events, progress, live)  # what the workers said before they let go
         if live is not None:
             live.close()
+
+
+def draw_until_ended(events: CallEvents, progress: Progress, live: LiveLines | None) -> None:
+    """Take the events into ``progress`` (and ``live``) until the call's end comes."""
+    while True:
+        for item in events.take(TICK):
+            if item is _ENDED:
+                return
+            _draw(item, progress, live)
+        progress.tick()
+
+
+def drain(events: CallEvents, progress: Progress, live: LiveLines | None) -> None:
+    """Draw what is queued, without waiting."""
+    for item in events.take(0):
+        if item is not _ENDED:
+            _draw(item, progress, live)
+
+
+def settle(nodes: list[Node], wait: float = STOP_WAIT) -> str:
+    """After a stop, wait up to ``wait`` seconds in all for the nodes to be ready again;
+    ``nodes ready``, or which are still stopping or lost their REPL."""
+    deadline = time.monotonic() + wait
+    states = {n.name: n.settle(max(deadline - time.monotonic(), 0.0)) for n in nodes}
+    stopping = [name for name, state in states.items() if state == "stopping"]
+    closed = [name for name, state in states.items() if state == "closed"]
+    parts = []
+    if stopping:
+        parts.append(f"{', '.join(stopping)} still stopping (the next call waits for it)")
+    if closed:
+        parts.append(
+            f"{', '.join(closed)} lost the REPL (the next call starts a fresh one, "
+            "without the definitions)"
+        )
+    if parts:
+        return "; ".join(parts)
+    return "node ready" if len(nodes) == 1 else "nodes ready"
 
 
 def _draw(event: DistEvent, progress: Progress, live: LiveLines | None) -> None:

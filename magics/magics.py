@@ -8,11 +8,12 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 from __future__ import annotations
 
 import atexit
+import concurrent.futures as futures
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
@@ -31,11 +32,15 @@ from sshdist_kernel import (
 from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.rrepl import FormResult
 
-from .display import NodeTable, Progress
-from .follow import CallEvents, follow
+from .background import BackgroundCall, describe_busy, final_state
+from .display import NodeTable, Progress, have_ipywidgets
+from .follow import STOP_WAIT, CallEvents, follow, settle
 from .loadavg import LoadMonitor
 from .magicline import leading_options, python_expression_end
 from .printed import LiveLines, show_by_node
+
+KEPT_CALLS = 20
+"""Background calls the magics remember for ``%dist_result`` (the latest)."""
 
 
 class NodeList(list):
@@ -61,16 +66,19 @@ class SshdistError(Exception):
 
 class CallStopped(KeyboardInterrupt):
     """Ctrl-C (or the stop button) during a call: still a ``KeyboardInterrupt``, shown
-    as one line, not a traceback through the magics."""
+    as its one line (``dist_map interrupted: 20 of 60 items done on 3 nodes; nodes
+    ready``), not a traceback through the magics."""
 
     def _render_traceback_(self) -> list[str]:
-        return [f"KeyboardInterrupt: {self}"]
+        return [str(self)]
 
 
-def _explain(exc: BaseException) -> SshdistError:
+def _explain(exc: BaseException, shown: bool = False) -> SshdistError:
+    """The error as a few lines; what the failed code printed is added unless ``shown``
+    (streamed already)."""
     if isinstance(exc, NodeReplError):
         text = str(exc)
-        if exc.output:
+        if exc.output and not shown:
             text += f"\nprinted before the error: {exc.output[-500:]!r}"
     else:
         text = str(exc)
@@ -80,10 +88,41 @@ def _explain(exc: BaseException) -> SshdistError:
     return SshdistError(text)
 
 
+_BG_HELP = (
+    "return at once with the call (a Future: .result(), .cancel(), .progress, await); "
+    "a notebook shows its progress and a Cancel button; %%dist_result NAME shows the result"
+)
+
 _STREAM_HELP = (
     "print what the nodes print as it arrives, each line labelled with its node "
     "([node1] text), instead of grouped by node after the call"
 )
+
+
+class _Printed:
+    """What a cell's code prints, streamed to stdout / stderr; ``end_line`` makes sure
+    what follows (a value, an error) starts on a line of its own."""
+
+    def __init__(self) -> None:
+        self.any = False
+        self._open: TextIO | None = None  # the file whose last text had no newline
+
+    def write(self, stream: str, text: str) -> None:
+        if not text:
+            return
+        out = sys.stdout if stream == "stdout" else sys.stderr
+        if self._open is not None and self._open is not out:
+            self.end_line()
+        out.write(text)
+        out.flush()
+        self.any = True
+        self._open = None if text.endswith("\n") else out
+
+    def end_line(self) -> None:
+        if self._open is not None:
+            self._open.write("\n")
+            self._open.flush()
+            self._open = None
 
 
 @magics_class
@@ -96,6 +135,7 @@ class SshdistMagics(Magics):
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._ssh_config: str | None = None  # the last one %nodes used, for names later
         self._named: dict[str, Node] = {}
+        self._background: list[BackgroundCall] = []  # the latest last
         atexit.register(self._close_named)
 
     # -- nodes -------------------------------------------------------------------------
@@ -236,18 +276,27 @@ class SshdistMagics(Magics):
         the module and the language, and streams what the code prints."""
         args = parse_argstring(self.with_ssh, line)
         node = self._nodes(args.node)[0]
+        self._say_if_busy([node])
+        printed = _Printed()
 
         def show(form: FormResult) -> None:
+            printed.end_line()
             for num, text in zip(form.eval_nums, form.texts, strict=True):
                 print(f"${num} = {text}")
 
-        def stream(name: str, text: str) -> None:
-            (sys.stdout if name == "stdout" else sys.stderr).write(text)
-
+        started = time.monotonic()
         try:
-            result = node.eval(cell, timeout=None, on_output=stream, on_form=show)
+            result = node.eval(cell, timeout=None, on_output=printed.write, on_form=show)
+        except KeyboardInterrupt:
+            printed.end_line()
+            seconds = time.monotonic() - started
+            raise CallStopped(
+                f"with_ssh interrupted after {seconds:.1f} s on {node.name}; {settle([node])}"
+            ) from None
         except (NodeError, NodeReplError) as exc:
-            raise _explain(exc) from None
+            printed.end_line()
+            raise _explain(exc, shown=printed.any) from None
+        printed.end_line()
         print(f"[{node.name}: module {result.module}, language {result.language}]")
         if args.output:
             self.shell.user_ns[args.output] = result.value
@@ -255,12 +304,13 @@ class SshdistMagics(Magics):
     # -- many nodes --------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
+    @argument("-o", "--output", metavar="NAME", help="store the results (or the call) here")
     @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
     @argument("--stream", action="store_true", help=_STREAM_HELP)
+    @argument("--bg", action="store_true", help=_BG_HELP)
     @argument("nodes", help="the nodes: a variable, a list of names or a node")
     @cell_magic
-    def distribute(self, line: str, cell: str) -> tuple | None:
+    def distribute(self, line: str, cell: str) -> Any:
         """Evaluate each top-level form of the cell in parallel on the nodes; the results
         come back as a tuple, in order.  What the forms print is shown by node."""
         args = parse_argstring(self.distribute, line)
@@ -269,42 +319,37 @@ class SshdistMagics(Magics):
             forms = sexp.split_forms(cell)
         except ValueError as exc:
             raise SshdistError(f"the cell is not Scheme forms: {exc}") from None
-        results = self._follow(
-            "distribute",
-            nodes,
-            len(forms),
-            lambda on_event: distribute_async(
-                nodes, *forms, timeout=args.timeout, on_event=on_event
-            ),
-            args.stream,
-        )
-        if args.output:
-            self.shell.user_ns[args.output] = results
-            return None
-        return results
+
+        def start(on_event: EventCallback) -> DistCall:
+            return distribute_async(nodes, *forms, timeout=args.timeout, on_event=on_event)
+
+        return self._call("distribute", nodes, len(forms), start, args)
 
     @magic_arguments()
-    @kwds(usage="%(prog)s [-o NAME] [--timeout S] [--stream] NODES PROC LST")
-    @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
+    @kwds(usage="%(prog)s [-o NAME] [--timeout S] [--stream] [--bg] NODES PROC LST")
+    @argument("-o", "--output", metavar="NAME", help="store the results (or the call) here")
     @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
     @argument("--stream", action="store_true", help=_STREAM_HELP)
+    @argument("--bg", action="store_true", help=_BG_HELP)
     @argument("nodes", nargs="?", metavar="NODES", help="Python: a variable, names or a node")
     @argument("proc", nargs="?", metavar="PROC", help="Scheme: a lambda or a procedure's name")
     @argument(
         "lst", nargs="?", metavar="LST", help="Python: a sequence (as a cell magic, the cell)"
     )
     @line_cell_magic
-    def dist_map(self, line: str, cell: str | None = None) -> list | None:
+    def dist_map(self, line: str, cell: str | None = None) -> Any:
         """Map PROC (Scheme) over LST (Python) on NODES (Python), in chunks handed to each
         node as it finishes the last; what the nodes print is shown by node.
         ``squares = %dist_map nodes (lambda (x) (* x x)) range(10)``."""
         text = line if cell is None else f"{line} {cell}"
-        options, rest = leading_options(text, flags=("--stream",))
+        options, rest = leading_options(text, flags=("--stream", "--bg"))
         args = parse_argstring(self.dist_map, options)
         split = python_expression_end(rest)
         nodes_source, body = rest[:split], rest[split:].strip()
         if not nodes_source or not body:
-            raise SshdistError("usage: %dist_map [-o NAME] [--timeout S] [--stream] NODES PROC LST")
+            raise SshdistError(
+                "usage: %dist_map [-o NAME] [--timeout S] [--stream] [--bg] NODES PROC LST"
+            )
         nodes = self._nodes(nodes_source)
         try:
             end = sexp.datum_end(body, 0)
@@ -317,19 +362,52 @@ class SshdistMagics(Magics):
             items = list(self.shell.ev(lst_source))
         except Exception as exc:
             raise SshdistError(f"LST {lst_source!r} is not a Python sequence: {exc}") from None
-        results = self._follow(
-            "dist_map",
-            nodes,
-            len(items),
-            lambda on_event: dist_map_async(
-                nodes, proc, items, timeout=args.timeout, on_event=on_event
-            ),
-            args.stream,
-        )
+
+        def start(on_event: EventCallback) -> DistCall:
+            return dist_map_async(nodes, proc, items, timeout=args.timeout, on_event=on_event)
+
+        return self._call("dist_map", nodes, len(items), start, args)
+
+    def _call(
+        self,
+        what: str,
+        nodes: list[Node],
+        total: int,
+        start: Callable[[EventCallback], DistCall],
+        args: Any,
+    ) -> Any:
+        """Run a call as its options say: followed here, or (``--bg``) in the background;
+        its results (or the call) in ``-o NAME`` or returned."""
+        self._say_if_busy(nodes)
+        if args.bg:
+            if args.stream:
+                raise SshdistError("--stream shows output live in the cell: not with --bg")
+            try:
+                bg = BackgroundCall(what, nodes, total, start, widgets=self._widgets())
+            except (NodeError, ValueError) as exc:
+                raise _explain(exc) from None
+            self._background = [*self._background[-(KEPT_CALLS - 1) :], bg]
+            result: Any = bg.call
+            if bg.view is None:  # a terminal: this line is all it shows until %dist_result
+                name = f" {args.output}" if args.output else ""
+                print(
+                    f"{what} runs in the background on {len(nodes)} node(s); "
+                    f"%dist_result{name} waits for it and shows the results"
+                )
+        else:
+            result = self._follow(what, nodes, total, start, args.stream)
         if args.output:
-            self.shell.user_ns[args.output] = results
+            self.shell.user_ns[args.output] = result
             return None
-        return results
+        return result
+
+    def _widgets(self) -> bool:
+        return _in_notebook(self.shell) and have_ipywidgets()
+
+    def _say_if_busy(self, nodes: list[Node]) -> None:
+        note = describe_busy(self._background, nodes)
+        if note:
+            print(note, file=sys.stderr, flush=True)
 
     def _follow(
         self,
@@ -349,10 +427,8 @@ class SshdistMagics(Magics):
         try:
             results = follow(start(events.put), events, progress, live)
         except KeyboardInterrupt:
-            progress.close("stopped")
-            raise CallStopped(
-                f"{what} stopped: the nodes' work was interrupted (they keep their definitions)"
-            ) from None
+            progress.close("stopped", say=False)
+            raise CallStopped(progress.stopped("interrupted", settle(nodes))) from None
         except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
             progress.close("failed")
             if live is None:
@@ -365,3 +441,66 @@ class SshdistMagics(Magics):
         if live is None:
             show_by_node(results.outputs, order)
         return results
+
+    @magic_arguments()
+    @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
+    @argument(
+        "call", nargs="?", help="the call (a variable set by --bg -o); the latest --bg call if none"
+    )
+    @line_magic
+    def dist_result(self, line: str) -> Any:
+        """Wait for a background call (``%dist_map --bg``, ``%%distribute --bg``) and show
+        it as a call run here would: the summary, what the nodes printed, the results.
+        Ctrl-C stops the call."""
+        args = parse_argstring(self.dist_result, line)
+        call, bg = self._background_call(args.call)
+        nodes = bg.nodes if bg is not None else call.nodes
+        try:
+            call.exception()  # waits; a cancelled call is no error here
+        except futures.CancelledError:
+            pass
+        except KeyboardInterrupt:
+            call.cancel()
+            call.wait_stopped(STOP_WAIT)
+            if bg is None:
+                raise CallStopped(f"interrupted; {settle(nodes)}") from None
+            bg.ended.wait(STOP_WAIT)
+            raise CallStopped(bg.progress.stopped("interrupted", settle(nodes))) from None
+        if bg is not None:
+            bg.ended.wait(STOP_WAIT + 1)
+            if bg.view is None:
+                for text in bg.lines:
+                    print(text)
+            if not call.cancelled():
+                print(bg.progress.summary(final_state(call)))
+        order = [n.name for n in nodes]
+        if call.cancelled():
+            raise SshdistError(bg.ending if bg is not None else "the call was cancelled")
+        exc = call.exception()
+        if exc is not None:
+            show_by_node(getattr(exc, "outputs", {}), order)
+            raise _explain(exc) from None
+        results = call.result()
+        show_by_node(results.outputs, order)
+        if args.output:
+            self.shell.user_ns[args.output] = results
+            return None
+        return results
+
+    def _background_call(self, name: str | None) -> tuple[DistCall, BackgroundCall | None]:
+        if not name:
+            if not self._background:
+                raise SshdistError(
+                    "no background call yet: start one with %dist_map --bg or %%distribute --bg"
+                )
+            return self._background[-1].call, self._background[-1]
+        try:
+            value = self.shell.ev(name)
+        except Exception as exc:
+            raise SshdistError(f"{name!r} does not name a call: {exc}") from None
+        if not isinstance(value, DistCall):
+            raise SshdistError(
+                f"{name!r} is {value!r}, not a call: start one with %dist_map --bg -o {name} ..."
+            )
+        bg = next((b for b in reversed(self._background) if b.call is value), None)
+        return value, bg

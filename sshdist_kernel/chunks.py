@@ -9,8 +9,9 @@ import bisect
 import math
 from collections.abc import Hashable
 
-FIRST_CHUNK = 8
-"""Items in a node's first chunk (fewer when the list is short)."""
+FIRST_CHUNK = 1
+"""Items in a node's first chunk: one, so slow items show progress (and a speed to size
+the next chunk by) after one item's time; chunks then grow at most ``GROWTH`` times."""
 
 TARGET_SECONDS = 0.1
 """About how long a chunk should keep a node busy, once its speed is known."""
@@ -38,8 +39,7 @@ def check_chunksize(chunksize: object) -> int | str | None:
 
 class ChunkSizer:
     """Chunk sizes for one call of ``total`` items; ``bytes_per_item`` bounds a chunk's data,
-    and a ``job_timeout`` keeps chunks well inside it (first chunks of one item, then a
-    quarter of it at most).
+    and a ``job_timeout`` keeps chunks well inside it (a quarter of it at most).
 
     Every step costs O(log nodes): the nodes' rates are kept sorted and summed."""
 
@@ -52,7 +52,6 @@ class ChunkSizer:
     ) -> None:
         self.total = total
         self.fixed = chunksize
-        self.first = FIRST_CHUNK if job_timeout is None else 1
         self.target = min(TARGET_SECONDS, job_timeout / 4) if job_timeout else TARGET_SECONDS
         self.max_items = (
             max(int(MAX_CHUNK_BYTES / bytes_per_item), 1) if bytes_per_item else math.inf
@@ -70,11 +69,11 @@ class ChunkSizer:
         if self.fixed is not None:
             return min(self.fixed, remaining)
         if not self._sorted:
-            size = min(self.first, math.ceil(remaining / max(live, 1)))
+            size = min(FIRST_CHUNK, math.ceil(remaining / max(live, 1)))
             return self._bounded(node, size, remaining)
         median = self._sorted[len(self._sorted) // 2]
         rate = self.rates.get(node, median)
-        last = self.last.get(node, self.first)
+        last = self.last.get(node, FIRST_CHUNK)
         together = self._sum + max(live - len(self._sorted), 0) * median
         seconds = min(self.target, max(remaining / together / 2, MIN_SECONDS))
         size = min(max(int(seconds * rate), 1), last * GROWTH)

@@ -12,6 +12,7 @@ keep their definitions.  Results keep the order of the input, always.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
 import threading
@@ -49,6 +50,9 @@ STRAGGLER_ALONE = 5.0
 
 WATCH_SLICE = 0.2
 """Seconds between a watcher's looks at whether another call waits for its node."""
+
+
+_CALL_NAMES = {"map": "dist_map", "eval": "distribute"}
 
 
 @dataclass(eq=False)
@@ -173,6 +177,23 @@ class DistCall(Future):
             return False
         self._stop()
         return True
+
+    def __await__(self) -> Any:
+        """``await call`` in a running event loop (IPython's autoawait, Jupyter)."""
+        return asyncio.wrap_future(self).__await__()
+
+    def __repr__(self) -> str:
+        if self.cancelled():
+            state = "cancelled"
+        elif not self.done():
+            state = "running"
+        else:
+            state = "failed" if self.exception() is not None else "done"
+        count, name = len(self.nodes), _CALL_NAMES.get(self.kind, self.kind)
+        return (
+            f"<DistCall {name}: {self.progress}/{self.total} items on {count} "
+            f"node{'' if count == 1 else 's'}, {state}>"
+        )
 
     def stop(self, error: BaseException, wait: float = 1.0) -> None:
         """End the call with ``error`` unless it has ended, and wait up to ``wait``

@@ -221,6 +221,17 @@ class Node:
             return "its REPL is closed: the next call starts a fresh one"
         return rrepl.state_after_abandon()
 
+    def settle(self, timeout: float) -> str:
+        """After an interrupt, wait up to ``timeout`` seconds for the REPL to stop what it
+        was doing: ``"ready"``, ``"stopping"`` (still, past the wait) or ``"closed"`` (it
+        was given up; the next call starts a fresh REPL, without the definitions)."""
+        rrepl = self._rrepl
+        if rrepl is None:
+            return "ready"
+        if not rrepl.wait_settled(timeout):
+            return "stopping"
+        return "closed" if rrepl.broken else "ready"
+
     def interrupt(self) -> None:
         """Interrupt the evaluation now running on this node, if any."""
         rrepl = self._rrepl

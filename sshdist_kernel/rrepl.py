@@ -122,7 +122,8 @@ class Rrepl:
         self._lock = threading.Lock()  # one evaluation at a time
         self._acks_due = 0  # interrupt requests not yet answered (i records)
         self._answer_due = False  # a request was sent and its p record not yet read
-        self.recovering = False
+        self._settled = threading.Event()  # clear while an abandoned evaluation stops
+        self._settled.set()
         self.module = "(guile-user)"
         self.repl_language = "scheme"
         deadline = time.monotonic() + timeout
@@ -343,20 +344,28 @@ class Rrepl:
         background (which then owns the lock), waiting ``wait`` seconds for that;
         say how it went."""
         self._stream.cancel = None  # the recovery reads on, whatever the caller cancels
-        self.recovering = True
-        done = threading.Event()
+        self._settled.clear()
 
         def recover() -> None:
             try:
                 self._recover()
             finally:
-                self.recovering = False
-                done.set()
+                self._settled.set()
                 self._lock.release()
 
         threading.Thread(target=recover, daemon=True, name=f"sshdist recover {self.where}").start()
-        done.wait(wait)
+        self._settled.wait(wait)
         return self.state_after_abandon()
+
+    @property
+    def recovering(self) -> bool:
+        """An abandoned evaluation is being interrupted; the REPL is not ready yet."""
+        return not self._settled.is_set()
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for an abandoned evaluation to stop; True
+        once none is stopping (the REPL may still have been closed: see ``broken``)."""
+        return self._settled.wait(timeout)
 
     def _recover(self) -> None:
         for _ in range(RECOVERY_TRIES):

@@ -101,9 +101,10 @@ def test_the_call_is_a_future_that_can_be_awaited(nodes: list[Node]) -> None:
     async def both() -> tuple:
         a = asyncio.wrap_future(dist_map_async(nodes, "1+", range(5)))
         b = asyncio.wrap_future(distribute_async(nodes, "(+ 1 2)", "'x"))
-        return tuple(await asyncio.gather(a, b))
+        return (*await asyncio.gather(a, b), await dist_map_async(nodes, "1-", [1, 2]))
 
-    assert asyncio.run(both()) == ([1, 2, 3, 4, 5], (3, "x"))
+    assert asyncio.run(both()) == ([1, 2, 3, 4, 5], (3, "x"), [0, 1])
+    assert repr(call) == "<DistCall dist_map: 30/30 items on 3 nodes, done>"
 
 
 def test_cancel_stops_the_nodes_and_keeps_their_definitions(nodes: list[Node]) -> None:

@@ -242,28 +242,65 @@ def test_a_straggler_copy_is_shown_on_the_rows_and_in_the_summary(ip, capsys) ->
     assert run(ip, "%dist_map nodes 1+ range(6)").result == list(range(1, 7))
 
 
-def test_ctrl_c_stops_the_call_and_the_nodes(ip, capsys) -> None:
-    nodes_in(ip)
+def test_ctrl_c_stops_the_call_and_the_nodes_in_one_line(ip, capsys) -> None:
+    nodes = nodes_in(ip)
+    for n in nodes:
+        n.eval("(define kept 42)")
     started = time.monotonic()
-    with ctrl_c_into_the_cell(ip, 0.5):
+    with ctrl_c_into_the_cell(ip, 1.5):
         result = run(ip, "%dist_map nodes (lambda (x) (sleep 1) x) range(30)")
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 1.5 + 1.5
     seen = capsys.readouterr()
-    shown = seen.out + seen.err
-    assert re.search(r"^dist_map: 30 item\(s\) on 3 node\(s\), .* stopped after ", shown, re.M)
-    assert "KeyboardInterrupt: dist_map stopped: the nodes' work was interrupted" in shown
-    assert "Traceback" not in shown
+    *progress, last = (seen.out + seen.err).splitlines()
+    assert all(line.startswith("  dist_map: ") for line in progress), progress
+    # 1 s items, first chunks of one item: 3 done at 1 s, 6 at 2 s (and none lost)
+    assert re.fullmatch(
+        r"dist_map interrupted: [36] of 30 items done on 3 nodes; nodes ready", last
+    )
+    # ready at once, the definitions kept, and the stopped call prints nothing later
     started = time.monotonic()
+    assert [n.eval("kept", timeout=5).value for n in nodes] == [42, 42, 42]
+    assert time.monotonic() - started < 1
     assert run(ip, "%dist_map nodes 1+ range(3)").result == [1, 2, 3]
-    assert time.monotonic() - started < 1.5
+    assert run(ip, "%dist_map nodes (lambda (x) (usleep 300000) x) range(12)").success
+    later = capsys.readouterr().out
+    assert "/30" not in later and "30 item" not in later, later
+
+
+def test_ctrl_c_in_with_ssh_is_one_line_and_the_node_keeps_its_definitions(ip, capsys) -> None:
+    nodes = nodes_in(ip)
+    run(ip, '%%with_ssh nodes\n(define kept "yes")')
+    capsys.readouterr()
+    with ctrl_c_into_the_cell(ip, 1.0):
+        result = run(ip, '%%with_ssh nodes\n(display "working") (sleep 30)')
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    seen = capsys.readouterr()
+    assert re.fullmatch(
+        r"working\nwith_ssh interrupted after 1\.\d s on node1; node ready\n", seen.out + seen.err
+    ), seen
+    assert nodes[0].eval("kept", timeout=1).value == "yes"
+
+
+def test_printed_text_never_runs_into_a_value_or_an_error(ip, capsys) -> None:
+    nodes_in(ip)
+    run(ip, '%%with_ssh nodes\n(display "printed") 10')
+    assert re.match(r"printed\n\$\d+ = 10\n\[node1: module", capsys.readouterr().out)
+    result = run(ip, '%%with_ssh nodes\n(display "before") (car 5)')
+    seen = capsys.readouterr()
+    assert seen.out.startswith("before\n")
+    shown = seen.out + seen.err
+    assert re.search(r"^SshdistError: wrong-type-arg on node1", shown, re.M), shown
+    assert shown.count("before") == 1  # streamed once, not repeated in the error
+    assert isinstance(result.error_in_exec, SshdistError)
 
 
 def test_dist_map_help_shows_its_options(ip, capsys) -> None:
     nodes_in(ip)
     ip.run_line_magic("pinfo", "%dist_map")
     shown = capsys.readouterr().out
-    assert "%dist_map [-o NAME] [--timeout S] [--stream] NODES PROC LST" in shown
+    assert "%dist_map [-o NAME] [--timeout S] [--stream] [--bg] NODES PROC LST" in shown
+    assert "--bg" in shown and "%dist_result NAME" in shown
     assert "--stream" in shown and "labelled with its node" in shown
     assert "unrecognized arguments: --bogus" in str(
         run(ip, "%dist_map --bogus 3 nodes car [1]").error_in_exec

@@ -1,0 +1,98 @@
+"""Calls that run while the notebook goes on (``--bg``).
+
+A background call's events are drawn by a thread of its own: into a widget with a
+Cancel button in a notebook, and nowhere in a terminal, where nothing may print under
+the prompt.  ``%dist_result`` then waits for the call and shows what it made, as
+ipyparallel's ``%pxresult`` does.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from sshdist_kernel import DistCall, EventCallback, Node
+
+from .display import Progress
+from .follow import STOP_WAIT, CallEvents, drain, draw_until_ended, settle
+from .progressview import ProgressView
+
+
+def final_state(call: DistCall) -> str:
+    """``"done"``, ``"failed"`` or ``"stopped"``, for an ended call."""
+    if call.cancelled():
+        return "stopped"
+    return "failed" if call.exception() is not None else "done"
+
+
+class BackgroundCall:
+    """A call started with ``--bg``: ``call`` is the ``DistCall``; ``lines`` are the
+    failovers and copies it met (for a terminal, which saw none of them live)."""
+
+    def __init__(
+        self,
+        what: str,
+        nodes: list[Node],
+        total: int,
+        start: Callable[[EventCallback], DistCall],
+        widgets: bool,
+    ) -> None:
+        self.nodes = nodes
+        self.lines: list[str] = []
+        self.ending = ""  # the line a cancelled call ends with
+        self.ended = threading.Event()  # the drawer has drawn the end
+        self._events = CallEvents()
+        self.view = ProgressView(what, total, on_cancel=self.cancel) if widgets else None
+        self.progress = Progress(what, nodes, total, view=self.view, say=self._say, terminal=False)
+        self.call = start(self._events.put)
+        self.call.add_done_callback(self._events.ended)
+        if self.view is not None:
+            self.view.update(self.progress)
+            self.view.show()
+        threading.Thread(target=self._draw, daemon=True, name=f"sshdist {what} view").start()
+
+    def _say(self, text: str) -> None:
+        self.lines.append(text.strip())
+        if self.view is not None:
+            self.view.log(text)
+
+    def cancel(self) -> None:
+        """The Cancel button: stop the call, interrupting the nodes' work."""
+        self.call.cancel()
+
+    def busy_with(self, nodes: list[Node]) -> list[Node]:
+        """Those of ``nodes`` this call still works on."""
+        if self.call.done():
+            return []
+        mine = {id(n) for n in self.nodes}
+        return [n for n in nodes if id(n) in mine]
+
+    def _draw(self) -> None:
+        try:
+            draw_until_ended(self._events, self.progress, None)
+            self.call.wait_stopped(STOP_WAIT)
+            drain(self._events, self.progress, None)
+            self.progress.close(final_state(self.call), say=False)
+            if self.call.cancelled():
+                self.ending = self.progress.stopped("cancelled", settle(self.nodes))
+                if self.view is not None:
+                    self.view.log(self.ending)
+        finally:
+            self.ended.set()
+
+    def __repr__(self) -> str:
+        return repr(self.call)
+
+
+def describe_busy(calls: list[BackgroundCall], nodes: list[Node]) -> str | None:
+    """A line saying which of ``nodes`` running background calls hold, or None."""
+    busy: dict[str, str] = {}
+    for bg in calls:
+        for node in bg.busy_with(nodes):
+            busy.setdefault(node.name, bg.progress.what)
+    if not busy:
+        return None
+    names = ", ".join(busy)
+    whats = " and ".join(sorted(set(busy.values())))
+    verb, them = ("is", "it") if len(busy) == 1 else ("are", "them")
+    return f"{names} {verb} busy with a background {whats}: this waits for {them} between its jobs"

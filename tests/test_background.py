@@ -1,0 +1,209 @@
+"""Background calls (``--bg``, ``%dist_result``): in a real IPython shell, and in a real
+Python kernel whose widget's Cancel button is clicked the way JupyterLab clicks it."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import start_new_kernel
+from sshdist_magics import SshdistError
+
+from sshdist_kernel import DistCall
+from sshdist_kernel.localnodes import LocalNodes
+
+from .conftest import wait_until
+from .test_magics import ip, nodes_in, run  # noqa: F401 - ip is the shell fixture
+
+SLOW = "(lambda (x) (usleep 100000) x)"  # 0.1 s an item
+
+
+def test_bg_returns_at_once_and_other_cells_run_meanwhile(ip, capsys) -> None:  # noqa: F811
+    nodes_in(ip)
+    assert run(ip, f"%dist_map --bg -o job nodes {SLOW} range(45)").result is None
+    job = ip.user_ns["job"]
+    assert isinstance(job, DistCall) and not job.done()  # 1.5 s of work on 3 nodes
+    assert run(ip, "6 * 7").result == 42  # another cell, while it works
+    assert not job.done() and job.total == 45
+    started = capsys.readouterr().out
+    assert started == (
+        "dist_map runs in the background on 3 node(s); "
+        "%dist_result job waits for it and shows the results\nOut[0]: 42\n"
+    )
+    wait_until(lambda: job.progress > 0, 5, "the background call's first items")
+    result = run(ip, "%dist_result -o got job")
+    assert result.result is None and ip.user_ns["got"] == list(range(45))
+    shown = capsys.readouterr().out
+    assert re.fullmatch(
+        r"dist_map: 45 item\(s\) on 3 node\(s\), 0 failover\(s\), in [\d.]+ s\n", shown
+    )
+    # nothing of the finished call shows up in later cells
+    run(ip, "x = 1")
+    assert capsys.readouterr().out == ""
+
+
+def test_bg_output_is_grouped_by_node_in_dist_result(ip, capsys) -> None:  # noqa: F811
+    nodes_in(ip)
+    run(ip, '%%distribute --bg -o forms nodes\n(begin (display "one") 1) (begin (display "two") 2)')
+    result = run(ip, "%dist_result forms")
+    assert result.result == (1, 2)
+    out = capsys.readouterr().out
+    blocks = re.findall(r"^\[stdout:(node\d)\]\n(one|two)$", out, re.M)
+    assert sorted(text for _, text in blocks) == ["one", "two"]
+
+
+def test_cancel_stops_the_nodes_and_dist_result_says_so(ip, capsys) -> None:  # noqa: F811
+    nodes = nodes_in(ip)
+    for n in nodes:
+        n.eval("(define kept 7)")
+    run(ip, "%dist_map --bg -o slow nodes (lambda (x) (sleep 1) x) range(60)")
+    job = ip.user_ns["slow"]
+    wait_until(lambda: job.progress >= 3, 5, "three items done")
+    assert job.cancel() and job.cancelled()
+    started = time.monotonic()
+    assert [n.eval("kept", timeout=5).value for n in nodes] == [7, 7, 7]
+    assert time.monotonic() - started < 1  # interrupted, not left to finish its chunk
+    error = run(ip, "%dist_result slow").error_in_exec
+    assert isinstance(error, SshdistError)
+    assert re.fullmatch(
+        r"dist_map cancelled: \d of 60 items done on 3 nodes; nodes ready", str(error)
+    ), str(error)
+    assert "Traceback" not in capsys.readouterr().out
+
+
+def test_the_call_can_be_awaited_in_a_cell(ip) -> None:  # noqa: F811
+    nodes_in(ip)
+    run(ip, "%dist_map --bg -o later nodes 1+ range(5)")
+    result = run(ip, "got = await later")
+    assert result.success, result.error_in_exec
+    assert ip.user_ns["got"] == [1, 2, 3, 4, 5]
+
+
+def test_a_second_call_on_busy_nodes_says_so_and_queues_behind(ip, capsys) -> None:  # noqa: F811
+    nodes_in(ip)
+    run(ip, f"%dist_map --bg -o first nodes {SLOW} range(30)")
+    first = ip.user_ns["first"]
+    capsys.readouterr()
+    second = run(ip, "%dist_map nodes 1+ range(3)")
+    assert second.result == [1, 2, 3]
+    # Each node took the second call's work only once the first had none left for it
+    # (items of 0.1 s, chunks of one or two): nearly all of the first was done by then.
+    assert first.progress >= 24, first.progress
+    seen = capsys.readouterr()
+    assert seen.err.startswith(
+        "node1, node2, node3 are busy with a background dist_map: this waits for them"
+    )
+    assert run(ip, "%dist_result first").result == list(range(30))
+
+
+def test_dist_result_errors_are_clear(ip) -> None:  # noqa: F811
+    nodes_in(ip)
+    assert "is 5, not a call" in str(run(ip, "x = 5\n%dist_result x").error_in_exec)
+    assert "not with --bg" in str(run(ip, "%dist_map --bg --stream nodes 1+ [1]").error_in_exec)
+    run(ip, "%dist_map --bg -o bad nodes car [1, 2]")
+    error = run(ip, "%dist_result bad").error_in_exec
+    assert isinstance(error, SshdistError) and "wrong-type-arg on node" in str(error)
+
+
+# -- in a notebook: the widget and its Cancel button -------------------------------------
+
+TIMEOUT = 30
+
+
+@pytest.fixture
+def python_kernel(local_nodes: LocalNodes) -> Iterator[BlockingKernelClient]:
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    try:
+        run_in(kc, "%load_ext sshdist_magics")
+        run_in(kc, f"%nodes -o nodes -F {local_nodes.ssh_config} node1 node2 node3")
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def run_in(kc: BlockingKernelClient, code: str, seen: list[dict] | None = None) -> dict:
+    """Execute ``code``; its reply.  Every iopub message (widget updates from background
+    threads included) goes to ``seen``."""
+    msg_id = kc.execute(code)
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if seen is not None:
+            seen.append(msg)
+        if (
+            msg["parent_header"].get("msg_id") == msg_id
+            and msg["msg_type"] == "status"
+            and msg["content"]["execution_state"] == "idle"
+        ):
+            break
+    while True:
+        reply = kc.get_shell_msg(timeout=TIMEOUT)
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply
+
+
+def widget_models(seen: list[dict]) -> dict[str, dict[str, Any]]:
+    """Each widget's state, by comm id, from the comm messages so far."""
+    models: dict[str, dict[str, Any]] = {}
+    for msg in seen:
+        content = msg["content"]
+        if msg["msg_type"] == "comm_open":
+            models[content["comm_id"]] = dict(content["data"]["state"])
+        elif msg["msg_type"] == "comm_msg" and content["data"].get("method") == "update":
+            models.setdefault(content["comm_id"], {}).update(content["data"]["state"])
+    return models
+
+
+def test_the_widget_shows_progress_and_its_cancel_button_stops_the_call(python_kernel) -> None:
+    kc = python_kernel
+    seen: list[dict] = []
+    reply = run_in(kc, "%dist_map --bg -o job nodes (lambda (x) (sleep 1) x) range(60)", seen)
+    assert reply["content"]["status"] == "ok"
+    views = [m for m in seen if m["msg_type"] == "display_data"]
+    assert views and "application/vnd.jupyter.widget-view+json" in views[0]["content"]["data"]
+    # another cell runs while the call works; the widget keeps updating meanwhile
+    reply = run_in(kc, "print(job.progress < 60, job.done())", seen)
+    assert reply["content"]["status"] == "ok"
+
+    def labels() -> list[str]:
+        models = widget_models(seen)
+        return [m.get("value", "") for m in models.values() if m.get("_model_name") == "LabelModel"]
+
+    def progressed() -> bool:
+        while True:  # take what came since
+            try:
+                seen.append(kc.get_iopub_msg(timeout=0.05))
+            except Exception:  # noqa: BLE001 - queue.Empty: nothing more now
+                break
+        return any(re.match(r"[3-9]/60 items, ", v) for v in labels())
+
+    wait_until(progressed, 10, "the widget's total to count items")
+    button = next(
+        cid for cid, m in widget_models(seen).items() if m.get("_model_name") == "ButtonModel"
+    )
+    assert widget_models(seen)[button]["description"] == "Cancel"
+    # what JupyterLab sends when the button is clicked
+    click = {"comm_id": button, "data": {"method": "custom", "content": {"event": "click"}}}
+    kc.shell_channel.send(kc.session.msg("comm_msg", click))
+
+    def printed_job() -> str:
+        before = len(seen)
+        run_in(kc, "print(job)", seen)
+        return "".join(m["content"]["text"] for m in seen[before:] if m["msg_type"] == "stream")
+
+    wait_until(lambda: "cancelled>" in printed_job(), 10, "the click to cancel the call")
+    assert re.fullmatch(r"<DistCall dist_map: \d+/60 items on 3 nodes, cancelled>\n", printed_job())
+
+    def says_cancelled() -> bool:
+        progressed()  # takes in what came since
+        values = [str(m.get("value", "")) for m in widget_models(seen).values()]
+        return any(v.startswith("dist_map cancelled: ") for v in values)
+
+    wait_until(says_cancelled, 10, "the widget to say the call was cancelled")
+    assert widget_models(seen)[button]["disabled"] is True
+    reply = run_in(kc, "%dist_map nodes 1+ range(3)", seen)
+    assert reply["content"]["status"] == "ok"
