@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .magics import SshdistError, SshdistMagics
+from .errors import SshdistError
+from .magics import SshdistMagics
 
 __all__ = ["SshdistError", "SshdistMagics", "load_ipython_extension"]
 

@@ -7,13 +7,11 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures as futures
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
@@ -29,63 +27,23 @@ from sshdist_kernel import (
     make_nodes,
     sexp,
 )
-from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.rrepl import FormResult
 
 from .background import BackgroundCall, describe_busy, final_state
 from .display import NodeTable, Progress, have_ipywidgets
+from .errors import CallStopped, SshdistError, explain
 from .follow import STOP_WAIT, CallEvents, follow, settle
 from .loadavg import LoadMonitor
 from .magicline import leading_options, python_expression_end
-from .printed import LiveLines, show_by_node
+from .nodelist import Hosts, NodeList
+from .printed import LiveLines, StreamedText, show_by_node
 
 KEPT_CALLS = 20
 """Background calls the magics remember for ``%dist_result`` (the latest)."""
 
 
-class NodeList(list):
-    """``%nodes``' result: a list of nodes; ``local`` is the LocalNodes behind them when
-    they were started with ``--local`` (``nodes.local.stop("node2")`` stops one)."""
-
-    local: LocalNodes | None = None
-
-
 def _in_notebook(shell: Any) -> bool:
     return getattr(shell, "kernel", None) is not None
-
-
-class SshdistError(Exception):
-    """A failure shown as its message alone: IPython calls ``_render_traceback_``."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [
-            f"{type(self).__name__}: {line}" if i == 0 else line
-            for i, line in enumerate(str(self).splitlines())
-        ]
-
-
-class CallStopped(KeyboardInterrupt):
-    """Ctrl-C (or the stop button) during a call: still a ``KeyboardInterrupt``, shown
-    as its one line (``dist_map interrupted: 20 of 60 items done on 3 nodes; nodes
-    ready``), not a traceback through the magics."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [str(self)]
-
-
-def _explain(exc: BaseException, shown: bool = False) -> SshdistError:
-    """The error as a few lines; what the failed code printed is added unless ``shown``
-    (streamed already)."""
-    if isinstance(exc, NodeReplError):
-        text = str(exc)
-        if exc.output and not shown:
-            text += f"\nprinted before the error: {exc.output[-500:]!r}"
-    else:
-        text = str(exc)
-    moves = getattr(exc, "moves", ())
-    if moves:
-        text += "\n" + "\n".join(f"  {m}" for m in moves)
-    return SshdistError(text)
 
 
 _BG_HELP = (
@@ -99,101 +57,19 @@ _STREAM_HELP = (
 )
 
 
-class _Printed:
-    """What a cell's code prints, streamed to stdout / stderr; ``end_line`` makes sure
-    what follows (a value, an error) starts on a line of its own."""
-
-    def __init__(self) -> None:
-        self.any = False
-        self._open: TextIO | None = None  # the file whose last text had no newline
-
-    def write(self, stream: str, text: str) -> None:
-        if not text:
-            return
-        out = sys.stdout if stream == "stdout" else sys.stderr
-        if self._open is not None and self._open is not out:
-            self.end_line()
-        out.write(text)
-        out.flush()
-        self.any = True
-        self._open = None if text.endswith("\n") else out
-
-    def end_line(self) -> None:
-        if self._open is not None:
-            self._open.write("\n")
-            self._open.flush()
-            self._open = None
-
-
 @magics_class
 class SshdistMagics(Magics):
     """``%nodes``, ``%%with_ssh``, ``%%distribute`` and ``%dist_map``."""
 
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
-        self._local: LocalNodes | None = None
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        self._ssh_config: str | None = None  # the last one %nodes used, for names later
-        self._named: dict[str, Node] = {}
+        self.hosts = Hosts()
         self._background: list[BackgroundCall] = []  # the latest last
-        atexit.register(self._close_named)
 
     # -- nodes -------------------------------------------------------------------------
 
     def _nodes(self, expression: str) -> list[Node]:
-        """Nodes from a Python expression in the user's namespace: a node, a list of nodes,
-        or host names (made into nodes, in parallel)."""
-        try:
-            value = self.shell.ev(expression)
-        except Exception as exc:
-            raise SshdistError(f"{expression!r} does not name nodes: {exc}") from None
-        if isinstance(value, Node):
-            return [value]
-        if isinstance(value, str):
-            value = [value]
-        items = list(value) if isinstance(value, (list, tuple)) else None
-        if not items:
-            raise SshdistError(f"{expression!r} is {value!r}, not a node or a list of nodes")
-        # Nodes made from names are kept, so naming hosts in every call reuses them
-        # instead of opening (and leaking) a connection per call.
-        new = sorted({i for i in items if isinstance(i, str)} - set(self._named))
-        if new:
-            try:
-                self._named.update(
-                    zip(new, make_nodes(new, **self._session_options()), strict=True)
-                )
-            except NodeError as exc:
-                raise _explain(exc) from None
-        items = [self._named[i] if isinstance(i, str) else i for i in items]
-        for item in items:
-            if not isinstance(item, Node):
-                raise SshdistError(f"{item!r} in {expression!r} is not a node")
-        return items
-
-    def _close_named(self) -> None:
-        for node in self._named.values():
-            node.close()
-        self._named.clear()
-
-    def _session_options(self) -> dict[str, str]:
-        if self._ssh_config:
-            return {"ssh_config": self._ssh_config}
-        return self._local.session_options() if self._local else {}
-
-    def _start_local(self, count: int) -> list[str]:
-        if self._local is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="sshdist-magics-")
-            self._local = LocalNodes.up(count, self._tmp.name)
-            atexit.register(self._stop_local)
-        return self._local.names[:count]
-
-    def _stop_local(self) -> None:
-        if self._local is not None:
-            self._local.down()
-            self._local = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        return self.hosts.resolve(expression, self.shell.ev)
 
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="store the node list in this variable")
@@ -212,21 +88,20 @@ class SshdistMagics(Magics):
         args = parse_argstring(self.nodes, line)
         hosts = list(args.hosts)
         if args.local:
-            hosts = self._start_local(args.local) + hosts
-            self._ssh_config = str(self._local.ssh_config)
+            hosts = self.hosts.start_local(args.local) + hosts
         if args.ssh_config:
-            self._ssh_config = args.ssh_config
-        options = self._session_options()
+            self.hosts.ssh_config = args.ssh_config
+        options = self.hosts.session_options()
         if not hosts:
             raise SshdistError("name some hosts, or start local nodes with --local N")
         started = time.monotonic()
         try:
             made = make_nodes(hosts, **options)
         except (NodeError, ValueError) as exc:
-            raise _explain(exc) from None
+            raise explain(exc) from None
         NodeTable(made, time.monotonic() - started).show()
         made = NodeList(made)
-        made.local = self._local if args.local else None
+        made.local = self.hosts.local if args.local else None
         if args.output:
             self.shell.user_ns[args.output] = made
             return None
@@ -277,7 +152,7 @@ class SshdistMagics(Magics):
         args = parse_argstring(self.with_ssh, line)
         node = self._nodes(args.node)[0]
         self._say_if_busy([node])
-        printed = _Printed()
+        printed = StreamedText()
 
         def show(form: FormResult) -> None:
             printed.end_line()
@@ -295,7 +170,7 @@ class SshdistMagics(Magics):
             ) from None
         except (NodeError, NodeReplError) as exc:
             printed.end_line()
-            raise _explain(exc, shown=printed.any) from None
+            raise explain(exc, shown=printed.any) from None
         printed.end_line()
         print(f"[{node.name}: module {result.module}, language {result.language}]")
         if args.output:
@@ -385,7 +260,7 @@ class SshdistMagics(Magics):
             try:
                 bg = BackgroundCall(what, nodes, total, start, widgets=self._widgets())
             except (NodeError, ValueError) as exc:
-                raise _explain(exc) from None
+                raise explain(exc) from None
             self._background = [*self._background[-(KEPT_CALLS - 1) :], bg]
             result: Any = bg.call
             if bg.view is None:  # a terminal: this line is all it shows until %dist_result
@@ -433,7 +308,7 @@ class SshdistMagics(Magics):
             progress.close("failed")
             if live is None:
                 show_by_node(getattr(exc, "outputs", {}), order)
-            raise _explain(exc) from None
+            raise explain(exc) from None
         except BaseException:
             progress.close("failed")
             raise
@@ -479,7 +354,7 @@ class SshdistMagics(Magics):
         exc = call.exception()
         if exc is not None:
             show_by_node(getattr(exc, "outputs", {}), order)
-            raise _explain(exc) from None
+            raise explain(exc) from None
         results = call.result()
         show_by_node(results.outputs, order)
         if args.output:

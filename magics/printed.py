@@ -65,3 +65,30 @@ class LiveLines:
         out = _file(stream)
         out.write("".join(f"[{node}] {line}\n" for line in lines))
         out.flush()
+
+
+class StreamedText:
+    """What one node's code prints, streamed to stdout / stderr as it comes (``write``
+    is an ``on_output``); ``end_line`` makes sure what follows (a value, an error)
+    starts on a line of its own."""
+
+    def __init__(self) -> None:
+        self.any = False
+        self._open: TextIO | None = None  # the file whose last text had no newline
+
+    def write(self, stream: str, text: str) -> None:
+        if not text:
+            return
+        out = _file(stream)
+        if self._open is not None and self._open is not out:
+            self.end_line()
+        out.write(text)
+        out.flush()
+        self.any = True
+        self._open = None if text.endswith("\n") else out
+
+    def end_line(self) -> None:
+        if self._open is not None:
+            self._open.write("\n")
+            self._open.flush()
+            self._open = None

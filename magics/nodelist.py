@@ -1,0 +1,84 @@
+"""Which nodes a magic means: a Python expression in the user's namespace (a node, a
+list of nodes, host names), and the nodes the magics made and keep (from names, and
+local ones started with ``%nodes --local``)."""
+
+from __future__ import annotations
+
+import atexit
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from sshdist_kernel import Node, NodeError, make_nodes
+from sshdist_kernel.localnodes import LocalNodes
+
+from .errors import SshdistError, explain
+
+
+class NodeList(list):
+    """``%nodes``' result: a list of nodes; ``local`` is the LocalNodes behind them when
+    they were started with ``--local`` (``nodes.local.stop("node2")`` stops one)."""
+
+    local: LocalNodes | None = None
+
+
+class Hosts:
+    """The session options names are made into nodes with, the nodes made from names
+    (reused, so naming hosts in every call opens no new connection), and local nodes."""
+
+    def __init__(self) -> None:
+        self.local: LocalNodes | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self.ssh_config: str | None = None  # the last one %nodes used, for names later
+        self.named: dict[str, Node] = {}
+        atexit.register(self.close)
+
+    def resolve(self, expression: str, ev: Callable[[str], Any]) -> list[Node]:
+        """Nodes from ``expression`` evaluated by ``ev``: a node, a list of nodes, or host
+        names (made into nodes, in parallel)."""
+        try:
+            value = ev(expression)
+        except Exception as exc:
+            raise SshdistError(f"{expression!r} does not name nodes: {exc}") from None
+        if isinstance(value, Node):
+            return [value]
+        if isinstance(value, str):
+            value = [value]
+        items = list(value) if isinstance(value, (list, tuple)) else None
+        if not items:
+            raise SshdistError(f"{expression!r} is {value!r}, not a node or a list of nodes")
+        new = sorted({i for i in items if isinstance(i, str)} - set(self.named))
+        if new:
+            try:
+                self.named.update(zip(new, make_nodes(new, **self.session_options()), strict=True))
+            except NodeError as exc:
+                raise explain(exc) from None
+        items = [self.named[i] if isinstance(i, str) else i for i in items]
+        for item in items:
+            if not isinstance(item, Node):
+                raise SshdistError(f"{item!r} in {expression!r} is not a node")
+        return items
+
+    def session_options(self) -> dict[str, str]:
+        if self.ssh_config:
+            return {"ssh_config": self.ssh_config}
+        return self.local.session_options() if self.local else {}
+
+    def start_local(self, count: int) -> list[str]:
+        """Names of ``count`` local nodes, started on first use (and stopped at exit)."""
+        if self.local is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="sshdist-magics-")
+            self.local = LocalNodes.up(count, self._tmp.name)
+        self.ssh_config = str(self.local.ssh_config)
+        return self.local.names[:count]
+
+    def close(self) -> None:
+        for node in self.named.values():
+            node.close()
+        self.named.clear()
+        if self.local is not None:
+            self.local.down()
+            self.local = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
