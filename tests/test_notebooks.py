@@ -143,3 +143,27 @@ def test_the_node_loadavg_notebook() -> None:
     after = [line for line in "".join(shown(code[3])).splitlines() if line.startswith("node")]
     assert " running " in after[1] and " running " in after[2]
     assert after[3].startswith("node3") and " stopped " in after[3]
+
+
+def test_the_live_calls_notebook() -> None:
+    code = execute_python_notebook("live_calls.ipynb")
+    # --bg: the widget at once, the cell after it runs while the call works
+    started = [o for o in code[1].outputs if o.output_type == "display_data"]
+    assert started and "application/vnd.jupyter.widget-view+json" in started[0].data
+    assert re.fullmatch(r"meanwhile: \d+ of 30 items done, running: True\n", shown(code[2])[0])
+    assert shown(code[3]) == ["True"]  # job.cancel()
+    assert re.fullmatch(
+        r"SshdistError: dist_map cancelled: \d+ of 30 items done on 3 nodes; nodes ready",
+        shown(code[4])[0],
+    )
+    assert shown(code[6]) == ["(3, 'DONE')"]  # await forms
+    printed, result = shown(code[7])
+    assert printed.startswith("distribute: 2 item(s) on ")
+    assert re.search(r"^\[stdout:node\d\]\nfrom the first form\n", printed, re.M)
+    assert result == "(3, 'DONE')"
+    buttons = [
+        w["state"] for w in code[0].widget_state.values() if w.get("model_name") == "ButtonModel"
+    ]
+    # (Updates drawn after a cell ended reach JupyterLab, not nbclient's saved state: the
+    # buttons turning disabled is checked in test_background and the browser test.)
+    assert [b["description"] for b in buttons] == ["Cancel", "Cancel"]
