@@ -25,6 +25,12 @@ class CallStopped(KeyboardInterrupt):
         return [str(self)]
 
 
+def connecting_stopped(hosts: list[str]) -> CallStopped:
+    """Ctrl-C while nodes were being made: what was made is closed again."""
+    names = ", ".join(hosts[:4]) + (f" and {len(hosts) - 4} more" if len(hosts) > 4 else "")
+    return CallStopped(f"interrupted while connecting to {names}: no node was made")
+
+
 def explain(exc: BaseException, shown: bool = False) -> SshdistError:
     """The error as a few lines; what the failed code printed is added unless ``shown``
     (streamed already), and the jobs that moved on the way."""

@@ -31,7 +31,7 @@ from sshdist_kernel.rrepl import FormResult
 
 from .background import BackgroundCall, describe_busy, final_state
 from .display import NodeTable, Progress, have_ipywidgets
-from .errors import CallStopped, SshdistError, explain
+from .errors import CallStopped, SshdistError, connecting_stopped, explain
 from .follow import STOP_WAIT, CallEvents, follow, settle
 from .loadavg import LoadMonitor
 from .magicline import leading_options, python_expression_end
@@ -99,6 +99,8 @@ class SshdistMagics(Magics):
             made = make_nodes(hosts, **options)
         except (NodeError, ValueError) as exc:
             raise explain(exc) from None
+        except KeyboardInterrupt:
+            raise connecting_stopped(hosts) from None
         NodeTable(made, time.monotonic() - started).show()
         made = NodeList(made)
         made.local = self.hosts.local if args.local else None

@@ -12,7 +12,7 @@ from typing import Any
 from sshdist_kernel import Node, NodeError, make_nodes
 from sshdist_kernel.localnodes import LocalNodes
 
-from .errors import SshdistError, explain
+from .errors import SshdistError, connecting_stopped, explain
 
 
 class NodeList(list):
@@ -53,6 +53,8 @@ class Hosts:
                 self.named.update(zip(new, make_nodes(new, **self.session_options()), strict=True))
             except NodeError as exc:
                 raise explain(exc) from None
+            except KeyboardInterrupt:
+                raise connecting_stopped(new) from None
         items = [self.named[i] if isinstance(i, str) else i for i in items]
         for item in items:
             if not isinstance(item, Node):

@@ -290,20 +290,38 @@ def make_nodes(
     hosts: list[str | Session], repl_port: int | str | None = None, **options: Any
 ) -> list[Node]:
     """Make a node on each host at once, one thread each; the nodes come back in the
-    order of ``hosts``.  If any fails, the others are closed and its error is raised."""
+    order of ``hosts``.  If any fails, the others are closed and its error is raised.
+    Ctrl-C closes what was made (and what is still being made, when it is)."""
     results: list[Node | BaseException | None] = [None] * len(hosts)
+    lock = threading.Lock()
+    abandoned = False
 
     def make(i: int) -> None:
         try:
-            results[i] = make_node(hosts[i], repl_port, **options)
+            node = make_node(hosts[i], repl_port, **options)
         except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller
             results[i] = exc
+            return
+        with lock:
+            keep = not abandoned
+            if keep:
+                results[i] = node
+        if not keep:
+            node.close()
 
     threads = [threading.Thread(target=make, args=(i,), daemon=True) for i in range(len(hosts))]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except KeyboardInterrupt:
+        with lock:
+            abandoned = True
+            made = [r for r in results if isinstance(r, Node)]
+        for n in made:
+            n.close()
+        raise
     failures = [r for r in results if isinstance(r, BaseException)]
     if failures:
         for r in results:

@@ -6,6 +6,7 @@ import io
 import os
 import re
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -280,6 +281,18 @@ def test_ctrl_c_in_with_ssh_is_one_line_and_the_node_keeps_its_definitions(ip, c
         r"working\nwith_ssh interrupted after 1\.\d s on node1; node ready\n", seen.out + seen.err
     ), seen
     assert nodes[0].eval("kept", timeout=1).value == "yes"
+
+
+def test_ctrl_c_while_connecting_is_one_line(ip, capsys) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says a word
+        port = silent.getsockname()[1]
+        with ctrl_c_into_the_cell(ip, 0.5):
+            result = run(ip, f"%nodes -F $cfg node1 root@127.0.0.1:{port}")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    seen = capsys.readouterr()
+    assert seen.out + seen.err == (
+        f"interrupted while connecting to node1, root@127.0.0.1:{port}: no node was made\n"
+    )
 
 
 def test_printed_text_never_runs_into_a_value_or_an_error(ip, capsys) -> None:
