@@ -8,13 +8,15 @@ ipyparallel's ``%pxresult`` does.
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import threading
+import time
 from collections.abc import Callable
 
 from sshdist_kernel import DistCall, EventCallback, Node
 
-from .display import Progress
-from .follow import STOP_WAIT, CallEvents, drain, draw_until_ended, settle
+from .display import QUIET_SECONDS, Progress, StatusLine
+from .follow import STOP_WAIT, TICK, CallEvents, drain, draw_until_ended, settle
 from .progressview import ProgressView
 
 
@@ -96,3 +98,24 @@ def describe_busy(calls: list[BackgroundCall], nodes: list[Node]) -> str | None:
     whats = " and ".join(sorted(set(busy.values())))
     verb, them = ("is", "it") if len(busy) == 1 else ("are", "them")
     return f"{names} {verb} busy with a background {whats}: this waits for {them} between its jobs"
+
+
+def wait_for(call: DistCall, bg: BackgroundCall | None) -> None:
+    """Wait until ``call`` ends (a cancelled call too); in a terminal, after a second,
+    its progress line while it runs."""
+    line = StatusLine() if bg is not None and bg.view is None else None
+    began = time.monotonic()
+    try:
+        while True:
+            try:
+                call.exception(timeout=TICK)
+                return
+            except futures.CancelledError:
+                return
+            except futures.TimeoutError:
+                now = time.monotonic()
+                if line is not None and now - began >= QUIET_SECONDS:
+                    line.show(bg.progress.status(now), now)  # type: ignore[union-attr]
+    finally:
+        if line is not None:
+            line.clear()

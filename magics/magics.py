@@ -7,7 +7,6 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import sys
 import time
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from sshdist_kernel import (
 )
 from sshdist_kernel.rrepl import FormResult
 
-from .background import BackgroundCall, describe_busy, final_state
+from .background import BackgroundCall, describe_busy, final_state, wait_for
 from .display import NodeTable, Progress, have_ipywidgets
 from .errors import CallStopped, SshdistError, connecting_stopped, explain
 from .follow import STOP_WAIT, CallEvents, follow, settle
@@ -333,9 +332,7 @@ class SshdistMagics(Magics):
         call, bg = self._background_call(args.call)
         nodes = bg.nodes if bg is not None else call.nodes
         try:
-            call.exception()  # waits; a cancelled call is no error here
-        except futures.CancelledError:
-            pass
+            wait_for(call, bg)
         except KeyboardInterrupt:
             call.cancel()
             call.wait_stopped(STOP_WAIT)
