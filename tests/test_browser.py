@@ -1,6 +1,7 @@
-"""node_loadavg.ipynb in a real browser: JupyterLab served on 127.0.0.1, Debian's
-Chromium driven by Playwright (no browser download), the notebook run, and the widget
-rows checked as rendered and updating.  The screenshot lands in build/screenshots/."""
+"""The notebooks in a real browser: JupyterLab served on 127.0.0.1, Debian's Chromium
+driven by Playwright (no browser download).  Here node_loadavg.ipynb is run and its
+widget rows checked as rendered and updating; test_browser_live.py uses the same
+server and browser.  Screenshots land in build/screenshots/."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,16 +23,26 @@ from .conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOT = ROOT / "build" / "screenshots" / "node_loadavg.png"
+SHOTS = ROOT / "build" / "screenshots"
+SCREENSHOT = SHOTS / "node_loadavg.png"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 playwright = pytest.importorskip("playwright.sync_api")
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium")
 
 
-@pytest.fixture
-def jupyterlab(tmp_path: Path) -> Iterator[str]:
-    """JupyterLab on a free loopback port, serving a copy of the notebook."""
-    shutil.copy(ROOT / "notebooks" / "node_loadavg.ipynb", tmp_path)
+def jupyterlab_on(notebook: str, tmp_path: Path) -> Iterator[str]:
+    """JupyterLab on a free loopback port, serving a copy of ``notebook``: its URL."""
+    shutil.copy(ROOT / "notebooks" / notebook, tmp_path)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     port, token = _free_port(), secrets.token_hex(16)
     server = subprocess.Popen(
         [
@@ -63,7 +75,7 @@ def jupyterlab(tmp_path: Path) -> Iterator[str]:
     try:
         wait_until(up, timeout=60, what="JupyterLab to answer")
         assert server.poll() is None, (tmp_path / "lab.log").read_text()[-2000:]
-        yield f"http://127.0.0.1:{port}/lab/tree/node_loadavg.ipynb?token={token}"
+        yield f"http://127.0.0.1:{port}/lab/tree/{notebook}?token={token}"
     finally:
         server.terminate()
         try:
@@ -72,44 +84,41 @@ def jupyterlab(tmp_path: Path) -> Iterator[str]:
             server.kill()
 
 
+@pytest.fixture
+def jupyterlab(tmp_path: Path) -> Iterator[str]:
+    yield from jupyterlab_on("node_loadavg.ipynb", tmp_path)
+
+
+def open_notebook(page: Any, url: str) -> None:
+    """Open the notebook and wait until its kernel (Python 3) is up."""
+    page.goto(url, timeout=60_000)
+    page.wait_for_function(
+        "() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000
+    )
+    page.wait_for_function(
+        "() => document.querySelector('.jp-Notebook .jp-Cell') !== null", timeout=60_000
+    )
+    page.wait_for_function(  # the kernel is up and idle
+        "() => document.querySelector('.jp-Notebook-ExecutionIndicator,"
+        " .jp-Toolbar-kernelStatus') !== null",
+        timeout=60_000,
+    )
+    # JupyterLab may ask which kernel to start: the notebook's own, Python 3.
+    select = page.get_by_role("button", name="Select", exact=True)
+    try:
+        select.wait_for(timeout=15_000)
+        select.click()
+    except playwright.TimeoutError:
+        pass
+
+
 @pytest.mark.timeout(300)
 def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-            ],
-        )
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(jupyterlab, timeout=60_000)
-            page.wait_for_function(
-                "() => window.jupyterapp && document.querySelector('.jp-Notebook')", timeout=60_000
-            )
-            # Run until the monitor shows (cells 1 and 2), as a person would, then read.
-            page.wait_for_function(
-                "() => document.querySelector('.jp-Notebook .jp-Cell') !== null", timeout=60_000
-            )
-            page.wait_for_function(  # the kernel is up and idle
-                "() => document.querySelector('.jp-Notebook-ExecutionIndicator,"
-                " .jp-Toolbar-kernelStatus') !== null",
-                timeout=60_000,
-            )
-            # JupyterLab may ask which kernel to start: the notebook's own, Python 3.
-            select = page.get_by_role("button", name="Select", exact=True)
-            try:
-                select.wait_for(timeout=15_000)
-                select.click()
-            except playwright.TimeoutError:
-                pass
+            open_notebook(page, jupyterlab)
             page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
             rows = page.locator(".widget-hbox:has(.widget-hprogress)")
             rows.first.wait_for(timeout=90_000)
@@ -135,10 +144,8 @@ def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
             )
             states = [rows.nth(i).locator(".widget-html").nth(1).inner_text() for i in range(3)]
             assert states[2] == "stopped"
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         except Exception:
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT.with_name("failed.png")), full_page=True)
             raise
         finally:

@@ -1,0 +1,84 @@
+"""live_calls.ipynb in JupyterLab in headless Chromium, run a cell at a time as a person
+would: a --bg dist_map, a cell run while it works, the Cancel button clicked, and the
+load dashboard.  Screenshots land in build/screenshots/."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .test_browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    SHOTS,
+    jupyterlab_on,
+    open_notebook,
+    playwright,
+    pytestmark,  # noqa: F401 - skipped where the browser test is
+)
+
+NOTEBOOK = "live_calls.ipynb"
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[str]:
+    yield from jupyterlab_on(NOTEBOOK, tmp_path)
+
+
+def run_cell(page: Any, index: int) -> None:
+    """Run the notebook's cell ``index`` (markdown cells count), as Shift-Enter would."""
+    page.evaluate(
+        """async (i) => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            panel.content.activeCellIndex = i;
+            await window.jupyterapp.commands.execute('notebook:run-cell');
+        }""",
+        index,
+    )
+
+
+def output_of(page: Any, index: int) -> Any:
+    return page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-OutputArea")
+
+
+@pytest.mark.timeout(300)
+def test_a_background_call_is_cancelled_from_its_widget(lab: str) -> None:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        try:
+            open_notebook(page, lab)
+            run_cell(page, 1)
+            output_of(page, 1).get_by_text("3 node(s) ready").wait_for(timeout=90_000)
+            run_cell(page, 3)  # %dist_map --bg: the widget, at once
+            cancel = output_of(page, 3).get_by_role("button", name="Cancel")
+            cancel.wait_for(timeout=30_000)
+            total = output_of(page, 3).get_by_text(re.compile(r"^[1-9]\d*/30 items, "))
+            total.wait_for(timeout=30_000)  # the rows advance while it works
+            run_cell(page, 5)  # another cell runs meanwhile
+            meanwhile = output_of(page, 5).get_by_text(re.compile(r"meanwhile: \d+ of 30"))
+            meanwhile.wait_for(timeout=30_000)
+            assert "running: True" in meanwhile.inner_text()
+            page.screenshot(path=str(SHOTS / "live_calls_running.png"), full_page=True)
+            cancel.click()
+            output_of(page, 3).get_by_text(
+                re.compile(r"dist_map cancelled: \d+ of 30 items done on 3 nodes; nodes ready")
+            ).wait_for(timeout=30_000)
+            assert cancel.is_disabled()
+            run_cell(page, 8)  # %dist_result job
+            output_of(page, 8).get_by_text("SshdistError: dist_map cancelled").wait_for(
+                timeout=30_000
+            )
+            for index in (10, 11, 12):
+                run_cell(page, index)
+            output_of(page, 12).get_by_text("(3, 'DONE')").wait_for(timeout=30_000)
+            page.screenshot(path=str(SHOTS / "live_calls_cancelled.png"), full_page=True)
+        except Exception:
+            page.screenshot(path=str(SHOTS / "live_calls_failed.png"), full_page=True)
+            raise
+        finally:
+            browser.close()
