@@ -1,163 +1,284 @@
-"""Per-node load average: one row per node (name, running or stopped, Guile version, the
-1, 5 and 15 minute load, a sparkline of the recent load), as ipywidgets that refresh in
-the background, or as a text table in terminal IPython.
+"""Per-node load average, a dashboard worth leaving open: per node its state, Guile
+version, cores, the 1, 5 and 15 minute load against those cores and a chart of the recent
+1-minute load; ipywidgets refreshing in place in a notebook, a text table in a terminal.
 
-The load is read beside each node's REPL (``read_loadavg``), so a busy node still
-reports, and a node that dies turns stopped without touching the others.
-"""
+The load is read beside each node's REPL, every read bounded, so a busy node still
+reports; each node has its own watcher thread, so one that hangs turns stopped without
+slowing the others, and keeps its history."""
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
+from html import escape
 from typing import Any
 
-from sshdist_kernel import Node, NodeError
-from sshdist_kernel.node import read_loadavg
+from sshdist_kernel import Node, NodeError, NodeTimeoutError
+from sshdist_kernel.node import read_cpu_count, read_loadavg
+
+HISTORY = 61
+"""1-minute samples kept per node: a minute of them at one a second."""
 
 SPARKS = "▁▂▃▄▅▆▇█"
+TEXT_SAMPLES = 20  # the terminal's sparkline: the most recent samples only
+RUNNING, STOPPED, LINE, CORES = "#2e7d32", "#c62828", "#1565c0", "#ef6c00"
+COLUMNS = {"node": 64, "state": 64, "guile": 48, "cores": 44, "1 min": 124, "5 min": 124}
+COLUMNS |= {"15 min": 124, "1 min load": 224, "read at": 64}  # the widget rows' widths
 
 
-def sparkline(values: list[float], top: float) -> str:
-    """The values as block characters scaled to ``top``."""
-    if not values:
-        return ""
-    top = max(top, 1e-9)
-    return "".join(
-        SPARKS[min(int(v / top * (len(SPARKS) - 1) + 0.5), len(SPARKS) - 1)] for v in values
-    )
+def sparkline(values: list[float | None], cores: int) -> str:
+    """The values as block characters, the full block at the core count; gaps blank."""
+    top = len(SPARKS) - 1
+    return "".join(" " if v is None else SPARKS[min(round(v / cores * top), top)] for v in values)
+
+
+def chart(history: list[float | None], cores: int, every: float, stopped: str = "") -> str:
+    """The recent 1-minute load as an SVG line, newest at the right, against a dashed
+    line at the core count (the scale grows past it only when the load does)."""
+    w, h, x0, x1, y0, y1 = COLUMNS["1 min load"] - 4, 56, 20, 216, 5, 43  # the plot's box
+    scale = max(cores, math.ceil(max((v for v in history if v is not None), default=0.0)))
+    step = (x1 - x0) / (HISTORY - 1)
+
+    def y(v: float) -> float:
+        return y1 - v / scale * (y1 - y0)
+
+    def text(x: float, at: float, s: object, fill: str = "#666", end: str = "end") -> str:
+        halo = 'stroke="#fafafa" stroke-width="3" paint-order="stroke"'  # legible over a line
+        return f'<text x="{x}" y="{at:.1f}" fill="{fill}" text-anchor="{end}" {halo}>{s}</text>'
+
+    segments: list[list[str]] = [[]]
+    for i, v in enumerate(history):
+        if v is None:  # the node was away: a break in the line
+            segments.append([])
+        else:
+            segments[-1].append(f"{x1 - (len(history) - 1 - i) * step:.1f},{y(v):.1f}")
+    line = "#9e9e9e" if stopped else LINE  # a stopped node's line is history
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
+        'style="display:block;font:9px sans-serif">',
+        f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" '
+        'fill="#fafafa" stroke="#ccc"/>',
+        f'<line x1="{x0}" x2="{x1}" y1="{y(cores):.1f}" y2="{y(cores):.1f}" '
+        f'stroke="{CORES}" stroke-dasharray="3,2"/>',
+        text(x0 - 3, y(cores) + 3, cores, CORES),
+        text(x0 - 3, y1 + 3, 0),
+        text(x0 - 3, y0 + 6, scale) if scale > cores else "",
+        text(x0, h - 2, f"−{(HISTORY - 1) * every:g} s", end="start"),
+        text(x1, h - 2, "now"),
+    ]
+    out += [
+        f'<polyline points="{" ".join(s)}" fill="none" stroke="{line}" stroke-width="1.5"/>'
+        for s in segments
+        if s
+    ]
+    if segments[-1]:  # the latest reading, red once the node has stopped since
+        cx, cy = segments[-1][-1].split(",")
+        out.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{STOPPED if stopped else LINE}"/>')
+    if stopped:
+        out.append(text(x0 + 4, y0 + 11, escape(stopped), STOPPED, "start"))
+    return "".join(out) + "</svg>"
 
 
 @dataclass
 class LoadRow:
-    """What the monitor knows of one node."""
+    """What the monitor knows of one node; ``history`` holds None where it was away."""
 
     node: Node
+    cores: int | None = None
+    version: str = "?"
     running: bool = False
-    problem: str = ""
-    load: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    history: deque = field(default_factory=lambda: deque(maxlen=30))
+    problem: str = "not read yet"
+    load: tuple[float, float, float] | None = None
+    read_at: float | None = None
+    history: deque[float | None] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    lock: threading.Lock = field(default_factory=threading.Lock)  # one read at a time
 
-    @property
-    def version(self) -> str:
-        return self.node.version or "?"
+    def answered(self, load: tuple[float, float, float]) -> None:
+        if not self.running and self.history:  # back after a failure: a gap in the line
+            self.history.append(None)
+        self.running, self.problem, self.load = True, "", load
+        self.read_at = time.time()
+        self.history.append(load[0])
 
-    @property
     def state(self) -> str:
-        return "running" if self.running else f"stopped ({self.problem})"
+        return "running" if self.running else "stopped"
+
+    def seen(self) -> str:
+        return time.strftime("%H:%M:%S", time.localtime(self.read_at)) if self.read_at else "-"
+
+
+def _reason(exc: Exception, timeout: float) -> str:
+    """A few words for a stopped row: the errors name the host, which the row shows."""
+    text = str(exc)
+    if isinstance(exc, NodeTimeoutError) or "imeout" in text:  # paramiko's channel open
+        return f"no answer in {timeout:g} s"
+    return "connection closed" if "closed" in text else text[:50]
 
 
 class LoadMonitor:
-    """Polls every node's load every ``every`` seconds until ``stop()``."""
+    """Reads every node's load every ``every`` seconds from ``start()`` to ``stop()``;
+    ``widgets`` says whether showing it means the ipywidgets view or the text table."""
 
-    def __init__(self, nodes: list[Node], every: float = 2.0) -> None:
+    def __init__(self, nodes: list[Node], every: float = 2.0, widgets: bool = False) -> None:
+        if not every > 0:
+            raise ValueError(f"the seconds between refreshes must be above 0, not {every:g}")
         self.rows = [LoadRow(n) for n in nodes]
         self.every = every
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._widget: Any = None
-        self.polls = 0
+        self.timeout = min(max(every, 2.0), 5.0)  # a read's bound; a busy node needs a moment
+        self.widgets = widgets
+        self._stop = threading.Event()  # a fresh one per start(): old watchers keep theirs
+        self._threads: list[threading.Thread] = []
+        self._draw_lock = threading.Lock()
+        self._view: dict[int, list[Any]] | None = None  # each row's widgets, by id(row)
 
-    # -- polling -----------------------------------------------------------------------
+    def __repr__(self) -> str:
+        names = ", ".join(r.node.name for r in self.rows)
+        state = "refreshing" if self.refreshing else "not refreshing"
+        return f"<LoadMonitor of {names}, every {self.every:g} s, {state}>"
 
-    def _poll_one(self, row: LoadRow) -> None:
-        try:
-            load = read_loadavg(row.node, timeout=min(self.every, 5.0))
-            row.running, row.problem = True, ""
-            row.load = (load["one"], load["five"], load["fifteen"])
-            row.history.append(load["one"])
-        except (NodeError, OSError) as exc:
-            row.running, row.problem = False, str(exc).split(":")[0][:80]
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        """What IPython shows for ``mon``: the live rows in a notebook (another view of
+        the same widgets), the table in a terminal (its own lines, under ``Out[n]:``)."""
+        if self.widgets:
+            return self.widget()._repr_mimebundle_(**kwargs)
+        return {"text/plain": self.text()}
+
+    @property
+    def refreshing(self) -> bool:
+        return any(t.is_alive() for t in self._threads) and not self._stop.is_set()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _read(self, row: LoadRow) -> None:
+        with row.lock:
+            try:
+                if row.cores is None:  # once per monitor: the core count does not change
+                    row.cores = read_cpu_count(row.node, timeout=self.timeout)
+                load = read_loadavg(row.node, timeout=self.timeout)
+            except (NodeError, OSError) as exc:
+                row.running, row.problem = False, _reason(exc, self.timeout)
+            else:
+                row.answered((load["one"], load["five"], load["fifteen"]))
+            row.version = row.node.version or row.version
+        self._draw(row)
 
     def poll(self) -> None:
-        """Read every node's load once, all at the same time."""
-        threads = [
-            threading.Thread(target=self._poll_one, args=(r,), daemon=True) for r in self.rows
-        ]
+        """Read every node's load once, all at the same time, and wait for the answers
+        (each read is bounded, so a node that hangs costs at most a few seconds)."""
+        threads = [threading.Thread(target=self._read, args=(r,), daemon=True) for r in self.rows]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 5 * self.timeout  # a watcher's read, then ours
         for t in threads:
-            t.join(10)
-        self.polls += 1
-        if self._widget is not None:
-            self._update_widget()
+            t.join(max(0.0, deadline - time.monotonic()))
 
     def start(self) -> LoadMonitor:
-        """Refresh in a background thread until ``stop()``."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, daemon=True, name="sshdist load")
-            self._thread.start()
+        """Refresh in the background, a thread per node, until ``stop()``."""
+        if not self.refreshing:
+            self._stop = stop = threading.Event()
+            self._threads = [
+                threading.Thread(target=self._watch, args=(r, stop), daemon=True, name="load")
+                for r in self.rows
+            ]
+            for t in self._threads:
+                t.start()
+            self._draw_title()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.poll()
-            self._stop.wait(self.every)
+    def _watch(self, row: LoadRow, stop: threading.Event) -> None:
+        began = time.monotonic()  # whoever started us has just read the load
+        while not stop.wait(max(0.0, began + self.every - time.monotonic())):
+            began = time.monotonic()
+            self._read(row)
 
     def stop(self) -> None:
+        """Stop refreshing; the rows keep what they show."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(15)
+        deadline = time.monotonic() + 4 * self.timeout  # a watcher's first read is two
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._draw_title()
 
     # -- showing -----------------------------------------------------------------------
 
     def text(self) -> str:
-        top = max([1.0, *(v for r in self.rows for v in r.history)])
-        lines = [f"{'node':10} {'state':10} {'guile':7} {'1 min':>6} {'5 min':>6} {'15 min':>6}"]
+        """The table for a terminal: one line per node, the sparkline's top at its cores."""
+        head = ["node", "state", "guile", "cores", "1 min", "5 min", "15 min", "read at"]
+        lines = ["{:10} {:8} {:6} {:>5} {:>10} {:>10} {:>10}  {:8}".format(*head)]
+        lines[0] += f"  last {TEXT_SAMPLES} samples of the 1 min load (full: cores)"
         for r in self.rows:
-            one, five, fifteen = r.load
-            lines.append(
-                f"{r.node.name:10} {('running' if r.running else 'stopped'):10} "
-                f"{r.version:7} {one:6.2f} {five:6.2f} {fifteen:6.2f}  "
-                f"{sparkline(list(r.history), top)}"
+            # A row has a load only once it has its cores: they are read first.
+            loads = [f"{v:5.2f} {v / r.cores:4.0%}" for v in r.load] if r.load else ["-"] * 3
+            spark = sparkline(list(r.history)[-TEXT_SAMPLES:], r.cores) if r.cores else ""
+            line = (
+                f"{r.node.name:10} {r.state():8} {r.version:6} {r.cores or '?':>5} "
+                + " ".join(f"{v:>10}" for v in loads)
+                + f"  {r.seen():8}  {spark:{TEXT_SAMPLES}}"
             )
+            lines.append(line.rstrip() if r.running else f"{line}  ({r.problem})")
         return "\n".join(lines)
 
     def widget(self) -> Any:
-        """The ipywidgets view: a header and one row per node."""
+        """The live view: a header row and one row per node.  The same widgets each
+        time, so displaying it again shows another view of the same live rows."""
         import ipywidgets as w
 
-        if self._widget is None:
-            cells = []
-            for r in self.rows:
-                bars = [
-                    w.FloatProgress(min=0.0, max=2.0, description=d, layout=w.Layout(width="190px"))
-                    for d in ("1 min", "5 min", "15 min")
+        if self._view is None:
+            bar = partial(w.FloatProgress, min=0.0, max=1.0, style={"description_width": "36px"})
+            kinds = [w.HTML, w.HTML, w.Label, w.Label, bar, bar, bar, w.HTML, w.Label]
+            self._title = w.HTML()
+            self._view = {
+                id(r): [
+                    k(layout=w.Layout(width=f"{px}px"))
+                    for k, px in zip(kinds, COLUMNS.values(), strict=True)
                 ]
-                cells.append(
-                    {
-                        "name": w.HTML(f"<b>{r.node.name}</b>", layout=w.Layout(width="80px")),
-                        "state": w.HTML(layout=w.Layout(width="90px")),
-                        "version": w.Label(layout=w.Layout(width="70px")),
-                        "bars": bars,
-                        "spark": w.Label(layout=w.Layout(width="260px")),
-                    }
-                )
-            self._cells = cells
-            self._widget = w.VBox(
-                [w.HTML(f"<b>load average</b> (refreshing every {self.every:g} s)")]
-                + [
-                    w.HBox(
-                        [c["name"], c["state"], c["version"], *c["bars"], c["spark"]],
-                        layout=w.Layout(align_items="center"),
-                    )
-                    for c in cells
-                ]
+                for r in self.rows
+            }
+            head = [
+                w.HTML(f"<span style='color:#666'>{t}</span>", layout=w.Layout(width=f"{px}px"))
+                for t, px in COLUMNS.items()
+            ]
+            self._box = w.VBox(
+                [self._title, w.HBox(head)]
+                + [w.HBox(p, layout=w.Layout(align_items="center")) for p in self._view.values()]
             )
-            self._update_widget()
-        return self._widget
+            self._draw_title()
+            for r in self.rows:
+                self._draw(r)
+        return self._box
 
-    def _update_widget(self) -> None:
-        top = max([2.0, *(v for r in self.rows for v in r.history)])
-        for r, c in zip(self.rows, self._cells, strict=True):
-            color = "green" if r.running else "red"
-            c[
-                "state"
-            ].value = f"<span style='color:{color}'>{'running' if r.running else 'stopped'}</span>"
-            c["version"].value = r.version
-            for bar, value in zip(c["bars"], r.load, strict=True):
-                bar.max = top
-                bar.value = value
-                bar.bar_style = "" if r.running else "danger"
-            c["spark"].value = sparkline(list(r.history), top)
+    def _draw_title(self) -> None:
+        if self._view is not None:
+            how = f"refreshing every {self.every:g} s" if self.refreshing else "not refreshing"
+            self._title.value = (
+                f"<b>load average</b> &nbsp;<span style='color:#666'>{how}; bars are full "
+                f"at the node's core count (the chart's dashed line)</span>"
+            )
+
+    def _draw(self, row: LoadRow) -> None:
+        if self._view is None:
+            return
+        with self._draw_lock:
+            name, state, version, cores_label, *bars, graph, seen = self._view[id(row)]
+            cores = row.cores or 1
+            name.value = f"<b>{escape(row.node.name)}</b>"
+            state.value = (
+                f"<span style='color:{RUNNING}'>running</span>"
+                if row.running
+                else f"<b style='color:{STOPPED}' title='{escape(row.problem)}'>stopped</b>"
+            )
+            version.value = row.version
+            cores_label.value = str(row.cores or "?")
+            for bar, v in zip(bars, row.load or (0.0, 0.0, 0.0), strict=True):
+                bar.max, bar.value = float(cores), v  # a value past max shows a full bar
+                bar.description = f"{v:.2f}" if row.load else "-"
+                bar.tooltip = f"{v:.2f}: {v / cores:.0%} of {cores} core(s)"
+                bar.bar_style = "warning" if v >= cores else ""
+                bar.style.bar_color = None if row.running else "#bdbdbd"
+            stopped = "" if row.running else f"stopped: {row.problem}"
+            graph.value = chart(list(row.history), cores, self.every, stopped)
+            seen.value = row.seen()

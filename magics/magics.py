@@ -114,10 +114,13 @@ class SshdistMagics(Magics):
     @argument("--stop", action="store_true", help="stop the monitors this magic started")
     @argument("nodes", nargs="?", help="the nodes: a variable, a list of names or a node")
     @line_magic
-    def loadavg(self, line: str) -> LoadMonitor | None:
-        """Each node's load average: in a notebook, live rows that refresh in the
-        background (``mon.stop()`` or ``%loadavg --stop`` ends them); in a terminal, a
-        table."""
+    def loadavg(self, line: str) -> None:
+        """Each node's load average against its cores, its state and Guile version, and
+        a chart of its recent load: in a notebook, a dashboard refreshing in place until
+        ``mon.stop()`` or ``%loadavg --stop``; in a terminal, a table.  ``-o mon`` keeps
+        the monitor: ``mon`` shows the dashboard again, ``mon.poll()`` reads now."""
+        from IPython.display import display
+
         args = parse_argstring(self.loadavg, line)
         monitors = self.__dict__.setdefault("_monitors", [])
         if args.stop:
@@ -127,19 +130,18 @@ class SshdistMagics(Magics):
             return None
         if not args.nodes:
             raise SshdistError("usage: %loadavg [--every S] [-o NAME] NODES")
-        monitor = LoadMonitor(self._nodes(args.nodes), every=args.every)
+        notebook = _in_notebook(self.shell)
+        try:
+            monitor = LoadMonitor(self._nodes(args.nodes), every=args.every, widgets=notebook)
+        except ValueError as exc:  # --every 0
+            raise SshdistError(f"--every: {exc}") from None
         monitor.poll()
-        if _in_notebook(self.shell):
-            from IPython.display import display
-
-            display(monitor.widget())
+        if notebook:
             monitors.append(monitor.start())
-        else:
-            print(monitor.text())
+        display(monitor)
         if args.output:
             self.shell.user_ns[args.output] = monitor
-            return None
-        return monitor if _in_notebook(self.shell) else None
+        return None
 
     # -- one node ----------------------------------------------------------------------
 

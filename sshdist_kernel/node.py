@@ -396,6 +396,18 @@ def read_loadavg(node: Node, timeout: float = 5.0) -> dict[str, Any]:
     return parse_loadavg(result.stdout)
 
 
+def read_cpu_count(node: Node, timeout: float = 5.0) -> int:
+    """The node's online cores, read beside its REPL: the scale a load average means
+    something against; ``NodeError`` if the node does not answer or cannot say."""
+    result = node.session.run(
+        "getconf _NPROCESSORS_ONLN || nproc", timeout=timeout, what="counting the cores"
+    )
+    try:
+        return int(result.stdout.split()[0])
+    except (IndexError, ValueError):
+        raise NodeError(f"{node.name} did not say how many cores it has") from None
+
+
 def node_guile_version(node: Node) -> str | None:
     """``node-guile-version``: the Guile version on the node, or None without Guile."""
     result = node.session.run(node.language.version_command(), timeout=10)

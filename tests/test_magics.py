@@ -320,18 +320,6 @@ def test_dist_map_help_shows_its_options(ip, capsys) -> None:
     )
 
 
-def test_loadavg_in_a_terminal_is_a_table(ip, capsys) -> None:
-    run(ip, "%loadavg nodes")
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["node", "state", "guile", "1", "min", "5", "min", "15", "min"]
-    assert [line.split()[:2] for line in lines[1:]] == [
-        ["node1", "running"],
-        ["node2", "running"],
-        ["node3", "running"],
-    ]
-    assert "usage: %loadavg" in str(run(ip, "%loadavg").error_in_exec)
-
-
 def test_host_names_in_a_call_reuse_the_nodes_they_made(ip) -> None:
     first = run(ip, "%dist_map ['node1', 'node2'] 1+ [1, 2]")
     second = run(ip, "%dist_map ['node2', 'node1'] 1+ [3, 4]")

@@ -1,0 +1,213 @@
+"""``%loadavg`` and its monitor on the real local nodes: the terminal's table, the
+notebook's live widget rows, and nodes that stop answering."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.utils.capture import capture_output
+from sshdist_magics.loadavg import LoadMonitor, chart
+
+from sshdist_kernel import Node
+from sshdist_kernel.localnodes import LocalNodes
+
+from .conftest import wait_until
+
+CORES = os.sysconf("SC_NPROCESSORS_ONLN")  # the local nodes run on this machine
+WIDGET = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="module")
+def ip(local_nodes: LocalNodes) -> Iterator[InteractiveShell]:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "sshdist_magics")
+    yield shell
+
+
+@pytest.fixture
+def shell(ip: InteractiveShell, nodes: list[Node]) -> Iterator[InteractiveShell]:
+    """The shell with ``lnodes`` (fresh nodes); monitors stopped and names removed after."""
+    ip.user_ns["lnodes"] = nodes
+    yield ip
+    ip.run_line_magic("loadavg", "--stop")
+    for name in ("lnodes", "mon"):
+        ip.user_ns.pop(name, None)
+
+
+@pytest.fixture
+def notebook(shell: InteractiveShell, monkeypatch: pytest.MonkeyPatch) -> InteractiveShell:
+    """The shell as the magics see it under a Jupyter kernel (widgets, not text)."""
+    monkeypatch.setattr(shell, "kernel", object(), raising=False)
+    return shell
+
+
+def polyline_points(svg: str) -> list[list[tuple[float, float]]]:
+    return [
+        [tuple(map(float, p.split(","))) for p in points.split()]
+        for points in re.findall(r'<polyline points="([^"]*)"', svg)
+    ]
+
+
+def row_widgets(mon: LoadMonitor, i: int) -> dict[str, object]:
+    """One node's row of the dashboard, by what each widget shows."""
+    row = mon.widget().children[2 + i].children  # after the title and the column heads
+    name, state, version, cores, one, five, fifteen, graph, seen = row
+    return {"name": name, "state": state, "version": version, "cores": cores} | {
+        "bars": [one, five, fifteen],
+        "chart": graph,
+        "seen": seen,
+    }
+
+
+def test_in_a_terminal_a_table_shows_the_load_as_numbers_and_against_the_cores(
+    shell, capsys
+) -> None:
+    assert shell.run_cell("%loadavg lnodes").result is None
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:11] == [
+        "node", "state", "guile", "cores", "1", "min", "5", "min", "15", "min", "read",
+    ]  # fmt: skip
+    assert len(lines) == 4
+    for name, line in zip(["node1", "node2", "node3"], lines[1:], strict=True):
+        fields = line.split()
+        assert fields[:2] == [name, "running"] and fields[2].startswith("3.")
+        assert int(fields[3]) == CORES
+        for load, share in zip(fields[4:10:2], fields[5:10:2], strict=True):
+            assert re.fullmatch(r"\d+\.\d\d", load)
+            assert share == f"{float(load) / CORES:.0%}"
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", fields[10])
+        assert re.fullmatch(r"[▁▂▃▄▅▆▇█]", fields[11])  # one sample so far
+    assert "LoadMonitor" not in "\n".join(lines)
+
+
+def test_minus_o_stores_the_monitor_and_showing_it_again_reads_as_the_table(shell, capsys) -> None:
+    assert shell.run_cell("%loadavg -o mon lnodes").result is None
+    mon = shell.user_ns["mon"]
+    assert repr(mon) == "<LoadMonitor of node1, node2, node3, every 2 s, not refreshing>"
+    capsys.readouterr()
+    mon.poll()
+    shell.run_cell("mon")
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].startswith("node ") and "<LoadMonitor" not in out
+    assert [len(r.history) for r in mon.rows] == [2, 2, 2]
+
+
+def test_bad_input_is_a_clear_error(shell) -> None:
+    assert "usage: %loadavg" in str(shell.run_cell("%loadavg").error_in_exec)
+    for every in ("0", "-1"):
+        error = shell.run_cell(f"%loadavg --every {every} lnodes").error_in_exec
+        assert f"--every: the seconds between refreshes must be above 0, not {every}" in str(error)
+    assert "'nodez' does not name nodes" in str(shell.run_cell("%loadavg nodez").error_in_exec)
+
+
+def test_in_a_notebook_the_magic_shows_one_live_dashboard_and_stop_ends_it(notebook) -> None:
+    with capture_output() as shown:
+        result = notebook.run_cell("%loadavg --every 0.2 -o mon lnodes")
+    assert result.result is None and result.error_in_exec is None
+    mon = notebook.user_ns["mon"]
+    assert [o.data[WIDGET]["model_id"] for o in shown.outputs] == [mon.widget().model_id]
+    assert "<LoadMonitor" not in shown.stdout
+    assert repr(mon).endswith("every 0.2 s, refreshing>")
+    # It refreshes in place: the same chart widget draws a longer line.
+    graph = row_widgets(mon, 0)["chart"]
+    wait_until(lambda: len(polyline_points(graph.value)[0]) >= 4, what="four samples drawn")
+    # ``mon`` in a later cell shows another view of the same live widgets.
+    data, _ = notebook.display_formatter.format(mon)
+    assert data[WIDGET]["model_id"] == mon.widget().model_id
+    notebook.run_line_magic("loadavg", "--stop")
+    wait_until(lambda: not any(t.is_alive() for t in mon._threads), what="the watchers to end")
+    assert repr(mon).endswith("not refreshing>")
+    assert "not refreshing" in mon.widget().children[0].value
+
+
+def test_the_widget_rows_show_numbers_cores_bars_and_a_chart_of_the_history(nodes) -> None:
+    mon = LoadMonitor(nodes[:2], every=1)
+    mon.poll()
+    mon.poll()
+    for i, r in enumerate(mon.rows):
+        row = row_widgets(mon, i)
+        assert row["name"].value == f"<b>node{i + 1}</b>" and ">running<" in row["state"].value
+        assert row["version"].value.startswith("3.") and row["cores"].value == str(CORES)
+        assert [b.description for b in row["bars"]] == [f"{v:.2f}" for v in r.load]
+        assert [b.max for b in row["bars"]] == [CORES] * 3
+        svg = row["chart"].value
+        assert svg.startswith("<svg") and "stopped" not in svg
+        (line,) = polyline_points(svg)
+        assert len(line) == 2 == len(r.history)
+        assert re.search(f'fill="#ef6c00"[^>]*>{CORES}</text>', svg)  # marks the cores' line
+    # A burst on one node: its 1-minute bar is full at the cores, the others do not move.
+    r = mon.rows[0]
+    r.answered((3 * CORES, 0.25, 0.5))
+    mon._draw(r)
+    bars = row_widgets(mon, 0)["bars"]
+    assert [b.max for b in bars] == [CORES] * 3
+    assert [b.value for b in bars] == [CORES, 0.25, 0.5]
+    assert [b.description for b in bars] == [f"{3 * CORES:.2f}", "0.25", "0.50"]
+    assert bars[0].bar_style == "warning" and bars[1].bar_style == ""
+
+
+def test_the_chart_scales_to_the_cores_and_breaks_where_the_node_was_away() -> None:
+    svg = chart([0.0, 1.0, 2.0], cores=2, every=1.0)
+    ((_, zero), (_, one), (_, two)) = polyline_points(svg)[0]
+    assert zero - one == pytest.approx(one - two, abs=0.1)  # a straight scale from 0
+    assert f'y1="{two:.1f}"' in svg  # 2.0 sits on the dashed line at the 2 cores
+    assert 'fill="none"' in svg  # a line, never a filled (black) shape
+    assert ">6</text>" in chart([5.2], cores=4, every=1.0)  # past the cores, the scale grows
+    first, second = polyline_points(chart([0.5, 1.0, None, 2.0], cores=2, every=1.0))
+    assert len(first) == 2 and len(second) == 1 and first[-1][0] < second[0][0]
+    assert "stopped: gone" in chart([1.0], cores=2, every=1.0, stopped="stopped: gone")
+
+
+def _sshd_of(node: Node) -> int:
+    """The sshd process serving the node's connection: the parent of its Guile."""
+    stat = Path(f"/proc/{node.rrepl.pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def test_a_node_that_stops_answering_turns_stopped_keeps_its_history_and_comes_back(
+    nodes, stopped
+) -> None:
+    mon = LoadMonitor(nodes, every=0.2)
+    mon.poll()
+    mon.widget()
+    mon.start()
+    try:
+        wait_until(lambda: all(len(r.history) >= 3 for r in mon.rows), what="three samples")
+        sshd = _sshd_of(nodes[2])
+        os.kill(sshd, signal.SIGSTOP)
+        stopped.append(sshd)
+        node3 = mon.rows[2]
+        wait_until(lambda: not node3.running, timeout=4 * mon.timeout + 2, what="node3 stopped")
+        kept = list(node3.history)
+        assert len(kept) >= 3 and node3.problem == f"no answer in {mon.timeout:g} s"
+        # The others keep refreshing while node3 hangs.
+        seen = len(mon.rows[0].history)
+        wait_until(lambda: len(mon.rows[0].history) >= min(seen + 3, 61), what="node1 on")
+        assert mon.rows[0].running and mon.rows[1].running
+        assert list(node3.history) == kept
+        row = row_widgets(mon, 2)
+        assert ">stopped<" in row["state"].value and "no answer in" in row["state"].value
+        assert f"stopped: no answer in {mon.timeout:g} s" in row["chart"].value
+        assert [len(p) for p in polyline_points(row["chart"].value)] == [len(kept)]
+        line = mon.text().splitlines()[3]
+        assert line.split()[:2] == ["node3", "stopped"] and line.endswith("(no answer in 2 s)")
+        # Continued, it answers again: the line goes on after a gap.
+        os.kill(sshd, signal.SIGCONT)
+        wait_until(lambda: node3.running, timeout=4 * mon.timeout + 2, what="node3 back")
+        assert list(node3.history)[: len(kept) + 1] == [*kept, None]
+    finally:
+        mon.stop()
+
+
+def test_a_closed_node_is_stopped_at_once_and_the_others_run(nodes) -> None:
+    nodes[1].close()
+    mon = LoadMonitor(nodes, every=1)
+    mon.poll()
+    assert [r.state() for r in mon.rows] == ["running", "stopped", "running"]
+    assert mon.rows[1].problem == "connection closed" and not mon.rows[1].history
