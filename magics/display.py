@@ -68,11 +68,11 @@ class NodeProgress:
 
     @property
     def label(self) -> str:
-        return f"{self.done} items, {self.status}"
+        return f"{_items(self.done)}, {self.status}"
 
     def starts(self, job: int, size: int) -> None:
         self.used, self.job, self.slow = True, job, False
-        self.status = f"running job {job} ({size} items)"
+        self.status = f"running job {job} ({_items(size)})"
         if self._next is not None and self._next[0] == job:
             self.status += f", {self._next[1]}"
         self._next = None
@@ -278,12 +278,22 @@ class Progress:
     def close(self, state: str = "done", say: bool = True) -> None:
         """The call ended: the view shows its final state, and (``say``) the summary
         line is printed."""
+        for row in self.rows.values():
+            if row.job is not None and state != "done":  # its evaluation was interrupted
+                row.status = f"stopped in job {row.job}"
+                row.job = None
+            elif not row.used and not row.failed:
+                row.status = "not needed"
         if self.line is not None:
             self.line.clear()
         if self.view is not None:
             self.view.update(self, final=state)
         if say:
             self._print(self.summary(state))
+
+
+def _items(count: int) -> str:
+    return f"{count} item{'' if count == 1 else 's'}"
 
 
 def have_ipywidgets() -> bool:

@@ -82,6 +82,7 @@ class ProgressView:
         self.total_bar.value = progress.done
         self.total_label.value = progress.total_text(now, final)
         if final:
-            self.total_bar.bar_style = "success" if final == "done" else "danger"
+            styles = {"done": "success", "stopped": "warning"}
+            self.total_bar.bar_style = styles.get(final, "danger")
             if self.cancel_button is not None:
                 self.cancel_button.disabled = True

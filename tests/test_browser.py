@@ -5,6 +5,7 @@ server and browser.  Screenshots land in build/screenshots/."""
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import subprocess
@@ -43,6 +44,12 @@ def jupyterlab_on(notebook: str, tmp_path: Path) -> Iterator[str]:
     """JupyterLab on a free loopback port, serving a copy of ``notebook``: its URL."""
     shutil.copy(ROOT / "notebooks" / notebook, tmp_path)
     SHOTS.mkdir(parents=True, exist_ok=True)
+    # No news toast over the notebook, and no requests to the internet for it.
+    settings = tmp_path / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        '{"fetchNews": "false", "checkForUpdates": false}'
+    )
     port, token = _free_port(), secrets.token_hex(16)
     server = subprocess.Popen(
         [
@@ -61,6 +68,7 @@ def jupyterlab_on(notebook: str, tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "lab.log").open("wb"),
         stdin=subprocess.DEVNULL,
+        env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")},
     )
 
     def up() -> bool:

@@ -76,7 +76,27 @@ def test_a_background_call_is_cancelled_from_its_widget(lab: str) -> None:
             for index in (10, 11, 12):
                 run_cell(page, index)
             output_of(page, 12).get_by_text("(3, 'DONE')").wait_for(timeout=30_000)
-            page.screenshot(path=str(SHOTS / "live_calls_cancelled.png"), full_page=True)
+            output_of(page, 3).screenshot(path=str(SHOTS / "live_calls_cancelled.png"))
+            run_cell(page, 14)  # %loadavg: the dashboard
+            board = output_of(page, 14)
+            board.get_by_text("load average").wait_for(timeout=30_000)
+            run_cell(page, 15)  # the nodes get busy; the chart draws their load
+            output_of(page, 15).get_by_text(re.compile(r"^dist_map: 12 item")).wait_for(
+                timeout=90_000
+            )
+            text = board.inner_text()
+            for name in ("node1", "node2", "node3"):
+                assert name in text
+            assert len(re.findall(r"\b\d+\.\d\d\b", text)) >= 9, text  # 1/5/15 min, each node
+            assert board.locator("svg polyline").count() >= 3
+            # a few more refreshes, so the chart has a line to show
+            page.wait_for_function(
+                """() => [...document.querySelectorAll('svg polyline')].some(
+                    p => p.getAttribute('points').trim().split(/\\s+/).length >= 8)""",
+                timeout=60_000,
+            )
+            board.scroll_into_view_if_needed()
+            board.screenshot(path=str(SHOTS / "live_calls_load.png"))
         except Exception:
             page.screenshot(path=str(SHOTS / "live_calls_failed.png"), full_page=True)
             raise
