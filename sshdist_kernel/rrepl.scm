@@ -220,9 +220,69 @@
   (unless (unspecified? value)
     (format #t "$~a = " (remember! value))))
 
+(define error-frame (make-fluid #f))    ; (NAME . ARGUMENTS) of the call an error left
+
+(define (note-error-frame key . args)
+  ;; Guile's evaluator raises some errors from a primitive's generic code, with no
+  ;; procedure name or argument position ("Value out of range: 5", where Guile's
+  ;; REPL says "In procedure vector-ref: Argument 2 out of range: 5"); the stack,
+  ;; read before it unwinds, still holds the call.  Only for those errors.
+  (fluid-set! error-frame #f)
+  (when (and (memq key '(out-of-range wrong-type-arg))
+             (= (length args) 4)
+             (or (not (car args))
+                 (equal? (cadr args) "Wrong type (expecting ~A): ~S")))
+    (fluid-set! error-frame (false-if-exception (raising-call (make-stack #t))))))
+
+(define (raising-call stack)
+  ;; The first named frame below the one that raised the error.
+  (let ((name (frame-procedure 'frame-procedure-name))
+        (arguments (frame-procedure 'frame-arguments))
+        (depth (min 12 (stack-length stack))))
+    (let find ((i 0) (raised? #f))
+      (and (< i depth)
+           (let ((proc (name (stack-ref stack i))))
+             (cond ((memq proc '(raise-exception throw scm-error)) (find (1+ i) #t))
+                   ((and raised? (symbol? proc))
+                    (cons (symbol->string proc) (arguments (stack-ref stack i))))
+                   (else (find (1+ i) raised?))))))))
+
+(define (frame-procedure name)
+  ;; Bound in (guile) since 3.0, in (system vm frame) before.
+  (if (defined? name)
+      (module-ref the-root-module name)
+      (module-ref (resolve-interface '(system vm frame)) name)))
+
+(define (argument-position value call)
+  (let loop ((args (cdr call)) (n 1))
+    (cond ((not (pair? args)) #f)
+          ((eqv? (car args) value) n)
+          (else (loop (cdr args) (1+ n))))))
+
+(define (guile-wording key args call)
+  ;; ARGS as Guile's REPL would have them: procedure name and argument position.
+  (let* ((subr (or (car args) (and call (car call))))
+         (format-args (caddr args))
+         (value (and (pair? format-args) (car (last-pair format-args))))
+         (position (and call (pair? format-args) (argument-position value call))))
+    (cond
+     ((not subr) args)
+     ((and (eq? key 'out-of-range) position)
+      (list subr "Argument ~A out of range: ~S" (list position value) (cadddr args)))
+     ((and (eq? key 'wrong-type-arg) position (= (length format-args) 2))
+      (list subr "Wrong type argument in position ~A (expecting ~A): ~S"
+            (list position (car format-args) value) (cadddr args)))
+     (else (cons subr (cdr args))))))
+
 (define (error-text key args)
-  (call-with-output-string
-    (lambda (port) (print-exception port #f key args))))
+  (let ((call (fluid-ref error-frame)))
+    (fluid-set! error-frame #f)
+    (call-with-output-string
+      (lambda (port)
+        (print-exception port #f key
+                         (if (and (memq key '(out-of-range wrong-type-arg)) (= (length args) 4))
+                             (guile-wording key args call)
+                             args))))))
 
 (define clients (make-hash-table))
 (define clients-lock (make-mutex))
@@ -446,7 +506,8 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
             (if (eq? key 'quit)
                 (send-record out "x" "quit\nThe REPL was asked to quit; it keeps running.")
                 (send-record out "x" (string-append (symbol->string key) "\n"
-                                                    (error-text key args))))))
+                                                    (error-text key args)))))
+          note-error-frame)
         (when (eqv? interrupted requests-read) (settle-interrupt!))
         (send-record out "p" (string-append
                               (object->string (module-name (current-module)))

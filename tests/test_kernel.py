@@ -180,7 +180,11 @@ def test_stderr_stays_stderr_and_errors_carry_guiles_key(kernel) -> None:
     reply, outputs = run(kc, '(display "to err" (current-error-port)) (car 1)')
     assert texts(outputs) == [
         ("stderr", "to err"),
-        ("error", "wrong-type-arg: In procedure car: Wrong type (expecting pair): 1"),
+        (
+            "error",
+            "wrong-type-arg: In procedure car: "
+            "Wrong type argument in position 1 (expecting pair): 1",
+        ),
     ]
     content = reply["content"]
     assert (content["status"], content["ename"]) == ("error", "wrong-type-arg")

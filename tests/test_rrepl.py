@@ -105,6 +105,47 @@ def test_errors_raise_node_repl_error_and_the_next_call_works(
     assert rrepl_eval(node.rrepl, "(+ 1 2)").value == 3
 
 
+@pytest.mark.parametrize(
+    ("source", "key", "message"),
+    [  # what `guile` itself prints for each (its REPL compiles; ours interprets)
+        (
+            "(vector-ref (vector 1) 5)",
+            "out-of-range",
+            "In procedure vector-ref: Argument 2 out of range: 5",
+        ),
+        (
+            "(car 5)",
+            "wrong-type-arg",
+            "In procedure car: Wrong type argument in position 1 (expecting pair): 5",
+        ),
+        (
+            '(string-ref "abc" 7)',
+            "out-of-range",
+            "In procedure string-ref: Argument 2 out of range: 7",
+        ),
+        (
+            "(cdr '())",
+            "wrong-type-arg",
+            "In procedure cdr: Wrong type argument in position 1 (expecting pair): ()",
+        ),
+        ("(+ 'a 1)", "wrong-type-arg", "In procedure +: Wrong type argument in position 1: a"),
+        (
+            "(list-ref (list 1 2) 5)",
+            "out-of-range",
+            "In procedure list-ref: Argument 2 out of range: 5",
+        ),
+    ],
+)
+def test_errors_read_as_guiles_own_with_the_procedure_and_argument_position(
+    node: Node, source: str, key: str, message: str
+) -> None:
+    with pytest.raises(NodeReplError) as caught:
+        rrepl_eval(node.rrepl, source)
+    assert (caught.value.key, caught.value.message) == (key, message)
+    handled = "(catch 'out-of-range (lambda () (vector-ref (vector) 1)) (lambda (key . args) key))"
+    assert rrepl_eval(node.rrepl, handled).value == Symbol("out-of-range")
+
+
 def test_output_printed_before_an_error_is_kept(node: Node) -> None:
     with pytest.raises(NodeReplError) as caught:
         rrepl_eval(node.rrepl, '(begin (display "partial") (car 1))')
