@@ -298,6 +298,16 @@
 (define (forget-client! id)
   (with-mutex clients-lock (hashv-remove! clients id)))
 
+(define interrupts-asked (make-weak-key-hash-table))  ; busy variable -> #t
+
+(define (ask-interrupt! busy)
+  ;; Remembered until the client's next request: a value its code returns after
+  ;; this (a (sleep 100) that SIGINT woke early returns 98) is no value.
+  (hashq-set! interrupts-asked busy #t))
+
+(define (interrupt-asked? busy)
+  (hashq-ref interrupts-asked busy #f))
+
 (define (interrupt-now busy)
   ;; Only an evaluation is interrupted; an idle loop ignores the request.
   (when (variable-ref busy)
@@ -306,6 +316,7 @@
 (define (interrupt-client! id)
   (let ((entry (with-mutex clients-lock (hashv-ref clients id))))
     (when entry
+      (when (variable-ref (cdr entry)) (ask-interrupt! (cdr entry)))
       (system-async-mark (lambda () (interrupt-now (cdr entry))) (car entry)))))
 
 (define main-busy (make-variable #f))
@@ -351,6 +362,7 @@
   ;; thread: (system "sleep 1") ignores SIGINT while it waits, so in a loop over
   ;; system only the mark, run when system returns, stops the loop.
   (let ((request requests-read))
+    (ask-interrupt! main-busy)
     (set! interrupt-wanted request)
     (set! own-sigint request)
     (set! interrupted request)
@@ -382,6 +394,8 @@
             (lambda () (variable-set! busy #f))))
       (lambda values
         (leave-if-forked!)
+        (when (interrupt-asked? busy)
+          (scm-error 'signal #f "User interrupt" '() '()))
         (flush-printed)
         (for-each
          (lambda (value)
@@ -499,6 +513,7 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
       (begin
         (catch #t
           (lambda ()
+            (hashq-remove! interrupts-asked busy)
             (run-source repl (cdr request) out busy (eqv? (car request) #\e)))
           (lambda (key . args)
             (leave-if-forked!)

@@ -274,6 +274,28 @@ def test_interrupt_stops_an_endless_loop_and_keeps_state(node: Node) -> None:
     assert rrepl_eval(node.rrepl, "kept").value == Symbol("yes")
 
 
+@pytest.mark.parametrize("repl_port", [None, UNIX])
+def test_an_interrupted_evaluation_records_no_value(ssh_config: str, repl_port: object) -> None:
+    # Code that survives the interrupt still returns a value (a (sleep 100) woken
+    # by SIGINT returns 98): the call was interrupted, so it is no value, no $N.
+    node = make_node("node1", ssh_config=ssh_config, repl_port=repl_port)
+    try:
+        assert rrepl_eval(node.rrepl, "(+ 1 1)").eval_num == 1
+        started = threading.Event()
+        survivor = '(catch #t (lambda () (display "go\\n") (sleep 100)) (lambda _ 98))'
+        timer = threading.Thread(target=lambda: started.wait(10) and node.interrupt())
+        timer.start()
+        with pytest.raises(NodeReplError) as caught:
+            rrepl_eval(node.rrepl, survivor, timeout=30, on_output=lambda *_: started.set())
+        timer.join()
+        assert (caught.value.key, caught.value.message) == ("signal", "User interrupt")
+        assert rrepl_eval(node.rrepl, "(+ 2 2)").eval_num == 2
+    finally:
+        if repl_port is not None:
+            node_stop_server(node)
+        node.close()
+
+
 def test_a_timed_out_evaluation_is_interrupted_and_the_repl_recovers(node: Node) -> None:
     rrepl_eval(node.rrepl, "(define kept 1)")
     with pytest.raises(
