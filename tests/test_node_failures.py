@@ -265,8 +265,11 @@ def test_code_that_closes_or_redirects_fd_1_and_2_leaves_the_next_request_whole(
 def test_an_interrupt_stops_a_loop_over_system(node: Node) -> None:
     """system ignores SIGINT while it waits: the interrupt lands when it returns."""
     with_ssh(node, "(define kept 'yes)")
-    with pytest.raises(NodeTimeoutError, match="it was interrupted, and the REPL kept"):
+    # The error says what it saw after waiting 0.5 s for the interrupt to land; on a
+    # loaded machine that may be "being interrupted": either way the loop stops.
+    with pytest.raises(NodeTimeoutError, match="it (was|is being) interrupted"):
         node_eval(node, '(for-each (lambda (i) (system "sleep 0.3")) (iota 100))', timeout=1)
+    assert node.settle(10) == "ready"
     assert with_ssh(node, "kept", timeout=10).value == "yes"
     assert node.restarts == 0
 
