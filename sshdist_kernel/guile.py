@@ -94,14 +94,18 @@ class GuileRepl:
 
     def inspection_source(self, name: str) -> str:
         """Scheme for ``(kind arguments documentation printed)`` of ``name`` in the current
-        module, or #f when nothing is bound to it."""
+        module, or #f when nothing is bound to it.  The arguments are those of
+        ``procedure-arguments``: their names for a procedure defined at the REPL (rrepl.scm
+        records them), ``_`` for a built-in; a built-in's documentation is the manual's
+        entry (``- Scheme Procedure: assoc key alist ...``)."""
         return (
             f"(let ((var (module-variable (current-module) (string->symbol {sexp.write(name)}))))"
             " (and var (variable-bound? var)"
             "  (let ((v (variable-ref var)))"
             "   (list (cond ((procedure? v) 'procedure) ((macro? v) 'macro) (else 'value))"
             "         (and (procedure? v) ((@ (ice-9 session) procedure-arguments) v))"
-            "         (and (procedure? v) (procedure-documentation v))"
+            "         (and (procedure? v) (or (procedure-documentation v)"
+            "              ((@ (ice-9 documentation) object-documentation) v)))"
             "         (let ((s (object->string v)))"
             "           (if (> (string-length s) 2000) (substring s 0 2000) s))))))"
         )

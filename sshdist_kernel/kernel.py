@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import textwrap
 import threading
 from typing import Any
 
@@ -29,13 +30,23 @@ CONNECT_WAIT = 60.0
 _SYMBOL_CHARS = re.compile(r"[^\s()\[\]{}\"';`,#|]+\Z")
 
 
+_DOCUMENTED = re.compile(r"- Scheme Procedure: (\S+)(.*)")
+
+
 def repl_lines(form: FormResult) -> str:
     """A form's values as the Guile REPL prints them: ``$N = value``, one a line."""
     return "\n".join(f"${n} = {text}" for n, text in zip(form.eval_nums, form.texts, strict=True))
 
 
+def _keyword_name(entry: Any) -> str:
+    # procedure-arguments gives (#:name . slot); the caller types #:name, shown as name.
+    key = entry.car if isinstance(entry, sexp.Pair) else entry
+    return str(key).removeprefix("#:")
+
+
 def _signature(name: str, arguments: Any) -> str:
-    """``(name a b #:optional c #:key d . rest)`` from Guile's procedure-arguments alist."""
+    """``(name a b #:optional c #:key d #:allow-other-keys . rest)`` from Guile's
+    procedure-arguments alist; Guile's own ``_`` where it knows no name."""
     if not isinstance(arguments, list):
         return f"({name} ...)"
     parts = [name]
@@ -46,10 +57,51 @@ def _signature(name: str, arguments: Any) -> str:
         elif head == "optional" and entry[1:]:
             parts += ["#:optional", *(str(a) for a in entry[1:])]
         elif head == "keyword" and entry[1:]:
-            parts += ["#:key", *(str(k.car) for k in entry[1:])]
+            parts += ["#:key", *(_keyword_name(k) for k in entry[1:])]
+        elif head == "allow-other-keys?" and isinstance(entry, sexp.Pair) and entry.cdr is True:
+            parts.append("#:allow-other-keys")
         elif head == "rest" and isinstance(entry, sexp.Pair) and entry.cdr:
             parts += [".", str(entry.cdr)]
     return "(" + " ".join(parts) + ")"
+
+
+def _documented_signature(name: str, doc: str) -> tuple[str, str] | None:
+    """``(name key alist)`` and the rest of the text, from the manual's entry for a
+    built-in (``- Scheme Procedure: assoc key alist``), whose names Guile does not keep."""
+    first, _, body = doc.partition("\n")
+    match = _DOCUMENTED.fullmatch(first.strip())
+    if not match or match[1] != name:
+        return None
+    arguments = " ".join(match[2].split())
+    return f"({name} {arguments})" if arguments else f"({name})", textwrap.dedent(body).strip()
+
+
+def _names_known(arguments: Any) -> bool:
+    """Whether procedure-arguments named every argument (a built-in's are ``_``)."""
+    if not isinstance(arguments, list):
+        return False
+    for entry in arguments:
+        values = [entry.cdr] if isinstance(entry, sexp.Pair) else entry[1:]
+        if any(isinstance(v, str) and v == "_" for v in values):
+            return False
+    return True
+
+
+def _inspection_text(name: str, info: list) -> str:
+    """What Shift-Tab shows: the kind, the call with its argument names, the docstring."""
+    kind, arguments, doc, printed = info
+    lines = [f"{name}: {kind}"]
+    if kind == "procedure":
+        signature = _signature(name, arguments)
+        documented = _documented_signature(name, doc) if isinstance(doc, str) else None
+        if documented and not _names_known(arguments):
+            signature, doc = documented
+        lines.append(signature)
+    if doc:
+        lines += ["", doc]
+    if kind == "value":
+        lines.append(printed)
+    return "\n".join(lines)
 
 
 class GuileKernel(Kernel):
@@ -266,18 +318,10 @@ class GuileKernel(Kernel):
         info = self._quiet(self.language_tool.inspection_source(name)) if name else None
         if not info:
             return {"status": "ok", "found": False, "data": {}, "metadata": {}}
-        kind, arguments, doc, printed = info
-        lines = [f"{name}: {kind}"]
-        if kind == "procedure":
-            lines.append(_signature(name, arguments))
-        if doc:
-            lines += ["", doc]
-        if kind == "value":
-            lines.append(printed)
         return {
             "status": "ok",
             "found": True,
-            "data": {"text/plain": "\n".join(lines)},
+            "data": {"text/plain": _inspection_text(name, info)},
             "metadata": {},
         }
 

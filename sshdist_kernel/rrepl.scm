@@ -308,6 +308,85 @@
   ;; (system "sleep 9") waits with SIGINT ignored) get SIGINT.
   (kill 0 SIGINT))
 
+(define (lambda-list->arglist formals star?)
+  ;; (REQUIRED OPTIONAL KEYWORDS ALLOW-OTHER-KEYS? REST) as procedure-arguments
+  ;; reads it, from a lambda (or, STAR?, lambda*) list; #f if it is not one.
+  (define (name spec) (if (pair? spec) (car spec) spec))
+  (let loop ((fs formals) (mode 'req) (req '()) (opt '()) (keys '()) (aok #f))
+    (define (finish rest)
+      (let number ((ks (reverse keys))
+                   (i (+ (length req) (length opt) (if rest 1 0)))
+                   (acc '()))
+        (if (null? ks)
+            (list (reverse req) (reverse opt) (reverse acc) aok rest)
+            (number (cdr ks) (1+ i) (cons (cons (car ks) i) acc)))))
+    (cond
+     ((null? fs) (finish #f))
+     ((symbol? fs) (finish fs))
+     ((not (pair? fs)) #f)
+     ((and star? (eq? (car fs) #:optional) (eq? mode 'req))
+      (loop (cdr fs) 'opt req opt keys aok))
+     ((and star? (eq? (car fs) #:key) (memq mode '(req opt)))
+      (loop (cdr fs) 'key req opt keys aok))
+     ((and star? (eq? (car fs) #:allow-other-keys) (eq? mode 'key))
+      (loop (cdr fs) 'aok req opt keys #t))
+     ((and star? (eq? (car fs) #:rest))
+      (and (pair? (cdr fs)) (symbol? (cadr fs)) (null? (cddr fs)) (finish (cadr fs))))
+     ((eq? mode 'req)
+      (and (symbol? (car fs)) (loop (cdr fs) mode (cons (car fs) req) opt keys aok)))
+     ((not (symbol? (name (car fs)))) #f)
+     ((eq? mode 'opt) (loop (cdr fs) mode req (cons (name (car fs)) opt) keys aok))
+     ((eq? mode 'key)
+      (let* ((spec (car fs))
+             (kw (if (and (pair? spec) (pair? (cdr spec)) (pair? (cddr spec)))
+                     (caddr spec)
+                     (symbol->keyword (name spec)))))
+        (and (keyword? kw) (loop (cdr fs) mode req opt (cons kw keys) aok))))
+     (else #f))))
+
+(define (definition-arglist form)
+  ;; (NAME . ARGLIST) when FORM defines NAME as a procedure from a lambda list.
+  (and (memq (car form) '(define define* define-public)) (pair? (cdr form)) (pair? (cddr form))
+       (let ((target (cadr form)) (star? (eq? (car form) 'define*)))
+         (cond
+          ((pair? target)
+           (let inner ((target target))   ; curried: ((f a) b) defines f of (a)
+             (cond ((pair? (car target)) (inner (car target)))
+                   ((symbol? (car target))
+                    (let ((arglist (lambda-list->arglist (cdr target) star?)))
+                      (and arglist (cons (car target) arglist))))
+                   (else #f))))
+          ((and (symbol? target) (null? (cdddr form))
+                (pair? (caddr form)) (memq (car (caddr form)) '(lambda lambda*))
+                (pair? (cdr (caddr form))))
+           (let ((arglist (lambda-list->arglist (cadr (caddr form))
+                                                (eq? (car (caddr form)) 'lambda*))))
+             (and arglist (cons target arglist))))
+          (else #f)))))
+
+(define (record-arglists! repl form)
+  ;; Guile's evaluator (interp) keeps no argument names: a top-level definition
+  ;; of a procedure from a lambda list in FORM (as read: a syntax object) gives
+  ;; the procedure an arglist property, which procedure-arguments reads.  Only a
+  ;; form that starts with a defining word is looked at; anything odd is ignored.
+  (define (record! form)
+    (if (eq? (car form) 'begin)
+        (for-each (lambda (f) (when (pair? f) (record! f))) (cdr form))
+        (let* ((found (definition-arglist form))
+               (var (and found (module-variable (current-module) (car found))))
+               (proc (and var (variable-bound? var) (variable-ref var))))
+          (when (procedure? proc)
+            (set-procedure-property! proc 'arglist (cdr found))))))
+  (define (unwrap x)
+    (if ((@ (system syntax internal) syntax?) x)
+        ((@ (system syntax internal) syntax-expression) x)
+        x))
+  (let* ((expr (unwrap form))
+         (head (and (pair? expr) (unwrap (car expr)))))
+    (when (and (memq head '(define define* define-public begin))
+               (eq? (language-name (repl-language repl)) 'scheme))
+      (catch #t (lambda () (record! (syntax->datum form))) (lambda _ #f)))))
+
 (define (eval-form repl form out busy remember?)
   (module-use! (current-module) (resolve-interface '(value-history)))
   (let ((thunk (repl-prepare-eval-thunk repl (repl-parse repl form))))
@@ -322,6 +401,7 @@
             (lambda () (variable-set! busy #f))))
       (lambda values
         (leave-if-forked!)
+        (record-arglists! repl form)
         (flush-printed)
         (for-each
          (lambda (value)

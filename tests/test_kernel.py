@@ -218,6 +218,41 @@ def test_completion_and_inspection_come_from_the_remote_guile(kernel) -> None:
     assert texts(run(kc, "(my-area 2 3)")[1]) == [("result", "$1 = 6")]  # numbering kept
 
 
+def inspect(kc: BlockingKernelClient, code: str) -> str:
+    """The inspection text for the name the cursor ends in ``code``."""
+    shown = kc.inspect(code, len(code), reply=True, timeout=TIMEOUT)["content"]
+    assert shown["found"], code
+    return shown["data"]["text/plain"]
+
+
+def test_inspection_shows_the_names_a_procedure_was_defined_with(kernel) -> None:
+    _, kc = kernel
+    run(
+        kc,
+        '(define (add first-term second-term) "Adds two terms." (+ first-term second-term))'
+        " (define* (opts a #:optional (b 2) #:key (scale 1) #:allow-other-keys . more)"
+        ' "Takes every kind." a)'
+        " (begin (define curry (lambda (x . xs) x)) (define answer 42))",
+    )
+    assert inspect(kc, "(add") == "add: procedure\n(add first-term second-term)\n\nAdds two terms."
+    assert inspect(kc, "(opts") == (
+        "opts: procedure\n(opts a #:optional b #:key scale #:allow-other-keys . more)"
+        "\n\nTakes every kind."
+    )
+    assert inspect(kc, "(curry").splitlines()[1] == "(curry x . xs)"
+    assert inspect(kc, "answer") == "answer: value\n42"
+    # Built-ins: the manual's names where Guile has an entry, Guile's _ where not.
+    assoc = inspect(kc, "(assoc").splitlines()
+    assert assoc[:3] == ["assoc: procedure", "(assoc key alist)", ""]
+    assert "equal?" in assoc[3]
+    assert inspect(kc, "(string-upcase").splitlines()[1] == "(string-upcase str [start [end]])"
+    assert inspect(kc, "(car") == "car: procedure\n(car _)"
+    # A keyword the caller spells differently from the variable shows the caller's.
+    run(kc, "(define* (renamed #:key (n 3 #:size)) n)")
+    assert inspect(kc, "(renamed").splitlines()[1] == "(renamed #:key size)"
+    assert texts(run(kc, "(add 1 2)")[1]) == [("result", "$1 = 3")]  # no $N used
+
+
 def wait_for_output(kc: BlockingKernelClient, msg_id: str) -> None:
     """Until the cell ``msg_id`` printed something: its code has started on the node."""
     while True:
