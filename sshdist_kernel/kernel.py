@@ -30,12 +30,21 @@ CONNECT_WAIT = 60.0
 _SYMBOL_CHARS = re.compile(r"[^\s()\[\]{}\"';`,#|]+\Z")
 
 
+_EXIT_CELLS = ("exit", "quit")
+"""Cells that ask the front end to leave, as they do in IPython."""
+
+_ASK_EXIT = {"source": "ask_exit", "keepkernel": False}
+"""IPython's payload for ``exit``: a console leaves (and shuts the kernel down)."""
+
 _DOCUMENTED = re.compile(r"- Scheme Procedure: (\S+)(.*)")
 
 
 def repl_lines(form: FormResult) -> str:
-    """A form's values as the Guile REPL prints them: ``$N = value``, one a line."""
-    return "\n".join(f"${n} = {text}" for n, text in zip(form.eval_nums, form.texts, strict=True))
+    """A form's values as the Guile REPL prints them: ``$N = value``, one a line; a value
+    left out of the history (number 0) is printed alone, as with the history off."""
+    return "\n".join(
+        f"${n} = {text}" if n else text for n, text in zip(form.eval_nums, form.texts, strict=True)
+    )
 
 
 def _keyword_name(entry: Any) -> str:
@@ -126,6 +135,9 @@ class GuileKernel(Kernel):
     """The node, as ``make_node`` takes it; set by ``main`` from the kernelspec's argv."""
     node_options: dict[str, Any] = {}
 
+    _count = 0
+    _storing = True
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.language_tool = GuileRepl()
@@ -166,6 +178,36 @@ class GuileKernel(Kernel):
 
     # -- messages ----------------------------------------------------------------------
 
+    @property
+    def execution_count(self) -> int:  # type: ignore[override]
+        return self._count
+
+    @execution_count.setter
+    def execution_count(self, value: int) -> None:
+        # ipykernel counts every cell that is not silent; like IPython, a cell run
+        # with store_history=False (or a blank one) keeps the count where it was.
+        if self._storing:
+            self._count = value
+
+    async def execute_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        content = parent.get("content", {})
+        silent = content.get("silent", False)
+        self._storing = bool(content.get("store_history", not silent)) and bool(
+            str(content.get("code", "")).strip()
+        )
+        await super().execute_request(stream, ident, parent)
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:  # type: ignore[override]
+        # ipykernel offers its debugger when debugpy is importable, and subshells when
+        # it runs a shell thread; this kernel answers no debug_request, and its one
+        # REPL runs one cell at a time, so a subshell would only queue behind it.
+        info = super().kernel_info
+        info["supported_features"] = [
+            f for f in info["supported_features"] if f not in ("debugger", "kernel subshells")
+        ]
+        return info
+
     def _stream(self, name: str, text: str) -> None:
         self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
 
@@ -185,12 +227,10 @@ class GuileKernel(Kernel):
         cell_id: str | None = None,
     ) -> dict[str, Any]:
         if not code.strip():
-            return {
-                "status": "ok",
-                "execution_count": self.execution_count,
-                "payload": [],
-                "user_expressions": {},
-            }
+            return self._ok()
+        storing = store_history and not silent
+        if code.strip() in _EXIT_CELLS:
+            return self._ok(payload=[_ASK_EXIT])
         try:
             node = self._ready_node()
         except KeyboardInterrupt:
@@ -239,12 +279,16 @@ class GuileKernel(Kernel):
                 on_output=None if silent else self._stream,
                 on_form=on_form,
                 on_start=say_if_replaced,
+                # Silent cells and those kept out of the history take no $N.
+                quiet=not storing,
             )
         except KeyboardInterrupt:
             return self._error(
                 "signal", "User interrupt", [f"signal: User interrupt: {node.stop_outcome()}"]
             )
         except NodeReplError as exc:
+            if exc.key == "quit":  # (exit), ,q: the REPL stays; the front end may leave
+                return self._ok(payload=[_ASK_EXIT])
             lines = [
                 f"{exc.key}: {line}" if i == 0 else line
                 for i, line in enumerate(exc.message.splitlines() or [""])
@@ -259,16 +303,21 @@ class GuileKernel(Kernel):
                     "The next cell reconnects and starts a fresh REPL on the node.",
                 ],
             )
-        return {
-            "status": "ok",
-            "execution_count": self.execution_count,
-            "payload": [],
-            "user_expressions": {},
-            "sshdist": {
+        return self._ok(
+            sshdist={
                 "eval_num": result.eval_num,
                 "module": result.module,
                 "language": result.language,
-            },
+            }
+        )
+
+    def _ok(self, payload: list | None = None, **extra: Any) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "execution_count": self.execution_count,
+            "payload": payload or [],
+            "user_expressions": {},
+            **extra,
         }
 
     def finish_metadata(self, parent: Any, metadata: dict, reply_content: dict) -> dict:

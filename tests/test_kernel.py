@@ -253,6 +253,60 @@ def test_inspection_shows_the_names_a_procedure_was_defined_with(kernel) -> None
     assert texts(run(kc, "(add 1 2)")[1]) == [("result", "$1 = 3")]  # no $N used
 
 
+def execute(kc: BlockingKernelClient, code: str, **options: Any) -> tuple[dict, list[dict]]:
+    """``run`` with execute_request options; the execute_input messages are kept too."""
+    msg_id = kc.execute(code, **options)
+    messages = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        if msg["msg_type"] != "status":
+            messages.append(msg)
+    return shell_reply(kc, msg_id)["content"], messages
+
+
+def test_silent_cells_and_cells_kept_out_of_history_take_no_number(kernel) -> None:
+    _, kc = kernel
+    reply, messages = execute(kc, "(+ 1 1)")
+    assert reply["execution_count"] == 1
+    assert texts(messages) == [("result", "$1 = 2")]
+    reply, messages = execute(kc, '(display "quiet") (* 2 3)', silent=True)
+    assert (reply["status"], reply["execution_count"]) == ("ok", 1)
+    assert messages == []  # nothing shown, not even the input
+    reply, messages = execute(kc, '(display "shown") (* 3 3)', store_history=False)
+    assert (reply["status"], reply["execution_count"]) == ("ok", 1)
+    assert [
+        m["content"]["execution_count"] for m in messages if m["msg_type"] == "execute_input"
+    ] == [1]
+    assert texts(messages) == [("stdout", "shown"), ("result", "9")]
+    reply, messages = execute(kc, "(+ 2 2)")
+    assert reply["execution_count"] == 2
+    assert texts(messages) == [("result", "$2 = 4")]
+    assert texts(execute(kc, "$1")[1]) == [("result", "$3 = 2")]
+
+
+@pytest.mark.parametrize("code", ["(exit)", ",q", ",quit", "exit", "quit", "(exit 3)"])
+def test_exit_asks_the_front_end_to_leave_and_the_repl_stays(kernel, code: str) -> None:
+    _, kc = kernel
+    run(kc, "(define kept 'yes)")
+    reply, outputs = run(kc, code)
+    content = reply["content"]
+    assert content["status"] == "ok"
+    assert content["payload"] == [{"source": "ask_exit", "keepkernel": False}]
+    assert outputs == []
+    assert texts(run(kc, "kept")[1]) == [("result", "$1 = yes")]
+
+
+def test_kernel_info_claims_no_debugger_and_no_subshells(kernel) -> None:
+    _, kc = kernel
+    info = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]
+    assert "debugger" not in info["supported_features"]
+    assert "kernel subshells" not in info["supported_features"]
+
+
 def wait_for_output(kc: BlockingKernelClient, msg_id: str) -> None:
     """Until the cell ``msg_id`` printed something: its code has started on the node."""
     while True:
