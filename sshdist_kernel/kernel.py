@@ -12,15 +12,19 @@ import re
 import sys
 import textwrap
 import threading
+from pathlib import Path
 from typing import Any
 
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel
+from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float
 
 from . import __version__, sexp
 from .errors import NodeError, NodeReplError
 from .guile import GuileRepl
+from .history import CellHistory
+from .kernelspec import default_name
 from .node import Node, make_node
 from .rrepl import EvalResult, FormResult
 
@@ -134,6 +138,8 @@ class GuileKernel(Kernel):
     host: str = ""
     """The node, as ``make_node`` takes it; set by ``main`` from the kernelspec's argv."""
     node_options: dict[str, Any] = {}
+    history_path: Path | None = None
+    """Where this kernelspec's cells are kept (``main`` sets it); None keeps none."""
 
     _count = 0
     _storing = True
@@ -144,6 +150,7 @@ class GuileKernel(Kernel):
         self._node: Node | None = None
         self._connect_error: BaseException | None = None
         self._connected = threading.Event()
+        self.history = CellHistory(self.history_path) if self.history_path else None
         # Connect at start, in the background: the first cell reports any failure.
         threading.Thread(target=self._connect, daemon=True, name="sshdist connect").start()
 
@@ -229,6 +236,8 @@ class GuileKernel(Kernel):
         if not code.strip():
             return self._ok()
         storing = store_history and not silent
+        if storing and self.history is not None:
+            self.history.store(self.execution_count, code)
         if code.strip() in _EXIT_CELLS:
             return self._ok(payload=[_ASK_EXIT])
         try:
@@ -238,15 +247,18 @@ class GuileKernel(Kernel):
         except (NodeError, OSError, ValueError) as exc:
             return self._error(type(exc).__name__, str(exc), [f"{type(exc).__name__}: {exc}"])
 
+        shown: list[str] = []
+
         def on_form(form: FormResult) -> None:
             if form.values and not silent:
+                shown.append(repl_lines(form))
                 last = node.rrepl
                 self.send_response(
                     self.iopub_socket,
                     "execute_result",
                     {
                         "execution_count": self.execution_count,
-                        "data": {"text/plain": repl_lines(form)},
+                        "data": {"text/plain": shown[-1]},
                         "metadata": {
                             "sshdist": {
                                 "eval_num": list(form.eval_nums),
@@ -303,6 +315,9 @@ class GuileKernel(Kernel):
                     "The next cell reconnects and starts a fresh REPL on the node.",
                 ],
             )
+        finally:
+            if shown and storing and self.history is not None:
+                self.history.store_output(self.execution_count, "\n".join(shown))
         return self._ok(
             sshdist={
                 "eval_num": result.eval_num,
@@ -374,9 +389,36 @@ class GuileKernel(Kernel):
             "metadata": {},
         }
 
+    async def do_history(  # type: ignore[override]
+        self,
+        hist_access_type: str,
+        output: bool,
+        raw: bool,
+        session: int | None = None,
+        start: int | None = None,
+        stop: int | None = None,
+        n: int | None = None,
+        pattern: str | None = None,
+        unique: bool = False,
+        **_: Any,
+    ) -> dict[str, Any]:
+        """The cells of this kernelspec's kernels, as IPython answers: ``raw`` makes no
+        difference (cells are kept as typed), ``output`` pairs each with its values."""
+        found: list = []
+        if self.history is not None:
+            if hist_access_type == "tail":
+                found = self.history.tail(n, output=output)
+            elif hist_access_type == "range":
+                found = self.history.range(session or 0, start or 0, stop, output=output)
+            elif hist_access_type == "search":
+                found = self.history.search(pattern or "*", n, bool(unique), output=output)
+        return {"status": "ok", "history": found}
+
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         if self._node is not None:
             self._node.close()
+        if self.history is not None:
+            self.history.flush()
         return {"status": "ok", "restart": restart}
 
 
@@ -389,6 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--identity")
     parser.add_argument("--repl-port")
+    # Older kernelspecs do not name themselves: the name install gives the host.
+    parser.add_argument("--kernel-name")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     options: dict[str, Any] = {
         k: v
@@ -404,6 +448,8 @@ def main(argv: list[str] | None = None) -> None:
         options["repl_port"] = int(args.repl_port) if args.repl_port.isdigit() else args.repl_port
     GuileKernel.host = args.host
     GuileKernel.node_options = options
+    name = args.kernel_name or default_name(args.host)
+    GuileKernel.history_path = Path(jupyter_data_dir()) / "sshdist" / "history" / f"{name}.sqlite"
     IPKernelApp.launch_instance(argv=rest, kernel_class=GuileKernel)
 
 

@@ -25,7 +25,8 @@ TIMEOUT = 30
 def jupyter_path(
     local_nodes: LocalNodes, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """Kernelspecs for the local nodes, in a Jupyter path of this module's own."""
+    """Kernelspecs for the local nodes, in a Jupyter path of this module's own; the
+    kernels keep their history in a data dir of its own too."""
     prefix = tmp_path_factory.mktemp("jupyter")
     config = str(local_nodes.ssh_config)
     for host in ("node1", "node3"):
@@ -37,13 +38,15 @@ def jupyter_path(
         ssh_config="/dev/null",
     )
     path = str(prefix / "share" / "jupyter")
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = path
+    settings = {"JUPYTER_PATH": path, "JUPYTER_DATA_DIR": str(tmp_path_factory.mktemp("data"))}
+    old = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     yield path
-    if old is None:
-        del os.environ["JUPYTER_PATH"]
-    else:
-        os.environ["JUPYTER_PATH"] = old
+    for key, value in old.items():
+        if value is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = value
 
 
 class GuileKernelConformance(jupyter_kernel_test.KernelTests):
@@ -59,6 +62,8 @@ class GuileKernelConformance(jupyter_kernel_test.KernelTests):
     code_generate_error = "(car 1)"
     code_execute_result = [{"code": "(+ 1 2)"}, {"code": "(values 1 2)"}]
     code_inspect_sample = "string-upcase"
+    supported_history_operations = ("tail", "range", "search")
+    code_history_pattern = "(values *"
 
 
 # -- beyond the conformance suite ------------------------------------------------------
@@ -305,6 +310,59 @@ def test_kernel_info_claims_no_debugger_and_no_subshells(kernel) -> None:
     info = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]
     assert "debugger" not in info["supported_features"]
     assert "kernel subshells" not in info["supported_features"]
+
+
+def history(kc: BlockingKernelClient, **request: Any) -> list:
+    msg_id = kc.history(raw=True, **request)
+    return [tuple(entry) for entry in shell_reply(kc, msg_id)["content"]["history"]]
+
+
+def test_history_is_kept_per_kernelspec_across_a_restart(local_nodes: LocalNodes) -> None:
+    km, kc = start("sshdist-node3")
+    try:
+        run(kc, "(define kept-cell 1)")
+        ((old, _, _),) = history(kc, hist_access_type="range", session=0, start=1)
+        execute(kc, "(+ 100 1)", silent=True)
+        execute(kc, "(+ 100 2)", store_history=False)
+        run(kc, "(+ 40 2)")
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=60)
+        run(kc, "(display 'after-restart)")
+        ((new, _, _),) = history(kc, hist_access_type="range", session=0, start=1)
+        assert new > old
+        assert history(kc, hist_access_type="tail", n=3) == [
+            (old, 1, "(define kept-cell 1)"),
+            (old, 2, "(+ 40 2)"),
+            (new, 1, "(display 'after-restart)"),
+        ]
+        assert history(kc, hist_access_type="range", session=-1, start=1, stop=None) == [
+            (old, 1, "(define kept-cell 1)"),
+            (old, 2, "(+ 40 2)"),
+        ]
+        assert history(kc, hist_access_type="range", session=0, start=1, stop=2) == [
+            (new, 1, "(display 'after-restart)")
+        ]
+        assert history(kc, hist_access_type="range", session=old, start=2, output=True) == [
+            (old, 2, ["(+ 40 2)", "$1 = 42"])
+        ]
+        assert history(kc, hist_access_type="search", pattern="(+ *", n=10) == [
+            (old, 2, "(+ 40 2)")
+        ]
+        run(kc, "(+ 40 2)")
+        assert history(kc, hist_access_type="search", pattern="(+ 4*", unique=True) == [
+            (new, 2, "(+ 40 2)")
+        ]
+        # node1's kernels keep a history of their own.
+        other_km, other_kc = start("sshdist-node1")
+        try:
+            found = history(other_kc, hist_access_type="search", pattern="*kept-cell*")
+            assert found == []
+        finally:
+            other_kc.stop_channels()
+            other_km.shutdown_kernel(now=True)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def wait_for_output(kc: BlockingKernelClient, msg_id: str) -> None:
