@@ -1,14 +1,85 @@
 """Guile 3 as the REPL language behind ``Rrepl``: the command lines that start the
 framed loop (``rrepl.scm``), a REPL server and its bridge, and what Guile input and
-version output look like."""
+version output look like, and what its answers to inspection mean."""
 
 from __future__ import annotations
 
+import re
 import shlex
+import textwrap
 from importlib import resources
+from typing import Any
 
 from . import sexp
 from .errors import IncompleteInputError
+
+_DOCUMENTED = re.compile(r"- Scheme Procedure: (\S+)(.*)")
+
+
+def _keyword_name(entry: Any) -> str:
+    # procedure-arguments gives (#:name . slot); the caller types #:name, shown as name.
+    key = entry.car if isinstance(entry, sexp.Pair) else entry
+    return str(key).removeprefix("#:")
+
+
+def _signature(name: str, arguments: Any) -> str:
+    """``(name a b #:optional c #:key d #:allow-other-keys . rest)`` from Guile's
+    procedure-arguments alist; Guile's own ``_`` where it knows no name."""
+    if not isinstance(arguments, list):
+        return f"({name} ...)"
+    parts = [name]
+    for entry in arguments:
+        head = entry.car if isinstance(entry, sexp.Pair) else entry[0]
+        if head == "required":
+            parts += [str(a) for a in entry[1:]]
+        elif head == "optional" and entry[1:]:
+            parts += ["#:optional", *(str(a) for a in entry[1:])]
+        elif head == "keyword" and entry[1:]:
+            parts += ["#:key", *(_keyword_name(k) for k in entry[1:])]
+        elif head == "allow-other-keys?" and isinstance(entry, sexp.Pair) and entry.cdr is True:
+            parts.append("#:allow-other-keys")
+        elif head == "rest" and isinstance(entry, sexp.Pair) and entry.cdr:
+            parts += [".", str(entry.cdr)]
+    return "(" + " ".join(parts) + ")"
+
+
+def _documented_signature(name: str, doc: str) -> tuple[str, str] | None:
+    """``(name key alist)`` and the rest of the text, from the manual's entry for a
+    built-in (``- Scheme Procedure: assoc key alist``), whose names Guile does not keep."""
+    first, _, body = doc.partition("\n")
+    match = _DOCUMENTED.fullmatch(first.strip())
+    if not match or match[1] != name:
+        return None
+    arguments = " ".join(match[2].split())
+    return f"({name} {arguments})" if arguments else f"({name})", textwrap.dedent(body).strip()
+
+
+def _names_known(arguments: Any) -> bool:
+    """Whether procedure-arguments named every argument (a built-in's are ``_``)."""
+    if not isinstance(arguments, list):
+        return False
+    for entry in arguments:
+        values = [entry.cdr] if isinstance(entry, sexp.Pair) else entry[1:]
+        if any(isinstance(v, str) and v == "_" for v in values):
+            return False
+    return True
+
+
+def _inspection_text(name: str, info: list) -> str:
+    """What Shift-Tab shows: the kind, the call with its argument names, the docstring."""
+    kind, arguments, doc, printed = info
+    lines = [f"{name}: {kind}"]
+    if kind == "procedure":
+        signature = _signature(name, arguments)
+        documented = _documented_signature(name, doc) if isinstance(doc, str) else None
+        if documented and not _names_known(arguments):
+            signature, doc = documented
+        lines.append(signature)
+    if doc:
+        lines += ["", doc]
+    if kind == "value":
+        lines.append(printed)
+    return "\n".join(lines)
 
 
 class GuileRepl:
@@ -94,14 +165,22 @@ class GuileRepl:
 
     def inspection_source(self, name: str) -> str:
         """Scheme for ``(kind arguments documentation printed)`` of ``name`` in the current
-        module, or #f when nothing is bound to it."""
+        module, or #f when nothing is bound to it.  The arguments are those of
+        ``procedure-arguments``: their names for a procedure defined at the REPL (rrepl.scm
+        records them), ``_`` for a built-in; a built-in's documentation is the manual's
+        entry (``- Scheme Procedure: assoc key alist ...``)."""
         return (
             f"(let ((var (module-variable (current-module) (string->symbol {sexp.write(name)}))))"
             " (and var (variable-bound? var)"
             "  (let ((v (variable-ref var)))"
             "   (list (cond ((procedure? v) 'procedure) ((macro? v) 'macro) (else 'value))"
             "         (and (procedure? v) ((@ (ice-9 session) procedure-arguments) v))"
-            "         (and (procedure? v) (procedure-documentation v))"
+            "         (and (procedure? v) (or (procedure-documentation v)"
+            "              ((@ (ice-9 documentation) object-documentation) v)))"
             "         (let ((s (object->string v)))"
             "           (if (> (string-length s) 2000) (substring s 0 2000) s))))))"
         )
+
+    def inspection_text(self, name: str, info: list) -> str:
+        """What Shift-Tab shows for ``name``, from the answer to ``inspection_source``."""
+        return _inspection_text(name, info)

@@ -11,15 +11,19 @@ import argparse
 import re
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel
+from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float
 
 from . import __version__, sexp
 from .errors import NodeError, NodeReplError
 from .guile import GuileRepl
+from .history import CellHistory
+from .kernelspec import default_name
 from .node import Node, make_node
 from .rrepl import EvalResult, FormResult
 
@@ -29,27 +33,19 @@ CONNECT_WAIT = 60.0
 _SYMBOL_CHARS = re.compile(r"[^\s()\[\]{}\"';`,#|]+\Z")
 
 
+_EXIT_CELLS = ("exit", "quit")
+"""Cells that ask the front end to leave, as they do in IPython."""
+
+_ASK_EXIT = {"source": "ask_exit", "keepkernel": False}
+"""IPython's payload for ``exit``: a console leaves (and shuts the kernel down)."""
+
+
 def repl_lines(form: FormResult) -> str:
-    """A form's values as the Guile REPL prints them: ``$N = value``, one a line."""
-    return "\n".join(f"${n} = {text}" for n, text in zip(form.eval_nums, form.texts, strict=True))
-
-
-def _signature(name: str, arguments: Any) -> str:
-    """``(name a b #:optional c #:key d . rest)`` from Guile's procedure-arguments alist."""
-    if not isinstance(arguments, list):
-        return f"({name} ...)"
-    parts = [name]
-    for entry in arguments:
-        head = entry.car if isinstance(entry, sexp.Pair) else entry[0]
-        if head == "required":
-            parts += [str(a) for a in entry[1:]]
-        elif head == "optional" and entry[1:]:
-            parts += ["#:optional", *(str(a) for a in entry[1:])]
-        elif head == "keyword" and entry[1:]:
-            parts += ["#:key", *(str(k.car) for k in entry[1:])]
-        elif head == "rest" and isinstance(entry, sexp.Pair) and entry.cdr:
-            parts += [".", str(entry.cdr)]
-    return "(" + " ".join(parts) + ")"
+    """A form's values as the Guile REPL prints them: ``$N = value``, one a line; a value
+    left out of the history (number 0) is printed alone, as with the history off."""
+    return "\n".join(
+        f"${n} = {text}" if n else text for n, text in zip(form.eval_nums, form.texts, strict=True)
+    )
 
 
 class GuileKernel(Kernel):
@@ -73,6 +69,11 @@ class GuileKernel(Kernel):
     host: str = ""
     """The node, as ``make_node`` takes it; set by ``main`` from the kernelspec's argv."""
     node_options: dict[str, Any] = {}
+    history_path: Path | None = None
+    """Where this kernelspec's cells are kept (``main`` sets it); None keeps none."""
+
+    _count = 0
+    _storing = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -80,6 +81,7 @@ class GuileKernel(Kernel):
         self._node: Node | None = None
         self._connect_error: BaseException | None = None
         self._connected = threading.Event()
+        self.history = CellHistory(self.history_path) if self.history_path else None
         # Connect at start, in the background: the first cell reports any failure.
         threading.Thread(target=self._connect, daemon=True, name="sshdist connect").start()
 
@@ -114,6 +116,36 @@ class GuileKernel(Kernel):
 
     # -- messages ----------------------------------------------------------------------
 
+    @property
+    def execution_count(self) -> int:  # type: ignore[override]
+        return self._count
+
+    @execution_count.setter
+    def execution_count(self, value: int) -> None:
+        # ipykernel counts every cell that is not silent; like IPython, a cell run
+        # with store_history=False (or a blank one) keeps the count where it was.
+        if self._storing:
+            self._count = value
+
+    async def execute_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        content = parent.get("content", {})
+        silent = content.get("silent", False)
+        self._storing = bool(content.get("store_history", not silent)) and bool(
+            str(content.get("code", "")).strip()
+        )
+        await super().execute_request(stream, ident, parent)
+
+    @property
+    def kernel_info(self) -> dict[str, Any]:  # type: ignore[override]
+        # ipykernel offers its debugger when debugpy is importable, and subshells when
+        # it runs a shell thread; this kernel answers no debug_request, and its one
+        # REPL runs one cell at a time, so a subshell would only queue behind it.
+        info = super().kernel_info
+        info["supported_features"] = [
+            f for f in info["supported_features"] if f not in ("debugger", "kernel subshells")
+        ]
+        return info
+
     def _stream(self, name: str, text: str) -> None:
         self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
 
@@ -133,12 +165,12 @@ class GuileKernel(Kernel):
         cell_id: str | None = None,
     ) -> dict[str, Any]:
         if not code.strip():
-            return {
-                "status": "ok",
-                "execution_count": self.execution_count,
-                "payload": [],
-                "user_expressions": {},
-            }
+            return self._ok()
+        storing = store_history and not silent
+        if storing and self.history is not None:
+            self.history.store(self.execution_count, code)
+        if code.strip() in _EXIT_CELLS:
+            return self._ok(payload=[_ASK_EXIT])
         try:
             node = self._ready_node()
         except KeyboardInterrupt:
@@ -146,15 +178,18 @@ class GuileKernel(Kernel):
         except (NodeError, OSError, ValueError) as exc:
             return self._error(type(exc).__name__, str(exc), [f"{type(exc).__name__}: {exc}"])
 
+        shown: list[str] = []
+
         def on_form(form: FormResult) -> None:
             if form.values and not silent:
+                shown.append(repl_lines(form))
                 last = node.rrepl
                 self.send_response(
                     self.iopub_socket,
                     "execute_result",
                     {
                         "execution_count": self.execution_count,
-                        "data": {"text/plain": repl_lines(form)},
+                        "data": {"text/plain": shown[-1]},
                         "metadata": {
                             "sshdist": {
                                 "eval_num": list(form.eval_nums),
@@ -187,12 +222,16 @@ class GuileKernel(Kernel):
                 on_output=None if silent else self._stream,
                 on_form=on_form,
                 on_start=say_if_replaced,
+                # Silent cells and those kept out of the history take no $N.
+                quiet=not storing,
             )
         except KeyboardInterrupt:
             return self._error(
                 "signal", "User interrupt", [f"signal: User interrupt: {node.stop_outcome()}"]
             )
         except NodeReplError as exc:
+            if exc.key == "quit":  # (exit), ,q: the REPL stays; the front end may leave
+                return self._ok(payload=[_ASK_EXIT])
             lines = [
                 f"{exc.key}: {line}" if i == 0 else line
                 for i, line in enumerate(exc.message.splitlines() or [""])
@@ -207,16 +246,24 @@ class GuileKernel(Kernel):
                     "The next cell reconnects and starts a fresh REPL on the node.",
                 ],
             )
-        return {
-            "status": "ok",
-            "execution_count": self.execution_count,
-            "payload": [],
-            "user_expressions": {},
-            "sshdist": {
+        finally:
+            if shown and storing and self.history is not None:
+                self.history.store_output(self.execution_count, "\n".join(shown))
+        return self._ok(
+            sshdist={
                 "eval_num": result.eval_num,
                 "module": result.module,
                 "language": result.language,
-            },
+            }
+        )
+
+    def _ok(self, payload: list | None = None, **extra: Any) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "execution_count": self.execution_count,
+            "payload": payload or [],
+            "user_expressions": {},
+            **extra,
         }
 
     def finish_metadata(self, parent: Any, metadata: dict, reply_content: dict) -> dict:
@@ -266,24 +313,43 @@ class GuileKernel(Kernel):
         info = self._quiet(self.language_tool.inspection_source(name)) if name else None
         if not info:
             return {"status": "ok", "found": False, "data": {}, "metadata": {}}
-        kind, arguments, doc, printed = info
-        lines = [f"{name}: {kind}"]
-        if kind == "procedure":
-            lines.append(_signature(name, arguments))
-        if doc:
-            lines += ["", doc]
-        if kind == "value":
-            lines.append(printed)
         return {
             "status": "ok",
             "found": True,
-            "data": {"text/plain": "\n".join(lines)},
+            "data": {"text/plain": self.language_tool.inspection_text(name, info)},
             "metadata": {},
         }
+
+    async def do_history(  # type: ignore[override]
+        self,
+        hist_access_type: str,
+        output: bool,
+        raw: bool,
+        session: int | None = None,
+        start: int | None = None,
+        stop: int | None = None,
+        n: int | None = None,
+        pattern: str | None = None,
+        unique: bool = False,
+        **_: Any,
+    ) -> dict[str, Any]:
+        """The cells of this kernelspec's kernels, as IPython answers: ``raw`` makes no
+        difference (cells are kept as typed), ``output`` pairs each with its values."""
+        found: list = []
+        if self.history is not None:
+            if hist_access_type == "tail":
+                found = self.history.tail(n, output=output)
+            elif hist_access_type == "range":
+                found = self.history.range(session or 0, start or 0, stop, output=output)
+            elif hist_access_type == "search":
+                found = self.history.search(pattern or "*", n, bool(unique), output=output)
+        return {"status": "ok", "history": found}
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         if self._node is not None:
             self._node.close()
+        if self.history is not None:
+            self.history.flush()
         return {"status": "ok", "restart": restart}
 
 
@@ -296,6 +362,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--identity")
     parser.add_argument("--repl-port")
+    # Older kernelspecs do not name themselves: the name install gives the host.
+    parser.add_argument("--kernel-name")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     options: dict[str, Any] = {
         k: v
@@ -311,6 +379,8 @@ def main(argv: list[str] | None = None) -> None:
         options["repl_port"] = int(args.repl_port) if args.repl_port.isdigit() else args.repl_port
     GuileKernel.host = args.host
     GuileKernel.node_options = options
+    name = args.kernel_name or default_name(args.host)
+    GuileKernel.history_path = Path(jupyter_data_dir()) / "sshdist" / "history" / f"{name}.sqlite"
     IPKernelApp.launch_instance(argv=rest, kernel_class=GuileKernel)
 
 

@@ -37,11 +37,14 @@ def template_dir() -> Path:
     raise FileNotFoundError(f"the kernelspec templates are missing beside {here}")
 
 
-def kernel_json(host: str, display_name: str | None = None, **options: Any) -> dict[str, Any]:
-    """The kernel.json for ``host``: the template with the Python, host and options filled."""
+def kernel_json(
+    host: str, display_name: str | None = None, *, name: str | None = None, **options: Any
+) -> dict[str, Any]:
+    """The kernel.json for ``host``: the template with the Python, host, kernel name (the
+    kernel keeps its history under it) and options filled."""
     spec = json.loads((template_dir() / "kernel.json").read_text("utf-8"))
     spec["argv"] = [sys.executable if a == "{python}" else a for a in spec["argv"]]
-    spec["argv"] += ["--host", host]
+    spec["argv"] += ["--host", host, "--kernel-name", name or default_name(host)]
     written = {}
     for key in _SESSION_OPTIONS:
         value = options.get(key)
@@ -70,7 +73,7 @@ def install(
     with tempfile.TemporaryDirectory() as tmp:
         for logo in ("logo-32x32.png", "logo-64x64.png"):
             shutil.copyfile(template_dir() / logo, Path(tmp) / logo)
-        spec = kernel_json(host, display_name, **options)
+        spec = kernel_json(host, display_name, name=name, **options)
         (Path(tmp) / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
         return KernelSpecManager().install_kernel_spec(tmp, name, user=user_install, prefix=prefix)
 

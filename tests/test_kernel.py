@@ -25,7 +25,8 @@ TIMEOUT = 30
 def jupyter_path(
     local_nodes: LocalNodes, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """Kernelspecs for the local nodes, in a Jupyter path of this module's own."""
+    """Kernelspecs for the local nodes, in a Jupyter path of this module's own; the
+    kernels keep their history in a data dir of its own too."""
     prefix = tmp_path_factory.mktemp("jupyter")
     config = str(local_nodes.ssh_config)
     for host in ("node1", "node3"):
@@ -37,13 +38,15 @@ def jupyter_path(
         ssh_config="/dev/null",
     )
     path = str(prefix / "share" / "jupyter")
-    old = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = path
+    settings = {"JUPYTER_PATH": path, "JUPYTER_DATA_DIR": str(tmp_path_factory.mktemp("data"))}
+    old = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
     yield path
-    if old is None:
-        del os.environ["JUPYTER_PATH"]
-    else:
-        os.environ["JUPYTER_PATH"] = old
+    for key, value in old.items():
+        if value is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = value
 
 
 class GuileKernelConformance(jupyter_kernel_test.KernelTests):
@@ -59,6 +62,8 @@ class GuileKernelConformance(jupyter_kernel_test.KernelTests):
     code_generate_error = "(car 1)"
     code_execute_result = [{"code": "(+ 1 2)"}, {"code": "(values 1 2)"}]
     code_inspect_sample = "string-upcase"
+    supported_history_operations = ("tail", "range", "search")
+    code_history_pattern = "(values *"
 
 
 # -- beyond the conformance suite ------------------------------------------------------
@@ -220,6 +225,148 @@ def test_completion_and_inspection_come_from_the_remote_guile(kernel) -> None:
     missing = kc.inspect("no-such-thing", 3, reply=True, timeout=TIMEOUT)["content"]
     assert not missing["found"]
     assert texts(run(kc, "(my-area 2 3)")[1]) == [("result", "$1 = 6")]  # numbering kept
+
+
+def inspect(kc: BlockingKernelClient, code: str) -> str:
+    """The inspection text for the name the cursor ends in ``code``."""
+    shown = kc.inspect(code, len(code), reply=True, timeout=TIMEOUT)["content"]
+    assert shown["found"], code
+    return shown["data"]["text/plain"]
+
+
+def test_inspection_shows_the_names_a_procedure_was_defined_with(kernel) -> None:
+    _, kc = kernel
+    run(
+        kc,
+        '(define (add first-term second-term) "Adds two terms." (+ first-term second-term))'
+        " (define* (opts a #:optional (b 2) #:key (scale 1) #:allow-other-keys . more)"
+        ' "Takes every kind." a)'
+        " (begin (define curry (lambda (x . xs) x)) (define answer 42))",
+    )
+    assert inspect(kc, "(add") == "add: procedure\n(add first-term second-term)\n\nAdds two terms."
+    assert inspect(kc, "(opts") == (
+        "opts: procedure\n(opts a #:optional b #:key scale #:allow-other-keys . more)"
+        "\n\nTakes every kind."
+    )
+    assert inspect(kc, "(curry").splitlines()[1] == "(curry x . xs)"
+    assert inspect(kc, "answer") == "answer: value\n42"
+    # Built-ins: the manual's names where Guile has an entry, Guile's _ where not.
+    assoc = inspect(kc, "(assoc").splitlines()
+    assert assoc[:3] == ["assoc: procedure", "(assoc key alist)", ""]
+    assert "equal?" in assoc[3]
+    assert inspect(kc, "(string-upcase").splitlines()[1] == "(string-upcase str [start [end]])"
+    assert inspect(kc, "(car") == "car: procedure\n(car _)"
+    # A keyword the caller spells differently from the variable shows the caller's.
+    run(kc, "(define* (renamed #:key (n 3 #:size)) n)")
+    assert inspect(kc, "(renamed").splitlines()[1] == "(renamed #:key size)"
+    assert texts(run(kc, "(add 1 2)")[1]) == [("result", "$1 = 3")]  # no $N used
+
+
+def execute(kc: BlockingKernelClient, code: str, **options: Any) -> tuple[dict, list[dict]]:
+    """``run`` with execute_request options; the execute_input messages are kept too."""
+    msg_id = kc.execute(code, **options)
+    messages = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            break
+        if msg["msg_type"] != "status":
+            messages.append(msg)
+    return shell_reply(kc, msg_id)["content"], messages
+
+
+def test_silent_cells_and_cells_kept_out_of_history_take_no_number(kernel) -> None:
+    _, kc = kernel
+    reply, messages = execute(kc, "(+ 1 1)")
+    assert reply["execution_count"] == 1
+    assert texts(messages) == [("result", "$1 = 2")]
+    reply, messages = execute(kc, '(display "quiet") (* 2 3)', silent=True)
+    assert (reply["status"], reply["execution_count"]) == ("ok", 1)
+    assert messages == []  # nothing shown, not even the input
+    reply, messages = execute(kc, '(display "shown") (* 3 3)', store_history=False)
+    assert (reply["status"], reply["execution_count"]) == ("ok", 1)
+    assert [
+        m["content"]["execution_count"] for m in messages if m["msg_type"] == "execute_input"
+    ] == [1]
+    assert texts(messages) == [("stdout", "shown"), ("result", "9")]
+    reply, messages = execute(kc, "(+ 2 2)")
+    assert reply["execution_count"] == 2
+    assert texts(messages) == [("result", "$2 = 4")]
+    assert texts(execute(kc, "$1")[1]) == [("result", "$3 = 2")]
+
+
+@pytest.mark.parametrize("code", ["(exit)", ",q", ",quit", "exit", "quit", "(exit 3)"])
+def test_exit_asks_the_front_end_to_leave_and_the_repl_stays(kernel, code: str) -> None:
+    _, kc = kernel
+    run(kc, "(define kept 'yes)")
+    reply, outputs = run(kc, code)
+    content = reply["content"]
+    assert content["status"] == "ok"
+    assert content["payload"] == [{"source": "ask_exit", "keepkernel": False}]
+    assert outputs == []
+    assert texts(run(kc, "kept")[1]) == [("result", "$1 = yes")]
+
+
+def test_kernel_info_claims_no_debugger_and_no_subshells(kernel) -> None:
+    _, kc = kernel
+    info = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]
+    assert "debugger" not in info["supported_features"]
+    assert "kernel subshells" not in info["supported_features"]
+
+
+def history(kc: BlockingKernelClient, **request: Any) -> list:
+    msg_id = kc.history(raw=True, **request)
+    return [tuple(entry) for entry in shell_reply(kc, msg_id)["content"]["history"]]
+
+
+def test_history_is_kept_per_kernelspec_across_a_restart(local_nodes: LocalNodes) -> None:
+    km, kc = start("sshdist-node3")
+    try:
+        run(kc, "(define kept-cell 1)")
+        ((old, _, _),) = history(kc, hist_access_type="range", session=0, start=1)
+        execute(kc, "(+ 100 1)", silent=True)
+        execute(kc, "(+ 100 2)", store_history=False)
+        run(kc, "(+ 40 2)")
+        km.restart_kernel(now=False)
+        kc.wait_for_ready(timeout=60)
+        run(kc, "(display 'after-restart)")
+        ((new, _, _),) = history(kc, hist_access_type="range", session=0, start=1)
+        assert new > old
+        assert history(kc, hist_access_type="tail", n=3) == [
+            (old, 1, "(define kept-cell 1)"),
+            (old, 2, "(+ 40 2)"),
+            (new, 1, "(display 'after-restart)"),
+        ]
+        assert history(kc, hist_access_type="range", session=-1, start=1, stop=None) == [
+            (old, 1, "(define kept-cell 1)"),
+            (old, 2, "(+ 40 2)"),
+        ]
+        assert history(kc, hist_access_type="range", session=0, start=1, stop=2) == [
+            (new, 1, "(display 'after-restart)")
+        ]
+        assert history(kc, hist_access_type="range", session=old, start=2, output=True) == [
+            (old, 2, ["(+ 40 2)", "$1 = 42"])
+        ]
+        assert history(kc, hist_access_type="search", pattern="(+ *", n=10) == [
+            (old, 2, "(+ 40 2)")
+        ]
+        run(kc, "(+ 40 2)")
+        assert history(kc, hist_access_type="search", pattern="(+ 4*", unique=True) == [
+            (new, 2, "(+ 40 2)")
+        ]
+        # node1's kernels keep a history of their own.
+        other_km, other_kc = start("sshdist-node1")
+        try:
+            found = history(other_kc, hist_access_type="search", pattern="*kept-cell*")
+            assert found == []
+        finally:
+            other_kc.stop_channels()
+            other_km.shutdown_kernel(now=True)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def wait_for_output(kc: BlockingKernelClient, msg_id: str) -> None:

@@ -42,6 +42,8 @@ def test_one_kernelspec_per_node_with_no_secret_in_it(tmp_path: Path) -> None:
         "{connection_file}",
         "--host",
         "hpc1",
+        "--kernel-name",
+        "sshdist-hpc1",
         "--user",
         "alice",
         "--identity",

@@ -1,0 +1,165 @@
+"""The cells a kernel ran, kept per kernelspec in SQLite, for Jupyter's history requests.
+
+IPython's history is the model: one session per kernel start, cells numbered by their
+execution count, ``tail``/``range``/``search`` answering ``(session, line, input)`` or
+``(session, line, (input, output))``.  Writes go through one thread, as IPython's do, so
+a cell never waits for the disk; several kernels of one kernelspec share the file, and
+SQLite's locking (with a timeout) keeps it whole.
+"""
+
+from __future__ import annotations
+
+import queue
+import sqlite3
+import threading
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+KEEP = 10_000
+"""Cells kept per kernelspec: older ones are dropped when a session starts."""
+
+FLUSH_WAIT = 5.0
+"""Seconds a history query waits for the cells queued before it to be written."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session INTEGER PRIMARY KEY AUTOINCREMENT, start TEXT DEFAULT CURRENT_TIMESTAMP);
+CREATE TABLE IF NOT EXISTS history (
+    session INTEGER, line INTEGER, source TEXT, output TEXT, PRIMARY KEY (session, line));
+"""
+
+Entry = tuple[int, int, Any]
+
+
+class CellHistory:
+    """The history file of one kernelspec, with this kernel's session in it."""
+
+    def __init__(self, path: Path, *, keep: int = KEEP, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.keep = keep
+        self.timeout = timeout
+        self.session = 0
+        """This kernel's session number, once the writer has started it (0 before)."""
+        self.error: BaseException | None = None
+        """Why the history stopped being written, if it did; cells run on regardless."""
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._write_all, daemon=True, name="sshdist history").start()
+
+    # -- writing, on the writer thread ---------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+
+    def _write_all(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._connect()
+            with db:
+                db.executescript(_SCHEMA)
+            with db:
+                self.session = db.execute("INSERT INTO sessions DEFAULT VALUES").lastrowid or 0
+                # The newest cells stay; a session that starts does the tidying.
+                db.execute(
+                    "DELETE FROM history WHERE rowid <= "
+                    "(SELECT rowid FROM history ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                    (self.keep,),
+                )
+        except (sqlite3.Error, OSError) as exc:
+            self.error = exc
+            db = None
+        while True:
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            if db is None:
+                continue
+            sql, args = item
+            try:
+                with db:
+                    db.execute(sql, (self.session, *args))
+            except sqlite3.Error as exc:  # locked past the timeout, disk full: lose one
+                self.error = exc
+
+    def store(self, line: int, source: str) -> None:
+        """Keep cell number ``line`` of this session (written in the background)."""
+        self._queue.put(
+            (
+                "INSERT OR REPLACE INTO history (session, line, source) VALUES (?, ?, ?)",
+                (line, source),
+            )
+        )
+
+    def store_output(self, line: int, output: str) -> None:
+        """Keep the text of the values cell ``line`` gave."""
+        self._queue.put(
+            ("UPDATE history SET output = ?3 WHERE session = ?1 AND line = ?2", (line, output))
+        )
+
+    def flush(self, timeout: float = FLUSH_WAIT) -> bool:
+        """Wait until every cell stored so far is written; False past ``timeout``."""
+        done = threading.Event()
+        self._queue.put(done)
+        return done.wait(timeout)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _query(self, where: str, args: tuple, output: bool, newest: int | None) -> list[Entry]:
+        self.flush()
+        if self.error is not None and self.session == 0:
+            return []
+        columns = "session, line, source, output" if output else "session, line, source"
+        sql = f"SELECT {columns} FROM history {where}"
+        if newest is not None:
+            sql += " ORDER BY session DESC, line DESC LIMIT ?"
+            args = (*args, max(int(newest), 0))
+        else:
+            sql += " ORDER BY session, line"
+        try:
+            with closing(self._connect()) as db:
+                rows = db.execute(sql, args).fetchall()
+        except (sqlite3.Error, OSError):
+            return []
+        if newest is not None:
+            rows.reverse()
+        if output:
+            return [(s, n, (source, out)) for s, n, source, out in rows]
+        return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    def tail(self, n: int | None = 10, output: bool = False) -> list[Entry]:
+        """The last ``n`` cells of every session, oldest first."""
+        return self._query("", (), output, 10 if n is None else n)
+
+    def range(
+        self, session: int = 0, start: int = 1, stop: int | None = None, output: bool = False
+    ) -> list[Entry]:
+        """Cells ``start`` to ``stop - 1`` (to the end without ``stop``) of ``session``;
+        0 is this kernel's session, -1 the one before, as in IPython."""
+        session = session or 0
+        if session <= 0:
+            self.flush()
+            session += self.session
+        where = "WHERE session = ? AND line >= ?"
+        args: tuple = (session, start or 0)
+        if stop:
+            where += " AND line < ?"
+            args += (stop,)
+        return self._query(where, args, output, None)
+
+    def search(
+        self,
+        pattern: str = "*",
+        n: int | None = None,
+        unique: bool = False,
+        output: bool = False,
+    ) -> list[Entry]:
+        """Cells whose source matches the glob ``pattern`` (the newest ``n`` if given);
+        ``unique`` keeps the newest of equal sources."""
+        where = "WHERE source GLOB ?"
+        if unique:
+            where = (
+                "WHERE rowid IN (SELECT MAX(rowid) FROM history WHERE source GLOB ? "
+                "GROUP BY source)"
+            )
+        return self._query(where, (pattern or "*",), output, n)

@@ -1,0 +1,55 @@
+"""The history file: sessions, tail/range/search as IPython answers them, the bound,
+and several kernels of one kernelspec writing at once."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sshdist_kernel.history import CellHistory
+
+
+def test_sessions_tail_range_and_search(tmp_path: Path) -> None:
+    path = tmp_path / "sshdist" / "history" / "sshdist-node1.sqlite"
+    first = CellHistory(path)
+    first.store(1, "(define x 1)")
+    first.store(2, "(+ x 1)")
+    first.store_output(2, "$1 = 2")
+    assert first.range(0) == [(1, 1, "(define x 1)"), (1, 2, "(+ x 1)")]
+    second = CellHistory(path)
+    second.store(1, "(+ x 2)")
+    assert second.tail(2) == [(1, 2, "(+ x 1)"), (2, 1, "(+ x 2)")]
+    assert second.range(-1, 2, output=True) == [(1, 2, ("(+ x 1)", "$1 = 2"))]
+    assert second.range(1, 1, 2) == [(1, 1, "(define x 1)")]
+    assert second.search("(+ x *", n=1) == [(2, 1, "(+ x 2)")]
+    second.store(2, "(+ x 1)")
+    assert second.search("(+*", unique=True) == [(2, 1, "(+ x 2)"), (2, 2, "(+ x 1)")]
+
+
+def test_only_the_newest_cells_are_kept(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    old = CellHistory(path, keep=3)
+    for line in range(1, 6):
+        old.store(line, f"(cell {line})")
+    assert old.flush()
+    assert [line for _, line, _ in CellHistory(path, keep=3).tail(100)] == [3, 4, 5]
+
+
+def test_kernels_of_one_kernelspec_write_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "h.sqlite"
+    kernels = [CellHistory(path) for _ in range(4)]
+
+    def work(history: CellHistory) -> None:
+        for line in range(1, 101):
+            history.store(line, f"(cell {line})")
+        assert history.flush(30)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in kernels]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(k.error is None for k in kernels)
+    found = kernels[0].tail(1000)
+    assert len(found) == 400
+    assert {session for session, _, _ in found} == {k.session for k in kernels}
