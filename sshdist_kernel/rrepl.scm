@@ -214,10 +214,12 @@
     (module-export! history-module (list name))
     history-count))
 
+(define numbering (make-fluid #t))      ; #f while a quiet request runs
+
 (define (print-history-name value)
   ;; Meta-commands such as ,time print values through Guile's own
-  ;; repl-print; number those values in the same sequence.
-  (unless (unspecified? value)
+  ;; repl-print; number those values in the same sequence, unless quiet.
+  (unless (or (unspecified? value) (not (fluid-ref numbering)))
     (format #t "$~a = " (remember! value))))
 
 (define error-frame (make-fluid #f))    ; (NAME . ARGUMENTS) of the call an error left
@@ -523,7 +525,8 @@
           (if (eqv? ch #\,)
               (begin
                 (read-char port)
-                (with-input-from-port port (lambda () ((meta-command) repl)))
+                (with-fluids ((numbering remember?))
+                  (with-input-from-port port (lambda () ((meta-command) repl))))
                 (flush-printed)
                 (send-record out "f" "")
                 (loop))

@@ -352,6 +352,9 @@ def test_a_quiet_evaluation_leaves_the_value_history_alone(node: Node) -> None:
     assert rrepl_eval(node.rrepl, "(* 7 6)", quiet=True).value == 42
     assert rrepl_eval(node.rrepl, "(list $1 (+ 2 2))").value == [2, 4]
     assert rrepl_eval(node.rrepl, "$2").value == [2, 4]
+    timed = rrepl_eval(node.rrepl, ",time (+ 40 2)", quiet=True)
+    assert timed.output.startswith("42\n")  # printed bare, as with value-history off
+    assert rrepl_eval(node.rrepl, "(+ 1 2)").eval_num == 4
 
 
 # -- what real code does: children, floods, closed ports, interrupts while printing ----
