@@ -955,7 +955,8 @@ With KEY-FILE, a client is served only once it sends the file's key first
 ;;; and a vector, an array; strings, symbols (but null) and keywords are
 ;;; strings; exact integers are integers, other real numbers are floats (not
 ;;; infinities or NaN); #t and #f are true and false; the symbol null is null.
-;;; A vector of pairs is an array: the way to send one that looks like an alist.
+;;; A list of lists that start with strings, ("a" "b"), reads as an alist; a
+;;; vector, #(("a" "b")), is the way to send it as an array of arrays.
 
 (define-module (sshdist jupyter)
   #:use-module (rnrs bytevectors)
