@@ -656,16 +656,26 @@ def test_an_input_callback_that_fails_is_a_clear_error(any_node: Node) -> None:
     assert any_node.eval("kept", timeout=10).value == Symbol("yes")
 
 
-def test_a_client_gone_while_the_code_waits_for_input_ends_the_repl(node: Node) -> None:
-    pid = node.rrepl.pid
+def test_a_client_gone_while_the_code_waits_for_input_hangs_nothing(
+    any_node: Node, ssh_config: str
+) -> None:
+    any_node.eval("(define kept 'yes)")
+    pid = any_node.rrepl.pid
 
     def leave(prompt: str) -> str:
-        node.rrepl.close()
+        any_node.rrepl.close()
         return "never sent"
 
     with pytest.raises(NodeError):
-        node.eval("(read-char)", on_input=leave, timeout=20)
-    wait_until(lambda: not _running(pid), timeout=10, what="the waiting guile to end")
+        any_node.eval('(read-char) (display "after")', on_input=leave, timeout=20)
+    if any_node.repl_port is None:  # the REPL of an exec channel ends with it
+        wait_until(lambda: not _running(pid), timeout=10, what="the waiting guile to end")
+    else:  # a server's client reads the end of its input; the server serves on
+        other = make_node("node1", any_node.repl_port, ssh_config=ssh_config)
+        try:
+            assert other.eval("kept", timeout=10).value == Symbol("yes")
+        finally:
+            other.close()
 
 
 def _running(pid: int) -> bool:
