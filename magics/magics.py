@@ -7,13 +7,16 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 
 from __future__ import annotations
 
+import builtins
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+from IPython.core.error import StdinNotImplementedError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
+from IPython.display import display, update_display
 
 from sshdist_kernel import (
     DistCall,
@@ -26,7 +29,7 @@ from sshdist_kernel import (
     make_nodes,
     sexp,
 )
-from sshdist_kernel.rrepl import FormResult
+from sshdist_kernel.rrepl import DisplayData, FormResult
 
 from .background import BackgroundCall, describe_busy, final_state, wait_for
 from .display import NodeTable, Progress, have_ipywidgets
@@ -119,8 +122,6 @@ class SshdistMagics(Magics):
         a chart of its recent load: in a notebook, a dashboard refreshing in place until
         ``mon.stop()`` or ``%loadavg --stop``; in a terminal, a table.  ``-o mon`` keeps
         the monitor: ``mon`` shows the dashboard again, ``mon.poll()`` reads now."""
-        from IPython.display import display
-
         args = parse_argstring(self.loadavg, line)
         monitors = self.__dict__.setdefault("_monitors", [])
         if args.stop:
@@ -151,20 +152,44 @@ class SshdistMagics(Magics):
     @cell_magic
     def with_ssh(self, line: str, cell: str) -> None:
         """Run the cell on one node, as typed into its REPL; shows each value ($N),
-        the module and the language, and streams what the code prints."""
+        the module and the language, and streams what the code prints.  What the
+        code shows with ``(jupyter-html ...)`` and the other ``(sshdist jupyter)``
+        procedures appears in order with it; what it reads is asked for with
+        ``input()`` (the end of the input where there is no stdin)."""
         args = parse_argstring(self.with_ssh, line)
         node = self._nodes(args.node)[0]
         self._say_if_busy([node])
         printed = StreamedText()
 
         def show(form: FormResult) -> None:
-            printed.end_line()
+            if form.texts:  # a form without values leaves the line open: a prompt
+                printed.end_line()
             for num, text in zip(form.eval_nums, form.texts, strict=True):
                 print(f"${num} = {text}")
 
+        def show_display(shown: DisplayData) -> None:
+            printed.end_line()
+            if shown.update:
+                update_display(shown.data, display_id=shown.display_id, raw=True)
+            else:
+                display(shown.data, display_id=shown.display_id, raw=True)
+
+        def ask(prompt: str) -> str | None:
+            try:
+                return builtins.input(prompt)  # ipykernel's, in a notebook
+            except (EOFError, StdinNotImplementedError):
+                return None
+
         started = time.monotonic()
         try:
-            result = node.eval(cell, timeout=None, on_output=printed.write, on_form=show)
+            result = node.eval(
+                cell,
+                timeout=None,
+                on_output=printed.write,
+                on_form=show,
+                on_display=show_display,
+                on_input=ask,
+            )
         except KeyboardInterrupt:
             printed.end_line()
             seconds = time.monotonic() - started

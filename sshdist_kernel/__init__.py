@@ -57,7 +57,7 @@ from .node import (
     node_session,
     with_ssh,
 )
-from .rrepl import EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prompt
+from .rrepl import DisplayData, EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prompt
 from .rreplshell import rrepl
 from .server import UNIX, node_run_server, node_server_running, node_stop_server
 from .session import Session, make_session
@@ -102,6 +102,7 @@ __all__ = [
     "AuthenticationError",
     "Char",
     "ConnectError",
+    "DisplayData",
     "EvalResult",
     "FormResult",
     "HostKeyError",

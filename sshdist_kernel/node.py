@@ -198,7 +198,8 @@ class Node:
 
         ``timeout`` bounds the whole call, reopening a broken REPL included;
         ``on_start`` is called once the REPL is ready, before the source is sent
-        (``restarts`` then says whether it is a fresh one)."""
+        (``restarts`` then says whether it is a fresh one).  Other options
+        (``on_output``, ``on_display``, ``on_input``, ``quiet``, ...) go to ``Rrepl.eval``."""
         timeout = checked_timeout(timeout)
         deadline = deadline_after(timeout)
 

@@ -8,7 +8,9 @@ This module is the only place that knows what the records mean; the REPL languag
 
 from __future__ import annotations
 
+import base64
 import codecs
+import json
 import sys
 import threading
 import time
@@ -38,6 +40,28 @@ OutputCallback = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
+class DisplayData:
+    """One rich output the node's code sent (``jupyter-display`` and its helpers): a
+    Jupyter mime bundle, ready for ``display_data`` or IPython's ``display(raw=True)``.
+
+    ``data`` maps each MIME type to text, to base64 text for binary data (a PNG given
+    as a bytevector), or to the parsed value for JSON types; ``update`` says it
+    replaces the output shown with ``display_id``."""
+
+    data: dict[str, Any]
+    display_id: str | None = None
+    update: bool = False
+
+
+DisplayCallback = Callable[[DisplayData], None]
+"""Called as ``on_display(display)`` in order with printed output."""
+
+InputCallback = Callable[[str], "str | None"]
+"""Called as ``on_input(prompt)`` when the code reads its input: a line, or None for
+the end of the input."""
+
+
+@dataclass(frozen=True)
 class FormResult:
     """What one top-level form gave: its values, their numbers ($N) and their printed text."""
 
@@ -61,6 +85,7 @@ class EvalResult:
     output: str = ""
     error_output: str = ""
     forms: tuple[FormResult, ...] = field(default=(), repr=False)
+    displays: tuple[DisplayData, ...] = field(default=(), repr=False)
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.value, self.eval_num, self.module, self.language))
@@ -93,6 +118,10 @@ class ReplLanguage(Protocol):
 
 class _ReplClosed(NodeError):
     """The REPL was closed before the request was sent: a node may open a new one."""
+
+
+class _InputFailed(Exception):
+    """The caller's ``on_input`` raised while the code waited for its answer."""
 
 
 class Rrepl:
@@ -168,6 +197,8 @@ class Rrepl:
         timeout: float | None = DEFAULT_EVAL_TIMEOUT,
         on_output: OutputCallback | None = None,
         on_form: Callable[[FormResult], None] | None = None,
+        on_display: DisplayCallback | None = None,
+        on_input: InputCallback | None = None,
         attachment: bytes | None = None,
         quiet: bool = False,
         deadline: float | None = None,
@@ -178,6 +209,13 @@ class Rrepl:
         the REPL or its connection does.  ``attachment`` travels as raw bytes beside
         the source (see ``attachment-list`` in rrepl.scm).  ``quiet`` evaluations leave
         the value history alone (for completion and the like): their numbers are 0.
+
+        ``on_display`` receives each rich output the code sends, in order with
+        ``on_output``; they are also in the result's ``displays``.  With ``on_input``,
+        code that reads its current input port asks it for a line (None: the end of
+        the input); without it, such reads get the end of file at once.  If
+        ``on_input`` raises, the evaluation is interrupted and ``NodeReplError``
+        (key ``input-callback``) says why; Ctrl-C there interrupts as it does anywhere.
 
         ``timeout`` bounds the whole call, waiting for an earlier evaluation included:
         past it the evaluation is interrupted in the background and the caller gets
@@ -204,6 +242,8 @@ class Rrepl:
             request = (b"q%d\n" if quiet else b"e%d\n") % len(data) + data
             if attachment is not None:
                 request = b"a%d\n" % len(attachment) + attachment + request
+            if on_input is not None:
+                request = b"w0\n" + request
             self._answer_due = True
             try:
                 self._stream.send(request, deadline, "sending the request")
@@ -217,7 +257,16 @@ class Rrepl:
                 raise
             self._stream.cancel = cancel
             try:
-                return self._read_answer(deadline, on_output, on_form)
+                return self._read_answer(deadline, on_output, on_form, on_display, on_input)
+            except _InputFailed as failed:
+                owner = False
+                outcome = self._abandon(wait=1.0)
+                cause = failed.__cause__
+                raise NodeReplError(
+                    f"reading input failed ({type(cause).__name__}: {cause}); {outcome}",
+                    key="input-callback",
+                    node=self.where,
+                ) from cause
             except EvalCancelled:
                 owner = False
                 self._abandon(wait=0)
@@ -256,8 +305,9 @@ class Rrepl:
                 return True
         raise EvalCancelled(f"the wait for {self.where} was cancelled before it was free")
 
-    def _read_answer(self, deadline, on_output, on_form) -> EvalResult:
+    def _read_answer(self, deadline, on_output, on_form, on_display, on_input) -> EvalResult:
         printed = {"o": [], "e": []}
+        displays: list[DisplayData] = []
         decoders = {t: codecs.getincrementaldecoder("utf-8")("replace") for t in "oe"}
         forms: list[FormResult] = []
         values: list[Any] = []
@@ -293,6 +343,13 @@ class Rrepl:
                 if on_form:
                     on_form(form)
                 values, nums, texts = [], [], []
+            elif tag == "d":
+                shown = _display_data(payload)
+                displays.append(shown)
+                if on_display:
+                    on_display(shown)
+            elif tag == "r":
+                self._answer_input(payload, deadline, on_input)
             elif tag == "x":
                 key, _, message = payload.decode("utf-8", "replace").partition("\n")
                 error = (key, message.strip())
@@ -314,8 +371,33 @@ class Rrepl:
         else:
             value, num = last.values, last.eval_nums
         return EvalResult(
-            value, num, self.module, self.repl_language, output, error_output, tuple(forms)
+            value,
+            num,
+            self.module,
+            self.repl_language,
+            output,
+            error_output,
+            tuple(forms),
+            tuple(displays),
         )
+
+    def _answer_input(
+        self, prompt: bytes, deadline: float | None, on_input: InputCallback | None
+    ) -> None:
+        """The code waits for a line (an ``r`` record): ask ``on_input`` and send its
+        answer, a line ending in a newline, or the end of the input (an empty ``s``)."""
+        line = None
+        if on_input is not None:
+            try:
+                line = on_input(prompt.decode("utf-8", "replace"))
+            except Exception as exc:  # Ctrl-C (BaseException) goes the usual way
+                raise _InputFailed() from exc
+            if line is not None and not isinstance(line, str):
+                raise _InputFailed() from TypeError(
+                    f"on_input must return a string or None, not {type(line).__name__}"
+                )
+        data = b"" if line is None else (line if line.endswith("\n") else line + "\n").encode()
+        self._stream.send(b"s%d\n" % len(data) + data, deadline, "sending input")
 
     def _resync(self, deadline: float | None) -> None:
         """Read and drop records until the last request is answered and every
@@ -423,6 +505,45 @@ class Rrepl:
     def __repr__(self) -> str:
         state = "closed" if self.broken else f"pid {self.pid}"
         return f"#<rrepl {self.where} {state}>"
+
+
+_TEXT_TYPES = ("application/javascript", "application/xml", "image/svg+xml")
+
+
+def _is_json(mime: str) -> bool:
+    return mime == "application/json" or mime.endswith("+json")
+
+
+def _mime_value(mime: str, binary: bool, body: bytes) -> Any:
+    """One bundle entry as Jupyter wants it: JSON parsed (text that is not JSON is
+    kept as text), bytes of a binary type in base64, everything else text."""
+    textual = mime.startswith("text/") or mime.endswith("+xml") or mime in _TEXT_TYPES
+    if binary and not textual and not _is_json(mime):
+        return base64.b64encode(body).decode("ascii")
+    text = body.decode("utf-8", "replace")
+    if _is_json(mime):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    return text
+
+
+def _display_data(payload: bytes) -> DisplayData:
+    """A ``d`` record: ``KIND\\nID\\n``, then per MIME type ``MIME\\n``, T or B,
+    ``LEN\\n`` and the bytes (see rrepl.scm)."""
+    kind, display_id, rest = payload.split(b"\n", 2)
+    data: dict[str, Any] = {}
+    pos = 0
+    while pos < len(rest):
+        mime_end = rest.index(b"\n", pos)
+        size_end = rest.index(b"\n", mime_end + 1)
+        mime = rest[pos:mime_end].decode("utf-8", "replace")
+        binary = rest[mime_end + 1 : mime_end + 2] == b"B"
+        start = size_end + 1
+        pos = start + int(rest[mime_end + 2 : size_end])
+        data[mime] = _mime_value(mime, binary, rest[start:pos])
+    return DisplayData(data, display_id.decode("utf-8", "replace") or None, kind == b"update")
 
 
 def _unpack_value(payload: bytes) -> tuple[int, str, list[int]]:

@@ -22,6 +22,17 @@
 ;;; them with (attachment-list 's64) or (attachment-list 'f64), without the reader.
 ;;;   b  a value sent as bytes: "N\nTYPE\n" and the bytes (a list that
 ;;;      (packed-result LIST) found to be all 64-bit integers: TYPE s64)
+;;;   d  a rich display (see (sshdist jupyter) below): "KIND\nID\n", KIND display
+;;;      or update, ID the display id or empty, then for each MIME type of the
+;;;      bundle "MIME\n" T or B, "LEN\n" and LEN bytes: T for text (UTF-8), B for
+;;;      bytes the code gave as a bytevector.  Printed output before it is flushed
+;;;      first, as before a value.
+;;;   r  the code reads its current input port and waits for one s request; the
+;;;      payload is a prompt (empty today).  Sent only after a w request.
+;;; w<LEN>\n (empty) lets the next e or q request ask for input, unanswered:
+;;; without it, reading the current input port gives the end of file at once.
+;;; s<LEN>\n<TEXT> answers an r record with TEXT (UTF-8, a line with its newline);
+;;; s0 (empty) is the end of the input.  An s request nobody waits for is dropped.
 ;;;
 ;;; On an exec channel the records travel on a private copy of the channel's
 ;;; stdout, and requests arrive on a private copy of its stdin, both closed on
@@ -532,8 +543,9 @@
                 (loop))
               (let ((form ((language-reader (repl-language repl)) port (current-module))))
                 (unless (eof-object? form)
+                  (module-use! (current-module) (jupyter-interface))
                   ;; eval-form flushes what the form printed before its values.
-                  (with-input-from-port (open-input-string "")
+                  (with-input-from-port (or (fluid-ref code-input) (open-input-string ""))
                     (lambda () (eval-form repl form out busy remember?)))
                   (send-record out "f" "")
                   (loop)))))))))
@@ -552,6 +564,118 @@
                  (map (lambda (i) (bytevector-ieee-double-ref bv i 'little))
                       (iota (quotient (bytevector-length bv) 8) 0 8))))
       (else (error "attachment-list: type is s64 or f64, not" type)))))
+
+;;; Rich display and input: what (sshdist jupyter) and the code's input port use.
+
+(define display-sink (make-parameter #f))  ; the sink of the client whose code runs
+
+(define (send-display kind id entries)
+  ;; ENTRIES: ((MIME . DATA) ...), DATA a string or a bytevector; see the d record.
+  (let ((sink (display-sink)))
+    (unless sink
+      (scm-error 'misc-error "jupyter-display" "No client to display to" '() #f))
+    (flush-printed)
+    (send-record
+     sink "d"
+     (call-with-values open-bytevector-output-port
+       (lambda (port get)
+         (put-bytevector port (string->utf8 (string-append kind "\n" (or id "") "\n")))
+         (for-each
+          (lambda (entry)
+            (let* ((data (cdr entry))
+                   (bv (if (bytevector? data) data (string->utf8 data))))
+              (put-bytevector port (string->utf8
+                                    (string-append (car entry) "\n"
+                                                   (if (bytevector? data) "B" "T")
+                                                   (number->string (bytevector-length bv))
+                                                   "\n")))
+              (put-bytevector port bv)))
+          entries)
+         (get))))))
+
+(define jupyter-interface
+  ;; (sshdist jupyter), used by every module code runs in, as (value-history) is.
+  (let ((interface #f))
+    (lambda ()
+      (unless interface (set! interface (resolve-interface '(sshdist jupyter))))
+      interface)))
+
+(define code-input (make-fluid #f))  ; the input port of a request that may ask
+
+(define (asking-input-port sink next-reply)
+  ;; A port whose every read that finds nothing buffered sends an r record and
+  ;; waits for the client's answer: (NEXT-REPLY ASK) calls ASK, which sends the
+  ;; record, once it is ready for the answer, and gives a string, the end of
+  ;; file, or 'gone when the client went away (then nothing more is asked).
+  (let ((pending (make-bytevector 0)) (pos 0) (gone? #f))
+    (define (read! bv start count)
+      (when (and (= pos (bytevector-length pending)) (not gone?))
+        (let ((reply (next-reply
+                      (lambda ()
+                        (flush-printed)
+                        (send-record sink "r" "")
+                        (flush-sink sink)))))
+          (set! gone? (eq? reply 'gone))
+          (set! pending (if (string? reply) (string->utf8 reply) (make-bytevector 0)))
+          (set! pos 0)))
+      (let ((n (min count (- (bytevector-length pending) pos))))
+        (bytevector-copy! pending pos bv start n)
+        (set! pos (+ pos n))
+        n))
+    (let ((port (make-custom-binary-input-port "sshdist-input" read! #f #f #f)))
+      (set-port-encoding! port "UTF-8")
+      (set-port-conversion-strategy! port 'substitute)
+      port)))
+
+(define (reply-of request)
+  (if (string-null? (cdr request)) (eof-object) (cdr request)))
+
+(define (socket-reply in ask)
+  ;; A REPL server's client: its thread reads its own connection.  select, unlike
+  ;; a blocking read, lets an interrupt (an async) through while nothing comes.
+  (ask)
+  (let wait ()
+    (if (null? (car (select (list in) '() '() 1 0)))
+        (wait)
+        (let ((request (read-request in)))
+          (cond ((eof-object? request) 'gone)
+                ((eqv? (car request) #\s) (reply-of request))
+                (else (wait)))))))
+
+;;; On an exec channel the pump reads requests while the loop evaluates, and
+;;; hands an s request to the loop through REPLIES: #f while the loop waits for
+;;; no answer (an s then is dropped), else the answers not yet taken.
+
+(define replies #f)
+(define replies-lock (make-mutex))
+
+(define (with-replies proc)
+  (call-with-blocked-asyncs
+   (lambda () (with-mutex replies-lock (proc)))))
+
+(define (pumped-reply ask)
+  ;; Polled, not a condition variable: a wait in usleep ends at once for an
+  ;; interrupt, and the lock is never held across it.  REPLIES takes answers
+  ;; before ASK sends the record: a quick answer must not be dropped.
+  (dynamic-wind
+    (lambda () (with-replies (lambda () (set! replies '()))))
+    (lambda ()
+      (ask)
+      (let wait ()
+        (let ((reply (with-replies
+                      (lambda ()
+                        (and (pair? replies)
+                             (let ((first (car replies)))
+                               (set! replies (cdr replies))
+                               first))))))
+          (or reply (begin (usleep 2000) (wait))))))
+    (lambda () (with-replies (lambda () (set! replies #f))))))
+
+(define (pump-reply! request)
+  (with-replies
+   (lambda ()
+     (when replies
+       (set! replies (append replies (list (reply-of request))))))))
 
 (define packed-tag (list 'packed))
 
@@ -578,7 +702,7 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
     (cond
      ((eof-object? header) header)
      ((and (> (string-length header) 1)
-           (memv (string-ref header 0) '(#\e #\q #\i #\a))
+           (memv (string-ref header 0) '(#\e #\q #\i #\a #\w #\s))
            (string->number (substring header 1)))
       => (lambda (len)
            (let ((bv (if (zero? len) (make-bytevector 0) (get-bytevector-n in len))))
@@ -613,9 +737,12 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
                               (symbol->string (language-name (repl-language repl))))))))
 
 (define* (sshdist-serve in out #:optional (busy (make-variable #f))
-                        #:key (next-request read-request))
-  "Serve framed requests read from IN, writing records to OUT, until IN ends."
+                        #:key (next-request read-request) next-reply)
+  "Serve framed requests read from IN, writing records to OUT, until IN ends.
+NEXT-REPLY answers code that reads its input (see asking-input-port); by
+default the evaluating thread reads IN itself."
   (let* ((out (if (vector? out) out (make-sink out)))
+         (next-reply (or next-reply (lambda (ask) (socket-reply in ask))))
          (repl (make-repl (current-language) #f))
          (id (register-client! busy)))
     (repl-option-set! repl 'interp #t)
@@ -629,7 +756,8 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
       (parameterize ((current-output-port (car streams))
                      (current-error-port (cdr streams))
                      (current-warning-port (cdr streams))
-                     (current-language (repl-language repl)))
+                     (current-language (repl-language repl))
+                     (display-sink out))
         (let loop ((streams streams))
           ;; An interrupt that lands as an evaluation ends can unwind through the
           ;; code that clears BUSY; clear it here too, so an idle loop is never
@@ -641,10 +769,16 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
              ((eqv? (car request) #\a)
               (fluid-set! attachment (cdr request))
               (loop streams))
+             ((eqv? (car request) #\w)
+              (fluid-set! code-input (asking-input-port out next-reply))
+              (loop streams))
+             ((eqv? (car request) #\s)   ; an answer to a read that was interrupted
+              (loop streams))
              (else
               (let ((streams (usable-streams streams out)))
                 (handle-request repl request out busy)
                 (fluid-set! attachment #f)
+                (fluid-set! code-input #f)
                 (flush-sink out)
                 (loop streams))))))))
     (close-sink out)
@@ -701,6 +835,9 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
           ((eqv? (car request) #\i)
            (interrupt-main!)
            (send-record out "i" "")
+           #f)
+          ((eqv? (car request) #\s)
+           (pump-reply! request)
            #f)
           (else (set! queued (append queued (list request))) #f))))
 
@@ -764,7 +901,7 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
     (set! loop-pid (getpid))
     (set! main-thread (current-thread))
     (call-with-new-thread (lambda () (pump in out)))
-    (sshdist-serve in out main-busy #:next-request loop-request)
+    (sshdist-serve in out main-busy #:next-request loop-request #:next-reply pumped-reply)
     (end-process-group!)))
 
 ;;; A TCP REPL server is reachable by every local user of the node, so it
@@ -891,3 +1028,189 @@ With KEY-FILE, a client is served only once it sends the file's key first
                (lambda args #f)))
            (close-port client)))
         (loop)))))
+
+;;; Rich display for notebooks, available in every module the REPL evaluates in.
+;;; Each call sends one d record to the client that runs the code, in order with
+;;; what the code printed; the client turns it into Jupyter's display_data.
+;;;
+;;; JSON (jupyter-json): a hash table, or a non-empty list of pairs whose every
+;;; key is a string, symbol or keyword (an alist), is an object; any other list,
+;;; and a vector, an array; strings, symbols (but null) and keywords are
+;;; strings; exact integers are integers, other real numbers are floats (not
+;;; infinities or NaN); #t and #f are true and false; the symbol null is null.
+;;; A list of lists that start with strings, ("a" "b"), reads as an alist; a
+;;; vector, #(("a" "b")), is the way to send it as an array of arrays.
+
+(define-module (sshdist jupyter)
+  #:use-module (rnrs bytevectors)
+  #:use-module (srfi srfi-1)
+  #:export (jupyter-display jupyter-update-display jupyter-html jupyter-svg
+            jupyter-png jupyter-markdown jupyter-latex jupyter-json)
+  #:export-syntax (jupyter))
+
+(define send-display (@@ (sshdist rrepl) send-display))
+
+(define (wrong-type who position expecting value)
+  ;; Guile's own wording; POSITION is a number, or a keyword's name.
+  (scm-error 'wrong-type-arg who
+             (if (number? position)
+                 "Wrong type argument in position ~A (expecting ~A): ~S"
+                 "Wrong type argument for ~A (expecting ~A): ~S")
+             (list position expecting value) (list value)))
+
+(define (one-line? text)
+  (not (string-index text #\newline)))
+
+(define (checked-mime who position mime)
+  (if (and (string? mime) (not (string-null? mime)) (one-line? mime))
+      mime
+      (wrong-type who position "a MIME type string" mime)))
+
+(define (checked-data who position data)
+  (if (or (string? data) (bytevector? data))
+      data
+      (wrong-type who position "a string or a bytevector" data)))
+
+(define (checked-id who position id)
+  (let ((text (cond ((string? id) id)
+                    ((symbol? id) (symbol->string id))
+                    ((exact-integer? id) (number->string id))
+                    (else #f))))
+    (if (and text (not (string-null? text)) (one-line? text))
+        text
+        (wrong-type who position "a display id: a string, symbol or integer" id))))
+
+(define (bundle who position mime data text)
+  ;; ((MIME . DATA)), and TEXT as text/plain; MIME is argument POSITION of WHO.
+  (let ((mime (checked-mime who position mime))
+        (data (checked-data who (1+ position) data)))
+    (cond ((not text) (list (cons mime data)))
+          ((string? text) (list (cons mime data) (cons "text/plain" text)))
+          (else (wrong-type who "#:text" "a string" text)))))
+
+(define* (jupyter-display mime data #:key id text)
+  "Show DATA (a string, or a bytevector of bytes such as a PNG) as MIME in the
+notebook now, in order with what was printed.  ID names the output for
+jupyter-update-display; TEXT is a text/plain alternative."
+  (send-display "display" (and id (checked-id "jupyter-display" "#:id" id))
+                (bundle "jupyter-display" 1 mime data text)))
+
+(define* (jupyter-update-display id mime data #:key text)
+  "Replace the output shown with display id ID by DATA as MIME."
+  (send-display "update" (checked-id "jupyter-update-display" 1 id)
+                (bundle "jupyter-update-display" 2 mime data text)))
+
+(define* (jupyter-html html #:key id text)
+  "Show HTML, a string."
+  (jupyter-display "text/html" html #:id id #:text text))
+
+(define* (jupyter-svg svg #:key id text)
+  "Show SVG, a string holding an <svg> element."
+  (jupyter-display "image/svg+xml" svg #:id id #:text text))
+
+(define* (jupyter-png png #:key id text)
+  "Show PNG, a bytevector of a PNG file's bytes (or its base64 text)."
+  (jupyter-display "image/png" png #:id id #:text text))
+
+(define* (jupyter-markdown markdown #:key id (text markdown))
+  "Show MARKDOWN, a string; its source is the text/plain alternative."
+  (jupyter-display "text/markdown" markdown #:id id #:text text))
+
+(define* (jupyter-latex latex #:key id (text latex))
+  "Show LATEX, a string such as \"$$x^2$$\"; its source is the text/plain alternative."
+  (jupyter-display "text/latex" latex #:id id #:text text))
+
+(define* (jupyter-json value #:key id)
+  "Show VALUE as JSON (application/json); see the mapping above this module."
+  (let ((json (scheme->json value)))
+    (jupyter-display "application/json" json #:id id #:text json)))
+
+(define (scheme->json value)
+  (call-with-output-string (lambda (port) (write-json value port))))
+
+(define (json-key? key)
+  (or (string? key) (symbol? key) (keyword? key)))
+
+(define (alist? value)
+  (and (pair? value) (list? value)
+       (every (lambda (entry) (and (pair? entry) (json-key? (car entry)))) value)))
+
+(define (write-json value port)
+  (cond
+   ((eq? value #t) (display "true" port))
+   ((eq? value #f) (display "false" port))
+   ((eq? value 'null) (display "null" port))
+   ((string? value) (write-json-string value port))
+   ((symbol? value) (write-json-string (symbol->string value) port))
+   ((keyword? value) (write-json-string (symbol->string (keyword->symbol value)) port))
+   ((exact-integer? value) (display value port))
+   ((and (real? value) (exact? value)) (display (exact->inexact value) port))
+   ((and (real? value) (not (nan? value)) (not (inf? value))) (display value port))
+   ((hash-table? value) (write-json-object (hash-map->list cons value) port))
+   ((alist? value) (write-json-object value port))
+   ((or (null? value) (list? value)) (write-json-array value port))
+   ((vector? value) (write-json-array (vector->list value) port))
+   (else (scm-error 'wrong-type-arg "jupyter-json" "Cannot be written as JSON: ~S"
+                    (list value) (list value)))))
+
+(define (write-json-array items port)
+  (display "[" port)
+  (let loop ((items items) (first? #t))
+    (unless (null? items)
+      (unless first? (display "," port))
+      (write-json (car items) port)
+      (loop (cdr items) #f)))
+  (display "]" port))
+
+(define (write-json-object entries port)
+  (display "{" port)
+  (let loop ((entries entries) (first? #t))
+    (unless (null? entries)
+      (let ((key (caar entries)))
+        (unless (json-key? key)
+          (scm-error 'wrong-type-arg "jupyter-json"
+                     "An object key must be a string, symbol or keyword: ~S"
+                     (list key) (list key)))
+        (unless first? (display "," port))
+        (write-json key port)
+        (display ":" port)
+        (write-json (cdar entries) port)
+        (loop (cdr entries) #f))))
+  (display "}" port))
+
+(define (write-json-string text port)
+  (display "\"" port)
+  (string-for-each
+   (lambda (ch)
+     (case ch
+       ((#\") (display "\\\"" port))
+       ((#\\) (display "\\\\" port))
+       ((#\newline) (display "\\n" port))
+       ((#\return) (display "\\r" port))
+       ((#\tab) (display "\\t" port))
+       (else
+        (if (< (char->integer ch) 32)
+            (begin
+              (display "\\u00" port)
+              (display (string-pad (number->string (char->integer ch) 16) 2 #\0) port))
+            (write-char ch port)))))
+   text)
+  (display "\"" port))
+
+(define jupyter-procedures
+  `((display . ,jupyter-display) (update-display . ,jupyter-update-display)
+    (html . ,jupyter-html) (svg . ,jupyter-svg) (png . ,jupyter-png)
+    (markdown . ,jupyter-markdown) (latex . ,jupyter-latex) (json . ,jupyter-json)))
+
+(define (jupyter-call name . args)
+  (let ((proc (assq-ref jupyter-procedures name)))
+    (if proc
+        (apply proc args)
+        (scm-error 'misc-error "jupyter" "No jupyter procedure ~S; there are ~S"
+                   (list name (map car jupyter-procedures)) #f))))
+
+(define-syntax jupyter
+  ;; (jupyter display "text/html" "<b>hi</b>") is (jupyter-display "text/html" ...):
+  ;; the first word names the procedure, unevaluated.
+  (syntax-rules ()
+    ((_ name arg ...) (jupyter-call 'name arg ...))))

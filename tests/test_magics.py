@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 
 import pytest
+from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from sshdist_magics import SshdistError
 
@@ -90,6 +91,52 @@ def test_with_ssh_shows_values_streams_output_and_stores_the_value(ip, capsys) -
     assert "= 1\n$" in out and '= "two"' in out
     assert "[node1: module (guile-user), language scheme]" in out
     assert ip.user_ns["v"] == (1, "two")
+
+
+class _Recorder(io.TextIOBase):
+    """A stdout that notes each write in ``seen``, beside the displays."""
+
+    def __init__(self, seen: list[object]) -> None:
+        self.seen = seen
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.seen.append(text)
+        return len(text)
+
+
+def test_with_ssh_shows_displays_in_order_and_asks_for_input(ip, monkeypatch) -> None:
+    seen: list[object] = []
+
+    class Publisher(DisplayPublisher):
+        def publish(self, data, metadata=None, source=None, *, transient=None, update=False):
+            seen.append((data, (transient or {}).get("display_id"), update))
+
+    monkeypatch.setattr(ip, "display_pub", Publisher(shell=ip))
+    prompts: list[str] = []
+    monkeypatch.setattr("builtins.input", lambda prompt="": prompts.append(prompt) or "typed")
+    nodes_in(ip)
+    with redirect_stdout(_Recorder(seen)):
+        result = run(
+            ip,
+            '%%with_ssh nodes\n(display "before\\n")\n'
+            '(jupyter-html "<b>working</b>" #:id \'status)\n'
+            '(display "after\\n")\n'
+            '(jupyter update-display \'status "text/html" "<b>done</b>")\n'
+            '(display "name? ") (display (read))',
+        )
+    assert result.success
+    assert seen[:6] == [
+        "before\n",
+        ({"text/html": "<b>working</b>"}, "status", False),
+        "after\n",
+        ({"text/html": "<b>done</b>"}, "status", True),
+        "name? ",
+        "typed",
+    ]
+    assert prompts == [""]
 
 
 def test_distribute_returns_a_tuple_in_order(ip, capsys) -> None:

@@ -3,18 +3,24 @@ errors, and the REPL staying usable after each of them."""
 
 from __future__ import annotations
 
+import base64
+import json
 import random
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from sshdist_kernel import (
     UNIX,
+    Char,
+    DisplayData,
     IncompleteInputError,
     Node,
+    NodeError,
     NodeReplError,
     NodeTimeoutError,
     Symbol,
@@ -25,6 +31,8 @@ from sshdist_kernel import (
     rrepl_skip_to_prompt,
     with_ssh,
 )
+
+from .conftest import wait_until
 
 
 def test_one_value_comes_back_with_number_module_and_language(node: Node) -> None:
@@ -471,3 +479,212 @@ def test_code_that_sets_other_output_ports_gets_its_own_back_next_request(node: 
     rrepl_eval(node.rrepl, "(set-current-error-port (open-output-string))")
     again = rrepl_eval(node.rrepl, '(begin (display "out") (display "err" (current-error-port)))')
     assert (again.output, again.error_output) == ("out", "err")
+
+
+# -- rich display: (sshdist jupyter) ---------------------------------------------------
+
+
+def test_displays_arrive_in_order_with_printed_output(node: Node) -> None:
+    seen: list[object] = []
+    result = rrepl_eval(
+        node.rrepl,
+        '(display "before\\n") (jupyter-html "<b>hi</b>") (display "after") 7',
+        on_output=lambda stream, text: seen.append(text),
+        on_display=seen.append,
+    )
+    shown = DisplayData({"text/html": "<b>hi</b>"})
+    assert seen == ["before\n", shown, "after"]
+    assert (result.value, result.output, result.displays) == (7, "before\nafter", (shown,))
+
+
+def test_the_jupyter_form_and_every_module_reach_the_api(node: Node) -> None:
+    result = rrepl_eval(
+        node.rrepl,
+        '(jupyter display "text/html" "<b>hi</b>")'
+        " (define-module (elsewhere))"
+        ' (jupyter-markdown "*md*") (jupyter latex "$x$")',
+    )
+    assert [d.data for d in result.displays] == [
+        {"text/html": "<b>hi</b>"},
+        {"text/markdown": "*md*", "text/plain": "*md*"},
+        {"text/latex": "$x$", "text/plain": "$x$"},
+    ]
+    assert result.module == "(elsewhere)"
+
+
+def test_png_bytes_arrive_base64_and_round_trip(node: Node) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    source = (
+        "(use-modules (rnrs bytevectors))"
+        f' (jupyter-png (u8-list->bytevector \'({" ".join(map(str, png))})) #:text "a chart")'
+        ' (jupyter-display "image/png" "aGk=")'  # text for a binary type is base64 already
+    )
+    first, second = rrepl_eval(node.rrepl, source).displays
+    assert base64.b64decode(first.data["image/png"]) == png
+    assert first.data["text/plain"] == "a chart"
+    assert second.data == {"image/png": "aGk="}
+
+
+def test_json_maps_scheme_data_to_json_values(node: Node) -> None:
+    source = (
+        '(define table (make-hash-table)) (hash-set! table "k" \'v)'
+        " (jupyter-json (list 1 -2.5 1/4 \"s\\\"q\" 'sym #:kw 'null #t #f (vector 1 '(2))"
+        ' \'((a . 1) ("b" 2 3)) table \'() (vector \'((x . 1)) \'("c" "d"))))'
+    )
+    (shown,) = rrepl_eval(node.rrepl, source).displays
+    expected = [1, -2.5, 0.25, 's"q', "sym", "kw", None, True, False, [1, [2]]]
+    expected += [{"a": 1, "b": [2, 3]}, {"k": "v"}, [], [{"x": 1}, ["c", "d"]]]
+    assert shown.data["application/json"] == expected
+    assert json.loads(shown.data["text/plain"]) == expected
+
+
+def test_an_output_is_updated_by_its_display_id(node: Node) -> None:
+    result = rrepl_eval(
+        node.rrepl,
+        '(jupyter-html "<p>1</p>" #:id \'progress)'
+        ' (jupyter-update-display "progress" "text/html" "<p>2</p>")',
+    )
+    assert result.displays == (
+        DisplayData({"text/html": "<p>1</p>"}, "progress", update=False),
+        DisplayData({"text/html": "<p>2</p>"}, "progress", update=True),
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "key", "message"),
+    [
+        ('(jupyter-display 42 "x")', "wrong-type-arg", "In procedure jupyter-display: "),
+        ('(jupyter-display "text/html" 42)', "wrong-type-arg", "in position 2 (expecting a str"),
+        ('(jupyter-html "x" #:id (list 1))', "wrong-type-arg", "for #:id (expecting a display"),
+        ('(jupyter-update-display #f "text/html" "x")', "wrong-type-arg", "in position 1"),
+        ("(jupyter-json (cons 1 2))", "wrong-type-arg", "Cannot be written as JSON: (1 . 2)"),
+        ("(jupyter-json (/ 1. 0.))", "wrong-type-arg", "Cannot be written as JSON: +inf.0"),
+        ('(jupyter nothing "x")', "misc-error", "No jupyter procedure nothing; there are"),
+    ],
+)
+def test_bad_display_arguments_are_guile_errors_and_the_repl_stays(
+    node: Node, source: str, key: str, message: str
+) -> None:
+    with pytest.raises(NodeReplError) as caught:
+        rrepl_eval(node.rrepl, f'(display "printed") {source}')
+    assert (caught.value.key, caught.value.output) == (key, "printed")
+    assert message in caught.value.message
+    assert rrepl_eval(node.rrepl, '(jupyter-html "ok")').displays[0].data == {"text/html": "ok"}
+
+
+# -- input: code that reads its current input port ------------------------------------
+
+
+def _answers(*lines: str | None) -> tuple[list[str], Callable[[str], str | None]]:
+    """An ``on_input`` that answers ``lines`` in turn, and the prompts it was given."""
+    prompts: list[str] = []
+    left = iter(lines)
+
+    def answer(prompt: str) -> str | None:
+        prompts.append(prompt)
+        return next(left)
+
+    return prompts, answer
+
+
+@pytest.fixture(params=[None, UNIX], ids=["exec", "server"])
+def any_node(request: pytest.FixtureRequest, ssh_config: str) -> Iterator[Node]:
+    """node1 with a REPL on an exec channel, or on a REPL server (stopped after)."""
+    n = make_node("node1", request.param, ssh_config=ssh_config)
+    yield n
+    if request.param is not None:
+        node_stop_server(n)
+    n.close()
+
+
+def test_reads_ask_the_caller_for_lines(any_node: Node) -> None:
+    prompts, answer = _answers("first", "second\n", "(a b)")
+    result = any_node.eval(
+        '(use-modules (ice-9 rdelim)) (display "name? ")'
+        " (list (read-line) (read-line) (read) (read-char))",
+        on_input=answer,
+        on_output=lambda stream, text: prompts.append(text),
+    )
+    assert result.value == ["first", "second", [Symbol("a"), Symbol("b")], Char("\n")]
+    assert prompts == ["name? ", "", "", ""]  # printed before it asks
+
+
+def test_reads_get_the_end_of_file_without_a_caller_or_when_it_says_so(any_node: Node) -> None:
+    source = "(use-modules (ice-9 rdelim)) (list (eof-object? (read-line)) (eof-object? (read)))"
+    assert any_node.eval(source).value == [True, True]
+    prompts, answer = _answers(None, None)
+    assert any_node.eval(source, on_input=answer).value == [True, True]
+    assert prompts == ["", ""]
+
+
+def test_an_interrupt_while_the_code_waits_for_input_keeps_the_repl(any_node: Node) -> None:
+    any_node.eval("(use-modules (ice-9 rdelim)) (define kept 'yes)")
+
+    def ctrl_c(prompt: str) -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        any_node.eval("(read-line)", on_input=ctrl_c, timeout=20)
+    assert any_node.settle(10) == "ready"
+    assert any_node.eval("kept", timeout=10).value == Symbol("yes")
+
+    # An interrupt from elsewhere while the caller still thinks about its answer.
+    answered = threading.Event()
+
+    def slow(prompt: str) -> str:
+        threading.Thread(target=any_node.interrupt).start()
+        answered.wait(10)
+        return "too late"
+
+    timer = threading.Timer(1.0, answered.set)
+    timer.start()
+    with pytest.raises(NodeReplError, match="User interrupt"):
+        any_node.eval('(list (read-line) (display "not reached"))', on_input=slow, timeout=20)
+    timer.join()
+    again = any_node.eval("(list kept (read-line))", on_input=lambda prompt: "fresh", timeout=10)
+    assert again.value == [Symbol("yes"), "fresh"]
+
+
+def test_an_input_callback_that_fails_is_a_clear_error(any_node: Node) -> None:
+    any_node.eval("(use-modules (ice-9 rdelim)) (define kept 'yes)")
+
+    def broken(prompt: str) -> str:
+        raise ValueError("no keyboard here")
+
+    with pytest.raises(NodeReplError) as caught:
+        any_node.eval("(read-line)", on_input=broken, timeout=20)
+    assert caught.value.key == "input-callback"
+    assert "reading input failed (ValueError: no keyboard here)" in caught.value.message
+    assert any_node.settle(10) == "ready"
+    assert any_node.eval("kept", timeout=10).value == Symbol("yes")
+
+
+def test_a_client_gone_while_the_code_waits_for_input_hangs_nothing(
+    any_node: Node, ssh_config: str
+) -> None:
+    any_node.eval("(define kept 'yes)")
+    pid = any_node.rrepl.pid
+
+    def leave(prompt: str) -> str:
+        any_node.rrepl.close()
+        return "never sent"
+
+    with pytest.raises(NodeError):
+        any_node.eval('(read-char) (display "after")', on_input=leave, timeout=20)
+    if any_node.repl_port is None:  # the REPL of an exec channel ends with it
+        wait_until(lambda: not _running(pid), timeout=10, what="the waiting guile to end")
+    else:  # a server's client reads the end of its input; the server serves on
+        other = make_node("node1", any_node.repl_port, ssh_config=ssh_config)
+        try:
+            assert other.eval("kept", timeout=10).value == Symbol("yes")
+        finally:
+            other.close()
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (the local nodes run on this machine)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return False
+    return stat[0] != "Z"
