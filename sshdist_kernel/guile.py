@@ -82,6 +82,10 @@ def _inspection_text(name: str, info: list) -> str:
     return "\n".join(lines)
 
 
+_PROGRAM = ("rrepl.scm", "jupyter.scm")
+"""The Scheme files the remote loop is made of, in the order they are loaded."""
+
+
 class GuileRepl:
     """Guile 3's REPL, driven through ``rrepl.scm``."""
 
@@ -91,8 +95,10 @@ class GuileRepl:
         self.guile = guile
 
     def program(self) -> str:
-        """The loop's source with its comments dropped, to keep the command line short."""
-        text = resources.files(__package__).joinpath("rrepl.scm").read_text("utf-8")
+        """The loop's source (``rrepl.scm``, then the rich display API of ``jupyter.scm``)
+        with its comments dropped, to keep the command line short."""
+        files = resources.files(__package__)
+        text = "\n".join(files.joinpath(name).read_text("utf-8") for name in _PROGRAM)
         lines = (line for line in text.splitlines() if not line.lstrip().startswith(";"))
         return "\n".join(line for line in lines if line.strip())
 
