@@ -25,7 +25,7 @@ from .guile import GuileRepl
 from .history import CellHistory
 from .kernelspec import default_name
 from .node import Node, make_node
-from .rrepl import EvalResult, FormResult
+from .rrepl import DisplayData, EvalResult, FormResult
 
 CONNECT_WAIT = 60.0
 """Seconds the first cell waits for the connection begun when the kernel started."""
@@ -200,6 +200,25 @@ class GuileKernel(Kernel):
                     },
                 )
 
+        def on_display(shown_data: DisplayData) -> None:
+            if silent:
+                return
+            transient = {"display_id": shown_data.display_id} if shown_data.display_id else {}
+            self.send_response(
+                self.iopub_socket,
+                "update_display_data" if shown_data.update else "display_data",
+                {"data": shown_data.data, "metadata": {}, "transient": transient},
+            )
+
+        self._allow_stdin = allow_stdin  # what raw_input checks, as IPython's kernel sets it
+
+        def on_input(prompt: str) -> str | None:
+            # ipykernel asks the front end (input_request) and waits, Ctrl-C included.
+            try:
+                return self.raw_input(prompt)
+            except EOFError:
+                return None
+
         # The evaluation runs here, blocking, as IPython's own cells do: Jupyter's
         # interrupt is a SIGINT to this process, which lands here as KeyboardInterrupt,
         # and the REPL protocol then interrupts the remote evaluation too.
@@ -222,6 +241,8 @@ class GuileKernel(Kernel):
                 on_output=None if silent else self._stream,
                 on_form=on_form,
                 on_start=say_if_replaced,
+                on_display=on_display,
+                on_input=on_input if allow_stdin else None,
                 # Silent cells and those kept out of the history take no $N.
                 quiet=not storing,
             )

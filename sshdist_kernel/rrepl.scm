@@ -878,7 +878,8 @@ default the evaluating thread reads IN itself."
   (disable-value-history!)
   (add-hook! before-print-hook print-history-name)
   (set-current-module (resolve-module '(guile-user)))
-  (process-use-modules '(((ice-9 session)) ((ice-9 regex)) ((ice-9 threads)))))
+  ;; (ice-9 rdelim) is loaded already: (read-line) in a cell reads the notebook's input.
+  (process-use-modules '(((ice-9 session)) ((ice-9 regex)) ((ice-9 threads)) ((ice-9 rdelim)))))
 
 (define (main)
   "Serve one client on the exec channel's stdin and stdout."

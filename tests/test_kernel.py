@@ -81,6 +81,9 @@ def kernel() -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
     km.shutdown_kernel(now=True)
 
 
+OUTPUTS = ("stream", "execute_result", "error", "display_data", "update_display_data")
+
+
 def run(kc: BlockingKernelClient, code: str, until: Any = None) -> tuple[dict, list[dict]]:
     """Execute ``code``; return the reply and the iopub messages it caused, in order.
     ``until(msg)`` is called on each output message as it arrives."""
@@ -92,7 +95,7 @@ def run(kc: BlockingKernelClient, code: str, until: Any = None) -> tuple[dict, l
             continue
         if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
             break
-        if msg["msg_type"] in ("stream", "execute_result", "error", "display_data"):
+        if msg["msg_type"] in OUTPUTS:
             outputs.append(msg)
             if until:
                 until(msg)
@@ -118,6 +121,9 @@ def texts(outputs: list[dict]) -> list[tuple[str, str]]:
             shown.append(("result", c["data"]["text/plain"]))
         elif m["msg_type"] == "error":
             shown.append(("error", f"{c['ename']}: {c['evalue']}"))
+        elif m["msg_type"] in ("display_data", "update_display_data"):
+            (mime,) = (k for k in c["data"] if k != "text/plain") or ("text/plain",)
+            shown.append((m["msg_type"], c["transient"].get("display_id"), mime, c["data"][mime]))
     return shown
 
 
@@ -375,6 +381,63 @@ def wait_for_output(kc: BlockingKernelClient, msg_id: str) -> None:
         msg = kc.get_iopub_msg(timeout=TIMEOUT)
         if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
             return
+
+
+def test_rich_displays_come_in_order_with_printed_output(kernel) -> None:
+    _, kc = kernel
+    png = "#vu8(137 80 78 71 13 10 26 10)"
+    code = (
+        '(display "before\\n") (jupyter-html "<b>hi</b>" #:id "x") (display "between\\n")\n'
+        f'(jupyter-png {png}) (jupyter-update-display "x" "text/html" "<i>new</i>")\n'
+        "(jupyter json '((n . 1) (ok . #t))) 42"
+    )
+    reply, outputs = run(kc, code)
+    assert reply["content"]["status"] == "ok"
+    assert texts(outputs) == [
+        ("stdout", "before\n"),
+        ("display_data", "x", "text/html", "<b>hi</b>"),
+        ("stdout", "between\n"),
+        ("display_data", None, "image/png", "iVBORw0KGgo="),
+        ("update_display_data", "x", "text/html", "<i>new</i>"),
+        ("display_data", None, "application/json", {"n": 1, "ok": True}),
+        ("result", "$1 = 42"),
+    ]
+
+
+def test_a_silent_cell_shows_no_display(kernel) -> None:
+    _, kc = kernel
+    msg_id = kc.execute('(jupyter-html "<b>quiet</b>") 1', silent=True)
+    shell_reply(kc, msg_id)
+    assert texts(run(kc, "(+ 1 1)")[1]) == [("result", "$1 = 2")]
+
+
+def test_reading_input_asks_the_front_end_and_eof_without_stdin(kernel) -> None:
+    _, kc = kernel
+    code = '(define got (list (read-line) (read-line))) (display "read\\n") got'
+    msg_id = kc.execute(code, allow_stdin=True)
+    prompts = []
+    for answer in ("first line", "second"):
+        request = kc.get_stdin_msg(timeout=TIMEOUT)
+        assert request["msg_type"] == "input_request"
+        prompts.append(request["content"]["prompt"])
+        kc.input(answer)
+    assert shell_reply(kc, msg_id)["content"]["status"] == "ok"
+    assert prompts == ["", ""]
+    assert texts(run(kc, "got")[1]) == [("result", '$2 = ("first line" "second")')]
+    msg_id = kc.execute("(eof-object? (read-line))", allow_stdin=False)
+    assert shell_reply(kc, msg_id)["content"]["status"] == "ok"
+    assert texts(run(kc, "$3")[1]) == [("result", "$4 = #t")]
+
+
+def test_the_stop_button_while_the_node_waits_for_input(kernel) -> None:
+    km, kc = kernel
+    run(kc, "(define kept 'yes)")
+    msg_id = kc.execute("(read-line)", allow_stdin=True)
+    assert kc.get_stdin_msg(timeout=TIMEOUT)["msg_type"] == "input_request"
+    km.interrupt_kernel()
+    reply = shell_reply(kc, msg_id)["content"]
+    assert (reply["status"], reply["ename"]) == ("error", "signal")
+    assert texts(run(kc, "kept")[1]) == [("result", "$1 = yes")]
 
 
 def test_interrupt_stops_an_endless_loop_and_keeps_state(kernel) -> None:
