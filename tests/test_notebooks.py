@@ -167,3 +167,30 @@ def test_the_live_calls_notebook() -> None:
     # (Updates drawn after a cell ended reach JupyterLab, not nbclient's saved state: the
     # buttons turning disabled is checked in test_background and the browser test.)
     assert [b["description"] for b in buttons] == ["Cancel", "Cancel"]
+
+
+def test_the_rich_output_tour(node1_kernel: str) -> None:
+    nb = nbformat.read(NOTEBOOKS / "rich_output.ipynb", as_version=4)
+    NotebookClient(nb, kernel_name=node1_kernel, timeout=60, startup_timeout=60).execute()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+
+    def kinds(cell: nbformat.NotebookNode) -> list[str]:
+        return [
+            next((m for m in o.data if m != "text/plain"), "text/plain")
+            if "data" in o
+            else o.output_type
+            for o in cell.outputs
+        ]
+
+    assert kinds(code[0]) == ["stream", "text/html", "stream"]
+    assert code[0].outputs[1].data["text/html"] == "<p>Hello from <b>Guile</b> on the node</p>"
+    assert kinds(code[1]) == ["text/markdown", "text/latex"]
+    assert kinds(code[2]) == ["image/svg+xml", "text/plain"]
+    svg = code[2].outputs[0].data["image/svg+xml"]
+    assert svg.startswith("<svg ") and svg.endswith("</svg>")
+    points = re.search(r"points='([^']*)'", svg).group(1).split()
+    assert len(points) == 100  # one per n, computed on the node
+    assert shown(code[2])[-1] == "$1 = 118"
+    assert code[3].outputs[0].data["application/json"]["longest"] == 118
+    assert code[4].outputs[0].data["text/html"] == "step <b>5</b> of 5"  # updated in place
+    assert shown(code[5]) == ['$2 = "no input here"']  # nbclient offers no stdin
