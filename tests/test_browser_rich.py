@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,6 +35,18 @@ def lab(local_nodes: LocalNodes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     kernelspec.install("node1", prefix=str(prefix), ssh_config=str(local_nodes.ssh_config))
     monkeypatch.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
     yield from jupyterlab_on("rich_output.ipynb", tmp_path)
+
+
+def start_cell(page: Any, index: int) -> None:
+    """Start the notebook's cell ``index`` running, without waiting for it to end."""
+    page.evaluate(
+        """(i) => {
+            const panel = window.jupyterapp.shell.currentWidget;
+            panel.content.activeCellIndex = i;
+            window.jupyterapp.commands.execute('notebook:run-cell');
+        }""",
+        index,
+    )
 
 
 @pytest.mark.timeout(300)
@@ -66,12 +79,13 @@ def test_guile_displays_render_in_jupyterlab_and_read_line_asks_the_page(lab: st
             run_cell(page, 9)
             output_of(page, 9).get_by_text("step 5 of 5").wait_for(timeout=30_000)
             assert "starting" not in output_of(page, 9).inner_text()
-            run_cell(page, 11)
+            start_cell(page, 11)  # it waits for the input: run-cell would not return
             box = output_of(page, 11).locator("input.jp-Stdin-input")
             box.wait_for(timeout=30_000)
             box.fill("Ada")
             box.press("Enter")
             output_of(page, 11).get_by_text('$2 = "hello, Ada"').wait_for(timeout=30_000)
+            output_of(page, 11).scroll_into_view_if_needed()
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         except Exception:
             page.screenshot(path=str(SCREENSHOT.with_name("rich_failed.png")), full_page=True)
