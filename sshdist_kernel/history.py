@@ -12,12 +12,16 @@ from __future__ import annotations
 import queue
 import sqlite3
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 KEEP = 10_000
 """Cells kept per kernelspec: older ones are dropped when a session starts."""
+
+BATCH_WAIT = 0.5
+"""Seconds the writer gathers cells before it writes them, in one transaction."""
 
 FLUSH_WAIT = 5.0
 """Seconds a history query waits for the cells queued before it to be written."""
@@ -69,18 +73,36 @@ class CellHistory:
             self.error = exc
             db = None
         while True:
-            item = self._queue.get()
+            batch, waiting = self._next_batch()
+            if db is not None and batch:
+                try:
+                    with db:  # one transaction, one disk write, for the whole batch
+                        for sql, args in batch:
+                            db.execute(sql, (self.session, *args))
+                except sqlite3.Error as exc:  # locked past the timeout, disk full: lose them
+                    self.error = exc
+            for event in waiting:
+                event.set()
+
+    def _next_batch(self) -> tuple[list[tuple[str, tuple]], list[threading.Event]]:
+        """The writes queued within ``BATCH_WAIT`` of the first, or up to a flush: a
+        commit per cell would cost more CPU than the cell (about 0.6 ms here)."""
+        batch: list[tuple[str, tuple]] = []
+        waiting: list[threading.Event] = []
+        item = self._queue.get()
+        deadline = time.monotonic() + BATCH_WAIT
+        while True:
             if isinstance(item, threading.Event):
-                item.set()
-                continue
-            if db is None:
-                continue
-            sql, args = item
+                waiting.append(item)
+                return batch, waiting
+            batch.append(item)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return batch, waiting
             try:
-                with db:
-                    db.execute(sql, (self.session, *args))
-            except sqlite3.Error as exc:  # locked past the timeout, disk full: lose one
-                self.error = exc
+                item = self._queue.get(timeout=left)
+            except queue.Empty:
+                return batch, waiting
 
     def store(self, line: int, source: str) -> None:
         """Keep cell number ``line`` of this session (written in the background)."""
