@@ -8,6 +8,7 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 from __future__ import annotations
 
 import builtins
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -88,14 +89,19 @@ class SshdistMagics(Magics):
         """Make nodes in parallel and show them; ``nodes = %nodes hpc1 hpc2`` or
         ``%nodes -o nodes --local 3``."""
         args = parse_argstring(self.nodes, line)
+        if args.local is not None and args.local < 1:
+            raise SshdistError(f"--local: start at least one node, not {args.local}")
+        if args.ssh_config and not os.path.isfile(os.path.expanduser(args.ssh_config)):
+            raise SshdistError(f"-F {args.ssh_config}: no such ssh_config file")
         hosts = list(args.hosts)
         if args.local:
             hosts = self.hosts.start_local(args.local) + hosts
-        if args.ssh_config:
-            self.hosts.ssh_config = args.ssh_config
-        options = self.hosts.session_options()
         if not hosts:
             raise SshdistError("name some hosts, or start local nodes with --local N")
+        # -F is remembered (for host names in later calls) only once nodes came of it.
+        options = (
+            {"ssh_config": args.ssh_config} if args.ssh_config else self.hosts.session_options()
+        )
         started = time.monotonic()
         try:
             made = make_nodes(hosts, **options)
@@ -103,6 +109,8 @@ class SshdistMagics(Magics):
             raise explain(exc) from None
         except KeyboardInterrupt:
             raise connecting_stopped(hosts) from None
+        if args.ssh_config:
+            self.hosts.ssh_config = args.ssh_config
         NodeTable(made, time.monotonic() - started).show()
         made = NodeList(made)
         made.local = self.hosts.local if args.local else None

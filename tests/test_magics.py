@@ -16,6 +16,7 @@ import pytest
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from sshdist_magics import SshdistError
+from sshdist_magics.nodelist import Hosts
 
 from sshdist_kernel import Node
 from sshdist_kernel.localnodes import LocalNodes
@@ -373,3 +374,41 @@ def test_host_names_in_a_call_reuse_the_nodes_they_made(ip) -> None:
     assert (first.result, second.result) == ([2, 3], [4, 5])
     magics = ip.magics_manager.registry["SshdistMagics"]
     assert sorted(magics.hosts.named) == ["node1", "node2"]
+
+
+@pytest.fixture
+def fresh_hosts(ip: InteractiveShell) -> Iterator[Hosts]:
+    """The magics with no -F remembered and no nodes made yet; the old ones after."""
+    magics = ip.magics_manager.registry["SshdistMagics"]
+    kept, magics.hosts = magics.hosts, Hosts()
+    yield magics.hosts
+    magics.hosts.close()
+    magics.hosts = kept
+
+
+def test_a_mistyped_ssh_config_is_refused_and_not_remembered(ip, fresh_hosts, capsys) -> None:
+    assert run(ip, "%nodes -o first -F $cfg node1").success
+    error = run(ip, "%nodes -F /nonexistent node1").error_in_exec
+    assert isinstance(error, SshdistError)
+    assert str(error) == "-F /nonexistent: no such ssh_config file"
+    # Names in later calls still use the -F that worked.
+    assert run(ip, "%dist_map ['node2'] 1+ [1]").result == [2]
+    ip.user_ns["first"][0].close()
+
+
+def test_nodes_local_refuses_a_count_below_one_in_one_line(ip, fresh_hosts) -> None:
+    error = run(ip, "%nodes --local -1").error_in_exec
+    assert isinstance(error, SshdistError)
+    assert str(error) == "--local: start at least one node, not -1"
+    assert fresh_hosts.local is None
+
+
+def test_nodes_local_starts_more_nodes_when_more_are_asked_for(ip, fresh_hosts, capsys) -> None:
+    assert run(ip, "%nodes -o one --local 1").success
+    assert run(ip, "%nodes -o three --local 3").success
+    three = ip.user_ns["three"]
+    assert [n.name for n in three] == ["node1", "node2", "node3"]
+    assert run(ip, "%dist_map three 1+ range(3)").result == [1, 2, 3]
+    assert len(fresh_hosts.local.nodes) == 3
+    for n in [*ip.user_ns.pop("one"), *ip.user_ns.pop("three")]:
+        n.close()
