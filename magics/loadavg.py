@@ -23,6 +23,9 @@ from sshdist_kernel.node import read_cpu_count, read_loadavg
 HISTORY = 61
 """1-minute samples kept per node: a minute of them at one a second."""
 
+MAX_EVERY = 86400
+"""The longest refresh period: a day."""
+
 SPARKS = "▁▂▃▄▅▆▇█"
 TEXT_SAMPLES = 20  # the terminal's sparkline: the most recent samples only
 RUNNING, STOPPED, LINE, CORES = "#2e7d32", "#c62828", "#1565c0", "#ef6c00"
@@ -126,6 +129,10 @@ class LoadMonitor:
     def __init__(self, nodes: list[Node], every: float = 2.0, widgets: bool = False) -> None:
         if not every > 0:
             raise ValueError(f"the seconds between refreshes must be above 0, not {every:g}")
+        if not every <= MAX_EVERY:  # inf (and nan) would make the watchers' waits fail
+            raise ValueError(
+                f"the seconds between refreshes must be at most {MAX_EVERY} (a day), not {every:g}"
+            )
         self.rows = [LoadRow(n) for n in nodes]
         self.every = every
         self.timeout = min(max(every, 2.0), 5.0)  # a read's bound; a busy node needs a moment

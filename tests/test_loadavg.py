@@ -103,6 +103,14 @@ def test_bad_input_is_a_clear_error(shell) -> None:
     for every in ("0", "-1"):
         error = shell.run_cell(f"%loadavg --every {every} lnodes").error_in_exec
         assert f"--every: the seconds between refreshes must be above 0, not {every}" in str(error)
+    for every in ("inf", "100000"):
+        error = shell.run_cell(f"%loadavg --every {every} lnodes").error_in_exec
+        assert (
+            f"--every: the seconds between refreshes must be at most 86400 (a day), not {every}"
+            in str(error)
+        )
+    error = shell.run_cell("%loadavg --every nan lnodes").error_in_exec
+    assert "--every: the seconds between refreshes must be above 0, not nan" in str(error)
     assert "'nodez' does not name nodes" in str(shell.run_cell("%loadavg nodez").error_in_exec)
 
 
