@@ -336,7 +336,11 @@ class SshdistMagics(Magics):
         events = CallEvents()
         order = [n.name for n in nodes]
         try:
-            results = follow(start(events.put), events, progress, live)
+            call = start(events.put)
+        except (NodeError, ValueError, TypeError) as exc:  # its arguments: nothing ran or showed
+            raise explain(exc) from None
+        try:
+            results = follow(call, events, progress, live)
         except KeyboardInterrupt:
             progress.close("stopped", say=False)
             raise CallStopped(progress.stopped("interrupted", settle(nodes))) from None

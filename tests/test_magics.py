@@ -412,3 +412,15 @@ def test_nodes_local_starts_more_nodes_when_more_are_asked_for(ip, fresh_hosts, 
     assert len(fresh_hosts.local.nodes) == 3
     for n in [*ip.user_ns.pop("one"), *ip.user_ns.pop("three")]:
         n.close()
+
+
+def test_bad_arguments_fail_before_any_progress_is_drawn(ip, capsys) -> None:
+    nodes_in(ip)
+    error = run(ip, "%dist_map --timeout 0 nodes 1+ range(3)").error_in_exec
+    assert isinstance(error, SshdistError) and "timeout" in str(error)
+    error = run(ip, "%dist_map nodes 1+ [object()]").error_in_exec
+    assert isinstance(error, SshdistError) and "object" in str(error)
+    error = run(ip, "%%distribute --timeout -1 nodes\n(+ 1 2)").error_in_exec
+    assert isinstance(error, SshdistError) and "timeout" in str(error)
+    shown = capsys.readouterr().out.splitlines()  # the three errors, no summary before them
+    assert len(shown) == 3 and all(line.startswith("SshdistError: ") for line in shown), shown
