@@ -208,3 +208,19 @@ def test_the_widget_shows_progress_and_its_cancel_button_stops_the_call(python_k
     assert widget_models(seen)[button]["disabled"] is True
     reply = run_in(kc, "%dist_map nodes 1+ range(3)", seen)
     assert reply["content"]["status"] == "ok"
+
+
+def test_dist_result_gives_the_time_the_call_took_however_late_it_is_asked(ip, capsys) -> None:  # noqa: F811
+    nodes = nodes_in(ip)
+    run(ip, "%dist_map --bg -o quick nodes 1+ range(3)")
+    job = ip.user_ns["quick"]
+    wait_until(job.done, 5, "the call to end")
+    nodes[0].eval("(usleep 600000)", timeout=5)  # other work, after the call ended
+    summaries = []
+    for _ in range(2):
+        assert run(ip, "%dist_result quick").result == [1, 2, 3]
+        (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("dist_map:")]
+        summaries.append(line)
+    assert summaries[0] == summaries[1]
+    seconds = float(re.search(r"in ([\d.]+) s$", summaries[0]).group(1))
+    assert seconds < 0.5, summaries[0]
