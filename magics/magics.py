@@ -11,6 +11,7 @@ import builtins
 import os
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -68,11 +69,30 @@ class SshdistMagics(Magics):
         super().__init__(shell)
         self.hosts = Hosts()
         self._background: list[BackgroundCall] = []  # the latest last
+        # Each node's REPL replacements the user has been told of (see _say_if_replaced).
+        self._restarts: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
 
     # -- nodes -------------------------------------------------------------------------
 
     def _nodes(self, expression: str) -> list[Node]:
-        return self.hosts.resolve(expression, self.shell.ev)
+        nodes = self.hosts.resolve(expression, self.shell.ev)
+        for node in nodes:
+            self._restarts.setdefault(node, node.restarts)
+        return nodes
+
+    def _say_if_replaced(self, nodes: list[Node]) -> None:
+        """One line on stderr for each node whose REPL was replaced by a fresh one since
+        the user last heard (its definitions are gone), as the Guile kernel says it."""
+        for node in nodes:
+            known = self._restarts.get(node)
+            if known is not None and node.restarts != known:
+                print(
+                    f"[the REPL on {node.name} was replaced by a fresh one ({node.last_loss}): "
+                    f"{node.restart_consequence}]",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self._restarts[node] = node.restarts
 
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="store the node list in this variable")
@@ -197,6 +217,7 @@ class SshdistMagics(Magics):
                 on_form=show,
                 on_display=show_display,
                 on_input=ask,
+                on_start=lambda: self._say_if_replaced([node]),
             )
         except KeyboardInterrupt:
             printed.end_line()
@@ -289,6 +310,7 @@ class SshdistMagics(Magics):
     ) -> Any:
         """Run a call as its options say: followed here, or (``--bg``) in the background;
         its results (or the call) in ``-o NAME`` or returned."""
+        self._say_if_replaced(nodes)
         self._say_if_busy(nodes)
         if args.bg:
             if args.stream:
@@ -340,7 +362,12 @@ class SshdistMagics(Magics):
         except (NodeError, ValueError, TypeError) as exc:  # its arguments: nothing ran or showed
             raise explain(exc) from None
         try:
-            results = follow(call, events, progress, live)
+            try:
+                results = follow(call, events, progress, live)
+            finally:
+                if progress.line is not None:
+                    progress.line.clear()  # the progress line goes on under what is said
+                self._say_if_replaced(nodes)
         except KeyboardInterrupt:
             progress.close("stopped", say=False)
             raise CallStopped(progress.stopped("interrupted", settle(nodes))) from None
@@ -371,7 +398,10 @@ class SshdistMagics(Magics):
         call, bg = self._background_call(args.call)
         nodes = bg.nodes if bg is not None else call.nodes
         try:
-            wait_for(call, bg)
+            try:
+                wait_for(call, bg)
+            finally:
+                self._say_if_replaced(nodes)
         except KeyboardInterrupt:
             call.cancel()
             call.wait_stopped(STOP_WAIT)

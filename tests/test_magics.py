@@ -21,6 +21,8 @@ from sshdist_magics.nodelist import Hosts
 from sshdist_kernel import Node
 from sshdist_kernel.localnodes import LocalNodes
 
+from .conftest import wait_until
+
 
 @pytest.fixture(scope="module")
 def ip(local_nodes: LocalNodes) -> Iterator[InteractiveShell]:
@@ -424,3 +426,26 @@ def test_bad_arguments_fail_before_any_progress_is_drawn(ip, capsys) -> None:
     assert isinstance(error, SshdistError) and "timeout" in str(error)
     shown = capsys.readouterr().out.splitlines()  # the three errors, no summary before them
     assert len(shown) == 3 and all(line.startswith("SshdistError: ") for line in shown), shown
+
+
+def test_a_call_on_a_fresh_repl_says_the_old_one_was_replaced(ip, nodes, capsys) -> None:
+    ip.user_ns["fresh"] = nodes
+    run(ip, "%%with_ssh fresh[0]\n(define kept 1)")
+    run(ip, "%dist_map fresh 1+ range(3)")
+    channels = [n.rrepl._stream.channel for n in nodes[:2]]
+    for n in nodes[:2]:
+        os.kill(n.rrepl.pid, signal.SIGKILL)  # the REPL dies; the connection stays
+    wait_until(lambda: all(c.eof_received for c in channels), what="the REPLs' channels end")
+    capsys.readouterr()
+    said = "[the REPL on {} was replaced by a fresh one ("
+    assert run(ip, "%%with_ssh fresh[0]\n(+ 1 2)").success
+    seen = capsys.readouterr()
+    assert seen.err.startswith(said.format("node1")), seen
+    assert seen.err.endswith("): definitions made before are lost]\n"), seen.err
+    assert seen.err.count("\n") == 1 and "$" in seen.out
+    assert run(ip, "%dist_map fresh 1+ range(6)").result == list(range(1, 7))
+    seen = capsys.readouterr()
+    assert said.format("node2") in seen.err and "node1" not in seen.err, seen  # once each
+    run(ip, "%dist_map fresh 1+ range(6)")
+    assert "replaced" not in capsys.readouterr().err
+    del ip.user_ns["fresh"]
