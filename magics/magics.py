@@ -33,7 +33,7 @@ from sshdist_kernel import (
 )
 from sshdist_kernel.rrepl import DisplayData, FormResult
 
-from .background import BackgroundCall, describe_busy, final_state, wait_for
+from .background import BackgroundCall, describe_busy, final_state, still_busy, wait_for
 from .display import NodeTable, Progress, have_ipywidgets
 from .errors import CallStopped, SshdistError, connecting_stopped, explain
 from .follow import STOP_WAIT, CallEvents, follow, settle
@@ -222,8 +222,12 @@ class SshdistMagics(Magics):
         except KeyboardInterrupt:
             printed.end_line()
             seconds = time.monotonic() - started
+            state = settle([node])
+            busy = still_busy(self._background, [node])  # it may have waited for them
+            if busy is not None:
+                state = busy if state == "node ready" else f"{state}; {busy}"
             raise CallStopped(
-                f"with_ssh interrupted after {seconds:.1f} s on {node.name}; {settle([node])}"
+                f"with_ssh interrupted after {seconds:.1f} s on {node.name}; {state}"
             ) from None
         except (NodeError, NodeReplError) as exc:
             printed.end_line()

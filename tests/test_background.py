@@ -17,7 +17,7 @@ from sshdist_kernel import DistCall
 from sshdist_kernel.localnodes import LocalNodes
 
 from .conftest import wait_until
-from .test_magics import ip, nodes_in, run  # noqa: F401 - ip is the shell fixture
+from .test_magics import ctrl_c_into_the_cell, ip, nodes_in, run  # noqa: F401 - ip is the shell fixture
 
 SLOW = "(lambda (x) (usleep 100000) x)"  # 0.1 s an item
 
@@ -224,3 +224,33 @@ def test_dist_result_gives_the_time_the_call_took_however_late_it_is_asked(ip, c
     assert summaries[0] == summaries[1]
     seconds = float(re.search(r"in ([\d.]+) s$", summaries[0]).group(1))
     assert seconds < 0.5, summaries[0]
+
+
+def test_ctrl_c_while_waiting_for_a_busy_node_says_it_is_still_busy(ip, capsys, tmp_path) -> None:  # noqa: F811
+    nodes_in(ip)
+    began = tmp_path / "began"
+    run(
+        ip,
+        "%%distribute --bg -o d nodes[:1]\n"
+        f'(begin (close-port (open-output-file "{began}")) (sleep 20) 1)',
+    )
+    call = ip.user_ns["d"]
+    wait_until(began.exists, 5, "the background call to begin on node1")
+    capsys.readouterr()
+    with ctrl_c_into_the_cell(ip, 0.5):
+        result = run(ip, "%%with_ssh nodes[0]\n(+ 1 2)")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    seen = capsys.readouterr()
+    assert (
+        seen.err
+        == "node1 is busy with a background distribute: this waits for it between its jobs\n"
+    )
+    assert re.fullmatch(
+        r"with_ssh interrupted after 0\.\d s on node1; "
+        r"node1 is still busy with the background distribute, which goes on\n",
+        seen.out,
+    ), seen.out
+    assert not call.done()  # the background call goes on, as said
+    assert call.cancel()
+    call.wait_stopped(5)
+    assert run(ip, "%%with_ssh nodes[0]\n(+ 1 2)").success
