@@ -183,6 +183,10 @@ class LoadMonitor:
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
 
+    def reading(self) -> list[str]:
+        """The nodes whose load is being read now (a read is bounded by ``timeout``)."""
+        return [r.node.name for r in self.rows if r.lock.locked()]
+
     def start(self) -> LoadMonitor:
         """Refresh in the background, a thread per node, until ``stop()``."""
         if not self.refreshing:

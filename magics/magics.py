@@ -164,7 +164,13 @@ class SshdistMagics(Magics):
             monitor = LoadMonitor(self._nodes(args.nodes), every=args.every, widgets=notebook)
         except ValueError as exc:  # --every 0
             raise SshdistError(f"--every: {exc}") from None
-        monitor.poll()
+        try:
+            monitor.poll()
+        except KeyboardInterrupt:  # the reads are bounded and end on their own
+            waiting = ", ".join(monitor.reading()) or "the nodes"
+            raise CallStopped(
+                f"loadavg interrupted while waiting for {waiting}: no dashboard was started"
+            ) from None
         if notebook:
             monitors.append(monitor.start())
         display(monitor)

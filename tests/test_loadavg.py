@@ -18,6 +18,7 @@ from sshdist_kernel import Node
 from sshdist_kernel.localnodes import LocalNodes
 
 from .conftest import wait_until
+from .test_magics import ctrl_c_into_the_cell
 
 CORES = os.sysconf("SC_NPROCESSORS_ONLN")  # the local nodes run on this machine
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -211,6 +212,20 @@ def test_a_node_that_stops_answering_turns_stopped_keeps_its_history_and_comes_b
         assert list(node3.history)[: len(kept) + 1] == [*kept, None]
     finally:
         mon.stop()
+
+
+def test_ctrl_c_while_the_first_read_waits_is_one_line(shell, nodes, stopped, capsys) -> None:
+    sshd = _sshd_of(nodes[2])
+    os.kill(sshd, signal.SIGSTOP)
+    stopped.append(sshd)
+    with ctrl_c_into_the_cell(shell, 0.5):
+        result = shell.run_cell("%loadavg -o mon lnodes")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    seen = capsys.readouterr()
+    assert seen.out + seen.err == (
+        "loadavg interrupted while waiting for node3: no dashboard was started\n"
+    )
+    assert "mon" not in shell.user_ns
 
 
 def test_a_closed_node_is_stopped_at_once_and_the_others_run(nodes) -> None:
