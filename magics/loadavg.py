@@ -26,6 +26,9 @@ HISTORY = 61
 MAX_EVERY = 86400
 """The longest refresh period: a day."""
 
+MAX_BACKOFF = 30.0
+"""The longest wait between attempts to reconnect a node whose connection dropped."""
+
 SPARKS = "▁▂▃▄▅▆▇█"
 TEXT_SAMPLES = 20  # the terminal's sparkline: the most recent samples only
 RUNNING, STOPPED, LINE, CORES = "#2e7d32", "#c62828", "#1565c0", "#ef6c00"
@@ -99,6 +102,8 @@ class LoadRow:
     read_at: float | None = None
     history: deque[float | None] = field(default_factory=lambda: deque(maxlen=HISTORY))
     lock: threading.Lock = field(default_factory=threading.Lock)  # one read at a time
+    backoff: float = 0.0  # seconds to the next reconnection, after one failed
+    retry_at: float = 0.0  # no reconnection before this (time.monotonic())
 
     def answered(self, load: tuple[float, float, float]) -> None:
         if not self.running and self.history:  # back after a failure: a gap in the line
@@ -117,8 +122,12 @@ class LoadRow:
 def _reason(exc: Exception, timeout: float) -> str:
     """A few words for a stopped row: the errors name the host, which the row shows."""
     text = str(exc)
-    if isinstance(exc, NodeTimeoutError) or "imeout" in text:  # paramiko's channel open
+    if isinstance(exc, NodeTimeoutError) or any(
+        words in text for words in ("imeout", "did not answer", "speak SSH")
+    ):  # paramiko's channel open; a reconnection's socket or handshake
         return f"no answer in {timeout:g} s"
+    if "refused" in text:
+        return "connection refused"
     return "connection closed" if "closed" in text else text[:50]
 
 
@@ -160,8 +169,33 @@ class LoadMonitor:
 
     # -- reading -----------------------------------------------------------------------
 
+    def _reconnect(self, row: LoadRow) -> bool:
+        """Reopen a node's dropped connection, not more often than its backoff allows
+        (doubling from ``every`` to ``MAX_BACKOFF`` while it fails); whether it is open."""
+        node = row.node
+        if node.session.is_connected():
+            return True
+        if node.closed or time.monotonic() < row.retry_at:  # closed by its user: left so
+            return False
+        try:
+            node.reconnect(timeout=self.timeout)
+        except (NodeError, OSError) as exc:
+            row.running, row.problem = False, _reason(exc, self.timeout)
+            row.backoff = min(max(2 * row.backoff, self.every), MAX_BACKOFF)
+            row.retry_at = time.monotonic() + row.backoff
+            return False
+        row.backoff = 0.0
+        return True
+
     def _read(self, row: LoadRow) -> None:
         with row.lock:
+            if not self._reconnect(row):  # it keeps its history; the line has a gap
+                row.running = False
+                if row.node.closed or row.problem in ("", "not read yet"):
+                    row.problem = "connection closed"
+                row.version = row.node.version or row.version
+                self._draw(row)
+                return
             try:
                 if row.cores is None:  # once per monitor: the core count does not change
                     row.cores = read_cpu_count(row.node, timeout=self.timeout)
