@@ -8,6 +8,7 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 from __future__ import annotations
 
 import builtins
+import concurrent.futures as futures
 import os
 import sys
 import time
@@ -416,7 +417,10 @@ class SshdistMagics(Magics):
             call.cancel()
             call.wait_stopped(STOP_WAIT)
             if bg is None:
-                raise CallStopped(f"interrupted; {settle(nodes)}") from None
+                what = "dist_map" if call.kind == "map" else "distribute"
+                raise CallStopped(
+                    f"{what} interrupted: {call.done_text()}; {settle(nodes)}"
+                ) from None
             bg.ended.wait(STOP_WAIT)
             raise CallStopped(bg.progress.stopped("interrupted", settle(nodes))) from None
         if bg is not None:
@@ -428,7 +432,12 @@ class SshdistMagics(Magics):
                 print(bg.progress.summary(final_state(call)))
         order = [n.name for n in nodes]
         if call.cancelled():
-            raise SshdistError(bg.ending if bg is not None else "the call was cancelled")
+            if bg is not None:
+                raise SshdistError(bg.ending)
+            try:
+                call.exception(0)
+            except futures.CancelledError as exc:  # it says how far the call had got
+                raise SshdistError(f"{exc}; {settle(nodes)}") from None
         exc = call.exception()
         if exc is not None:
             show_by_node(getattr(exc, "outputs", {}), order)

@@ -3,6 +3,7 @@ Python kernel whose widget's Cancel button is clicked the way JupyterLab clicks 
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import re
 import time
 from collections.abc import Iterator
@@ -254,3 +255,29 @@ def test_ctrl_c_while_waiting_for_a_busy_node_says_it_is_still_busy(ip, capsys, 
     assert call.cancel()
     call.wait_stopped(5)
     assert run(ip, "%%with_ssh nodes[0]\n(+ 1 2)").success
+
+
+def test_a_cancelled_call_says_how_far_it_got_awaited_or_shown(ip, capsys) -> None:  # noqa: F811
+    nodes_in(ip)
+    run(ip, "%dist_map --bg -o slow2 nodes (lambda (x) (sleep 1) x) range(30)")
+    job = ip.user_ns["slow2"]
+    wait_until(lambda: job.progress >= 3, 5, "three items done")
+    assert job.cancel()
+    said = r"dist_map cancelled: \d+ of 30 items done on 3 nodes"
+    error = run(ip, "await slow2").error_in_exec
+    assert type(error).__name__ == "CancelledError" and re.fullmatch(said, str(error)), error
+    with pytest.raises(futures.CancelledError, match=said):
+        job.result()
+    # A call made with dist_map_async, its %dist_result interrupted: the counts too.
+    run(ip, "from sshdist_kernel import dist_map_async")
+    run(ip, "direct = dist_map_async(nodes, '(lambda (x) (sleep 1) x)', range(30))")
+    capsys.readouterr()
+    with ctrl_c_into_the_cell(ip, 1.5):
+        result = run(ip, "%dist_result direct")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    seen = capsys.readouterr()
+    assert re.fullmatch(
+        r"dist_map interrupted: \d+ of 30 items done on 3 nodes; nodes ready\n", seen.out + seen.err
+    ), seen
+    error = run(ip, "%dist_result direct").error_in_exec
+    assert re.fullmatch(said + "; nodes ready", str(error)), error
