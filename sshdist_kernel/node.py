@@ -185,6 +185,12 @@ class Node:
         return self._rrepl is not None and not self._rrepl.broken
 
     @property
+    def repl_language(self) -> str:
+        """The language the node's REPL reads now (``,L ecmascript`` changes it);
+        ``"scheme"`` before the REPL opens.  Never connects."""
+        return self._rrepl.repl_language if self._rrepl is not None else "scheme"
+
+    @property
     def version(self) -> str | None:
         """The open REPL's version (Guile's), or None before it opens; never connects."""
         return self._rrepl.version if self._rrepl is not None else None

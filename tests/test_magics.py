@@ -449,3 +449,20 @@ def test_a_call_on_a_fresh_repl_says_the_old_one_was_replaced(ip, nodes, capsys)
     run(ip, "%dist_map fresh 1+ range(6)")
     assert "replaced" not in capsys.readouterr().err
     del ip.user_ns["fresh"]
+
+
+def test_a_job_on_a_repl_set_to_another_language_is_a_clear_error(ip, nodes, capsys) -> None:
+    ip.user_ns["fresh"] = nodes
+    assert run(ip, "%%with_ssh fresh[1]\n,L ecmascript").success
+    error = run(ip, "%dist_map fresh (lambda (x) (* x x)) range(6)").error_in_exec
+    assert isinstance(error, SshdistError)
+    assert str(error).startswith("repl-language on node2: job "), error
+    assert "reads ecmascript (set with ,L ecmascript), and a job is Scheme" in str(error)
+    assert "switch it back with ,L scheme on node2" in str(error)
+    error = run(ip, "%%distribute fresh\n(+ 1 2)\n(+ 3 4)\n(+ 5 6)").error_in_exec
+    assert "the REPL on node2 reads ecmascript" in str(error), error
+    assert run(ip, "%%with_ssh fresh[1]\n,L scheme").success
+    assert run(ip, "%dist_map fresh (lambda (x) (* x x)) range(6)").result == [
+        0, 1, 4, 9, 16, 25,
+    ]  # fmt: skip
+    del ip.user_ns["fresh"]
