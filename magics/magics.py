@@ -47,6 +47,11 @@ KEPT_CALLS = 20
 """Background calls the magics remember for ``%dist_result`` (the latest)."""
 
 
+def _finished_well(call: DistCall) -> bool:
+    """The call has its result (an interrupt that comes after that stops nothing)."""
+    return call.done() and not call.cancelled() and call.exception() is None
+
+
 def _in_notebook(shell: Any) -> bool:
     return getattr(shell, "kernel", None) is not None
 
@@ -380,8 +385,11 @@ class SshdistMagics(Magics):
                     progress.line.clear()  # the progress line goes on under what is said
                 self._say_if_replaced(nodes)
         except KeyboardInterrupt:
-            progress.close("stopped", say=False)
-            raise CallStopped(progress.stopped("interrupted", settle(nodes))) from None
+            if not _finished_well(call):
+                progress.close("stopped", say=False)
+                raise CallStopped(progress.stopped("interrupted", settle(nodes))) from None
+            results = call.result()  # Ctrl-C came after the call's end: its result stands
+            progress.ended = events.ended_at
         except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
             progress.close("failed")
             if live is None:
@@ -414,6 +422,8 @@ class SshdistMagics(Magics):
             finally:
                 self._say_if_replaced(nodes)
         except KeyboardInterrupt:
+            if _finished_well(call):  # Ctrl-C came after the call's end: show its result
+                return self._show_result(call, bg, args.output)
             call.cancel()
             call.wait_stopped(STOP_WAIT)
             if bg is None:
@@ -423,6 +433,12 @@ class SshdistMagics(Magics):
                 ) from None
             bg.ended.wait(STOP_WAIT)
             raise CallStopped(bg.progress.stopped("interrupted", settle(nodes))) from None
+        return self._show_result(call, bg, args.output)
+
+    def _show_result(self, call: DistCall, bg: BackgroundCall | None, output: str | None) -> Any:
+        """An ended call as ``%dist_result`` shows it: the summary, what the nodes
+        printed, the results (or its error)."""
+        nodes = bg.nodes if bg is not None else call.nodes
         if bg is not None:
             bg.ended.wait(STOP_WAIT + 1)
             if bg.view is None:
@@ -444,8 +460,8 @@ class SshdistMagics(Magics):
             raise explain(exc) from None
         results = call.result()
         show_by_node(results.outputs, order)
-        if args.output:
-            self.shell.user_ns[args.output] = results
+        if output:
+            self.shell.user_ns[output] = results
             return None
         return results
 

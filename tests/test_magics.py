@@ -466,3 +466,22 @@ def test_a_job_on_a_repl_set_to_another_language_is_a_clear_error(ip, nodes, cap
         0, 1, 4, 9, 16, 25,
     ]  # fmt: skip
     del ip.user_ns["fresh"]
+
+
+def test_ctrl_c_just_after_the_call_ended_shows_its_result(ip, monkeypatch, capsys) -> None:
+    import sshdist_magics.magics as magics_module
+
+    nodes_in(ip)
+    started = magics_module.dist_map_async
+
+    def ends_with_ctrl_c(*args, **kwargs):  # Ctrl-C the moment the call has its result
+        call = started(*args, **kwargs)
+        call.add_done_callback(lambda _: os.kill(os.getpid(), signal.SIGINT))
+        return call
+
+    monkeypatch.setattr(magics_module, "dist_map_async", ends_with_ctrl_c)
+    result = run(ip, "%dist_map nodes 1+ range(3)")
+    assert result.result == [1, 2, 3], result.error_in_exec
+    out = capsys.readouterr().out
+    assert re.match(r"dist_map: 3 item\(s\) on \d node\(s\), 0 failover\(s\), in ", out), out
+    assert "interrupted" not in out
