@@ -86,18 +86,36 @@ class BackgroundCall:
         return repr(self.call)
 
 
-def describe_busy(calls: list[BackgroundCall], nodes: list[Node]) -> str | None:
-    """A line saying which of ``nodes`` running background calls hold, or None."""
+def _busy(calls: list[BackgroundCall], nodes: list[Node]) -> tuple[str, str, bool] | None:
+    """Those of ``nodes`` running background calls hold, named; what those calls are;
+    whether there is one node."""
     busy: dict[str, str] = {}
     for bg in calls:
         for node in bg.busy_with(nodes):
             busy.setdefault(node.name, bg.progress.what)
     if not busy:
         return None
-    names = ", ".join(busy)
-    whats = " and ".join(sorted(set(busy.values())))
-    verb, them = ("is", "it") if len(busy) == 1 else ("are", "them")
+    return ", ".join(busy), " and ".join(sorted(set(busy.values()))), len(busy) == 1
+
+
+def describe_busy(calls: list[BackgroundCall], nodes: list[Node]) -> str | None:
+    """A line saying which of ``nodes`` running background calls hold, or None."""
+    busy = _busy(calls, nodes)
+    if busy is None:
+        return None
+    names, whats, one = busy
+    verb, them = ("is", "it") if one else ("are", "them")
     return f"{names} {verb} busy with a background {whats}: this waits for {them} between its jobs"
+
+
+def still_busy(calls: list[BackgroundCall], nodes: list[Node]) -> str | None:
+    """After an interrupt: which of ``nodes`` are still busy with background calls
+    (which the interrupt leaves alone), or None."""
+    busy = _busy(calls, nodes)
+    if busy is None:
+        return None
+    names, whats, one = busy
+    return f"{names} {'is' if one else 'are'} still busy with the background {whats}, which goes on"
 
 
 def wait_for(call: DistCall, bg: BackgroundCall | None) -> None:

@@ -143,6 +143,7 @@ class Progress:
         self.failovers = 0
         self.copies = 0
         self.started = time.monotonic()
+        self.ended: float | None = None  # when the call ended, once it has
         self.widgets = view is not None or (widgets and have_ipywidgets())
         self.view = view
         self.line = StatusLine() if terminal else None
@@ -215,6 +216,8 @@ class Progress:
         """``24/60 items, 23.5 items/s, ~1.5 s left`` while it runs; once it has ended
         (``final``: ``"done"``, ``"failed"``, ``"stopped"``) ``60/60 items in 2.31 s,
         26.0 items/s``."""
+        if final and self.ended is not None:
+            now = self.ended
         seconds = (time.monotonic() if now is None else now) - self.started
         text = f"{self.done}/{self.total} items"
         if final == "done":
@@ -255,8 +258,9 @@ class Progress:
 
     def summary(self, state: str = "done") -> str:
         """``dist_map: 60 item(s) on 3 node(s), 1 failover(s), in 2.31 s``; ``state`` is
-        ``"done"``, ``"failed"`` or ``"stopped"``."""
-        seconds = time.monotonic() - self.started
+        ``"done"``, ``"failed"`` or ``"stopped"``; the time is the call's, however long
+        after its end this is asked (``%dist_result``)."""
+        seconds = (time.monotonic() if self.ended is None else self.ended) - self.started
         used = sum(1 for r in self.rows.values() if r.used)
         text = f"{self.what}: {self.total} item(s) on {used} node(s), {self.failovers} failover(s)"
         if self.copies:
@@ -278,6 +282,8 @@ class Progress:
     def close(self, state: str = "done", say: bool = True) -> None:
         """The call ended: the view shows its final state, and (``say``) the summary
         line is printed."""
+        if self.ended is None:
+            self.ended = time.monotonic()
         for row in self.rows.values():
             if row.job is not None and state != "done":  # its evaluation was interrupted
                 row.status = f"stopped in job {row.job}"

@@ -33,8 +33,11 @@ class CallEvents:
     def __init__(self) -> None:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.put = self._queue.put
+        self.ended_at: float | None = None  # when the call ended (its done callback)
 
     def ended(self, _call: object = None) -> None:
+        if self.ended_at is None:
+            self.ended_at = time.monotonic()
         self._queue.put(_ENDED)
 
     def take(self, timeout: float) -> list[Any]:
@@ -75,6 +78,7 @@ def draw_until_ended(events: CallEvents, progress: Progress, live: LiveLines | N
     while True:
         for item in events.take(TICK):
             if item is _ENDED:
+                progress.ended = events.ended_at
                 return
             _draw(item, progress, live)
         progress.tick()

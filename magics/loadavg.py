@@ -23,6 +23,12 @@ from sshdist_kernel.node import read_cpu_count, read_loadavg
 HISTORY = 61
 """1-minute samples kept per node: a minute of them at one a second."""
 
+MAX_EVERY = 86400
+"""The longest refresh period: a day."""
+
+MAX_BACKOFF = 30.0
+"""The longest wait between attempts to reconnect a node whose connection dropped."""
+
 SPARKS = "▁▂▃▄▅▆▇█"
 TEXT_SAMPLES = 20  # the terminal's sparkline: the most recent samples only
 RUNNING, STOPPED, LINE, CORES = "#2e7d32", "#c62828", "#1565c0", "#ef6c00"
@@ -96,6 +102,8 @@ class LoadRow:
     read_at: float | None = None
     history: deque[float | None] = field(default_factory=lambda: deque(maxlen=HISTORY))
     lock: threading.Lock = field(default_factory=threading.Lock)  # one read at a time
+    backoff: float = 0.0  # seconds to the next reconnection, after one failed
+    retry_at: float = 0.0  # no reconnection before this (time.monotonic())
 
     def answered(self, load: tuple[float, float, float]) -> None:
         if not self.running and self.history:  # back after a failure: a gap in the line
@@ -114,8 +122,12 @@ class LoadRow:
 def _reason(exc: Exception, timeout: float) -> str:
     """A few words for a stopped row: the errors name the host, which the row shows."""
     text = str(exc)
-    if isinstance(exc, NodeTimeoutError) or "imeout" in text:  # paramiko's channel open
+    if isinstance(exc, NodeTimeoutError) or any(
+        words in text for words in ("imeout", "did not answer", "speak SSH")
+    ):  # paramiko's channel open; a reconnection's socket or handshake
         return f"no answer in {timeout:g} s"
+    if "refused" in text:
+        return "connection refused"
     return "connection closed" if "closed" in text else text[:50]
 
 
@@ -126,6 +138,10 @@ class LoadMonitor:
     def __init__(self, nodes: list[Node], every: float = 2.0, widgets: bool = False) -> None:
         if not every > 0:
             raise ValueError(f"the seconds between refreshes must be above 0, not {every:g}")
+        if not every <= MAX_EVERY:  # inf (and nan) would make the watchers' waits fail
+            raise ValueError(
+                f"the seconds between refreshes must be at most {MAX_EVERY} (a day), not {every:g}"
+            )
         self.rows = [LoadRow(n) for n in nodes]
         self.every = every
         self.timeout = min(max(every, 2.0), 5.0)  # a read's bound; a busy node needs a moment
@@ -153,8 +169,33 @@ class LoadMonitor:
 
     # -- reading -----------------------------------------------------------------------
 
+    def _reconnect(self, row: LoadRow) -> bool:
+        """Reopen a node's dropped connection, not more often than its backoff allows
+        (doubling from ``every`` to ``MAX_BACKOFF`` while it fails); whether it is open."""
+        node = row.node
+        if node.session.is_connected():
+            return True
+        if node.closed or time.monotonic() < row.retry_at:  # closed by its user: left so
+            return False
+        try:
+            node.reconnect(timeout=self.timeout)
+        except (NodeError, OSError) as exc:
+            row.running, row.problem = False, _reason(exc, self.timeout)
+            row.backoff = min(max(2 * row.backoff, self.every), MAX_BACKOFF)
+            row.retry_at = time.monotonic() + row.backoff
+            return False
+        row.backoff = 0.0
+        return True
+
     def _read(self, row: LoadRow) -> None:
         with row.lock:
+            if not self._reconnect(row):  # it keeps its history; the line has a gap
+                row.running = False
+                if row.node.closed or row.problem in ("", "not read yet"):
+                    row.problem = "connection closed"
+                row.version = row.node.version or row.version
+                self._draw(row)
+                return
             try:
                 if row.cores is None:  # once per monitor: the core count does not change
                     row.cores = read_cpu_count(row.node, timeout=self.timeout)
@@ -175,6 +216,10 @@ class LoadMonitor:
         deadline = time.monotonic() + 5 * self.timeout  # a watcher's read, then ours
         for t in threads:
             t.join(max(0.0, deadline - time.monotonic()))
+
+    def reading(self) -> list[str]:
+        """The nodes whose load is being read now (a read is bounded by ``timeout``)."""
+        return [r.node.name for r in self.rows if r.lock.locked()]
 
     def start(self) -> LoadMonitor:
         """Refresh in the background, a thread per node, until ``stop()``."""

@@ -8,8 +8,11 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 from __future__ import annotations
 
 import builtins
+import concurrent.futures as futures
+import os
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +34,7 @@ from sshdist_kernel import (
 )
 from sshdist_kernel.rrepl import DisplayData, FormResult
 
-from .background import BackgroundCall, describe_busy, final_state, wait_for
+from .background import BackgroundCall, describe_busy, final_state, still_busy, wait_for
 from .display import NodeTable, Progress, have_ipywidgets
 from .errors import CallStopped, SshdistError, connecting_stopped, explain
 from .follow import STOP_WAIT, CallEvents, follow, settle
@@ -42,6 +45,11 @@ from .printed import LiveLines, StreamedText, show_by_node
 
 KEPT_CALLS = 20
 """Background calls the magics remember for ``%dist_result`` (the latest)."""
+
+
+def _finished_well(call: DistCall) -> bool:
+    """The call has its result (an interrupt that comes after that stops nothing)."""
+    return call.done() and not call.cancelled() and call.exception() is None
 
 
 def _in_notebook(shell: Any) -> bool:
@@ -67,11 +75,30 @@ class SshdistMagics(Magics):
         super().__init__(shell)
         self.hosts = Hosts()
         self._background: list[BackgroundCall] = []  # the latest last
+        # Each node's REPL replacements the user has been told of (see _say_if_replaced).
+        self._restarts: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
 
     # -- nodes -------------------------------------------------------------------------
 
     def _nodes(self, expression: str) -> list[Node]:
-        return self.hosts.resolve(expression, self.shell.ev)
+        nodes = self.hosts.resolve(expression, self.shell.ev)
+        for node in nodes:
+            self._restarts.setdefault(node, node.restarts)
+        return nodes
+
+    def _say_if_replaced(self, nodes: list[Node]) -> None:
+        """One line on stderr for each node whose REPL was replaced by a fresh one since
+        the user last heard (its definitions are gone), as the Guile kernel says it."""
+        for node in nodes:
+            known = self._restarts.get(node)
+            if known is not None and node.restarts != known:
+                print(
+                    f"[the REPL on {node.name} was replaced by a fresh one ({node.last_loss}): "
+                    f"{node.restart_consequence}]",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self._restarts[node] = node.restarts
 
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="store the node list in this variable")
@@ -88,14 +115,19 @@ class SshdistMagics(Magics):
         """Make nodes in parallel and show them; ``nodes = %nodes hpc1 hpc2`` or
         ``%nodes -o nodes --local 3``."""
         args = parse_argstring(self.nodes, line)
+        if args.local is not None and args.local < 1:
+            raise SshdistError(f"--local: start at least one node, not {args.local}")
+        if args.ssh_config and not os.path.isfile(os.path.expanduser(args.ssh_config)):
+            raise SshdistError(f"-F {args.ssh_config}: no such ssh_config file")
         hosts = list(args.hosts)
         if args.local:
             hosts = self.hosts.start_local(args.local) + hosts
-        if args.ssh_config:
-            self.hosts.ssh_config = args.ssh_config
-        options = self.hosts.session_options()
         if not hosts:
             raise SshdistError("name some hosts, or start local nodes with --local N")
+        # -F is remembered (for host names in later calls) only once nodes came of it.
+        options = (
+            {"ssh_config": args.ssh_config} if args.ssh_config else self.hosts.session_options()
+        )
         started = time.monotonic()
         try:
             made = make_nodes(hosts, **options)
@@ -103,6 +135,8 @@ class SshdistMagics(Magics):
             raise explain(exc) from None
         except KeyboardInterrupt:
             raise connecting_stopped(hosts) from None
+        if args.ssh_config:
+            self.hosts.ssh_config = args.ssh_config
         NodeTable(made, time.monotonic() - started).show()
         made = NodeList(made)
         made.local = self.hosts.local if args.local else None
@@ -136,7 +170,13 @@ class SshdistMagics(Magics):
             monitor = LoadMonitor(self._nodes(args.nodes), every=args.every, widgets=notebook)
         except ValueError as exc:  # --every 0
             raise SshdistError(f"--every: {exc}") from None
-        monitor.poll()
+        try:
+            monitor.poll()
+        except KeyboardInterrupt:  # the reads are bounded and end on their own
+            waiting = ", ".join(monitor.reading()) or "the nodes"
+            raise CallStopped(
+                f"loadavg interrupted while waiting for {waiting}: no dashboard was started"
+            ) from None
         if notebook:
             monitors.append(monitor.start())
         display(monitor)
@@ -189,12 +229,17 @@ class SshdistMagics(Magics):
                 on_form=show,
                 on_display=show_display,
                 on_input=ask,
+                on_start=lambda: self._say_if_replaced([node]),
             )
         except KeyboardInterrupt:
             printed.end_line()
             seconds = time.monotonic() - started
+            state = settle([node])
+            busy = still_busy(self._background, [node])  # it may have waited for them
+            if busy is not None:
+                state = busy if state == "node ready" else f"{state}; {busy}"
             raise CallStopped(
-                f"with_ssh interrupted after {seconds:.1f} s on {node.name}; {settle([node])}"
+                f"with_ssh interrupted after {seconds:.1f} s on {node.name}; {state}"
             ) from None
         except (NodeError, NodeReplError) as exc:
             printed.end_line()
@@ -281,6 +326,7 @@ class SshdistMagics(Magics):
     ) -> Any:
         """Run a call as its options say: followed here, or (``--bg``) in the background;
         its results (or the call) in ``-o NAME`` or returned."""
+        self._say_if_replaced(nodes)
         self._say_if_busy(nodes)
         if args.bg:
             if args.stream:
@@ -328,10 +374,22 @@ class SshdistMagics(Magics):
         events = CallEvents()
         order = [n.name for n in nodes]
         try:
-            results = follow(start(events.put), events, progress, live)
+            call = start(events.put)
+        except (NodeError, ValueError, TypeError) as exc:  # its arguments: nothing ran or showed
+            raise explain(exc) from None
+        try:
+            try:
+                results = follow(call, events, progress, live)
+            finally:
+                if progress.line is not None:
+                    progress.line.clear()  # the progress line goes on under what is said
+                self._say_if_replaced(nodes)
         except KeyboardInterrupt:
-            progress.close("stopped", say=False)
-            raise CallStopped(progress.stopped("interrupted", settle(nodes))) from None
+            if not _finished_well(call):
+                progress.close("stopped", say=False)
+                raise CallStopped(progress.stopped("interrupted", settle(nodes))) from None
+            results = call.result()  # Ctrl-C came after the call's end: its result stands
+            progress.ended = events.ended_at
         except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
             progress.close("failed")
             if live is None:
@@ -359,14 +417,28 @@ class SshdistMagics(Magics):
         call, bg = self._background_call(args.call)
         nodes = bg.nodes if bg is not None else call.nodes
         try:
-            wait_for(call, bg)
+            try:
+                wait_for(call, bg)
+            finally:
+                self._say_if_replaced(nodes)
         except KeyboardInterrupt:
+            if _finished_well(call):  # Ctrl-C came after the call's end: show its result
+                return self._show_result(call, bg, args.output)
             call.cancel()
             call.wait_stopped(STOP_WAIT)
             if bg is None:
-                raise CallStopped(f"interrupted; {settle(nodes)}") from None
+                what = "dist_map" if call.kind == "map" else "distribute"
+                raise CallStopped(
+                    f"{what} interrupted: {call.done_text()}; {settle(nodes)}"
+                ) from None
             bg.ended.wait(STOP_WAIT)
             raise CallStopped(bg.progress.stopped("interrupted", settle(nodes))) from None
+        return self._show_result(call, bg, args.output)
+
+    def _show_result(self, call: DistCall, bg: BackgroundCall | None, output: str | None) -> Any:
+        """An ended call as ``%dist_result`` shows it: the summary, what the nodes
+        printed, the results (or its error)."""
+        nodes = bg.nodes if bg is not None else call.nodes
         if bg is not None:
             bg.ended.wait(STOP_WAIT + 1)
             if bg.view is None:
@@ -376,15 +448,20 @@ class SshdistMagics(Magics):
                 print(bg.progress.summary(final_state(call)))
         order = [n.name for n in nodes]
         if call.cancelled():
-            raise SshdistError(bg.ending if bg is not None else "the call was cancelled")
+            if bg is not None:
+                raise SshdistError(bg.ending)
+            try:
+                call.exception(0)
+            except futures.CancelledError as exc:  # it says how far the call had got
+                raise SshdistError(f"{exc}; {settle(nodes)}") from None
         exc = call.exception()
         if exc is not None:
             show_by_node(getattr(exc, "outputs", {}), order)
             raise explain(exc) from None
         results = call.result()
         show_by_node(results.outputs, order)
-        if args.output:
-            self.shell.user_ns[args.output] = results
+        if output:
+            self.shell.user_ns[output] = results
             return None
         return results
 

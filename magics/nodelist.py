@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sshdist_kernel import Node, NodeError, make_nodes
-from sshdist_kernel.localnodes import LocalNodes
+from sshdist_kernel.localnodes import LocalNodes, LocalNodesError
 
 from .errors import SshdistError, connecting_stopped, explain
 
@@ -67,10 +67,16 @@ class Hosts:
         return self.local.session_options() if self.local else {}
 
     def start_local(self, count: int) -> list[str]:
-        """Names of ``count`` local nodes, started on first use (and stopped at exit)."""
-        if self.local is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="sshdist-magics-")
-            self.local = LocalNodes.up(count, self._tmp.name)
+        """Names of ``count`` local nodes, started on first use, more started when more
+        are asked for later (all stopped at exit)."""
+        try:
+            if self.local is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="sshdist-magics-")
+                self.local = LocalNodes.up(count, self._tmp.name)
+            elif count > len(self.local.nodes):
+                self.local.grow(count)
+        except LocalNodesError as exc:
+            raise SshdistError(f"--local {count}: {exc}") from None
         self.ssh_config = str(self.local.ssh_config)
         return self.local.names[:count]
 

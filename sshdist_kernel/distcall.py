@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -126,6 +126,7 @@ class DistCall(Future):
         self.failures: list[NodeFailure] = []
         self.moves: list[JobMove] = []
         self.outputs: dict[str, list[NodeOutput]] = {}
+        self._cancelled_text = ""  # what a cancelled call's CancelledError says
         self._reserved: dict[int, deque[_Chunk]] = {}  # the chapter's one job per node
         if reserved is not None:
             start = 0
@@ -173,14 +174,46 @@ class DistCall(Future):
         with self._lock:
             if self._finished:
                 return False
+            text = f"{_CALL_NAMES.get(self.kind, self.kind)} cancelled: {self.done_text()}"
+        self._cancelled_text = text  # before the waiters wake
         if not super().cancel():
             return False
         self._stop()
         return True
 
+    def done_text(self) -> str:
+        """``6 of 30 items done on 3 nodes``."""
+        count = len(self.nodes)
+        return (
+            f"{self._done_items} of {self.total} {self._what} done on {count} "
+            f"node{'' if count == 1 else 's'}"
+        )
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The results; ``CancelledError`` saying how far a cancelled call had got."""
+        try:
+            return super().result(timeout)
+        except CancelledError:
+            raise CancelledError(self._cancelled_text) from None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            return super().exception(timeout)
+        except CancelledError:
+            raise CancelledError(self._cancelled_text) from None
+
     def __await__(self) -> Any:
-        """``await call`` in a running event loop (IPython's autoawait, Jupyter)."""
-        return asyncio.wrap_future(self).__await__()
+        """``await call`` in a running event loop (IPython's autoawait, Jupyter); a
+        cancelled call's ``CancelledError`` says how far it had got."""
+        return self._awaited().__await__()
+
+    async def _awaited(self) -> Any:
+        try:
+            return await asyncio.wrap_future(self)
+        except asyncio.CancelledError:
+            if self.cancelled():
+                raise asyncio.CancelledError(self._cancelled_text) from None
+            raise
 
     def __repr__(self) -> str:
         if self.cancelled():

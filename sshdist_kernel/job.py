@@ -166,8 +166,28 @@ def hand_out_job(
     if job.size == 0:
         return []
     source, attachment = job_request(job)
-    result = job.node.eval(
-        source, timeout=timeout, attachment=attachment, quiet=True, **eval_options
+    node = job.node
+
+    def speaks_scheme() -> None:
+        # A job is Scheme.  Switching the REPL back and forth behind its user's back
+        # would leave it in Scheme whenever a job is interrupted between the two, so a
+        # REPL the user set to another language (,L ecmascript) is theirs to set back.
+        if node.repl_language != "scheme":
+            raise NodeReplError(
+                f"the REPL on {node.name} reads {node.repl_language} (set with "
+                f",L {node.repl_language}), and a job is Scheme: switch it back with "
+                f",L scheme on {node.name}",
+                key="repl-language",
+                node=node.name,
+            )
+
+    result = node.eval(
+        source,
+        timeout=timeout,
+        attachment=attachment,
+        quiet=True,
+        on_start=speaks_scheme,
+        **eval_options,
     )
     values = result.value
     if not isinstance(values, list) or len(values) != job.size:

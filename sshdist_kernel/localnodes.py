@@ -170,6 +170,24 @@ class LocalNodes:
         nodes._write_client_files()
         return nodes
 
+    def grow(self, count: int) -> list[str]:
+        """Start more nodes, up to ``count`` in all (those running stay as they are), and
+        rewrite ssh_config and known_hosts to name them; the names of all ``count``."""
+        added = [LocalNode(f"node{i}", 0) for i in range(len(self.nodes) + 1, count + 1)]
+        self.nodes += added
+        try:
+            for node in added:
+                _keygen(self.dir / node.name / "ssh_host_ed25519_key", f"sshdist {node.name}")
+                self.start(node.name, fresh_port=True)
+        except BaseException:
+            for node in added:
+                self.stop(node.name)
+            self.nodes = self.nodes[: len(self.nodes) - len(added)]
+            self._save()
+            raise
+        self._write_client_files()
+        return self.names[:count]
+
     def _node(self, name: str) -> LocalNode:
         for node in self.nodes:
             if node.name == name:

@@ -73,6 +73,8 @@ class Node:
         """How many times a broken REPL was replaced by a fresh one (definitions lost)."""
         self.last_loss: str | None = None
         """Why the last replaced REPL was given up."""
+        self.closed = False
+        """``close()`` was called, and no call has reopened the node since."""
 
     def __repr__(self) -> str:
         port = "exec" if self.repl_port is None else self.repl_port
@@ -151,6 +153,7 @@ class Node:
             if self._rrepl is None or self._rrepl.broken:
                 old, self._rrepl = self._rrepl, None
                 self._rrepl = self.open_rrepl(timeout=min(left, START_TIMEOUT))
+                self.closed = False
                 if old is not None:
                     self.restarts += 1
                     self.last_loss = old.lost or "its REPL was closed"
@@ -180,6 +183,12 @@ class Node:
     def ready(self) -> bool:
         """Whether the node's REPL is open now (asking never connects)."""
         return self._rrepl is not None and not self._rrepl.broken
+
+    @property
+    def repl_language(self) -> str:
+        """The language the node's REPL reads now (``,L ecmascript`` changes it);
+        ``"scheme"`` before the REPL opens.  Never connects."""
+        return self._rrepl.repl_language if self._rrepl is not None else "scheme"
 
     @property
     def version(self) -> str | None:
@@ -239,8 +248,20 @@ class Node:
         if rrepl is not None and not rrepl.broken:
             rrepl.interrupt()
 
+    def reconnect(self, timeout: float = START_TIMEOUT) -> None:
+        """Reopen the SSH connection if it dropped, within ``timeout`` seconds; the REPL
+        is not opened (the next call opens a fresh one when the old one went with it)."""
+        if not self._lock.acquire(timeout=timeout):
+            raise NodeTimeoutError(f"{self.name} is still opening its REPL")
+        try:
+            if not self.session.is_connected():
+                self.session.connect(timeout=timeout)
+        finally:
+            self._lock.release()
+
     def close(self) -> None:
         """Close the REPL and the session."""
+        self.closed = True
         with self._lock:
             if self._rrepl is not None:
                 self._rrepl.close()

@@ -146,7 +146,7 @@ class RecordStream:
                 if not self._alive(probe):
                     self.fail(
                         f"the connection to {self.where} stopped answering (no reply to an "
-                        f"SSH keepalive within {probe:g} s) while {doing}; it was dropped, "
+                        f"SSH keepalive within {probe:.2g} s) while {doing}; it was dropped, "
                         "and the next call reconnects"
                     )
                 quiet_since = time.monotonic()

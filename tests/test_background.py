@@ -3,6 +3,7 @@ Python kernel whose widget's Cancel button is clicked the way JupyterLab clicks 
 
 from __future__ import annotations
 
+import concurrent.futures as futures
 import re
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from sshdist_kernel import DistCall
 from sshdist_kernel.localnodes import LocalNodes
 
 from .conftest import wait_until
-from .test_magics import ip, nodes_in, run  # noqa: F401 - ip is the shell fixture
+from .test_magics import ctrl_c_into_the_cell, ip, nodes_in, run  # noqa: F401 - ip is the shell fixture
 
 SLOW = "(lambda (x) (usleep 100000) x)"  # 0.1 s an item
 
@@ -208,3 +209,75 @@ def test_the_widget_shows_progress_and_its_cancel_button_stops_the_call(python_k
     assert widget_models(seen)[button]["disabled"] is True
     reply = run_in(kc, "%dist_map nodes 1+ range(3)", seen)
     assert reply["content"]["status"] == "ok"
+
+
+def test_dist_result_gives_the_time_the_call_took_however_late_it_is_asked(ip, capsys) -> None:  # noqa: F811
+    nodes = nodes_in(ip)
+    run(ip, "%dist_map --bg -o quick nodes 1+ range(3)")
+    job = ip.user_ns["quick"]
+    wait_until(job.done, 5, "the call to end")
+    nodes[0].eval("(usleep 600000)", timeout=5)  # other work, after the call ended
+    summaries = []
+    for _ in range(2):
+        assert run(ip, "%dist_result quick").result == [1, 2, 3]
+        (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("dist_map:")]
+        summaries.append(line)
+    assert summaries[0] == summaries[1]
+    seconds = float(re.search(r"in ([\d.]+) s$", summaries[0]).group(1))
+    assert seconds < 0.5, summaries[0]
+
+
+def test_ctrl_c_while_waiting_for_a_busy_node_says_it_is_still_busy(ip, capsys, tmp_path) -> None:  # noqa: F811
+    nodes_in(ip)
+    began = tmp_path / "began"
+    run(
+        ip,
+        "%%distribute --bg -o d nodes[:1]\n"
+        f'(begin (close-port (open-output-file "{began}")) (sleep 20) 1)',
+    )
+    call = ip.user_ns["d"]
+    wait_until(began.exists, 5, "the background call to begin on node1")
+    capsys.readouterr()
+    with ctrl_c_into_the_cell(ip, 0.5):
+        result = run(ip, "%%with_ssh nodes[0]\n(+ 1 2)")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    seen = capsys.readouterr()
+    assert (
+        seen.err
+        == "node1 is busy with a background distribute: this waits for it between its jobs\n"
+    )
+    assert re.fullmatch(
+        r"with_ssh interrupted after 0\.\d s on node1; "
+        r"node1 is still busy with the background distribute, which goes on\n",
+        seen.out,
+    ), seen.out
+    assert not call.done()  # the background call goes on, as said
+    assert call.cancel()
+    call.wait_stopped(5)
+    assert run(ip, "%%with_ssh nodes[0]\n(+ 1 2)").success
+
+
+def test_a_cancelled_call_says_how_far_it_got_awaited_or_shown(ip, capsys) -> None:  # noqa: F811
+    nodes_in(ip)
+    run(ip, "%dist_map --bg -o slow2 nodes (lambda (x) (sleep 1) x) range(30)")
+    job = ip.user_ns["slow2"]
+    wait_until(lambda: job.progress >= 3, 5, "three items done")
+    assert job.cancel()
+    said = r"dist_map cancelled: \d+ of 30 items done on 3 nodes"
+    error = run(ip, "await slow2").error_in_exec
+    assert type(error).__name__ == "CancelledError" and re.fullmatch(said, str(error)), error
+    with pytest.raises(futures.CancelledError, match=said):
+        job.result()
+    # A call made with dist_map_async, its %dist_result interrupted: the counts too.
+    run(ip, "from sshdist_kernel import dist_map_async")
+    run(ip, "direct = dist_map_async(nodes, '(lambda (x) (sleep 1) x)', range(30))")
+    capsys.readouterr()
+    with ctrl_c_into_the_cell(ip, 1.5):
+        result = run(ip, "%dist_result direct")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    seen = capsys.readouterr()
+    assert re.fullmatch(
+        r"dist_map interrupted: \d+ of 30 items done on 3 nodes; nodes ready\n", seen.out + seen.err
+    ), seen
+    error = run(ip, "%dist_result direct").error_in_exec
+    assert re.fullmatch(said + "; nodes ready", str(error)), error

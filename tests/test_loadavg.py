@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from sshdist_kernel import Node
 from sshdist_kernel.localnodes import LocalNodes
 
 from .conftest import wait_until
+from .test_magics import ctrl_c_into_the_cell
 
 CORES = os.sysconf("SC_NPROCESSORS_ONLN")  # the local nodes run on this machine
 WIDGET = "application/vnd.jupyter.widget-view+json"
@@ -103,6 +106,14 @@ def test_bad_input_is_a_clear_error(shell) -> None:
     for every in ("0", "-1"):
         error = shell.run_cell(f"%loadavg --every {every} lnodes").error_in_exec
         assert f"--every: the seconds between refreshes must be above 0, not {every}" in str(error)
+    for every in ("inf", "100000"):
+        error = shell.run_cell(f"%loadavg --every {every} lnodes").error_in_exec
+        assert (
+            f"--every: the seconds between refreshes must be at most 86400 (a day), not {every}"
+            in str(error)
+        )
+    error = shell.run_cell("%loadavg --every nan lnodes").error_in_exec
+    assert "--every: the seconds between refreshes must be above 0, not nan" in str(error)
     assert "'nodez' does not name nodes" in str(shell.run_cell("%loadavg nodez").error_in_exec)
 
 
@@ -203,6 +214,76 @@ def test_a_node_that_stops_answering_turns_stopped_keeps_its_history_and_comes_b
         assert list(node3.history)[: len(kept) + 1] == [*kept, None]
     finally:
         mon.stop()
+
+
+def test_a_node_whose_connection_dropped_is_reconnected_and_runs_again(
+    nodes, local_nodes, stopped
+) -> None:
+    mon = LoadMonitor(nodes, every=0.2)
+    mon.poll()
+    mon.start()
+    try:
+        wait_until(lambda: all(len(r.history) >= 3 for r in mon.rows), what="three samples")
+        node3 = mon.rows[2]
+        listener = local_nodes.nodes[2].pid
+        os.kill(listener, signal.SIGSTOP)  # no new connection is answered for now
+        stopped.append(listener)
+        os.kill(_sshd_of(nodes[2]), signal.SIGKILL)  # and the node's connection drops
+        wait_until(lambda: not node3.running, timeout=4 * mon.timeout + 2, what="node3 stopped")
+        assert node3.problem == f"no answer in {mon.timeout:g} s"
+        kept = [v for v in node3.history if v is not None]
+        os.kill(listener, signal.SIGCONT)
+        wait_until(lambda: node3.running, timeout=4 * mon.timeout + 2, what="node3 back")
+        history = list(node3.history)
+        assert history[: len(kept) + 1] == [*kept, None]  # the history, then a gap
+        assert mon.text().splitlines()[3].split()[:2] == ["node3", "running"]
+        assert mon.rows[0].running and mon.rows[1].running
+        assert nodes[2].eval("(+ 1 2)", timeout=10).value == 3  # on a fresh REPL
+    finally:
+        mon.stop()
+
+
+def test_a_node_that_cannot_be_reached_is_retried_less_and_less_often(nodes) -> None:
+    mon = LoadMonitor(nodes[2:], every=0.2)
+    mon.poll()
+    node3 = mon.rows[0]
+    nodes[2].session.close()  # dropped, not closed by its user
+    port = nodes[2].session.options.port
+    nodes[2].session.options = replace(nodes[2].session.options, port=_closed_port())
+    try:
+        for backoff in (0.2, 0.4, 0.8):
+            node3.retry_at = 0.0  # due now
+            mon.poll()
+            assert (node3.running, node3.problem, node3.backoff) == (
+                False, "connection refused", backoff
+            )  # fmt: skip
+        mon.poll()  # not due yet: no attempt, the row as it was
+        assert node3.backoff == 0.8
+    finally:
+        nodes[2].session.options = replace(nodes[2].session.options, port=port)
+    node3.retry_at = 0.0
+    mon.poll()
+    assert node3.running and node3.backoff == 0.0
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ctrl_c_while_the_first_read_waits_is_one_line(shell, nodes, stopped, capsys) -> None:
+    sshd = _sshd_of(nodes[2])
+    os.kill(sshd, signal.SIGSTOP)
+    stopped.append(sshd)
+    with ctrl_c_into_the_cell(shell, 0.5):
+        result = shell.run_cell("%loadavg -o mon lnodes")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    seen = capsys.readouterr()
+    assert seen.out + seen.err == (
+        "loadavg interrupted while waiting for node3: no dashboard was started\n"
+    )
+    assert "mon" not in shell.user_ns
 
 
 def test_a_closed_node_is_stopped_at_once_and_the_others_run(nodes) -> None:

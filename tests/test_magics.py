@@ -16,9 +16,12 @@ import pytest
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from sshdist_magics import SshdistError
+from sshdist_magics.nodelist import Hosts
 
 from sshdist_kernel import Node
 from sshdist_kernel.localnodes import LocalNodes
+
+from .conftest import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -373,3 +376,112 @@ def test_host_names_in_a_call_reuse_the_nodes_they_made(ip) -> None:
     assert (first.result, second.result) == ([2, 3], [4, 5])
     magics = ip.magics_manager.registry["SshdistMagics"]
     assert sorted(magics.hosts.named) == ["node1", "node2"]
+
+
+@pytest.fixture
+def fresh_hosts(ip: InteractiveShell) -> Iterator[Hosts]:
+    """The magics with no -F remembered and no nodes made yet; the old ones after."""
+    magics = ip.magics_manager.registry["SshdistMagics"]
+    kept, magics.hosts = magics.hosts, Hosts()
+    yield magics.hosts
+    magics.hosts.close()
+    magics.hosts = kept
+
+
+def test_a_mistyped_ssh_config_is_refused_and_not_remembered(ip, fresh_hosts, capsys) -> None:
+    assert run(ip, "%nodes -o first -F $cfg node1").success
+    error = run(ip, "%nodes -F /nonexistent node1").error_in_exec
+    assert isinstance(error, SshdistError)
+    assert str(error) == "-F /nonexistent: no such ssh_config file"
+    # Names in later calls still use the -F that worked.
+    assert run(ip, "%dist_map ['node2'] 1+ [1]").result == [2]
+    ip.user_ns["first"][0].close()
+
+
+def test_nodes_local_refuses_a_count_below_one_in_one_line(ip, fresh_hosts) -> None:
+    error = run(ip, "%nodes --local -1").error_in_exec
+    assert isinstance(error, SshdistError)
+    assert str(error) == "--local: start at least one node, not -1"
+    assert fresh_hosts.local is None
+
+
+def test_nodes_local_starts_more_nodes_when_more_are_asked_for(ip, fresh_hosts, capsys) -> None:
+    assert run(ip, "%nodes -o one --local 1").success
+    assert run(ip, "%nodes -o three --local 3").success
+    three = ip.user_ns["three"]
+    assert [n.name for n in three] == ["node1", "node2", "node3"]
+    assert run(ip, "%dist_map three 1+ range(3)").result == [1, 2, 3]
+    assert len(fresh_hosts.local.nodes) == 3
+    for n in [*ip.user_ns.pop("one"), *ip.user_ns.pop("three")]:
+        n.close()
+
+
+def test_bad_arguments_fail_before_any_progress_is_drawn(ip, capsys) -> None:
+    nodes_in(ip)
+    error = run(ip, "%dist_map --timeout 0 nodes 1+ range(3)").error_in_exec
+    assert isinstance(error, SshdistError) and "timeout" in str(error)
+    error = run(ip, "%dist_map nodes 1+ [object()]").error_in_exec
+    assert isinstance(error, SshdistError) and "object" in str(error)
+    error = run(ip, "%%distribute --timeout -1 nodes\n(+ 1 2)").error_in_exec
+    assert isinstance(error, SshdistError) and "timeout" in str(error)
+    shown = capsys.readouterr().out.splitlines()  # the three errors, no summary before them
+    assert len(shown) == 3 and all(line.startswith("SshdistError: ") for line in shown), shown
+
+
+def test_a_call_on_a_fresh_repl_says_the_old_one_was_replaced(ip, nodes, capsys) -> None:
+    ip.user_ns["fresh"] = nodes
+    run(ip, "%%with_ssh fresh[0]\n(define kept 1)")
+    run(ip, "%dist_map fresh 1+ range(3)")
+    channels = [n.rrepl._stream.channel for n in nodes[:2]]
+    for n in nodes[:2]:
+        os.kill(n.rrepl.pid, signal.SIGKILL)  # the REPL dies; the connection stays
+    wait_until(lambda: all(c.eof_received for c in channels), what="the REPLs' channels end")
+    capsys.readouterr()
+    said = "[the REPL on {} was replaced by a fresh one ("
+    assert run(ip, "%%with_ssh fresh[0]\n(+ 1 2)").success
+    seen = capsys.readouterr()
+    assert seen.err.startswith(said.format("node1")), seen
+    assert seen.err.endswith("): definitions made before are lost]\n"), seen.err
+    assert seen.err.count("\n") == 1 and "$" in seen.out
+    assert run(ip, "%dist_map fresh 1+ range(6)").result == list(range(1, 7))
+    seen = capsys.readouterr()
+    assert said.format("node2") in seen.err and "node1" not in seen.err, seen  # once each
+    run(ip, "%dist_map fresh 1+ range(6)")
+    assert "replaced" not in capsys.readouterr().err
+    del ip.user_ns["fresh"]
+
+
+def test_a_job_on_a_repl_set_to_another_language_is_a_clear_error(ip, nodes, capsys) -> None:
+    ip.user_ns["fresh"] = nodes
+    assert run(ip, "%%with_ssh fresh[1]\n,L ecmascript").success
+    error = run(ip, "%dist_map fresh (lambda (x) (* x x)) range(6)").error_in_exec
+    assert isinstance(error, SshdistError)
+    assert str(error).startswith("repl-language on node2: job "), error
+    assert "reads ecmascript (set with ,L ecmascript), and a job is Scheme" in str(error)
+    assert "switch it back with ,L scheme on node2" in str(error)
+    error = run(ip, "%%distribute fresh\n(+ 1 2)\n(+ 3 4)\n(+ 5 6)").error_in_exec
+    assert "the REPL on node2 reads ecmascript" in str(error), error
+    assert run(ip, "%%with_ssh fresh[1]\n,L scheme").success
+    assert run(ip, "%dist_map fresh (lambda (x) (* x x)) range(6)").result == [
+        0, 1, 4, 9, 16, 25,
+    ]  # fmt: skip
+    del ip.user_ns["fresh"]
+
+
+def test_ctrl_c_just_after_the_call_ended_shows_its_result(ip, monkeypatch, capsys) -> None:
+    import sshdist_magics.magics as magics_module
+
+    nodes_in(ip)
+    started = magics_module.dist_map_async
+
+    def ends_with_ctrl_c(*args, **kwargs):  # Ctrl-C the moment the call has its result
+        call = started(*args, **kwargs)
+        call.add_done_callback(lambda _: os.kill(os.getpid(), signal.SIGINT))
+        return call
+
+    monkeypatch.setattr(magics_module, "dist_map_async", ends_with_ctrl_c)
+    result = run(ip, "%dist_map nodes 1+ range(3)")
+    assert result.result == [1, 2, 3], result.error_in_exec
+    out = capsys.readouterr().out
+    assert re.match(r"dist_map: 3 item\(s\) on \d node\(s\), 0 failover\(s\), in ", out), out
+    assert "interrupted" not in out
