@@ -12,11 +12,14 @@ import concurrent.futures as futures
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from sshdist_kernel import DistCall, EventCallback, Node
 
 from .display import QUIET_SECONDS, Progress, StatusLine
+from .errors import SshdistError, explain
 from .follow import STOP_WAIT, TICK, CallEvents, drain, draw_until_ended, settle
+from .printed import show_by_node
 from .progressview import ProgressView
 
 
@@ -137,3 +140,31 @@ def wait_for(call: DistCall, bg: BackgroundCall | None) -> None:
     finally:
         if line is not None:
             line.clear()
+
+
+def show_result(call: DistCall, bg: BackgroundCall | None) -> Any:
+    """An ended call as ``%dist_result`` shows it: the summary, what the nodes printed;
+    its results, or its error as ``SshdistError``."""
+    nodes = bg.nodes if bg is not None else call.nodes
+    if bg is not None:
+        bg.ended.wait(STOP_WAIT + 1)
+        if bg.view is None:
+            for text in bg.lines:
+                print(text)
+        if not call.cancelled():
+            print(bg.progress.summary(final_state(call)))
+    order = [n.name for n in nodes]
+    if call.cancelled():
+        if bg is not None:
+            raise SshdistError(bg.ending)
+        try:
+            call.exception(0)
+        except futures.CancelledError as exc:  # it says how far the call had got
+            raise SshdistError(f"{exc}; {settle(nodes)}") from None
+    exc = call.exception()
+    if exc is not None:
+        show_by_node(getattr(exc, "outputs", {}), order)
+        raise explain(exc) from None
+    results = call.result()
+    show_by_node(results.outputs, order)
+    return results

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import queue
 import time
+from collections.abc import Callable
 from typing import Any
 
-from sshdist_kernel import DistCall, DistEvent, Node
+from sshdist_kernel import DistCall, DistEvent, EventCallback, Node, NodeError, NodeReplError, sexp
 
 from .display import Progress
-from .printed import LiveLines
+from .errors import CallStopped, explain
+from .printed import LiveLines, show_by_node
 
 TICK = 0.1
 """Seconds between refreshes of the progress while no event comes."""
@@ -117,3 +119,57 @@ def _draw(event: DistEvent, progress: Progress, live: LiveLines | None) -> None:
             live.add(event.node.name, event.detail)
     else:
         progress.hear(event)
+
+
+def finished_well(call: DistCall) -> bool:
+    """The call has its result (an interrupt that comes after that stops nothing)."""
+    return call.done() and not call.cancelled() and call.exception() is None
+
+
+def follow_here(
+    what: str,
+    nodes: list[Node],
+    total: int,
+    start: Callable[[EventCallback], DistCall],
+    *,
+    stream: bool,
+    widgets: bool,
+    on_end: Callable[[], None],
+) -> Any:
+    """Start a call and draw it in this cell: its progress (and with ``stream`` what the
+    nodes print, as they print it), its summary line, then what the nodes printed, by
+    node; errors as ``SshdistError``.  ``on_end`` runs once the call ended, before
+    anything is said of it."""
+    progress = Progress(what, nodes, total, widgets=widgets)
+    live = LiveLines() if stream else None
+    events = CallEvents()
+    order = [n.name for n in nodes]
+    try:
+        call = start(events.put)
+    except (NodeError, ValueError, TypeError) as exc:  # its arguments: nothing ran or showed
+        raise explain(exc) from None
+    try:
+        try:
+            results = follow(call, events, progress, live)
+        finally:
+            if progress.line is not None:
+                progress.line.clear()  # the progress line goes on under what is said
+            on_end()
+    except KeyboardInterrupt:
+        if not finished_well(call):
+            progress.close("stopped", say=False)
+            raise CallStopped(progress.stopped("interrupted", settle(nodes))) from None
+        results = call.result()  # Ctrl-C came after the call's end: its result stands
+        progress.ended = events.ended_at
+    except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
+        progress.close("failed")
+        if live is None:
+            show_by_node(getattr(exc, "outputs", {}), order)
+        raise explain(exc) from None
+    except BaseException:
+        progress.close("failed")
+        raise
+    progress.close()
+    if live is None:
+        show_by_node(results.outputs, order)
+    return results

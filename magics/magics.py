@@ -8,11 +8,9 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 from __future__ import annotations
 
 import builtins
-import concurrent.futures as futures
 import os
 import sys
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -34,22 +32,17 @@ from sshdist_kernel import (
 )
 from sshdist_kernel.rrepl import DisplayData, FormResult
 
-from .background import BackgroundCall, describe_busy, final_state, still_busy, wait_for
-from .display import NodeTable, Progress, have_ipywidgets
+from .background import BackgroundCall, describe_busy, show_result, still_busy, wait_for
+from .display import NodeTable, have_ipywidgets
 from .errors import CallStopped, SshdistError, connecting_stopped, explain
-from .follow import STOP_WAIT, CallEvents, follow, settle
+from .follow import STOP_WAIT, finished_well, follow_here, settle
 from .loadavg import LoadMonitor
 from .magicline import leading_options, python_expression_end
-from .nodelist import Hosts, NodeList
-from .printed import LiveLines, StreamedText, show_by_node
+from .nodelist import Hosts, NodeList, ReplacedRepls
+from .printed import StreamedText
 
 KEPT_CALLS = 20
 """Background calls the magics remember for ``%dist_result`` (the latest)."""
-
-
-def _finished_well(call: DistCall) -> bool:
-    """The call has its result (an interrupt that comes after that stops nothing)."""
-    return call.done() and not call.cancelled() and call.exception() is None
 
 
 def _in_notebook(shell: Any) -> bool:
@@ -75,30 +68,14 @@ class SshdistMagics(Magics):
         super().__init__(shell)
         self.hosts = Hosts()
         self._background: list[BackgroundCall] = []  # the latest last
-        # Each node's REPL replacements the user has been told of (see _say_if_replaced).
-        self._restarts: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
+        self.replaced = ReplacedRepls()
 
     # -- nodes -------------------------------------------------------------------------
 
     def _nodes(self, expression: str) -> list[Node]:
         nodes = self.hosts.resolve(expression, self.shell.ev)
-        for node in nodes:
-            self._restarts.setdefault(node, node.restarts)
+        self.replaced.watch(nodes)
         return nodes
-
-    def _say_if_replaced(self, nodes: list[Node]) -> None:
-        """One line on stderr for each node whose REPL was replaced by a fresh one since
-        the user last heard (its definitions are gone), as the Guile kernel says it."""
-        for node in nodes:
-            known = self._restarts.get(node)
-            if known is not None and node.restarts != known:
-                print(
-                    f"[the REPL on {node.name} was replaced by a fresh one ({node.last_loss}): "
-                    f"{node.restart_consequence}]",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            self._restarts[node] = node.restarts
 
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="store the node list in this variable")
@@ -229,7 +206,7 @@ class SshdistMagics(Magics):
                 on_form=show,
                 on_display=show_display,
                 on_input=ask,
-                on_start=lambda: self._say_if_replaced([node]),
+                on_start=lambda: self.replaced.say([node]),
             )
         except KeyboardInterrupt:
             printed.end_line()
@@ -326,7 +303,7 @@ class SshdistMagics(Magics):
     ) -> Any:
         """Run a call as its options say: followed here, or (``--bg``) in the background;
         its results (or the call) in ``-o NAME`` or returned."""
-        self._say_if_replaced(nodes)
+        self.replaced.say(nodes)
         self._say_if_busy(nodes)
         if args.bg:
             if args.stream:
@@ -344,7 +321,15 @@ class SshdistMagics(Magics):
                     f"%dist_result{name} waits for it and shows the results"
                 )
         else:
-            result = self._follow(what, nodes, total, start, args.stream)
+            result = follow_here(
+                what,
+                nodes,
+                total,
+                start,
+                stream=args.stream,
+                widgets=_in_notebook(self.shell),
+                on_end=lambda: self.replaced.say(nodes),
+            )
         if args.output:
             self.shell.user_ns[args.output] = result
             return None
@@ -357,51 +342,6 @@ class SshdistMagics(Magics):
         note = describe_busy(self._background, nodes)
         if note:
             print(note, file=sys.stderr, flush=True)
-
-    def _follow(
-        self,
-        what: str,
-        nodes: list[Node],
-        total: int,
-        start: Callable[[EventCallback], DistCall],
-        stream: bool,
-    ) -> Any:
-        """Start a call and draw it here: its progress (and with ``stream`` what the
-        nodes print, as they print it), its summary line, then what the nodes printed,
-        by node; errors as ``SshdistError``."""
-        progress = Progress(what, nodes, total, widgets=_in_notebook(self.shell))
-        live = LiveLines() if stream else None
-        events = CallEvents()
-        order = [n.name for n in nodes]
-        try:
-            call = start(events.put)
-        except (NodeError, ValueError, TypeError) as exc:  # its arguments: nothing ran or showed
-            raise explain(exc) from None
-        try:
-            try:
-                results = follow(call, events, progress, live)
-            finally:
-                if progress.line is not None:
-                    progress.line.clear()  # the progress line goes on under what is said
-                self._say_if_replaced(nodes)
-        except KeyboardInterrupt:
-            if not _finished_well(call):
-                progress.close("stopped", say=False)
-                raise CallStopped(progress.stopped("interrupted", settle(nodes))) from None
-            results = call.result()  # Ctrl-C came after the call's end: its result stands
-            progress.ended = events.ended_at
-        except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
-            progress.close("failed")
-            if live is None:
-                show_by_node(getattr(exc, "outputs", {}), order)
-            raise explain(exc) from None
-        except BaseException:
-            progress.close("failed")
-            raise
-        progress.close()
-        if live is None:
-            show_by_node(results.outputs, order)
-        return results
 
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
@@ -420,10 +360,10 @@ class SshdistMagics(Magics):
             try:
                 wait_for(call, bg)
             finally:
-                self._say_if_replaced(nodes)
+                self.replaced.say(nodes)
         except KeyboardInterrupt:
-            if _finished_well(call):  # Ctrl-C came after the call's end: show its result
-                return self._show_result(call, bg, args.output)
+            if finished_well(call):  # Ctrl-C came after the call's end: show its result
+                return self._store(show_result(call, bg), args.output)
             call.cancel()
             call.wait_stopped(STOP_WAIT)
             if bg is None:
@@ -433,33 +373,10 @@ class SshdistMagics(Magics):
                 ) from None
             bg.ended.wait(STOP_WAIT)
             raise CallStopped(bg.progress.stopped("interrupted", settle(nodes))) from None
-        return self._show_result(call, bg, args.output)
+        return self._store(show_result(call, bg), args.output)
 
-    def _show_result(self, call: DistCall, bg: BackgroundCall | None, output: str | None) -> Any:
-        """An ended call as ``%dist_result`` shows it: the summary, what the nodes
-        printed, the results (or its error)."""
-        nodes = bg.nodes if bg is not None else call.nodes
-        if bg is not None:
-            bg.ended.wait(STOP_WAIT + 1)
-            if bg.view is None:
-                for text in bg.lines:
-                    print(text)
-            if not call.cancelled():
-                print(bg.progress.summary(final_state(call)))
-        order = [n.name for n in nodes]
-        if call.cancelled():
-            if bg is not None:
-                raise SshdistError(bg.ending)
-            try:
-                call.exception(0)
-            except futures.CancelledError as exc:  # it says how far the call had got
-                raise SshdistError(f"{exc}; {settle(nodes)}") from None
-        exc = call.exception()
-        if exc is not None:
-            show_by_node(getattr(exc, "outputs", {}), order)
-            raise explain(exc) from None
-        results = call.result()
-        show_by_node(results.outputs, order)
+    def _store(self, results: Any, output: str | None) -> Any:
+        """Results into ``-o NAME`` (and nothing to print), or returned to be shown."""
         if output:
             self.shell.user_ns[output] = results
             return None

@@ -5,7 +5,9 @@ local ones started with ``%nodes --local``)."""
 from __future__ import annotations
 
 import atexit
+import sys
 import tempfile
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -90,3 +92,28 @@ class Hosts:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+class ReplacedRepls:
+    """Each node's REPL replacements the user has been told of: when a call runs on a
+    fresh REPL that replaced a broken one (its definitions are gone), the magics say so,
+    one line on stderr, as the Guile kernel does."""
+
+    def __init__(self) -> None:
+        self._known: weakref.WeakKeyDictionary[Node, int] = weakref.WeakKeyDictionary()
+
+    def watch(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            self._known.setdefault(node, node.restarts)
+
+    def say(self, nodes: list[Node]) -> None:
+        for node in nodes:
+            known = self._known.get(node)
+            if known is not None and node.restarts != known:
+                print(
+                    f"[the REPL on {node.name} was replaced by a fresh one ({node.last_loss}): "
+                    f"{node.restart_consequence}]",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            self._known[node] = node.restarts

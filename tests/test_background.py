@@ -54,8 +54,9 @@ def test_bg_output_is_grouped_by_node_in_dist_result(ip, capsys) -> None:  # noq
     result = run(ip, "%dist_result forms")
     assert result.result == (1, 2)
     out = capsys.readouterr().out
-    blocks = re.findall(r"^\[stdout:(node\d)\]\n(one|two)$", out, re.M)
-    assert sorted(text for _, text in blocks) == ["one", "two"]
+    blocks = re.findall(r"^\[stdout:(node\d)\]\n((?:one|two)+)$", out, re.M)
+    texts = sorted(text for _, text in blocks)
+    assert texts in (["one", "two"], ["onetwo"], ["twoone"])  # one node may take both
 
 
 def test_cancel_stops_the_nodes_and_dist_result_says_so(ip, capsys) -> None:  # noqa: F811

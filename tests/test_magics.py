@@ -226,9 +226,10 @@ def test_what_the_jobs_print_is_shown_by_node_after_the_call(ip, capsys) -> None
     result = run(ip, '%%distribute nodes\n(begin (display "one") 1)\n(begin (display "two") 2)')
     assert result.result == (1, 2)
     out = capsys.readouterr().out
-    assert re.search(r"^\[stdout:node\d\]\n(one|two)\n", out, re.MULTILINE)
-    assert sorted(x for lines in printed_blocks(out).values() for x in lines) == ["one", "two"]
-    assert re.search(r"\n(one|two)\nOut\[\d+\]: \(1, 2\)\n$", out)
+    assert re.search(r"^\[stdout:node\d\]\n(one|two)+\n", out, re.MULTILINE)
+    texts = sorted(x for lines in printed_blocks(out).values() for x in lines)
+    assert texts in (["one", "two"], ["onetwo"], ["twoone"])  # one node may take both
+    assert re.search(r"\n(one|two)+\nOut\[\d+\]: \(1, 2\)\n$", out)
 
 
 def test_stream_labels_each_line_with_its_node_and_does_not_repeat_it(ip, capsys) -> None:
