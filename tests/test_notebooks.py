@@ -113,7 +113,11 @@ def test_the_failover_demo() -> None:
     assert len(failures) == 1 and failures[0].startswith("node2: ")
     # Which job node2 held depends on the scheduler: whichever chunk it had.
     assert moves and re.match(r"job \d+ moved from node2 to node[13]$", moves[0])
-    assert shown(code[3])[0].startswith("$1 = 3")
+    # The fresh REPL says the old one was replaced and its definitions are gone.
+    replaced, value = shown(code[3])[0].split("\n", 1)
+    assert replaced.startswith("[the REPL on node2 was replaced by a fresh one (")
+    assert replaced.endswith("definitions made before are lost]")
+    assert value.startswith("$1 = 3")
     # The call ran for more than a second, so it showed per-node progress rows.
     assert any(o.output_type == "display_data" for o in code[1].outputs)
     labels = [str(v) for v in widget_values(code[0].widget_state, "LabelModel")]
