@@ -241,11 +241,19 @@
   ;; REPL says "In procedure vector-ref: Argument 2 out of range: 5"); the stack,
   ;; read before it unwinds, still holds the call.  Only for those errors.
   (fluid-set! error-frame #f)
-  (when (and (memq key '(out-of-range wrong-type-arg))
-             (= (length args) 4)
-             (or (not (car args))
-                 (equal? (cadr args) "Wrong type (expecting ~A): ~S")))
+  (when (rewordable? key args)
     (fluid-set! error-frame (false-if-exception (raising-call (make-stack #t))))))
+
+(define (rewordable? key args)
+  ;; The two generic messages the evaluator's primitives raise; any other error
+  ;; ("Wrong type to apply: 5") already reads as Guile's own.
+  (and (= (length args) 4)
+       (string? (cadr args))
+       (case key
+         ((out-of-range) (and (not (car args))
+                              (string-prefix? "Value out of range" (cadr args))))
+         ((wrong-type-arg) (string=? (cadr args) "Wrong type (expecting ~A): ~S"))
+         (else #f))))
 
 (define (raising-call stack)
   ;; The first named frame below the one that raised the error.
@@ -267,10 +275,11 @@
       (module-ref (resolve-interface '(system vm frame)) name)))
 
 (define (argument-position value call)
-  (let loop ((args (cdr call)) (n 1))
-    (cond ((not (pair? args)) #f)
-          ((eqv? (car args) value) n)
-          (else (loop (cdr args) (1+ n))))))
+  ;; The position of VALUE among the call's arguments, if it is there only once.
+  (let loop ((args (cdr call)) (n 1) (found #f))
+    (cond ((not (pair? args)) found)
+          ((eqv? (car args) value) (and (not found) (loop (cdr args) (1+ n) n)))
+          (else (loop (cdr args) (1+ n) found)))))
 
 (define (guile-wording key args call)
   ;; ARGS as Guile's REPL would have them: procedure name and argument position.
@@ -293,7 +302,7 @@
     (call-with-output-string
       (lambda (port)
         (print-exception port #f key
-                         (if (and (memq key '(out-of-range wrong-type-arg)) (= (length args) 4))
+                         (if (rewordable? key args)
                              (guile-wording key args call)
                              args))))))
 

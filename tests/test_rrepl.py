@@ -142,6 +142,14 @@ def test_errors_raise_node_repl_error_and_the_next_call_works(
             "out-of-range",
             "In procedure list-ref: Argument 2 out of range: 5",
         ),
+        ("(5)", "wrong-type-arg", "Wrong type to apply: 5"),
+        ("(define x 5) (x 1)", "wrong-type-arg", "Wrong type to apply: 5"),
+        # Which 3 is the bad one is not known: the procedure is named, no position.
+        (
+            "(make-string 3 3)",
+            "wrong-type-arg",
+            "In procedure make-string: Wrong type (expecting character): 3",
+        ),
     ],
 )
 def test_errors_read_as_guiles_own_with_the_procedure_and_argument_position(
