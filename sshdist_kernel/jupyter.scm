@@ -97,7 +97,8 @@ jupyter-update-display; TEXT is a text/plain alternative."
     (jupyter-display "application/json" json #:id id #:text json)))
 
 (define (scheme->json value)
-  (call-with-output-string (lambda (port) (write-json value port))))
+  (call-with-output-string
+    (lambda (port) (write-json value port (make-hash-table)))))
 
 (define (json-key? key)
   (or (string? key) (symbol? key) (keyword? key)))
@@ -106,7 +107,12 @@ jupyter-update-display; TEXT is a text/plain alternative."
   (and (pair? value) (list? value)
        (every (lambda (entry) (and (pair? entry) (json-key? (car entry)))) value)))
 
-(define (write-json value port)
+(define (not-json value)
+  (scm-error 'wrong-type-arg "jupyter-json" "Cannot be written as JSON: ~S"
+             (list value) (list value)))
+
+(define (write-json value port open)
+  ;; OPEN holds the containers being written, around VALUE: one met again is a cycle.
   (cond
    ((eq? value #t) (display "true" port))
    ((eq? value #f) (display "false" port))
@@ -115,25 +121,35 @@ jupyter-update-display; TEXT is a text/plain alternative."
    ((symbol? value) (write-json-string (symbol->string value) port))
    ((keyword? value) (write-json-string (symbol->string (keyword->symbol value)) port))
    ((exact-integer? value) (display value port))
-   ((and (real? value) (exact? value)) (display (exact->inexact value) port))
-   ((and (real? value) (not (nan? value)) (not (inf? value))) (display value port))
-   ((hash-table? value) (write-json-object (hash-map->list cons value) port))
-   ((alist? value) (write-json-object value port))
-   ((or (null? value) (list? value)) (write-json-array value port))
-   ((vector? value) (write-json-array (vector->list value) port))
-   (else (scm-error 'wrong-type-arg "jupyter-json" "Cannot be written as JSON: ~S"
-                    (list value) (list value)))))
+   ((real? value)
+    (let ((x (exact->inexact value)))   ; an exact ratio can be too big for a double
+      (if (or (nan? x) (inf? x)) (not-json value) (display x port))))
+   ((or (pair? value) (vector? value) (hash-table? value))
+    (when (hashq-ref open value)
+      (scm-error 'wrong-type-arg "jupyter-json"
+                 "Cannot be written as JSON: a list, vector or hash table contains itself"
+                 '() (list value)))
+    (hashq-set! open value #t)
+    (cond
+     ((hash-table? value) (write-json-object (hash-map->list cons value) port open))
+     ((alist? value) (write-json-object value port open))
+     ((list? value) (write-json-array value port open))
+     ((vector? value) (write-json-array (vector->list value) port open))
+     (else (not-json value)))
+    (hashq-remove! open value))
+   ((null? value) (display "[]" port))
+   (else (not-json value))))
 
-(define (write-json-array items port)
+(define (write-json-array items port open)
   (display "[" port)
   (let loop ((items items) (first? #t))
     (unless (null? items)
       (unless first? (display "," port))
-      (write-json (car items) port)
+      (write-json (car items) port open)
       (loop (cdr items) #f)))
   (display "]" port))
 
-(define (write-json-object entries port)
+(define (write-json-object entries port open)
   (display "{" port)
   (let loop ((entries entries) (first? #t))
     (unless (null? entries)
@@ -143,9 +159,9 @@ jupyter-update-display; TEXT is a text/plain alternative."
                      "An object key must be a string, symbol or keyword: ~S"
                      (list key) (list key)))
         (unless first? (display "," port))
-        (write-json key port)
+        (write-json key port open)
         (display ":" port)
-        (write-json (cdar entries) port)
+        (write-json (cdar entries) port open)
         (loop (cdr entries) #f))))
   (display "}" port))
 

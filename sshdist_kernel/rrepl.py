@@ -515,8 +515,9 @@ def _is_json(mime: str) -> bool:
 
 
 def _mime_value(mime: str, binary: bool, body: bytes) -> Any:
-    """One bundle entry as Jupyter wants it: JSON parsed (text that is not JSON is
-    kept as text), bytes of a binary type in base64, everything else text."""
+    """One bundle entry as Jupyter wants it: JSON parsed (text that is not JSON, or
+    nested deeper than Python parses, is kept as text), bytes of a binary type in
+    base64, everything else text."""
     textual = mime.startswith("text/") or mime.endswith("+xml") or mime in _TEXT_TYPES
     if binary and not textual and not _is_json(mime):
         return base64.b64encode(body).decode("ascii")
@@ -524,7 +525,7 @@ def _mime_value(mime: str, binary: bool, body: bytes) -> Any:
     if _is_json(mime):
         try:
             return json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return text
     return text
 

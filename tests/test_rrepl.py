@@ -544,6 +544,11 @@ def test_json_maps_scheme_data_to_json_values(node: Node) -> None:
     expected += [{"a": 1, "b": [2, 3]}, {"k": "v"}, [], [{"x": 1}, ["c", "d"]]]
     assert shown.data["application/json"] == expected
     assert json.loads(shown.data["text/plain"]) == expected
+    shared = rrepl_eval(node.rrepl, "(let ((v (vector 1))) (jupyter-json (list v v)))")
+    assert shared.displays[0].data["application/json"] == [[1], [1]]  # shared, not a cycle
+    deep = "(jupyter-json (let loop ((i 0) (x '())) (if (= i 5000) x (loop (1+ i) (list x)))))"
+    (too_deep,) = rrepl_eval(node.rrepl, deep).displays  # deeper than Python parses: text
+    assert too_deep.data["application/json"].startswith("[[[[")
 
 
 def test_an_output_is_updated_by_its_display_id(node: Node) -> None:
@@ -568,6 +573,17 @@ def test_an_output_is_updated_by_its_display_id(node: Node) -> None:
         ("(jupyter-json (cons 1 2))", "wrong-type-arg", "Cannot be written as JSON: (1 . 2)"),
         ("(jupyter-json (/ 1. 0.))", "wrong-type-arg", "Cannot be written as JSON: +inf.0"),
         ('(jupyter nothing "x")', "misc-error", "No jupyter procedure nothing; there are"),
+        ("(jupyter-json (/ (expt 10 400) 3))", "wrong-type-arg", "Cannot be written as JSON: 1"),
+        (
+            "(let ((v (vector 1))) (vector-set! v 0 v) (jupyter-json v))",
+            "wrong-type-arg",
+            "a list, vector or hash table contains itself",
+        ),
+        (
+            "(let ((h (make-hash-table))) (hash-set! h 'me h) (jupyter-json h))",
+            "wrong-type-arg",
+            "a list, vector or hash table contains itself",
+        ),
     ],
 )
 def test_bad_display_arguments_are_guile_errors_and_the_repl_stays(
