@@ -185,3 +185,13 @@ class CellHistory:
                 "GROUP BY source)"
             )
         return self._query(where, (pattern or "*",), output, n)
+
+
+def checked_number(value: Any) -> int | None:
+    """A history request's number, checked: SQLite's integers are 64-bit."""
+    if value is None:
+        return None
+    number = int(value)
+    if not -(2**63) <= number < 2**63:
+        raise OverflowError(f"{value} is out of range")
+    return number

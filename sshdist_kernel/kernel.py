@@ -8,7 +8,6 @@ reader do the work; this class turns their results into Jupyter messages.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import threading
 from pathlib import Path
@@ -22,15 +21,13 @@ from traitlets import Float
 from . import __version__, sexp
 from .errors import NodeError, NodeReplError
 from .guile import GuileRepl
-from .history import CellHistory
+from .history import CellHistory, checked_number
 from .kernelspec import default_name
 from .node import Node, make_node
 from .rrepl import DisplayData, EvalResult, FormResult
 
 CONNECT_WAIT = 60.0
 """Seconds the first cell waits for the connection begun when the kernel started."""
-
-_SYMBOL_CHARS = re.compile(r"[^\s()\[\]{}\"';`,#|]+\Z")
 
 
 _EXIT_CELLS = ("exit", "quit")
@@ -307,14 +304,9 @@ class GuileKernel(Kernel):
         except (NodeError, NodeReplError):
             return None
 
-    def _word_at(self, code: str, cursor_pos: int) -> tuple[str, int]:
-        start = cursor_pos
-        while start > 0 and _SYMBOL_CHARS.match(code[start - 1]):
-            start -= 1
-        return code[start:cursor_pos], start
-
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:  # type: ignore[override]
-        prefix, start = self._word_at(code, cursor_pos)
+        cursor_pos = sexp.clamped_cursor(code, cursor_pos)
+        prefix, start = sexp.word_at(code, cursor_pos)
         matches = self._quiet(self.language_tool.completion_source(prefix)) if prefix else None
         return {
             "status": "ok",
@@ -327,10 +319,7 @@ class GuileKernel(Kernel):
     async def do_inspect(  # type: ignore[override]
         self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
     ) -> dict[str, Any]:
-        end = cursor_pos
-        while end < len(code) and _SYMBOL_CHARS.match(code[end]):
-            end += 1
-        name, _ = self._word_at(code, end)
+        name = sexp.name_at(code, sexp.clamped_cursor(code, cursor_pos))
         info = self._quiet(self.language_tool.inspection_source(name)) if name else None
         if not info:
             return {"status": "ok", "found": False, "data": {}, "metadata": {}}
@@ -357,13 +346,29 @@ class GuileKernel(Kernel):
         """The cells of this kernelspec's kernels, as IPython answers: ``raw`` makes no
         difference (cells are kept as typed), ``output`` pairs each with its values."""
         found: list = []
-        if self.history is not None:
-            if hist_access_type == "tail":
-                found = self.history.tail(n, output=output)
-            elif hist_access_type == "range":
-                found = self.history.range(session or 0, start or 0, stop, output=output)
-            elif hist_access_type == "search":
-                found = self.history.search(pattern or "*", n, bool(unique), output=output)
+        try:
+            if self.history is not None:
+                if hist_access_type == "tail":
+                    found = self.history.tail(checked_number(n), output=output)
+                elif hist_access_type == "range":
+                    found = self.history.range(
+                        checked_number(session) or 0,
+                        checked_number(start) or 0,
+                        checked_number(stop),
+                        output=output,
+                    )
+                elif hist_access_type == "search":
+                    found = self.history.search(
+                        str(pattern or "*"), checked_number(n), bool(unique), output=output
+                    )
+        except (TypeError, ValueError, OverflowError) as exc:  # a request no client sends
+            return {
+                "status": "error",
+                "ename": type(exc).__name__,
+                "evalue": f"bad history_request: {exc}",
+                "traceback": [],
+                "history": [],
+            }
         return {"status": "ok", "history": found}
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]

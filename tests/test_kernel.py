@@ -266,6 +266,27 @@ def test_inspection_shows_the_names_a_procedure_was_defined_with(kernel) -> None
     run(kc, "(define* (renamed #:key (n 3 #:size)) n)")
     assert inspect(kc, "(renamed").splitlines()[1] == "(renamed #:key size)"
     assert texts(run(kc, "(add 1 2)")[1]) == [("result", "$1 = 3")]  # no $N used
+    # The cursor inside a call's arguments inspects the call, as IPython does.
+    assert inspect(kc, "(add 1 ").splitlines()[1] == "(add first-term second-term)"
+    assert inspect(kc, "(add (car x) ").splitlines()[1] == "(add first-term second-term)"
+
+
+def test_requests_no_client_should_send_get_a_reply(kernel) -> None:
+    _, kc = kernel
+    reply = kc.inspect("(car", cursor_pos=99, reply=True, timeout=TIMEOUT)["content"]
+    assert (reply["status"], reply["found"]) == ("ok", True)
+    reply = kc.complete("(string-up", cursor_pos=99, reply=True, timeout=TIMEOUT)["content"]
+    assert "string-upcase" in reply["matches"]
+    for bad in (
+        {"hist_access_type": "tail", "n": "abc"},
+        {"hist_access_type": "tail", "n": 2**63},
+        {"hist_access_type": "range", "session": "x"},
+        {"hist_access_type": "range", "session": 0, "start": 10**30},
+    ):
+        options = {"output": False, "raw": True, **bad}
+        msg_id = kc.history(**options)
+        reply = shell_reply(kc, msg_id)["content"]
+        assert reply["status"] == "error" and "bad history_request" in reply["evalue"], bad
 
 
 def execute(kc: BlockingKernelClient, code: str, **options: Any) -> tuple[dict, list[dict]]:

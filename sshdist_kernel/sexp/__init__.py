@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .data import Char, Keyword, Opaque, Pair, SexpError, Symbol
 from .reader import read, read_value
-from .source import datum_end, input_status, split_forms
+from .source import clamped_cursor, datum_end, input_status, name_at, split_forms, word_at
 from .writer import quote, write
 
 __all__ = [
@@ -22,11 +22,14 @@ __all__ = [
     "Pair",
     "SexpError",
     "Symbol",
+    "clamped_cursor",
     "datum_end",
     "input_status",
+    "name_at",
     "split_forms",
     "quote",
     "read",
     "read_value",
+    "word_at",
     "write",
 ]

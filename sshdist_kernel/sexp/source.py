@@ -145,3 +145,43 @@ def split_forms(source: str) -> list[str]:
         forms.append(source[i:end])
         i = _skip_space(source, end)
     return forms
+
+
+_SYMBOL_CHAR = re.compile(r"[^\s()\[\]{}\"';`,#|]\Z")
+_HEAD = re.compile(r"\s*([^\s()\[\]{}\"';`,#|]+)")
+
+
+def clamped_cursor(source: str, cursor_pos: object) -> int:
+    """A front end's cursor, within ``source`` (None, or past the end, is the end)."""
+    if not isinstance(cursor_pos, int):
+        return len(source)
+    return max(0, min(cursor_pos, len(source)))
+
+
+def word_at(source: str, cursor_pos: int) -> tuple[str, int]:
+    """The part of a symbol that ends at ``cursor_pos``, and where it starts."""
+    start = cursor_pos
+    while start > 0 and _SYMBOL_CHAR.match(source[start - 1]):
+        start -= 1
+    return source[start:cursor_pos], start
+
+
+def name_at(source: str, cursor_pos: int) -> str:
+    """The symbol the cursor is on; else the name the form around the cursor begins
+    with (``(add 1 |`` gives ``add``), as IPython inspects the call the cursor is in."""
+    end = cursor_pos
+    while end < len(source) and _SYMBOL_CHAR.match(source[end]):
+        end += 1
+    name = word_at(source, end)[0]
+    if name:
+        return name
+    depth = 0
+    for i in range(cursor_pos - 1, -1, -1):
+        if source[i] == ")":
+            depth += 1
+        elif source[i] == "(":
+            if depth == 0:
+                head = _HEAD.match(source, i + 1)
+                return head.group(1) if head else ""
+            depth -= 1
+    return ""
