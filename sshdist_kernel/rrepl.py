@@ -153,6 +153,7 @@ class Rrepl:
         self._answer_due = False  # a request was sent and its p record not yet read
         self._settled = threading.Event()  # clear while an abandoned evaluation stops
         self._settled.set()
+        self._stray: list[tuple[str, bytes]] = []  # o, e, d records a quiet request kept
         self.module = "(guile-user)"
         self.repl_language = "scheme"
         deadline = time.monotonic() + timeout
@@ -257,7 +258,9 @@ class Rrepl:
                 raise
             self._stream.cancel = cancel
             try:
-                return self._read_answer(deadline, on_output, on_form, on_display, on_input)
+                return self._read_answer(
+                    deadline, on_output, on_form, on_display, on_input, quiet=quiet
+                )
             except _InputFailed as failed:
                 owner = False
                 outcome = self._abandon(wait=1.0)
@@ -305,7 +308,9 @@ class Rrepl:
                 return True
         raise EvalCancelled(f"the wait for {self.where} was cancelled before it was free")
 
-    def _read_answer(self, deadline, on_output, on_form, on_display, on_input) -> EvalResult:
+    def _read_answer(
+        self, deadline, on_output, on_form, on_display, on_input, quiet=False
+    ) -> EvalResult:
         printed = {"o": [], "e": []}
         displays: list[DisplayData] = []
         decoders = {t: codecs.getincrementaldecoder("utf-8")("replace") for t in "oe"}
@@ -315,8 +320,19 @@ class Rrepl:
         texts: list[str] = []
         error: tuple[str, str] | None = None
         self._stream.take_stderr()  # what came between requests is nobody's
+        # What a thread of earlier code printed or showed after its request ended comes
+        # before the g record that begins this answer; a quiet request (completion,
+        # inspection) keeps it for the next evaluation, rather than losing it.
+        waiting, self._stray = ([], self._stray) if quiet else (self._stray, [])
+        begun = False
         while True:
-            tag, payload = self._next_record(deadline, "evaluating")
+            tag, payload = waiting.pop(0) if waiting else self._next_record(deadline, "evaluating")
+            if tag == "g":
+                begun = True
+                continue
+            if quiet and not begun and tag in "oed":
+                self._stray.append((tag, payload))
+                continue
             text = self._stream.take_stderr()
             if text:
                 printed["e"].append(text)

@@ -27,6 +27,7 @@
 ;;;      bundle "MIME\n" T or B, "LEN\n" and LEN bytes: T for text (UTF-8), B for
 ;;;      bytes the code gave as a bytevector.  Printed output before it is flushed
 ;;;      first, as before a value.
+;;;   g  the request begins: what comes before it is earlier code's (a thread's)
 ;;;   r  the code reads its current input port and waits for one s request; the
 ;;;      payload is a prompt (empty today).  Sent only after a w request.
 ;;; w<LEN>\n (empty) lets the next e or q request ask for input, unanswered:
@@ -727,6 +728,9 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
         (interrupt-client! (string->number (cdr request)))
         (send-record out "i" ""))
       (begin
+        ;; Records before g are earlier code's (a thread that printed after its
+        ;; request ended): the client keeps them apart from this request's own.
+        (send-record out "g" "")
         (catch #t
           (lambda ()
             (hashq-remove! interrupts-asked busy)

@@ -551,6 +551,23 @@ def test_json_maps_scheme_data_to_json_values(node: Node) -> None:
     assert too_deep.data["application/json"].startswith("[[[[")
 
 
+def test_what_a_thread_prints_after_its_request_survives_a_quiet_request(node: Node) -> None:
+    # Completion and inspection are quiet requests: what a thread of earlier code
+    # printed or showed meanwhile waits for the next evaluation instead of being lost.
+    rrepl_eval(
+        node.rrepl,
+        "(define th (call-with-new-thread (lambda () (usleep 100000)"
+        ' (display "late\\n") (jupyter-html "<b>late</b>"))))',
+    )
+    # Both records have come back, unasked for, by the time a completion is asked.
+    wait_until(lambda: len(node.rrepl.channel.in_buffer) >= 40, 10, "the thread's records")
+    assert rrepl_eval(node.rrepl, "(begin (join-thread th) 'joined)", quiet=True).output == ""
+    seen: list[str] = []
+    result = rrepl_eval(node.rrepl, "(+ 1 2)", on_output=lambda stream, text: seen.append(text))
+    assert (result.value, result.output, seen) == (3, "late\n", ["late\n"])
+    assert result.displays == (DisplayData({"text/html": "<b>late</b>"}),)
+
+
 def test_an_output_is_updated_by_its_display_id(node: Node) -> None:
     result = rrepl_eval(
         node.rrepl,
