@@ -29,6 +29,7 @@ from .errors import (
     NodeReplError,
     NodeTimeoutError,
 )
+from .hostlist import compress_hosts, expand_hosts, read_hostfile, slurm_hosts
 from .job import (
     Job,
     assign_eval,
@@ -83,6 +84,10 @@ __all__ = [
     "NodeFailure",
     "NodeOutput",
     "assign_eval",
+    "compress_hosts",
+    "expand_hosts",
+    "read_hostfile",
+    "slurm_hosts",
     "assign_map",
     "dist_map",
     "dist_map_async",

@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import NodeError, NodeTimeoutError
 from .guile import GuileRepl
+from .hostlist import expand_hosts
 from .records import checked_timeout, deadline_after, seconds_left
 from .rrepl import (
     DEFAULT_EVAL_TIMEOUT,
@@ -309,11 +310,13 @@ def make_node(
 
 
 def make_nodes(
-    hosts: list[str | Session], repl_port: int | str | None = None, **options: Any
+    hosts: str | list[str | Session], repl_port: int | str | None = None, **options: Any
 ) -> list[Node]:
     """Make a node on each host at once, one thread each; the nodes come back in the
     order of ``hosts``.  If any fails, the others are closed and its error is raised.
-    Ctrl-C closes what was made (and what is still being made, when it is)."""
+    Ctrl-C closes what was made (and what is still being made, when it is).  A string
+    is a host list (``"node[1-3]"``, ``"a,b"``), and so is each string in a list."""
+    hosts = _expanded(hosts)
     results: list[Node | BaseException | None] = [None] * len(hosts)
     lock = threading.Lock()
     abandoned = False
@@ -351,6 +354,16 @@ def make_nodes(
                 r.close()
         raise failures[0]
     return results  # type: ignore[return-value]
+
+
+def _expanded(hosts: str | list[str | Session]) -> list[str | Session]:
+    """Host lists expanded in place, sessions kept, the order kept."""
+    if isinstance(hosts, str):
+        return list(expand_hosts(hosts))
+    out: list[str | Session] = []
+    for h in hosts:
+        out.extend(expand_hosts(h) if isinstance(h, str) else [h])
+    return out
 
 
 def is_node(x: object) -> bool:
