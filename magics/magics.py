@@ -38,7 +38,7 @@ from .errors import CallStopped, SshdistError, connecting_stopped, explain
 from .follow import STOP_WAIT, finished_well, follow_here, settle
 from .loadavg import LoadMonitor
 from .magicline import leading_options, python_expression_end
-from .nodelist import Hosts, NodeList, ReplacedRepls
+from .nodelist import Hosts, NodeList, ReplacedRepls, named_hosts
 from .printed import StreamedText
 
 KEPT_CALLS = 20
@@ -86,17 +86,32 @@ class SshdistMagics(Magics):
         metavar="N",
         help="start N local nodes (real sshd on 127.0.0.1) and use them",
     )
-    @argument("hosts", nargs="*", help="ssh_config aliases, hosts, user@host:port")
+    @argument(
+        "--hostfile",
+        action="append",
+        metavar="FILE",
+        help="the hosts in FILE: one host or host list a line, # comments",
+    )
+    @argument(
+        "--slurm",
+        action="store_true",
+        help="the nodes of the current Slurm allocation (SLURM_JOB_NODELIST)",
+    )
+    @argument(
+        "hosts",
+        nargs="*",
+        help="ssh_config aliases, hosts, user@host:port, host lists such as cn[01-32],login1",
+    )
     @line_magic
     def nodes(self, line: str) -> list[Node] | None:
-        """Make nodes in parallel and show them; ``nodes = %nodes hpc1 hpc2`` or
-        ``%nodes -o nodes --local 3``."""
+        """Make nodes in parallel and show them; ``nodes = %nodes hpc1 hpc2``,
+        ``%nodes -o nodes cn[01-32]``, ``%nodes --slurm`` or ``%nodes -o nodes --local 3``."""
         args = parse_argstring(self.nodes, line)
         if args.local is not None and args.local < 1:
             raise SshdistError(f"--local: start at least one node, not {args.local}")
         if args.ssh_config and not os.path.isfile(os.path.expanduser(args.ssh_config)):
             raise SshdistError(f"-F {args.ssh_config}: no such ssh_config file")
-        hosts = list(args.hosts)
+        hosts = named_hosts(args.hosts, args.hostfile, args.slurm, os.environ)
         if args.local:
             hosts = self.hosts.start_local(args.local) + hosts
         if not hosts:

@@ -5,13 +5,14 @@ local ones started with ``%nodes --local``)."""
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import tempfile
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from sshdist_kernel import Node, NodeError, make_nodes
+from sshdist_kernel import Node, NodeError, expand_hosts, make_nodes, read_hostfile, slurm_hosts
 from sshdist_kernel.localnodes import LocalNodes, LocalNodesError
 
 from .errors import SshdistError, connecting_stopped, explain
@@ -22,6 +23,35 @@ class NodeList(list):
     they were started with ``--local`` (``nodes.local.stop("node2")`` stops one)."""
 
     local: LocalNodes | None = None
+
+
+def named_hosts(
+    hosts: list[str],
+    hostfiles: list[str] | None = None,
+    slurm: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> list[str]:
+    """``%nodes``' host names: each hostfile's, the Slurm allocation's, then the host lists
+    on the line, expanded (``cn[01-32]``); a mistake is one line naming where it is."""
+    names: list[str] = []
+    for path in hostfiles or []:
+        try:
+            names += read_hostfile(path)
+        except OSError as exc:
+            raise SshdistError(f"--hostfile {path}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise SshdistError(f"--hostfile {exc}") from None
+    if slurm:
+        try:
+            names += slurm_hosts(environ)
+        except ValueError as exc:
+            raise SshdistError(f"--slurm: {exc}") from None
+    for spec in hosts:
+        try:
+            names += expand_hosts(spec)
+        except ValueError as exc:
+            raise SshdistError(str(exc)) from None
+    return names
 
 
 class Hosts:
@@ -37,7 +67,7 @@ class Hosts:
 
     def resolve(self, expression: str, ev: Callable[[str], Any]) -> list[Node]:
         """Nodes from ``expression`` evaluated by ``ev``: a node, a list of nodes, or host
-        names (made into nodes, in parallel)."""
+        names and host lists (``"node[1-3]"``; made into nodes, in parallel)."""
         try:
             value = ev(expression)
         except Exception as exc:
@@ -49,6 +79,7 @@ class Hosts:
         items = list(value) if isinstance(value, (list, tuple)) else None
         if not items:
             raise SshdistError(f"{expression!r} is {value!r}, not a node or a list of nodes")
+        items = [h for i in items for h in (named_hosts([i]) if isinstance(i, str) else [i])]
         new = sorted({i for i in items if isinstance(i, str)} - set(self.named))
         if new:
             try:

@@ -399,6 +399,63 @@ def test_a_mistyped_ssh_config_is_refused_and_not_remembered(ip, fresh_hosts, ca
     ip.user_ns["first"][0].close()
 
 
+def _close(ip: InteractiveShell, *names: str) -> None:
+    for name in names:
+        for n in ip.user_ns.pop(name):
+            n.close()
+
+
+def test_nodes_takes_host_lists_a_hostfile_and_the_slurm_allocation(
+    ip, fresh_hosts, capsys, monkeypatch, tmp_path
+) -> None:
+    assert run(ip, "%nodes -o listed -F $cfg node[1-3]").success
+    assert capsys.readouterr().out.startswith("3 node(s) ready in ")
+    assert [n.name for n in ip.user_ns["listed"]] == ["node1", "node2", "node3"]
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("# the local nodes\nnode[2-3]  # two\n\nnode1\n")
+    ip.user_ns["hostfile"] = str(hostfile)
+    assert run(ip, "%nodes -o filed -F $cfg --hostfile $hostfile").success
+    assert [n.name for n in ip.user_ns["filed"]] == ["node2", "node3", "node1"]
+    monkeypatch.delenv("SLURM_NODELIST", raising=False)
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "node[1-2]")
+    assert run(ip, "%nodes -o allocated -F $cfg --slurm").success
+    assert [n.name for n in ip.user_ns["allocated"]] == ["node1", "node2"]
+    assert run(ip, "%dist_map allocated 1+ [1, 2, 3]").result == [2, 3, 4]
+    # A host list names nodes anywhere NODES is taken, with the -F that worked.
+    assert run(ip, "%dist_map 'node[2-3]' 1+ [1, 2]").result == [2, 3]
+    assert sorted(fresh_hosts.named) == ["node2", "node3"]
+    _close(ip, "listed", "filed", "allocated")
+
+
+def test_nodes_host_list_mistakes_are_one_line(ip, fresh_hosts, capsys, monkeypatch, tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("node1\nnode[2-\n")
+    ip.user_ns["hostfile"] = str(hostfile)
+    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
+    monkeypatch.delenv("SLURM_NODELIST", raising=False)
+    cases = {
+        "%nodes -F $cfg node[3-1]": (
+            "host list 'node[3-1]': the range 3-1 in 'node[3-1]' runs backwards; write 1-3"
+        ),
+        "%nodes -F $cfg --hostfile $hostfile": (
+            f"--hostfile {hostfile}, line 2: host list 'node[2-': '[' at position 4 is never closed"
+        ),
+        "%nodes -F $cfg --hostfile /nonexistent/hosts": (
+            "--hostfile /nonexistent/hosts: No such file or directory"
+        ),
+        "%nodes -F $cfg --slurm": (
+            "--slurm: not inside a Slurm allocation: SLURM_JOB_NODELIST is not set "
+            "(run under salloc, sbatch or srun, or name the hosts)"
+        ),
+    }
+    for line, message in cases.items():
+        error = run(ip, line).error_in_exec
+        assert isinstance(error, SshdistError) and str(error) == message, (line, error)
+    shown = capsys.readouterr().out.splitlines()
+    assert shown == [f"SshdistError: {m}" for m in cases.values()]
+    assert fresh_hosts.named == {}
+
+
 def test_nodes_local_refuses_a_count_below_one_in_one_line(ip, fresh_hosts) -> None:
     error = run(ip, "%nodes --local -1").error_in_exec
     assert isinstance(error, SshdistError)
