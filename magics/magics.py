@@ -202,9 +202,9 @@ class SshdistMagics(Magics):
         def show_display(shown: DisplayData) -> None:
             printed.end_line()
             if shown.update:
-                update_display(shown.data, display_id=shown.display_id, raw=True)
+                update_display(shown.bundle(), display_id=shown.display_id, raw=True)
             else:
-                display(shown.data, display_id=shown.display_id, raw=True)
+                display(shown.bundle(), display_id=shown.display_id, raw=True)
 
         def ask(prompt: str) -> str | None:
             try:

@@ -204,7 +204,7 @@ class GuileKernel(Kernel):
             self.send_response(
                 self.iopub_socket,
                 "update_display_data" if shown_data.update else "display_data",
-                {"data": shown_data.data, "metadata": {}, "transient": transient},
+                {"data": shown_data.bundle(), "metadata": {}, "transient": transient},
             )
 
         self._allow_stdin = allow_stdin  # what raw_input checks, as IPython's kernel sets it

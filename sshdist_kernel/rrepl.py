@@ -52,6 +52,14 @@ class DisplayData:
     display_id: str | None = None
     update: bool = False
 
+    def bundle(self) -> dict[str, Any]:
+        """``data`` with a ``text/plain`` entry, for front ends that show only text (a
+        terminal, ``jupyter console``): the code's own, else what kind of output it is,
+        as IPython prints ``<IPython.core.display.HTML object>``."""
+        if "text/plain" in self.data:
+            return self.data
+        return {**self.data, "text/plain": f"<{', '.join(self.data) or 'empty'} output>"}
+
 
 DisplayCallback = Callable[[DisplayData], None]
 """Called as ``on_display(display)`` in order with printed output."""

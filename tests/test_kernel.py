@@ -423,6 +423,9 @@ def test_rich_displays_come_in_order_with_printed_output(kernel) -> None:
         ("display_data", None, "application/json", {"n": 1, "ok": True}),
         ("result", "$1 = 42"),
     ]
+    # jupyter console shows only text/plain: it says what kind of output it cannot show.
+    assert outputs[1]["content"]["data"]["text/plain"] == "<text/html output>"
+    assert outputs[5]["content"]["data"]["text/plain"] == '{"n":1,"ok":true}'
 
 
 def test_a_silent_cell_shows_no_display(kernel) -> None:

@@ -133,9 +133,9 @@ def test_with_ssh_shows_displays_in_order_and_asks_for_input(ip, monkeypatch) ->
     assert result.success
     assert seen[:6] == [
         "before\n",
-        ({"text/html": "<b>working</b>"}, "status", False),
+        ({"text/html": "<b>working</b>", "text/plain": "<text/html output>"}, "status", False),
         "after\n",
-        ({"text/html": "<b>done</b>"}, "status", True),
+        ({"text/html": "<b>done</b>", "text/plain": "<text/html output>"}, "status", True),
         "name? ",
         "typed",
     ]
