@@ -132,7 +132,11 @@ class Session:
         if o.proxy_jump:
             *rest, last = o.proxy_jump.split(",")
             self._jump = make_session(
-                last, ssh_config=o.ssh_config, timeout=o.timeout, proxy_jump=",".join(rest) or None
+                last,
+                ssh_config=o.ssh_config,
+                system_ssh_config=o.system_ssh_config,
+                timeout=o.timeout,
+                proxy_jump=",".join(rest) or None,
             )
             try:
                 return self._jump.transport.open_channel(

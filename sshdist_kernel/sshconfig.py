@@ -7,11 +7,9 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import paramiko
 
 from .errors import NodeError
+from .openssh_config import SYSTEM_SSH_CONFIG, USER_SSH_CONFIG, read_ssh_config
 
 CONNECT_TIMEOUT = 10.0
 """Seconds for the TCP connection, the SSH handshake and authentication, each."""
@@ -33,6 +31,7 @@ class SessionOptions:
     proxy_command: str | None = None
     proxy_jump: str | None = None
     ssh_config: str | None = None
+    system_ssh_config: str | None = SYSTEM_SSH_CONFIG
     timeout: float = CONNECT_TIMEOUT
 
     @property
@@ -107,19 +106,35 @@ def resolve_options(
     allow_agent: bool = True,
     proxy_jump: str | None = None,
     timeout: float = CONNECT_TIMEOUT,
+    system_ssh_config: str | os.PathLike[str] | None = SYSTEM_SSH_CONFIG,
 ) -> SessionOptions:
-    """Merge the caller's arguments over ssh_config over OpenSSH's defaults."""
+    """Merge the caller's arguments over ssh_config over OpenSSH's defaults.
+
+    Without ``ssh_config``, ``~/.ssh/config`` then ``system_ssh_config`` are read, first
+    value winning; a named ``ssh_config`` is the only file read, as with ``ssh -F``."""
     spec_user, alias, spec_port = _split_host(host)
     check_names(alias, user or spec_user)
-    config_path = (
-        Path(ssh_config).expanduser() if ssh_config else Path("~/.ssh/config").expanduser()
+    if ssh_config:
+        config_path = Path(ssh_config).expanduser()
+        if not config_path.exists():
+            raise NodeError(f"ssh_config file {config_path} does not exist")
+        # As with ssh -F: relative Includes still resolve against ~/.ssh.
+        files = [(config_path, Path("~/.ssh"))]
+        system = None
+    else:
+        config_path = Path(USER_SSH_CONFIG).expanduser()
+        system = os.fspath(system_ssh_config) if system_ssh_config else None
+        files = [(config_path, Path("~/.ssh"))]
+        if system:
+            files.append((Path(system), Path(system).parent))
+    found = read_ssh_config(
+        alias,
+        files,
+        user=user or spec_user,
+        port=port or spec_port,
+        proxy_jump=proxy_jump,
+        timeout=timeout,
     )
-    found: dict[str, Any] = {}
-    if config_path.exists():
-        found = paramiko.SSHConfig.from_path(str(config_path)).lookup(alias)
-    elif ssh_config:
-        raise NodeError(f"ssh_config file {config_path} does not exist")
-    hostname = found.get("hostname", alias)
     if isinstance(identity, (str, os.PathLike)):
         identities = [os.fspath(identity)]
     elif identity:
@@ -129,7 +144,7 @@ def resolve_options(
     if known_hosts:
         known = [os.fspath(known_hosts)]
     elif "userknownhostsfile" in found:
-        known = found["userknownhostsfile"].split()
+        known = list(found["userknownhostsfile"])
     else:
         known = ["~/.ssh/known_hosts", "~/.ssh/known_hosts2"]
     known.append("/etc/ssh/ssh_known_hosts")
@@ -139,19 +154,20 @@ def resolve_options(
     if policy not in ("strict", "accept-new"):
         raise ValueError(f"host_key_policy must be 'strict' or 'accept-new', not {policy!r}")
     proxy_command = found.get("proxycommand")
+    jump = found.get("proxyjump")
     return SessionOptions(
         alias=alias,
-        hostname=hostname,
-        port=int(port or spec_port or found.get("port", 22)),
-        user=user or spec_user or found.get("user") or getpass.getuser(),
+        hostname=found["hostname"],
+        port=int(found.get("port", 22)),
+        user=found.get("user") or getpass.getuser(),
         identity_files=[str(Path(i).expanduser()) for i in identities],
         identities_only=found.get("identitiesonly", "no").lower() == "yes",
         allow_agent=allow_agent,
         known_hosts=[str(Path(k).expanduser()) for k in known],
         host_key_policy=policy,
         proxy_command=None if (proxy_command or "none").lower() == "none" else proxy_command,
-        proxy_jump=proxy_jump
-        or (None if found.get("proxyjump", "none").lower() == "none" else found["proxyjump"]),
-        ssh_config=str(config_path) if config_path.exists() else None,
+        proxy_jump=None if (jump or "none").lower() == "none" else jump,
+        ssh_config=str(config_path) if ssh_config else None,
+        system_ssh_config=system,
         timeout=timeout,
     )
