@@ -149,18 +149,17 @@ def _parsed(path: str) -> _KnownHostsFile | None:
     if not os.path.isfile(path):
         return None
     stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    # One lock around the read: threads making nodes at once wait for one parse.
     with _files_lock:
         cached = _files.get(path)
-    if cached is not None and cached.stamp == stamp:
-        return cached
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    parsed = _parse(text, stamp)
-    with _files_lock:
-        _files[path] = parsed
+        if cached is not None and cached.stamp == stamp:
+            return cached
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except OSError:
+            return None
+        parsed = _files[path] = _parse(text, stamp)
     return parsed
 
 
