@@ -36,17 +36,31 @@ def _seconds(s: float) -> str:
 
 
 class NodeTable:
-    """The nodes of a node list, one row each."""
+    """The nodes of a node list, one row each, then one row for each host that failed."""
 
-    def __init__(self, nodes: list[Node], seconds: float) -> None:
+    def __init__(
+        self, nodes: list[Node], seconds: float, failed: dict[str, str] | None = None
+    ) -> None:
         self.nodes = nodes
         self.seconds = seconds
+        self.failed = failed or {}
 
     def rows(self) -> list[str]:
-        out = [f"{len(self.nodes)} node(s) ready in {self.seconds:.2f} s"]
+        if not self.failed:
+            out = [f"{len(self.nodes)} node(s) ready in {self.seconds:.2f} s"]
+        elif not self.nodes:
+            out = [f"no node came up in {self.seconds:.2f} s: {len(self.failed)} host(s) failed"]
+        else:
+            total = len(self.nodes) + len(self.failed)
+            out = [
+                f"{len(self.nodes)} of {total} node(s) ready in {self.seconds:.2f} s; "
+                f"{len(self.failed)} host(s) failed"
+            ]
         for n in self.nodes:
             version = n.version or "?"
             out.append(f"  {n.name:12} {n!r:50} Guile {version}")
+        for host, why in self.failed.items():
+            out.append(f"  {host:12} FAILED: {why}")
         return out
 
     def show(self) -> None:

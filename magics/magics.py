@@ -20,6 +20,7 @@ from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_
 from IPython.display import display, update_display
 
 from sshdist_kernel import (
+    MAX_CONNECTING,
     DistCall,
     EventCallback,
     Node,
@@ -98,6 +99,19 @@ class SshdistMagics(Magics):
         help="the nodes of the current Slurm allocation (SLURM_JOB_NODELIST)",
     )
     @argument(
+        "--strict",
+        action="store_true",
+        help="fail if any host fails (and close the nodes made), instead of showing "
+        "the hosts that did not come up below the nodes that did",
+    )
+    @argument(
+        "--max-connecting",
+        type=int,
+        default=MAX_CONNECTING,
+        metavar="N",
+        help=f"connect to at most N hosts at once (default {MAX_CONNECTING})",
+    )
+    @argument(
         "hosts",
         nargs="*",
         help="ssh_config aliases, hosts, user@host:port, host lists such as cn[01-32],login1",
@@ -105,7 +119,9 @@ class SshdistMagics(Magics):
     @line_magic
     def nodes(self, line: str) -> list[Node] | None:
         """Make nodes in parallel and show them; ``nodes = %nodes hpc1 hpc2``,
-        ``%nodes -o nodes cn[01-32]``, ``%nodes --slurm`` or ``%nodes -o nodes --local 3``."""
+        ``%nodes -o nodes cn[01-32]``, ``%nodes --slurm`` or ``%nodes -o nodes --local 3``.
+        Hosts that do not come up are shown, one line each, below the nodes that did, and
+        left out of the list (its ``failed`` says why); ``--strict`` makes them an error."""
         args = parse_argstring(self.nodes, line)
         if args.local is not None and args.local < 1:
             raise SshdistError(f"--local: start at least one node, not {args.local}")
@@ -122,15 +138,23 @@ class SshdistMagics(Magics):
         )
         started = time.monotonic()
         try:
-            made = make_nodes(hosts, **options)
+            made = make_nodes(
+                hosts,
+                on_error="raise" if args.strict else "skip",
+                max_connecting=args.max_connecting,
+                **options,
+            )
         except (NodeError, ValueError) as exc:
             raise explain(exc) from None
         except KeyboardInterrupt:
             raise connecting_stopped(hosts) from None
+        table = NodeTable(made, time.monotonic() - started, made.failed)
+        if not made:
+            raise SshdistError("\n".join(table.rows()))
         if args.ssh_config:
             self.hosts.ssh_config = args.ssh_config
-        NodeTable(made, time.monotonic() - started).show()
-        made = NodeList(made)
+        table.show()
+        made = NodeList(made, made.failed)
         made.local = self.hosts.local if args.local else None
         if args.output:
             self.shell.user_ns[args.output] = made

@@ -12,15 +12,24 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sshdist_kernel import Node, NodeError, expand_hosts, make_nodes, read_hostfile, slurm_hosts
+from sshdist_kernel import (
+    MadeNodes,
+    Node,
+    NodeError,
+    expand_hosts,
+    make_nodes,
+    read_hostfile,
+    slurm_hosts,
+)
 from sshdist_kernel.localnodes import LocalNodes, LocalNodesError
 
 from .errors import SshdistError, connecting_stopped, explain
 
 
-class NodeList(list):
-    """``%nodes``' result: a list of nodes; ``local`` is the LocalNodes behind them when
-    they were started with ``--local`` (``nodes.local.stop("node2")`` stops one)."""
+class NodeList(MadeNodes):
+    """``%nodes``' result: a list of nodes, ``failed`` the hosts that did not come up
+    ({host: why}); ``local`` is the LocalNodes behind them when they were started with
+    ``--local`` (``nodes.local.stop("node2")`` stops one)."""
 
     local: LocalNodes | None = None
 

@@ -45,6 +45,7 @@ from .job import (
     set_job_node,
     split,
 )
+from .makenodes import MAX_CONNECTING, MadeNodes
 from .node import (
     Node,
     is_node,
@@ -113,6 +114,8 @@ __all__ = [
     "HostKeyError",
     "IncompleteInputError",
     "Keyword",
+    "MAX_CONNECTING",
+    "MadeNodes",
     "Node",
     "NodeError",
     "NodeReplError",

@@ -17,6 +17,7 @@ from typing import Any
 from .errors import NodeError, NodeTimeoutError
 from .guile import GuileRepl
 from .hostlist import expand_hosts
+from .makenodes import MAX_CONNECTING, MadeNodes, connect_all
 from .records import checked_timeout, deadline_after, seconds_left
 from .rrepl import (
     DEFAULT_EVAL_TIMEOUT,
@@ -310,50 +311,28 @@ def make_node(
 
 
 def make_nodes(
-    hosts: str | list[str | Session], repl_port: int | str | None = None, **options: Any
-) -> list[Node]:
-    """Make a node on each host at once, one thread each; the nodes come back in the
-    order of ``hosts``.  If any fails, the others are closed and its error is raised.
-    Ctrl-C closes what was made (and what is still being made, when it is).  A string
-    is a host list (``"node[1-3]"``, ``"a,b"``), and so is each string in a list."""
-    hosts = _expanded(hosts)
-    results: list[Node | BaseException | None] = [None] * len(hosts)
-    lock = threading.Lock()
-    abandoned = False
+    hosts: str | list[str | Session],
+    repl_port: int | str | None = None,
+    *,
+    on_error: str = "raise",
+    max_connecting: int = MAX_CONNECTING,
+    **options: Any,
+) -> MadeNodes:
+    """Make a node on each host, ``max_connecting`` handshakes at a time; the nodes come
+    back in the order of ``hosts``.  A string is a host list (``"node[1-3]"``, ``"a,b"``),
+    and so is each string in a list.
 
-    def make(i: int) -> None:
-        try:
-            node = make_node(hosts[i], repl_port, **options)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, in the caller
-            results[i] = exc
-            return
-        with lock:
-            keep = not abandoned
-            if keep:
-                results[i] = node
-        if not keep:
-            node.close()
-
-    threads = [threading.Thread(target=make, args=(i,), daemon=True) for i in range(len(hosts))]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            t.join()
-    except KeyboardInterrupt:
-        with lock:
-            abandoned = True
-            made = [r for r in results if isinstance(r, Node)]
-        for n in made:
-            n.close()
-        raise
-    failures = [r for r in results if isinstance(r, BaseException)]
-    if failures:
-        for r in results:
-            if isinstance(r, Node):
-                r.close()
-        raise failures[0]
-    return results  # type: ignore[return-value]
+    ``on_error="raise"``: if any host fails, no more are started, the nodes made are
+    closed and the error of the first failed host is raised.  ``on_error="skip"``: the
+    nodes that came up, and ``.failed`` ({host: why}) and ``.summary()`` for the hosts
+    that did not (a ``NodeError``; other errors still raise).  Ctrl-C closes what was
+    made (and what is still being made, when it is)."""
+    return connect_all(
+        _expanded(hosts),
+        lambda host: make_node(host, repl_port, **options),
+        max_connecting=max_connecting,
+        on_error=on_error,
+    )
 
 
 def _expanded(hosts: str | list[str | Session]) -> list[str | Session]:

@@ -67,3 +67,40 @@ def test_markers_comments_and_broken_lines(tmp_path: Path) -> None:
     assert found.is_revoked(revoked)
     assert not found.is_revoked(good)
     assert not found.is_revoked(other)  # revoked for another host only
+
+
+def test_a_file_is_parsed_once_and_again_when_it_changes(tmp_path: Path, monkeypatch) -> None:
+    from sshdist_kernel import knownhosts
+
+    parses = []
+    parse = knownhosts._parse
+    monkeypatch.setattr(knownhosts, "_parse", lambda *a: parses.append(a) or parse(*a))
+    first, first_text = _key_line()
+    known = tmp_path / "known_hosts"
+    padding = "".join(f"pad{i}.example.com {first_text}\n" for i in range(1000))
+    known.write_text(padding + f"node1 {first_text}\n")
+    for name in ("node1", "node1", "pad7.example.com", "absent"):
+        read_host_keys([str(known)], name)
+    assert len(parses) == 1
+    assert read_host_keys([str(known)], "NODE1").keys[first.get_name()] == first
+
+    second, second_text = _key_line()
+    known.write_text(f"node1 {second_text}\n")  # a new key: read again, not the cached one
+    assert read_host_keys([str(known)], "node1").keys[second.get_name()] == second
+    assert len(parses) == 2
+    assert not read_host_keys([str(known)], "pad7.example.com").keys
+
+
+def test_hashed_and_wildcard_lines_keep_the_files_order(tmp_path: Path) -> None:
+    hashed, hashed_text = _key_line()
+    later, later_text = _key_line()
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        f"{_hashed('[127.0.0.1]:2222')} {hashed_text}\n"
+        f"[127.0.0.1]:2222 {later_text}\n"
+        f"[127.0.0.1]:* {later_text}\n"
+    )
+    found = read_host_keys([str(known)], "[127.0.0.1]:2222")
+    assert found.keys[hashed.get_name()] == hashed  # the first line wins, hashed or not
+    assert read_host_keys([str(known)], "[127.0.0.1]:9").keys[later.get_name()] == later
+    assert not read_host_keys([str(known)], "[127.0.0.2]:2222").keys

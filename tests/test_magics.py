@@ -19,7 +19,7 @@ from sshdist_magics import SshdistError
 from sshdist_magics.nodelist import Hosts
 
 from sshdist_kernel import Node
-from sshdist_kernel.localnodes import LocalNodes
+from sshdist_kernel.localnodes import LocalNodes, _free_port
 
 from .conftest import wait_until
 
@@ -543,3 +543,40 @@ def test_ctrl_c_just_after_the_call_ended_shows_its_result(ip, monkeypatch, caps
     out = capsys.readouterr().out
     assert re.match(r"dist_map: 3 item\(s\) on \d node\(s\), 0 failover\(s\), in ", out), out
     assert "interrupted" not in out
+
+
+def test_nodes_shows_the_hosts_that_did_not_come_up_below_the_nodes(
+    ip, fresh_hosts, capsys
+) -> None:
+    closed = f"root@127.0.0.1:{_free_port()}"
+    ip.user_ns["closed"] = closed
+    assert run(ip, "%nodes -o some -F $cfg node2 $closed node1").success
+    shown = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"2 of 3 node\(s\) ready in \d+\.\d\d s; 1 host\(s\) failed", shown[0])
+    assert [line.split()[0] for line in shown[1:]] == ["node2", "node1", closed]
+    port = closed.rsplit(":", 1)[1]
+    assert shown[3] == (
+        f"  {closed} FAILED: {closed} refused the connection: "
+        f"is sshd running and listening on port {port}?"
+    )
+    some = ip.user_ns["some"]
+    assert [n.name for n in some] == ["node2", "node1"]
+    assert list(some.failed) == [closed]
+    _close(ip, "some")
+
+
+def test_nodes_strict_fails_on_any_host_and_none_up_is_an_error(ip, fresh_hosts, capsys) -> None:
+    closed = f"root@127.0.0.1:{_free_port()}"
+    ip.user_ns["closed"] = closed
+    error = run(ip, "%nodes -o strict -F $cfg --strict node1 $closed").error_in_exec
+    assert isinstance(error, SshdistError) and "refused the connection" in str(error)
+    assert "strict" not in ip.user_ns
+    error = run(ip, "%nodes -o none -F $cfg $closed").error_in_exec
+    assert isinstance(error, SshdistError)
+    lines = str(error).splitlines()
+    assert re.fullmatch(r"no node came up in \d+\.\d\d s: 1 host\(s\) failed", lines[0])
+    assert lines[1].startswith(f"  {closed} FAILED: ") and len(lines) == 2
+    assert "none" not in ip.user_ns
+    capsys.readouterr()
+    error = run(ip, "%nodes -F $cfg --max-connecting 0 node1").error_in_exec
+    assert isinstance(error, SshdistError) and "max_connecting" in str(error)
