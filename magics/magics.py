@@ -98,6 +98,11 @@ class SshdistMagics(Magics):
         help="the nodes of the current Slurm allocation (SLURM_JOB_NODELIST)",
     )
     @argument(
+        "--guile",
+        metavar="PATH",
+        help="the Guile to run on these nodes: a path or a command (default guile)",
+    )
+    @argument(
         "hosts",
         nargs="*",
         help="ssh_config aliases, hosts, user@host:port, host lists such as cn[01-32],login1",
@@ -120,6 +125,8 @@ class SshdistMagics(Magics):
         options = (
             {"ssh_config": args.ssh_config} if args.ssh_config else self.hosts.session_options()
         )
+        if args.guile:
+            options["guile"] = args.guile
         started = time.monotonic()
         try:
             made = make_nodes(hosts, **options)
@@ -129,6 +136,8 @@ class SshdistMagics(Magics):
             raise connecting_stopped(hosts) from None
         if args.ssh_config:
             self.hosts.ssh_config = args.ssh_config
+        if args.guile:
+            self.hosts.guile = args.guile
         NodeTable(made, time.monotonic() - started).show()
         made = NodeList(made)
         made.local = self.hosts.local if args.local else None
