@@ -51,6 +51,10 @@ def test_with_ssh_output_errors_and_procedures_on_2_2(old: Node) -> None:
         with_ssh(old, "(no-such-procedure)")
     # The REPL goes on after an error, with its definitions.
     assert with_ssh(old, "(f 5 6 #:c 7)").value == [5, 6, 7]
+    with_ssh(old, ",L ecmascript")
+    assert old.repl_language == "ecmascript"
+    assert with_ssh(old, "1 + 2;").value == 3
+    with_ssh(old, ",L scheme")
 
 
 def test_rich_display_and_input_on_2_2(old: Node) -> None:
