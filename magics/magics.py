@@ -112,6 +112,11 @@ class SshdistMagics(Magics):
         help=f"connect to at most N hosts at once (default {MAX_CONNECTING})",
     )
     @argument(
+        "--guile",
+        metavar="PATH",
+        help="the Guile to run on these nodes: a path or a command (default guile)",
+    )
+    @argument(
         "hosts",
         nargs="*",
         help="ssh_config aliases, hosts, user@host:port, host lists such as cn[01-32],login1",
@@ -136,6 +141,8 @@ class SshdistMagics(Magics):
         options = (
             {"ssh_config": args.ssh_config} if args.ssh_config else self.hosts.session_options()
         )
+        if args.guile:
+            options["guile"] = args.guile
         started = time.monotonic()
         try:
             made = make_nodes(
@@ -153,6 +160,8 @@ class SshdistMagics(Magics):
             raise SshdistError("\n".join(table.rows()))
         if args.ssh_config:
             self.hosts.ssh_config = args.ssh_config
+        if args.guile:
+            self.hosts.guile = args.guile
         table.show()
         made = NodeList(made, made.failed)
         made.local = self.hosts.local if args.local else None

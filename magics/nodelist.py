@@ -71,6 +71,7 @@ class Hosts:
         self.local: LocalNodes | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.ssh_config: str | None = None  # the last one %nodes used, for names later
+        self.guile: str | None = None  # the last --guile of %nodes, for names later
         self.named: dict[str, Node] = {}
         atexit.register(self.close)
 
@@ -105,8 +106,10 @@ class Hosts:
 
     def session_options(self) -> dict[str, str]:
         if self.ssh_config:
-            return {"ssh_config": self.ssh_config}
-        return self.local.session_options() if self.local else {}
+            options = {"ssh_config": self.ssh_config}
+        else:
+            options = self.local.session_options() if self.local else {}
+        return {**options, "guile": self.guile} if self.guile else options
 
     def start_local(self, count: int) -> list[str]:
         """Names of ``count`` local nodes, started on first use, more started when more

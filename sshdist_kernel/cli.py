@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("-F", "--ssh-config", help="ssh_config file (default ~/.ssh/config)")
     rr.add_argument("-i", "--identity", help="private key file")
     rr.add_argument("--repl-port", help="use the node's REPL server: 'unix' or a port")
+    rr.add_argument("--guile", help="the Guile to run on HOST: a path or a command")
     return p
 
 
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
         port = args.repl_port
         port = int(port) if port and port.isdigit() else port
-        with make_node(args.host, port, ssh_config=args.ssh_config, identity=args.identity) as node:
+        options = {"ssh_config": args.ssh_config, "identity": args.identity, "guile": args.guile}
+        with make_node(args.host, port, **options) as node:
             rrepl(node)
         return 0
     except (LocalNodesError, NodeError) as exc:

@@ -1,4 +1,4 @@
-"""Guile 3 as the REPL language behind ``Rrepl``: the command lines that start the
+"""Guile as the REPL language behind ``Rrepl``: the command lines that start the
 framed loop (``rrepl.scm``), a REPL server and its bridge, and what Guile input and
 version output look like, and what its answers to inspection mean."""
 
@@ -87,12 +87,17 @@ _PROGRAM = ("rrepl.scm", "jupyter.scm")
 
 
 class GuileRepl:
-    """Guile 3's REPL, driven through ``rrepl.scm``."""
+    """Guile's REPL (3.0, or 2.2), driven through ``rrepl.scm``; ``guile`` is the
+    command that runs it on the node: a path or a name on the node's PATH."""
 
     name = "guile"
 
     def __init__(self, guile: str = "guile") -> None:
         self.guile = guile
+
+    @property
+    def executable(self) -> str:
+        return self.guile
 
     def program(self) -> str:
         """The loop's source (``rrepl.scm``, then the rich display API of ``jupyter.scm``)

@@ -66,6 +66,8 @@ class GuileKernel(Kernel):
     host: str = ""
     """The node, as ``make_node`` takes it; set by ``main`` from the kernelspec's argv."""
     node_options: dict[str, Any] = {}
+    guile = "guile"
+    """The Guile to run on the node: a path or a command (the kernelspec's ``--guile``)."""
     history_path: Path | None = None
     """Where this kernelspec's cells are kept (``main`` sets it); None keeps none."""
 
@@ -74,7 +76,7 @@ class GuileKernel(Kernel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.language_tool = GuileRepl()
+        self.language_tool = GuileRepl(self.guile)
         self._node: Node | None = None
         self._connect_error: BaseException | None = None
         self._connected = threading.Event()
@@ -388,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--identity")
     parser.add_argument("--repl-port")
+    parser.add_argument("--guile")
     # Older kernelspecs do not name themselves: the name install gives the host.
     parser.add_argument("--kernel-name")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -403,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.repl_port:
         options["repl_port"] = int(args.repl_port) if args.repl_port.isdigit() else args.repl_port
+    if args.guile:
+        GuileKernel.guile = args.guile
     GuileKernel.host = args.host
     GuileKernel.node_options = options
     name = args.kernel_name or default_name(args.host)

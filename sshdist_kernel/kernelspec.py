@@ -20,7 +20,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 PREFIX = "sshdist-"
 
-_SESSION_OPTIONS = ("ssh_config", "user", "port", "identity", "repl_port")
+_NODE_OPTIONS = ("ssh_config", "user", "port", "identity", "repl_port", "guile")
 
 
 def default_name(host: str) -> str:
@@ -46,7 +46,7 @@ def kernel_json(
     spec["argv"] = [sys.executable if a == "{python}" else a for a in spec["argv"]]
     spec["argv"] += ["--host", host, "--kernel-name", name or default_name(host)]
     written = {}
-    for key in _SESSION_OPTIONS:
+    for key in _NODE_OPTIONS:
         value = options.get(key)
         if value not in (None, ""):
             if key in ("ssh_config", "identity"):
@@ -67,8 +67,8 @@ def install(
     prefix: str | None = None,
     **options: Any,
 ) -> str:
-    """Install the kernelspec of ``host`` (``options``: the session options of
-    ``make_node``, such as ``ssh_config`` or ``user``); return where it went."""
+    """Install the kernelspec of ``host`` (``options``: the options of ``make_node``,
+    such as ``ssh_config``, ``user`` or ``guile``); return where it went."""
     name = name or default_name(host)
     with tempfile.TemporaryDirectory() as tmp:
         for logo in ("logo-32x32.png", "logo-64x64.png"):
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--port", type=int, help="SSH port")
     add.add_argument("--identity", help="private key file (its path is written, not the key)")
     add.add_argument("--repl-port", help="use the node's REPL server: 'unix' or a port")
+    add.add_argument("--guile", help="the Guile to run on the node: a path or a command")
     sub.add_parser("list", help="list the installed sshdist kernelspecs")
     rm = sub.add_parser("remove", help="remove an sshdist kernelspec")
     rm.add_argument("name")
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             identity=args.identity,
             repl_port=args.repl_port,
+            guile=args.guile,
         )
         print(f"installed kernelspec {args.name or default_name(args.host)} in {path}")
     elif args.command == "list":

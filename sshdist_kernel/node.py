@@ -293,10 +293,19 @@ def make_node(
     *,
     start_server: bool = True,
     language: ReplLanguage | None = None,
+    guile: str | None = None,
     **session_options: Any,
 ) -> Node:
     """A node on ``session`` (or on a host name, connected with ``session_options``),
-    with its REPL started and ready (``make-node``)."""
+    with its REPL started and ready (``make-node``).  ``guile`` is the Guile to run
+    there, a path or a command on the node's PATH (``"/opt/guile/bin/guile"``,
+    ``"guile-2.2"``); the default is ``guile``."""
+    if guile is not None:
+        if language is not None:
+            raise TypeError("give make_node either guile or language, not both")
+        if not isinstance(guile, str) or not guile.strip():
+            raise ValueError(f"guile must be a path or a command, not {guile!r}")
+        language = GuileRepl(guile)
     if isinstance(session, str):
         session = make_session(session, **session_options)
     elif session_options:

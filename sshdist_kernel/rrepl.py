@@ -103,6 +103,8 @@ class ReplLanguage(Protocol):
     """What the channel protocol needs to know about one kind of remote REPL."""
 
     name: str
+    executable: str
+    """The command on the node that runs the REPL (named in errors when it is missing)."""
 
     def command(self) -> str:
         """The remote command line that starts the framed REPL loop on stdin/stdout."""
@@ -154,7 +156,7 @@ class Rrepl:
     ) -> None:
         self.where = where
         self.language = language
-        self._stream = RecordStream(channel, where, alive)
+        self._stream = RecordStream(channel, where, alive, language.executable)
         self._interrupter = interrupter
         self._lock = threading.Lock()  # one evaluation at a time
         self._acks_due = 0  # interrupt requests not yet answered (i records)

@@ -4,9 +4,11 @@ TCP port on the node's loopback; a TCP server serves only clients that send its 
 
 from __future__ import annotations
 
+import shlex
 from typing import TYPE_CHECKING
 
 from .errors import NodeError, NodeTimeoutError
+from .records import missing_guile_message
 from .rrepl import Rrepl
 
 if TYPE_CHECKING:
@@ -109,7 +111,9 @@ def node_run_server(node: Node, timeout: float = 10.0) -> None:
         )
     server = node.language.server_command(address, '(getenv "SSHDIST_PID_FILE")', key_file)
     # flock serialises starts on one host; a server already alive is left as it is.
+    guile = shlex.quote(node.language.executable)
     script = f"""umask 077; mkdir -p {SERVER_DIR} && chmod 700 {SERVER_DIR} || exit 1
+command -v {guile} >/dev/null 2>&1 || {{ echo "{guile}: not found" >&2; exit 127; }}
 exec 9>{lock}; flock -w 10 9 2>/dev/null
 kill -0 "$(cat {pid_file} 2>/dev/null)" 2>/dev/null && exit 0
 rm -f {pid_file} {sock}
@@ -125,6 +129,11 @@ cat {log} >&2; rm -f {key}; exit 1
 """
     result = node.session.run(script, timeout=timeout, what="starting the REPL server")
     node._server_key = None  # a server started now has a new key
+    if result.status == 127:
+        where = node.session.options.target
+        raise NodeError(
+            missing_guile_message(node.language.executable, where, 127, result.stderr.strip())
+        )
     if result.status != 0:
         raise NodeError(
             f"the REPL server on {node.session.options.target} did not start "

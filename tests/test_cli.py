@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from sshdist_kernel.localnodes import LocalNodes
 
@@ -57,6 +60,23 @@ def test_rrepl_prints_values_like_the_guile_repl(ssh_config: str) -> None:
     assert session.returncode == 0, session.stderr
     assert session.stdout == "$1 = 3\nhi$2 = 42\n"
     assert ";;; wrong-type-arg: In procedure car" in session.stderr
+
+
+def test_rrepl_guile_runs_that_guile_and_a_missing_one_is_one_clear_line(
+    ssh_config: str,
+) -> None:
+    if shutil.which("guile-2.2") is None:
+        pytest.skip("no guile-2.2 here (make test installs Debian's guile-2.2)")
+    session = sshdist(
+        "rrepl", "node1", "-F", ssh_config, "--guile", "guile-2.2", stdin="(version)\n"
+    )
+    assert session.returncode == 0, session.stderr
+    assert re.fullmatch(r'\$1 = "2\.2\.\d+"\n', session.stdout)
+    missing = sshdist("rrepl", "node1", "-F", ssh_config, "--guile", "/opt/guile/bin/guile")
+    assert missing.returncode == 1
+    assert missing.stderr.startswith(
+        "sshdist: Guile command '/opt/guile/bin/guile' is not installed on node1 "
+    )
 
 
 def test_rrepl_to_an_unreachable_host_is_one_clear_line(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ cells running on a real local node: the conformance suite, then what it does not
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import unittest
 from collections.abc import Iterator
@@ -31,6 +32,14 @@ def jupyter_path(
     config = str(local_nodes.ssh_config)
     for host in ("node1", "node3"):
         kernelspec.install(host, prefix=str(prefix), ssh_config=config)
+    # A node whose Guile is 2.2, named as a cluster's kernelspec would name it.
+    kernelspec.install(
+        "node2",
+        name="sshdist-node2-guile22",
+        prefix=str(prefix),
+        ssh_config=config,
+        guile="guile-2.2",
+    )
     kernelspec.install(
         f"127.0.0.1:{_free_port()}",
         name="sshdist-unreachable",
@@ -140,6 +149,27 @@ def test_kernel_info_names_scheme_the_node_and_its_guile(kernel) -> None:
     run(kc, "(+ 1 1)")  # connected for sure
     banner = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]["banner"]
     assert banner.startswith("GNU Guile 3.") and "#<node " in banner and "/exec " in banner
+
+
+def test_a_kernelspec_with_guile_runs_that_guile(kernel) -> None:
+    if shutil.which("guile-2.2") is None:
+        pytest.skip("no guile-2.2 here (make test installs Debian's guile-2.2)")
+    km, kc = start("sshdist-node2-guile22")
+    try:
+        assert texts(run(kc, "(string-take (version) 4)")[1]) == [("result", '$1 = "2.2."')]
+        banner = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]["banner"]
+        assert banner.startswith("GNU Guile 2.2.")
+        assert texts(run(kc, '(jupyter-html "<b>hi</b>") (car 1)')[1]) == [
+            ("display_data", None, "text/html", "<b>hi</b>"),
+            ("error", "wrong-type-arg: In procedure car: Wrong type (expecting pair): 1"),
+        ]
+        msg_id = kc.execute("(read-line)", allow_stdin=True)
+        assert kc.get_stdin_msg(timeout=TIMEOUT)["msg_type"] == "input_request"
+        kc.input("typed")
+        assert shell_reply(kc, msg_id)["content"]["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
 
 
 def test_a_cell_of_three_forms_runs_as_typed_into_the_repl(kernel) -> None:

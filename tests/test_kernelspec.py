@@ -27,6 +27,7 @@ def test_one_kernelspec_per_node_with_no_secret_in_it(tmp_path: Path) -> None:
     for host, extra in (
         ("hpc1", ["--user", "alice", "--identity", str(key)]),
         ("hpc2", ["--port", "2222", "--display-name", "Big iron"]),
+        ("hpc3", ["--guile", "/opt/guile/bin/guile"]),
     ):
         done = sshdist_kernel(
             "install", "--host", host, "--prefix", str(prefix), *extra, jupyter_path=prefix
@@ -34,7 +35,11 @@ def test_one_kernelspec_per_node_with_no_secret_in_it(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         assert f"installed kernelspec sshdist-{host} in " in done.stdout
     kernels = prefix / "share" / "jupyter" / "kernels"
-    assert sorted(p.name for p in kernels.iterdir()) == ["sshdist-hpc1", "sshdist-hpc2"]
+    assert sorted(p.name for p in kernels.iterdir()) == [
+        "sshdist-hpc1",
+        "sshdist-hpc2",
+        "sshdist-hpc3",
+    ]
     spec = json.loads((kernels / "sshdist-hpc1" / "kernel.json").read_text())
     assert spec["argv"][:3] == [sys.executable, "-m", "sshdist_kernel.kernel"]
     assert spec["argv"][3:] == [
@@ -65,12 +70,15 @@ def test_one_kernelspec_per_node_with_no_secret_in_it(tmp_path: Path) -> None:
     }
     hpc2 = json.loads((kernels / "sshdist-hpc2" / "kernel.json").read_text())
     assert hpc2["display_name"] == "Big iron" and hpc2["argv"][-2:] == ["--port", "2222"]
+    hpc3 = json.loads((kernels / "sshdist-hpc3" / "kernel.json").read_text())
+    assert hpc3["argv"][-2:] == ["--guile", "/opt/guile/bin/guile"]
+    assert hpc3["metadata"]["sshdist"] == {"host": "hpc3", "guile": "/opt/guile/bin/guile"}
 
     listed = sshdist_kernel("list", jupyter_path=prefix).stdout
     assert "sshdist-hpc1" in listed and "Big iron" in listed
 
     assert sshdist_kernel("remove", "sshdist-hpc1", jupyter_path=prefix).returncode == 0
-    assert sorted(p.name for p in kernels.iterdir()) == ["sshdist-hpc2"]
+    assert sorted(p.name for p in kernels.iterdir()) == ["sshdist-hpc2", "sshdist-hpc3"]
     missing = sshdist_kernel("remove", "sshdist-hpc1", jupyter_path=prefix)
     assert missing.returncode == 1 and "no sshdist kernelspec named" in missing.stderr
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import threading
@@ -580,3 +581,19 @@ def test_nodes_strict_fails_on_any_host_and_none_up_is_an_error(ip, fresh_hosts,
     capsys.readouterr()
     error = run(ip, "%nodes -F $cfg --max-connecting 0 node1").error_in_exec
     assert isinstance(error, SshdistError) and "max_connecting" in str(error)
+
+
+def test_nodes_guile_names_the_guile_those_nodes_run(ip, fresh_hosts, capsys) -> None:
+    guile = shutil.which("guile-2.2")
+    if guile is None:
+        pytest.skip("no guile-2.2 here (make test installs Debian's guile-2.2)")
+    assert run(ip, "%nodes -o old -F $cfg --guile guile-2.2 node1").success
+    assert re.search(r"node1 .* Guile 2\.2\.\d+", capsys.readouterr().out)
+    assert run(ip, "%dist_map old 1+ [1, 2]").result == [2, 3]
+    # Names in later calls use the --guile that worked, as they use -F.
+    [version] = run(ip, "%dist_map ['node2'] (lambda (x) (version)) [0]").result
+    assert version.startswith("2.2.")
+    error = run(ip, "%nodes -F $cfg --guile /opt/guile/bin/guile node3").error_in_exec
+    assert isinstance(error, SshdistError)
+    assert "'/opt/guile/bin/guile' is not installed on node3" in str(error)
+    _close(ip, "old")

@@ -87,12 +87,34 @@ def test_node_guile_version(node: Node) -> None:
 def test_missing_guile_is_a_clear_node_error(ssh_config: str) -> None:
     session = make_session("node1", ssh_config=ssh_config)
     try:
-        with pytest.raises(NodeError, match="guile is not installed on node1"):
+        with pytest.raises(NodeError, match="'guile-not-here' is not installed on node1"):
             Node(session, language=GuileRepl(guile="guile-not-here")).rrepl  # noqa: B018
         node = Node(session, language=GuileRepl(guile="guile-not-here"))
         assert node_guile_version(node) is None
     finally:
         session.close()
+
+
+@pytest.mark.parametrize("repl_port", [None, UNIX])
+def test_a_guile_path_missing_on_the_node_names_the_host_and_the_command(
+    ssh_config: str, repl_port: str | None
+) -> None:
+    with pytest.raises(NodeError) as caught:
+        make_node("node1", repl_port, ssh_config=ssh_config, guile="/opt/guile/bin/guile")
+    message = str(caught.value)
+    assert "'/opt/guile/bin/guile' is not installed on node1" in message
+    assert "guile=" in message
+
+
+def test_guile_names_the_guile_a_node_runs(ssh_config: str) -> None:
+    guile = shutil.which("guile-3.0") or shutil.which("guile")
+    assert guile, "the local nodes need Guile"
+    with make_node("node1", ssh_config=ssh_config, guile=guile) as node:
+        assert node.language.executable == guile
+        assert node.version and node.version.startswith("3.")
+        assert with_ssh(node, "(+ 1 2)").value == 3
+    with pytest.raises(TypeError, match="either guile or language"):
+        make_node("node1", ssh_config=ssh_config, guile=guile, language=GuileRepl())
 
 
 class ChattyLogin(GuileRepl):
