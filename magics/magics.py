@@ -28,18 +28,17 @@ from sshdist_kernel import (
     NodeReplError,
     dist_map_async,
     distribute_async,
-    make_nodes,
     sexp,
 )
 from sshdist_kernel.rrepl import DisplayData, FormResult
 
 from .background import BackgroundCall, describe_busy, show_result, still_busy, wait_for
-from .display import NodeTable, have_ipywidgets
-from .errors import CallStopped, SshdistError, connecting_stopped, explain
+from .display import have_ipywidgets
+from .errors import CallStopped, SshdistError, explain
 from .follow import STOP_WAIT, finished_well, follow_here, settle
 from .loadavg import LoadMonitor
 from .magicline import leading_options, python_expression_end
-from .nodelist import Hosts, NodeList, ReplacedRepls, named_hosts
+from .nodelist import Hosts, ReplacedRepls
 from .printed import StreamedText
 
 KEPT_CALLS = 20
@@ -128,43 +127,7 @@ class SshdistMagics(Magics):
         Hosts that do not come up are shown, one line each, below the nodes that did, and
         left out of the list (its ``failed`` says why); ``--strict`` makes them an error."""
         args = parse_argstring(self.nodes, line)
-        if args.local is not None and args.local < 1:
-            raise SshdistError(f"--local: start at least one node, not {args.local}")
-        if args.ssh_config and not os.path.isfile(os.path.expanduser(args.ssh_config)):
-            raise SshdistError(f"-F {args.ssh_config}: no such ssh_config file")
-        hosts = named_hosts(args.hosts, args.hostfile, args.slurm, os.environ)
-        if args.local:
-            hosts = self.hosts.start_local(args.local) + hosts
-        if not hosts:
-            raise SshdistError("name some hosts, or start local nodes with --local N")
-        # -F is remembered (for host names in later calls) only once nodes came of it.
-        options = (
-            {"ssh_config": args.ssh_config} if args.ssh_config else self.hosts.session_options()
-        )
-        if args.guile:
-            options["guile"] = args.guile
-        started = time.monotonic()
-        try:
-            made = make_nodes(
-                hosts,
-                on_error="raise" if args.strict else "skip",
-                max_connecting=args.max_connecting,
-                **options,
-            )
-        except (NodeError, ValueError) as exc:
-            raise explain(exc) from None
-        except KeyboardInterrupt:
-            raise connecting_stopped(hosts) from None
-        table = NodeTable(made, time.monotonic() - started, made.failed)
-        if not made:
-            raise SshdistError("\n".join(table.rows()))
-        if args.ssh_config:
-            self.hosts.ssh_config = args.ssh_config
-        if args.guile:
-            self.hosts.guile = args.guile
-        table.show()
-        made = NodeList(made, made.failed)
-        made.local = self.hosts.local if args.local else None
+        made = self.hosts.make(args, os.environ)
         if args.output:
             self.shell.user_ns[args.output] = made
             return None

@@ -8,6 +8,7 @@ import atexit
 import os
 import sys
 import tempfile
+import time
 import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from sshdist_kernel import (
 )
 from sshdist_kernel.localnodes import LocalNodes, LocalNodesError
 
+from .display import NodeTable
 from .errors import SshdistError, connecting_stopped, explain
 
 
@@ -124,6 +126,46 @@ class Hosts:
             raise SshdistError(f"--local {count}: {exc}") from None
         self.ssh_config = str(self.local.ssh_config)
         return self.local.names[:count]
+
+    def make(self, args: Any, environ: Mapping[str, str]) -> NodeList:
+        """``%nodes``' work: its hosts made into nodes, shown as a table with the hosts
+        that did not come up below; -F and --guile remembered once nodes came of them."""
+        if args.local is not None and args.local < 1:
+            raise SshdistError(f"--local: start at least one node, not {args.local}")
+        if args.ssh_config and not os.path.isfile(os.path.expanduser(args.ssh_config)):
+            raise SshdistError(f"-F {args.ssh_config}: no such ssh_config file")
+        hosts = named_hosts(args.hosts, args.hostfile, args.slurm, environ)
+        if args.local:
+            hosts = self.start_local(args.local) + hosts
+        if not hosts:
+            raise SshdistError("name some hosts, or start local nodes with --local N")
+        # -F is remembered (for host names in later calls) only once nodes came of it.
+        options = {"ssh_config": args.ssh_config} if args.ssh_config else self.session_options()
+        if args.guile:
+            options["guile"] = args.guile
+        started = time.monotonic()
+        try:
+            made = make_nodes(
+                hosts,
+                on_error="raise" if args.strict else "skip",
+                max_connecting=args.max_connecting,
+                **options,
+            )
+        except (NodeError, ValueError) as exc:
+            raise explain(exc) from None
+        except KeyboardInterrupt:
+            raise connecting_stopped(hosts) from None
+        table = NodeTable(made, time.monotonic() - started, made.failed)
+        if not made:
+            raise SshdistError("\n".join(table.rows()))
+        if args.ssh_config:
+            self.ssh_config = args.ssh_config
+        if args.guile:
+            self.guile = args.guile
+        table.show()
+        made = NodeList(made, made.failed)
+        made.local = self.local if args.local else None
+        return made
 
     def close(self) -> None:
         for node in self.named.values():
