@@ -52,9 +52,10 @@
         (wrong-type who position "a display id: a string, symbol or integer" id))))
 
 (define (bundle who position mime data text)
-  ;; ((MIME . DATA)), and TEXT as text/plain; MIME is argument POSITION of WHO.
-  (let ((mime (checked-mime who position mime))
-        (data (checked-data who (1+ position) data)))
+  ;; ((MIME . DATA)), and TEXT as text/plain; MIME is argument POSITION of WHO and DATA
+  ;; the next, or POSITION is #f: WHO (jupyter-html...) fixes MIME, DATA is its first.
+  (let ((mime (if position (checked-mime who position mime) mime))
+        (data (checked-data who (if position (1+ position) 1) data)))
     (cond ((not text) (list (cons mime data)))
           ((string? text) (list (cons mime data) (cons "text/plain" text)))
           (else (wrong-type who "#:text" "a string" text)))))
@@ -63,8 +64,12 @@
   "Show DATA (a string, or a bytevector of bytes such as a PNG) as MIME in the
 notebook now, in order with what was printed.  ID names the output for
 jupyter-update-display; TEXT is a text/plain alternative."
-  (send-display "display" (and id (checked-id "jupyter-display" "#:id" id))
-                (bundle "jupyter-display" 1 mime data text)))
+  (show "jupyter-display" 1 mime data id text))
+
+(define (show who position mime data id text)
+  ;; One display, its argument errors in WHO's name: the procedure the code called.
+  (send-display "display" (and id (checked-id who "#:id" id))
+                (bundle who position mime data text)))
 
 (define* (jupyter-update-display id mime data #:key text)
   "Replace the output shown with display id ID by DATA as MIME."
@@ -73,28 +78,28 @@ jupyter-update-display; TEXT is a text/plain alternative."
 
 (define* (jupyter-html html #:key id text)
   "Show HTML, a string."
-  (jupyter-display "text/html" html #:id id #:text text))
+  (show "jupyter-html" #f "text/html" html id text))
 
 (define* (jupyter-svg svg #:key id text)
   "Show SVG, a string holding an <svg> element."
-  (jupyter-display "image/svg+xml" svg #:id id #:text text))
+  (show "jupyter-svg" #f "image/svg+xml" svg id text))
 
 (define* (jupyter-png png #:key id text)
   "Show PNG, a bytevector of a PNG file's bytes (or its base64 text)."
-  (jupyter-display "image/png" png #:id id #:text text))
+  (show "jupyter-png" #f "image/png" png id text))
 
 (define* (jupyter-markdown markdown #:key id (text markdown))
   "Show MARKDOWN, a string; its source is the text/plain alternative."
-  (jupyter-display "text/markdown" markdown #:id id #:text text))
+  (show "jupyter-markdown" #f "text/markdown" markdown id text))
 
 (define* (jupyter-latex latex #:key id (text latex))
   "Show LATEX, a string such as \"$$x^2$$\"; its source is the text/plain alternative."
-  (jupyter-display "text/latex" latex #:id id #:text text))
+  (show "jupyter-latex" #f "text/latex" latex id text))
 
 (define* (jupyter-json value #:key id)
   "Show VALUE as JSON (application/json); see the mapping above this module."
   (let ((json (scheme->json value)))
-    (jupyter-display "application/json" json #:id id #:text json)))
+    (show "jupyter-json" #f "application/json" json id json)))
 
 (define (scheme->json value)
   (call-with-output-string

@@ -590,6 +590,17 @@ def test_an_output_is_updated_by_its_display_id(node: Node) -> None:
         ("(jupyter-json (cons 1 2))", "wrong-type-arg", "Cannot be written as JSON: (1 . 2)"),
         ("(jupyter-json (/ 1. 0.))", "wrong-type-arg", "Cannot be written as JSON: +inf.0"),
         ('(jupyter nothing "x")', "misc-error", "No jupyter procedure nothing; there are"),
+        (
+            "(jupyter-markdown 5)",
+            "wrong-type-arg",
+            "In procedure jupyter-markdown: Wrong type "
+            "argument in position 1 (expecting a string or a bytevector): 5",
+        ),
+        (
+            '(jupyter-html "x" #:id #t)',
+            "wrong-type-arg",
+            "In procedure jupyter-html: Wrong type argument for #:id",
+        ),
         ("(jupyter-json (/ (expt 10 400) 3))", "wrong-type-arg", "Cannot be written as JSON: 1"),
         (
             "(let ((v (vector 1))) (vector-set! v 0 v) (jupyter-json v))",
