@@ -78,7 +78,11 @@ def test_ctrl_c_prints_one_line_and_nothing_later(terminal) -> None:
     # the nodes answer at once, and the stopped call prints nothing at later prompts
     shown = enter(terminal, "%dist_map nodes 1+ range(3)")
     assert "[1, 2, 3]" in shown and "/60" not in shown
-    assert "/60" not in enter(terminal, "import time; time.sleep(2)")
+    # ...nor while its nodes' workers finish what it gave them (a bounded poll).
+    enter(terminal, "import time; from sshdist_kernel.nodeworkers import waiting_work")
+    idle = "not any(waiting_work(n) for n in nodes)"
+    shown = enter(terminal, f"any({idle} or time.sleep(0.05) for _ in range(200))")
+    assert "/60" not in shown and "True" in shown
 
 
 def test_a_background_call_prints_nothing_under_the_prompt(terminal) -> None:
@@ -87,7 +91,8 @@ def test_a_background_call_prints_nothing_under_the_prompt(terminal) -> None:
         "dist_map runs in the background on 3 node(s); "
         "%dist_result job waits for it and shows the results"
     )
-    quiet = enter(terminal, "import time; time.sleep(2.5); job.done()")
+    # Wait, at the prompt's cell, until the call is done (a bounded poll): nothing shows.
+    quiet = enter(terminal, "import time; any(job.done() or time.sleep(0.05) for _ in range(600))")
     assert "dist_map" not in quiet and "True" in quiet
     result = enter(terminal, "%dist_result job")
     assert re.search(r"dist_map: 30 item\(s\) on 3 node\(s\), 0 failover\(s\), in ", result)
