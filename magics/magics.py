@@ -30,7 +30,8 @@ from sshdist_kernel import (
     distribute_async,
     sexp,
 )
-from sshdist_kernel.rrepl import DisplayData, FormResult
+from sshdist_kernel.displaydata import DisplayData
+from sshdist_kernel.rrepl import FormResult
 
 from .background import BackgroundCall, describe_busy, show_result, still_busy, wait_for
 from .display import have_ipywidgets

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
+from .displaydata import DisplayData
 from .dist import (
     DistCall,
     DistEvent,
@@ -59,7 +60,7 @@ from .node import (
     node_session,
     with_ssh,
 )
-from .rrepl import DisplayData, EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prompt
+from .rrepl import EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prompt
 from .rreplshell import rrepl
 from .server import UNIX, node_run_server, node_server_running, node_stop_server
 from .session import Session, make_session

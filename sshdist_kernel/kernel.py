@@ -19,12 +19,13 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float
 
 from . import __version__, sexp
+from .displaydata import DisplayData
 from .errors import NodeError, NodeReplError
 from .guile import GuileRepl
 from .history import CellHistory, checked_number
 from .kernelspec import default_name
 from .node import Node, make_node
-from .rrepl import DisplayData, EvalResult, FormResult
+from .rrepl import EvalResult, FormResult
 
 CONNECT_WAIT = 60.0
 """Seconds the first cell waits for the connection begun when the kernel started."""

@@ -8,9 +8,7 @@ This module is the only place that knows what the records mean; the REPL languag
 
 from __future__ import annotations
 
-import base64
 import codecs
-import json
 import sys
 import threading
 import time
@@ -20,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import sexp
+from .displaydata import DisplayData, display_data
 from .errors import EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .records import CANCEL_POLL, RecordStream, checked_timeout, deadline_after, seconds_left
 
@@ -37,28 +36,6 @@ RECOVERY_WAIT = 2.0
 
 OutputCallback = Callable[[str, str], None]
 """Called as ``on_output(stream, text)`` with stream ``"stdout"`` or ``"stderr"``."""
-
-
-@dataclass(frozen=True)
-class DisplayData:
-    """One rich output the node's code sent (``jupyter-display`` and its helpers): a
-    Jupyter mime bundle, ready for ``display_data`` or IPython's ``display(raw=True)``.
-
-    ``data`` maps each MIME type to text, to base64 text for binary data (a PNG given
-    as a bytevector), or to the parsed value for JSON types; ``update`` says it
-    replaces the output shown with ``display_id``."""
-
-    data: dict[str, Any]
-    display_id: str | None = None
-    update: bool = False
-
-    def bundle(self) -> dict[str, Any]:
-        """``data`` with a ``text/plain`` entry, for front ends that show only text (a
-        terminal, ``jupyter console``): the code's own, else what kind of output it is,
-        as IPython prints ``<IPython.core.display.HTML object>``."""
-        if "text/plain" in self.data:
-            return self.data
-        return {**self.data, "text/plain": f"<{', '.join(self.data) or 'empty'} output>"}
 
 
 DisplayCallback = Callable[[DisplayData], None]
@@ -370,7 +347,7 @@ class Rrepl:
                     on_form(form)
                 values, nums, texts = [], [], []
             elif tag == "d":
-                shown = _display_data(payload)
+                shown = display_data(payload)
                 displays.append(shown)
                 if on_display:
                     on_display(shown)
@@ -531,46 +508,6 @@ class Rrepl:
     def __repr__(self) -> str:
         state = "closed" if self.broken else f"pid {self.pid}"
         return f"#<rrepl {self.where} {state}>"
-
-
-_TEXT_TYPES = ("application/javascript", "application/xml", "image/svg+xml")
-
-
-def _is_json(mime: str) -> bool:
-    return mime == "application/json" or mime.endswith("+json")
-
-
-def _mime_value(mime: str, binary: bool, body: bytes) -> Any:
-    """One bundle entry as Jupyter wants it: JSON parsed (text that is not JSON, or
-    nested deeper than Python parses, is kept as text), bytes of a binary type in
-    base64, everything else text."""
-    textual = mime.startswith("text/") or mime.endswith("+xml") or mime in _TEXT_TYPES
-    if binary and not textual and not _is_json(mime):
-        return base64.b64encode(body).decode("ascii")
-    text = body.decode("utf-8", "replace")
-    if _is_json(mime):
-        try:
-            return json.loads(text)
-        except (ValueError, RecursionError):
-            return text
-    return text
-
-
-def _display_data(payload: bytes) -> DisplayData:
-    """A ``d`` record: ``KIND\\nID\\n``, then per MIME type ``MIME\\n``, T or B,
-    ``LEN\\n`` and the bytes (see rrepl.scm)."""
-    kind, display_id, rest = payload.split(b"\n", 2)
-    data: dict[str, Any] = {}
-    pos = 0
-    while pos < len(rest):
-        mime_end = rest.index(b"\n", pos)
-        size_end = rest.index(b"\n", mime_end + 1)
-        mime = rest[pos:mime_end].decode("utf-8", "replace")
-        binary = rest[mime_end + 1 : mime_end + 2] == b"B"
-        start = size_end + 1
-        pos = start + int(rest[mime_end + 2 : size_end])
-        data[mime] = _mime_value(mime, binary, rest[start:pos])
-    return DisplayData(data, display_id.decode("utf-8", "replace") or None, kind == b"update")
 
 
 def _unpack_value(payload: bytes) -> tuple[int, str, list[int]]:

@@ -13,6 +13,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,41 +121,51 @@ def open_notebook(page: Any, url: str) -> None:
         pass
 
 
-@pytest.mark.timeout(300)
-def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
+@contextmanager
+def notebook_page(url: str, width: int, height: int, *, failed: str) -> Iterator[Any]:
+    """Headless Debian Chromium showing the notebook at ``url``, its kernel up; a failure
+    inside leaves a screenshot at ``failed``, and the browser is closed either way."""
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": width, "height": height})
         try:
-            open_notebook(page, jupyterlab)
-            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-            rows = page.locator(".widget-hbox:has(.widget-hprogress)")
-            rows.first.wait_for(timeout=90_000)
-            page.wait_for_function(
-                "() => document.querySelectorAll('.widget-hprogress').length >= 9", timeout=60_000
-            )
-            names = [rows.nth(i).locator(".widget-html").first.inner_text() for i in range(3)]
-            assert names == ["node1", "node2", "node3"]
-
-            def sparklines() -> list[str]:
-                return [rows.nth(i).locator(".widget-label").last.inner_text() for i in range(3)]
-
-            first = sparklines()
-            deadline = time.monotonic() + 60
-            while sparklines() == first and time.monotonic() < deadline:
-                page.wait_for_timeout(500)
-            assert sparklines() != first, "the load rows did not refresh"
-            # After the notebook stops node3, its row turns stopped; the others run on.
-            page.wait_for_function(
-                "() => [...document.querySelectorAll('.widget-html')]"
-                ".some(e => e.innerText.trim() === 'stopped')",
-                timeout=90_000,
-            )
-            states = [rows.nth(i).locator(".widget-html").nth(1).inner_text() for i in range(3)]
-            assert states[2] == "stopped"
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            open_notebook(page, url)
+            yield page
         except Exception:
-            page.screenshot(path=str(SCREENSHOT.with_name("failed.png")), full_page=True)
+            page.screenshot(path=failed, full_page=True)
             raise
         finally:
             browser.close()
+
+
+@pytest.mark.timeout(300)
+def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
+    with notebook_page(
+        jupyterlab, 1400, 1000, failed=str(SCREENSHOT.with_name("failed.png"))
+    ) as page:
+        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+        rows = page.locator(".widget-hbox:has(.widget-hprogress)")
+        rows.first.wait_for(timeout=90_000)
+        page.wait_for_function(
+            "() => document.querySelectorAll('.widget-hprogress').length >= 9", timeout=60_000
+        )
+        names = [rows.nth(i).locator(".widget-html").first.inner_text() for i in range(3)]
+        assert names == ["node1", "node2", "node3"]
+
+        def sparklines() -> list[str]:
+            return [rows.nth(i).locator(".widget-label").last.inner_text() for i in range(3)]
+
+        first = sparklines()
+        deadline = time.monotonic() + 60
+        while sparklines() == first and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        assert sparklines() != first, "the load rows did not refresh"
+        # After the notebook stops node3, its row turns stopped; the others run on.
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.widget-html')]"
+            ".some(e => e.innerText.trim() === 'stopped')",
+            timeout=90_000,
+        )
+        states = [rows.nth(i).locator(".widget-html").nth(1).inner_text() for i in range(3)]
+        assert states[2] == "stopped"
+        page.screenshot(path=str(SCREENSHOT), full_page=True)

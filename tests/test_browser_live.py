@@ -12,12 +12,9 @@ from typing import Any
 import pytest
 
 from .test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     SHOTS,
     jupyterlab_on,
-    open_notebook,
-    playwright,
+    notebook_page,
     pytestmark,  # noqa: F401 - skipped where the browser test is
 )
 
@@ -29,15 +26,17 @@ def lab(tmp_path: Path) -> Iterator[str]:
     yield from jupyterlab_on(NOTEBOOK, tmp_path)
 
 
-def run_cell(page: Any, index: int) -> None:
-    """Run the notebook's cell ``index`` (markdown cells count), as Shift-Enter would."""
+def run_cell(page: Any, index: int, *, wait: bool = True) -> None:
+    """Run the notebook's cell ``index`` (markdown cells count), as Shift-Enter would;
+    ``wait=False`` returns once it started (a cell that waits for input never ends)."""
     page.evaluate(
-        """async (i) => {
+        """async ([i, wait]) => {
             const panel = window.jupyterapp.shell.currentWidget;
             panel.content.activeCellIndex = i;
-            await window.jupyterapp.commands.execute('notebook:run-cell');
+            const ran = window.jupyterapp.commands.execute('notebook:run-cell');
+            if (wait) { await ran; }
         }""",
-        index,
+        [index, wait],
     )
 
 
@@ -47,58 +46,45 @@ def output_of(page: Any, index: int) -> Any:
 
 @pytest.mark.timeout(300)
 def test_a_background_call_is_cancelled_from_its_widget(lab: str) -> None:
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        try:
-            open_notebook(page, lab)
-            run_cell(page, 1)
-            output_of(page, 1).get_by_text("3 node(s) ready").wait_for(timeout=90_000)
-            run_cell(page, 3)  # %dist_map --bg: the widget, at once
-            cancel = output_of(page, 3).get_by_role("button", name="Cancel")
-            cancel.wait_for(timeout=30_000)
-            total = output_of(page, 3).get_by_text(re.compile(r"^[1-9]\d*/30 items, "))
-            total.wait_for(timeout=30_000)  # the rows advance while it works
-            run_cell(page, 5)  # another cell runs meanwhile
-            meanwhile = output_of(page, 5).get_by_text(re.compile(r"meanwhile: \d+ of 30"))
-            meanwhile.wait_for(timeout=30_000)
-            assert "running: True" in meanwhile.inner_text()
-            page.screenshot(path=str(SHOTS / "live_calls_running.png"), full_page=True)
-            cancel.click()
-            output_of(page, 3).get_by_text(
-                re.compile(r"dist_map cancelled: \d+ of 30 items done on 3 nodes; nodes ready")
-            ).wait_for(timeout=30_000)
-            assert cancel.is_disabled()
-            run_cell(page, 8)  # %dist_result job
-            output_of(page, 8).get_by_text("SshdistError: dist_map cancelled").wait_for(
-                timeout=30_000
-            )
-            for index in (10, 11, 12):
-                run_cell(page, index)
-            output_of(page, 12).get_by_text("(3, 'DONE')").wait_for(timeout=30_000)
-            output_of(page, 3).screenshot(path=str(SHOTS / "live_calls_cancelled.png"))
-            run_cell(page, 14)  # %loadavg: the dashboard
-            board = output_of(page, 14)
-            board.get_by_text("load average").wait_for(timeout=30_000)
-            run_cell(page, 15)  # the nodes get busy; the chart draws their load
-            output_of(page, 15).get_by_text(re.compile(r"^dist_map: 12 item")).wait_for(
-                timeout=90_000
-            )
-            text = board.inner_text()
-            for name in ("node1", "node2", "node3"):
-                assert name in text
-            assert len(re.findall(r"\b\d+\.\d\d\b", text)) >= 9, text  # 1/5/15 min, each node
-            assert board.locator("svg polyline").count() >= 3
-            # a few more refreshes, so the chart has a line to show
-            page.wait_for_function(
-                """() => [...document.querySelectorAll('svg polyline')].some(
-                    p => p.getAttribute('points').trim().split(/\\s+/).length >= 8)""",
-                timeout=60_000,
-            )
-            board.scroll_into_view_if_needed()
-            board.screenshot(path=str(SHOTS / "live_calls_load.png"))
-        except Exception:
-            page.screenshot(path=str(SHOTS / "live_calls_failed.png"), full_page=True)
-            raise
-        finally:
-            browser.close()
+    with notebook_page(lab, 1400, 1100, failed=str(SHOTS / "live_calls_failed.png")) as page:
+        run_cell(page, 1)
+        output_of(page, 1).get_by_text("3 node(s) ready").wait_for(timeout=90_000)
+        run_cell(page, 3)  # %dist_map --bg: the widget, at once
+        cancel = output_of(page, 3).get_by_role("button", name="Cancel")
+        cancel.wait_for(timeout=30_000)
+        total = output_of(page, 3).get_by_text(re.compile(r"^[1-9]\d*/30 items, "))
+        total.wait_for(timeout=30_000)  # the rows advance while it works
+        run_cell(page, 5)  # another cell runs meanwhile
+        meanwhile = output_of(page, 5).get_by_text(re.compile(r"meanwhile: \d+ of 30"))
+        meanwhile.wait_for(timeout=30_000)
+        assert "running: True" in meanwhile.inner_text()
+        page.screenshot(path=str(SHOTS / "live_calls_running.png"), full_page=True)
+        cancel.click()
+        output_of(page, 3).get_by_text(
+            re.compile(r"dist_map cancelled: \d+ of 30 items done on 3 nodes; nodes ready")
+        ).wait_for(timeout=30_000)
+        assert cancel.is_disabled()
+        run_cell(page, 8)  # %dist_result job
+        output_of(page, 8).get_by_text("SshdistError: dist_map cancelled").wait_for(timeout=30_000)
+        for index in (10, 11, 12):
+            run_cell(page, index)
+        output_of(page, 12).get_by_text("(3, 'DONE')").wait_for(timeout=30_000)
+        output_of(page, 3).screenshot(path=str(SHOTS / "live_calls_cancelled.png"))
+        run_cell(page, 14)  # %loadavg: the dashboard
+        board = output_of(page, 14)
+        board.get_by_text("load average").wait_for(timeout=30_000)
+        run_cell(page, 15)  # the nodes get busy; the chart draws their load
+        output_of(page, 15).get_by_text(re.compile(r"^dist_map: 12 item")).wait_for(timeout=90_000)
+        text = board.inner_text()
+        for name in ("node1", "node2", "node3"):
+            assert name in text
+        assert len(re.findall(r"\b\d+\.\d\d\b", text)) >= 9, text  # 1/5/15 min, each node
+        assert board.locator("svg polyline").count() >= 3
+        # a few more refreshes, so the chart has a line to show
+        page.wait_for_function(
+            """() => [...document.querySelectorAll('svg polyline')].some(
+                p => p.getAttribute('points').trim().split(/\\s+/).length >= 8)""",
+            timeout=60_000,
+        )
+        board.scroll_into_view_if_needed()
+        board.screenshot(path=str(SHOTS / "live_calls_load.png"))

@@ -98,17 +98,23 @@ def run(kc: BlockingKernelClient, code: str, until: Any = None) -> tuple[dict, l
     ``until(msg)`` is called on each output message as it arrives."""
     msg_id = kc.execute(code)
     outputs = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
+    for msg in caused_by(kc, msg_id):
         if msg["msg_type"] in OUTPUTS:
             outputs.append(msg)
             if until:
                 until(msg)
     return shell_reply(kc, msg_id), outputs
+
+
+def caused_by(kc: BlockingKernelClient, msg_id: str) -> Iterator[dict]:
+    """The iopub messages request ``msg_id`` caused, as they come, until its idle status."""
+    while True:
+        msg = kc.get_iopub_msg(timeout=TIMEOUT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return
+        yield msg
 
 
 def shell_reply(kc: BlockingKernelClient, msg_id: str) -> dict:
@@ -322,15 +328,7 @@ def test_requests_no_client_should_send_get_a_reply(kernel) -> None:
 def execute(kc: BlockingKernelClient, code: str, **options: Any) -> tuple[dict, list[dict]]:
     """``run`` with execute_request options; the execute_input messages are kept too."""
     msg_id = kc.execute(code, **options)
-    messages = []
-    while True:
-        msg = kc.get_iopub_msg(timeout=TIMEOUT)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-            break
-        if msg["msg_type"] != "status":
-            messages.append(msg)
+    messages = [m for m in caused_by(kc, msg_id) if m["msg_type"] != "status"]
     return shell_reply(kc, msg_id)["content"], messages
 
 
