@@ -24,7 +24,11 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--dir", default=str(DEFAULT_DIR), help="where keys and configs live")
     rr = sub.add_parser("rrepl", help="an interactive Guile REPL on HOST over SSH")
     rr.add_argument("host", help="ssh_config alias, host, user@host or user@host:port")
-    rr.add_argument("-F", "--ssh-config", help="ssh_config file (default ~/.ssh/config)")
+    rr.add_argument(
+        "-F",
+        "--ssh-config",
+        help="ssh_config file (default ~/.ssh/config, then /etc/ssh/ssh_config)",
+    )
     rr.add_argument("-i", "--identity", help="private key file")
     rr.add_argument("--repl-port", help="use the node's REPL server: 'unix' or a port")
     rr.add_argument("--guile", help="the Guile to run on HOST: a path or a command")
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         with make_node(args.host, port, **options) as node:
             rrepl(node)
         return 0
-    except (LocalNodesError, NodeError) as exc:
+    except (LocalNodesError, NodeError, ValueError) as exc:  # ValueError: bad arguments
         print(f"sshdist: {exc}", file=sys.stderr)
         return 1
 

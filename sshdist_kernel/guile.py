@@ -4,6 +4,7 @@ version output look like, and what its answers to inspection mean."""
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 import textwrap
@@ -86,6 +87,15 @@ _PROGRAM = ("rrepl.scm", "jupyter.scm")
 """The Scheme files the remote loop is made of, in the order they are loaded."""
 
 
+@functools.cache
+def _program() -> str:
+    """Read once a process: every REPL a node opens sends the same source."""
+    files = resources.files(__package__)
+    text = "\n".join(files.joinpath(name).read_text("utf-8") for name in _PROGRAM)
+    lines = (line for line in text.splitlines() if not line.lstrip().startswith(";"))
+    return "\n".join(line for line in lines if line.strip())
+
+
 class GuileRepl:
     """Guile's REPL (3.0, or 2.2), driven through ``rrepl.scm``; ``guile`` is the
     command that runs it on the node: a path or a name on the node's PATH."""
@@ -102,10 +112,7 @@ class GuileRepl:
     def program(self) -> str:
         """The loop's source (``rrepl.scm``, then the rich display API of ``jupyter.scm``)
         with its comments dropped, to keep the command line short."""
-        files = resources.files(__package__)
-        text = "\n".join(files.joinpath(name).read_text("utf-8") for name in _PROGRAM)
-        lines = (line for line in text.splitlines() if not line.lstrip().startswith(";"))
-        return "\n".join(line for line in lines if line.strip())
+        return _program()
 
     def _guile(self, code: str) -> str:
         loader = "(eval-string " + sexp.write(self.program()) + ") " + code

@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--user-install", action="store_true", help="in the user's Jupyter dir")
     where.add_argument("--sys-prefix", action="store_true", help=f"in {sys.prefix}")
     where.add_argument("--prefix", help="under this prefix (PREFIX/share/jupyter/kernels)")
-    add.add_argument("--ssh-config", help="ssh_config file (default ~/.ssh/config)")
+    add.add_argument(
+        "--ssh-config", help="ssh_config file (default ~/.ssh/config, then /etc/ssh/ssh_config)"
+    )
     add.add_argument("--user", help="login user on the node")
     add.add_argument("--port", type=int, help="SSH port")
     add.add_argument("--identity", help="private key file (its path is written, not the key)")

@@ -183,12 +183,12 @@ def _read(path: Path) -> list[_Entry] | None:
         return None
     stamp = (st.st_mtime_ns, st.st_size)
     key = os.fspath(path)
+    # Held across the parse: 64 hosts made at once parse a file once, not 64 times.
     with _parsed_lock:
         cached = _parsed.get(key)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    entries = _parse_file(path)
-    with _parsed_lock:
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        entries = _parse_file(path)
         _parsed[key] = (stamp, entries)
     return entries
 
