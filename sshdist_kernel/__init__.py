@@ -29,6 +29,7 @@ from .errors import (
     NodeError,
     NodeReplError,
     NodeTimeoutError,
+    SshConfigError,
 )
 from .hostlist import compress_hosts, expand_hosts, read_hostfile, slurm_hosts
 from .job import (
@@ -121,6 +122,7 @@ __all__ = [
     "NodeError",
     "NodeReplError",
     "NodeTimeoutError",
+    "SshConfigError",
     "Opaque",
     "Pair",
     "Rrepl",

@@ -24,6 +24,11 @@ class HostKeyError(NodeError):
         self.fingerprint = fingerprint
 
 
+class SshConfigError(NodeError):
+    """An ssh_config file cannot be read as OpenSSH reads it: every host would fail the
+    same way, so ``make_nodes(on_error="skip")`` stops rather than skipping them all."""
+
+
 class NodeTimeoutError(NodeError):
     """The node did not answer within the time allowed."""
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import NodeError
+from .errors import NodeError, SshConfigError
 
 MAX_CONNECTING = 64
 """Hosts ``make_nodes`` connects to at once: enough to hide a handshake's round trips,
@@ -74,7 +74,7 @@ def connect_all(
             except BaseException as exc:  # noqa: BLE001 - reported or re-raised by the caller
                 with lock:
                     results[i] = exc
-                    if on_error == "raise" or not isinstance(exc, NodeError):
+                    if not _skippable(exc, on_error):
                         state["stop"] = True  # start no more: the call fails anyway
                 continue
             with lock:
@@ -101,7 +101,7 @@ def connect_all(
             m.close()
         raise
     errors = [r for r in results if isinstance(r, BaseException)]
-    fatal = [e for e in errors if on_error == "raise" or not isinstance(e, NodeError)]
+    fatal = [e for e in errors if not _skippable(e, on_error)]
     if fatal:
         for r in results:
             if r is not None and not isinstance(r, BaseException):
@@ -110,3 +110,9 @@ def connect_all(
     pairs = list(zip(hosts, results, strict=True))
     failed = {_name(h): str(r) for h, r in pairs if isinstance(r, BaseException)}
     return MadeNodes([r for r in results if not isinstance(r, BaseException)], failed)
+
+
+def _skippable(exc: BaseException, on_error: str) -> bool:
+    """A host's failure that ``on_error="skip"`` leaves out: that host's own, not a
+    broken ssh_config (every host would fail alike) nor a bug or Ctrl-C."""
+    return on_error == "skip" and isinstance(exc, NodeError) and not isinstance(exc, SshConfigError)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import NodeError
+from .errors import SshConfigError
 
 SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 """The system-wide file OpenSSH reads after the user's, unless a file is named (``-F``)."""
@@ -115,7 +115,7 @@ def _parse_match(args: list[str], where: str) -> list[tuple[bool, str, Any]]:
         name = word.lstrip("!").lower()
         i += 1
         if name not in _MATCH_CRITERIA and name != "exec":
-            raise NodeError(
+            raise SshConfigError(
                 f"{where}: Match {name} is not supported by sshdist (it reads Match all, "
                 "canonical, final, host, originalhost, user, localuser and exec); "
                 "rewrite that block or name another file with ssh_config="
@@ -124,7 +124,7 @@ def _parse_match(args: list[str], where: str) -> list[tuple[bool, str, Any]]:
             criteria.append((negate, name, None))
             continue
         if i >= len(args):
-            raise NodeError(f"{where}: Match {name} needs an argument")
+            raise SshConfigError(f"{where}: Match {name} needs an argument")
         arg = args[i]
         i += 1
         if name == "exec":
@@ -133,7 +133,7 @@ def _parse_match(args: list[str], where: str) -> list[tuple[bool, str, Any]]:
             patterns = [p for p in arg.split(",") if p]
             criteria.append((negate, name, _Pattern(patterns, fold_case=name == "host")))
     if not criteria:
-        raise NodeError(f"{where}: Match needs a criterion (Match all matches every host)")
+        raise SshConfigError(f"{where}: Match needs a criterion (Match all matches every host)")
     return criteria
 
 
@@ -142,7 +142,7 @@ def _parse_file(path: Path) -> list[_Entry]:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
-        raise NodeError(f"cannot read ssh_config file {path}: {exc.strerror or exc}") from None
+        raise SshConfigError(f"cannot read ssh_config file {path}: {exc.strerror or exc}") from None
     for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -158,7 +158,7 @@ def _parse_file(path: Path) -> list[_Entry]:
         try:
             args = _split_args(rest)
         except ValueError as exc:
-            raise NodeError(f"{where}: {exc}") from None
+            raise SshConfigError(f"{where}: {exc}") from None
         if key == "host":
             entries.append(_Entry("host", where, pattern=_Pattern(args, fold_case=False)))
         elif key == "match":
@@ -223,7 +223,7 @@ class _Lookup:
 
     def _include(self, entry: _Entry, base: Path, depth: int) -> None:
         if depth + 1 >= _MAX_INCLUDE_DEPTH:
-            raise NodeError(f"{entry.where}: Include nested too deeply")
+            raise SshConfigError(f"{entry.where}: Include nested too deeply")
         for arg in entry.args:
             pattern = os.path.expanduser(arg)
             if not os.path.isabs(pattern):
@@ -296,7 +296,7 @@ class _Lookup:
                 check=False,
             )
         except subprocess.TimeoutExpired:
-            raise NodeError(
+            raise SshConfigError(
                 f"{where}: Match exec {command!r} did not finish within {self.timeout:g} s"
             ) from None
         return done.returncode == 0
@@ -334,7 +334,7 @@ def _expand(text: str, tokens: dict[str, str]) -> str:
 
     def one(m: re.Match[str]) -> str:
         if m.group(1) not in tokens:
-            raise NodeError(f"unknown token %{m.group(1)} in ssh_config value {text!r}")
+            raise SshConfigError(f"unknown token %{m.group(1)} in ssh_config value {text!r}")
         return tokens[m.group(1)]
 
     return re.sub(r"%(.?)", one, text)

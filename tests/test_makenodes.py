@@ -12,7 +12,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from sshdist_kernel import ConnectError, MadeNodes, Node, knownhosts, make_nodes, node
+from sshdist_kernel import (
+    ConnectError,
+    MadeNodes,
+    Node,
+    SshConfigError,
+    knownhosts,
+    make_nodes,
+    node,
+)
 from sshdist_kernel.localnodes import LocalNodes, _free_port
 from sshdist_kernel.sshconfig import resolve_options
 
@@ -48,6 +56,14 @@ def test_skip_returns_the_nodes_that_came_up_in_order_and_reports_the_rest(
         assert took < 5, f"refused hosts should fail at once, took {took:.1f} s"
     finally:
         _close(made)
+
+
+def test_a_broken_ssh_config_is_an_error_even_when_skipping(ssh_config: str, tmp_path) -> None:
+    # Every host would fail alike: "0 of 3 nodes up" and the same line 3 times says less.
+    broken = tmp_path / "config"
+    broken.write_text(f"Include {ssh_config}\nMatch tagged x\n  User nobody\n")
+    with pytest.raises(SshConfigError, match="Match tagged"):
+        make_nodes(["node1", "node2", "node3"], ssh_config=str(broken), on_error="skip")
 
 
 def test_raise_is_all_or_nothing(ssh_config: str, node3_stopped: None, monkeypatch) -> None:
