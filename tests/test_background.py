@@ -16,6 +16,7 @@ from sshdist_magics import SshdistError
 
 from sshdist_kernel import DistCall
 from sshdist_kernel.localnodes import LocalNodes
+from sshdist_kernel.nodeworkers import waiting_work
 
 from .conftest import wait_until
 from .test_magics import ctrl_c_into_the_cell, ip, nodes_in, run  # noqa: F401 - ip is the shell fixture
@@ -90,6 +91,10 @@ def test_a_second_call_on_busy_nodes_says_so_and_queues_behind(ip, capsys) -> No
     nodes_in(ip)
     run(ip, f"%dist_map --bg -o first nodes {SLOW} range(30)")
     first = ip.user_ns["first"]
+    # Busy means working: the first call reaches its nodes one after another (the
+    # drivers start as a tree), so wait until it works on all three.
+    nodes = ip.user_ns["nodes"]
+    wait_until(lambda: all(waiting_work(n) for n in nodes), 10, "the first call on every node")
     capsys.readouterr()
     second = run(ip, "%dist_map nodes 1+ range(3)")
     assert second.result == [1, 2, 3]
