@@ -19,6 +19,7 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float
 
 from . import __version__, sexp
+from .abortorder import AbortBeforeReply
 from .displaydata import DisplayData
 from .errors import NodeError, NodeReplError
 from .guile import GuileRepl
@@ -46,7 +47,7 @@ def repl_lines(form: FormResult) -> str:
     )
 
 
-class GuileKernel(Kernel):
+class GuileKernel(AbortBeforeReply, Kernel):
     """A wrapper kernel whose cells are evaluated by ``rrepl_eval`` on one node."""
 
     implementation = "sshdist_kernel"
