@@ -1,4 +1,5 @@
-"""What the magics show: a table of nodes, and a distributed call's progress in items.
+"""What the magics show: a table of nodes, and a distributed call's progress in items (a
+dist_map's) or expressions (a distribute's).
 
 Progress is drawn from the main thread only (``follow`` hands it the call's events), so
 nothing here needs a lock.  A call shorter than a second shows only its one-line
@@ -70,8 +71,9 @@ class NodeTable:
 class NodeProgress:
     """One node's row: items done there, what it is doing, and what became of it."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, unit: str = "item") -> None:
         self.node = node
+        self.unit = unit  # what the call counts: "item" (dist_map) or "expression"
         self.done = 0
         self.used = False
         self.failed = False
@@ -82,11 +84,11 @@ class NodeProgress:
 
     @property
     def label(self) -> str:
-        return f"{_items(self.done)}, {self.status}"
+        return f"{_count(self.done, self.unit)}, {self.status}"
 
     def starts(self, job: int, size: int) -> None:
         self.used, self.job, self.slow = True, job, False
-        self.status = f"running job {job} ({_items(size)})"
+        self.status = f"running job {job} ({_count(size, self.unit)})"
         if self._next is not None and self._next[0] == job:
             self.status += f", {self._next[1]}"
         self._next = None
@@ -150,9 +152,10 @@ class Progress:
         terminal: bool = True,
     ) -> None:
         self.what = what
+        self.unit = "expression" if what == "distribute" else "item"
         self.total = total
         self.nodes = list(nodes)
-        self.rows = {id(n): NodeProgress(n) for n in nodes}
+        self.rows = {id(n): NodeProgress(n, self.unit) for n in nodes}
         self.done = 0
         self.failovers = 0
         self.copies = 0
@@ -233,14 +236,14 @@ class Progress:
         if final and self.ended is not None:
             now = self.ended
         seconds = (time.monotonic() if now is None else now) - self.started
-        text = f"{self.done}/{self.total} items"
+        text = f"{self.done}/{self.total} {self.unit}s"
         if final == "done":
             text += f" in {seconds:.2f} s"
         elif final:
             text += f", {'FAILED' if final == 'failed' else 'stopped'} after {seconds:.2f} s"
         if self.done and seconds > 0:
             rate = self.done / seconds
-            text += f", {rate:.1f} items/s"
+            text += f", {rate:.1f} {self.unit}s/s"
             if not final and self.done < self.total:
                 text += f", ~{_seconds((self.total - self.done) / rate)} left"
         return text
@@ -276,7 +279,10 @@ class Progress:
         after its end this is asked (``%dist_result``)."""
         seconds = (time.monotonic() if self.ended is None else self.ended) - self.started
         used = sum(1 for r in self.rows.values() if r.used)
-        text = f"{self.what}: {self.total} item(s) on {used} node(s), {self.failovers} failover(s)"
+        text = (
+            f"{self.what}: {self.total} {self.unit}(s) on {used} node(s), "
+            f"{self.failovers} failover(s)"
+        )
         if self.copies:
             text += f", {self.copies} straggler cop{'y' if self.copies == 1 else 'ies'}"
         if state == "done":
@@ -289,7 +295,7 @@ class Progress:
         on 3 nodes; nodes ready``."""
         count = len(self.nodes)
         return (
-            f"{self.what} {how}: {self.done} of {self.total} items done on {count} "
+            f"{self.what} {how}: {self.done} of {self.total} {self.unit}s done on {count} "
             f"node{'' if count == 1 else 's'}; {nodes_state}"
         )
 
@@ -312,8 +318,8 @@ class Progress:
             self._print(self.summary(state))
 
 
-def _items(count: int) -> str:
-    return f"{count} item{'' if count == 1 else 's'}"
+def _count(count: int, unit: str) -> str:
+    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 def have_ipywidgets() -> bool:

@@ -22,15 +22,18 @@ def _file(stream: str) -> TextIO:
 
 def show_by_node(outputs: dict[str, list[NodeOutput]], order: list[str]) -> None:
     """Each node's printed text under a ``[stream:node]`` header, nodes in ``order``
-    (then any others), stdout before stderr."""
+    (then any others), stdout before stderr; what each job printed ends its own line,
+    so two jobs' texts never run together."""
     names = list(dict.fromkeys([*order, *outputs]))
     for name in names:
         for stream in STREAMS:
-            text = "".join(o.text for o in outputs.get(name, ()) if o.stream == stream)
+            by_job: dict[int, str] = {}
+            for o in outputs.get(name, ()):
+                if o.stream == stream:
+                    by_job[o.job] = by_job.get(o.job, "") + o.text
+            text = "".join(t if t.endswith("\n") else t + "\n" for t in by_job.values() if t)
             if not text:
                 continue
-            if not text.endswith("\n"):
-                text += "\n"
             sys.stdout.flush()  # a terminal shows both files: keep their order
             _file(stream).write(f"[{stream}:{name}]\n{text}")
             _file(stream).flush()

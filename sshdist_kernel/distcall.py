@@ -224,7 +224,7 @@ class DistCall(Future):
             state = "failed" if self.exception() is not None else "done"
         count, name = len(self.nodes), _CALL_NAMES.get(self.kind, self.kind)
         return (
-            f"<DistCall {name}: {self.progress}/{self.total} items on {count} "
+            f"<DistCall {name}: {self.progress}/{self.total} {self._what} on {count} "
             f"node{'' if count == 1 else 's'}, {state}>"
         )
 

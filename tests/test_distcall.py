@@ -105,6 +105,9 @@ def test_the_call_is_a_future_that_can_be_awaited(nodes: list[Node]) -> None:
 
     assert asyncio.run(both()) == ([1, 2, 3, 4, 5], (3, "x"), [0, 1])
     assert repr(call) == "<DistCall dist_map: 30/30 items on 3 nodes, done>"
+    forms = distribute_async(nodes, "1", "2")
+    forms.result(timeout=30)
+    assert repr(forms) == "<DistCall distribute: 2/2 expressions on 3 nodes, done>"
 
 
 def test_cancel_stops_the_nodes_and_keeps_their_definitions(nodes: list[Node]) -> None:
