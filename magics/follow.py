@@ -102,7 +102,10 @@ def settle(nodes: list[Node], wait: float = STOP_WAIT) -> str:
     closed = [name for name, state in states.items() if state == "closed"]
     parts = []
     if stopping:
-        parts.append(f"{', '.join(stopping)} still stopping (the next call waits for it)")
+        parts.append(
+            f"{', '.join(stopping)} still stopping (the next call waits for it, "
+            "or for a fresh REPL if it will not stop)"
+        )
     if closed:
         parts.append(
             f"{', '.join(closed)} lost the REPL (the next call starts a fresh one, "

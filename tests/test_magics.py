@@ -336,6 +336,32 @@ def test_ctrl_c_in_with_ssh_is_one_line_and_the_node_keeps_its_definitions(ip, c
     assert nodes[0].eval("kept", timeout=1).value == "yes"
 
 
+def test_ctrl_c_on_code_that_ignores_it_says_the_node_is_still_stopping(ip, nodes, capsys) -> None:
+    ip.user_ns["deaf"] = nodes[0]
+    run(ip, "%%with_ssh deaf\n(define kept 1)")
+    capsys.readouterr()
+    deaf = '(display "deaf") (call-with-blocked-asyncs (lambda () (let loop () (loop))))'
+    with ctrl_c_into_the_cell(ip, 1.0):
+        result = run(ip, f"%%with_ssh deaf\n{deaf}")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    seen = capsys.readouterr()
+    # Still stopping (as a rule: three interrupts take up to 6 s), or given up already.
+    assert re.fullmatch(
+        r"deaf\nwith_ssh interrupted after \d\.\d s on node1; node1 (still stopping \(the "
+        r"next call waits for it, or for a fresh REPL if it will not stop\)|lost the REPL "
+        r"\(the next call starts a fresh one, without the definitions\))\n",
+        seen.out + seen.err,
+    ), seen
+    stopping = "still stopping" in seen.out
+    # It will not stop: the next call waits, then runs on a fresh REPL and says so.
+    assert run(ip, "%%with_ssh deaf\n(defined? 'kept)").success
+    seen = capsys.readouterr()
+    assert "$1 = #f\n" in seen.out, seen  # the definitions went with the old REPL
+    assert "[the REPL on node1 was replaced by a fresh one (" in seen.err, seen
+    assert not stopping or "did not stop after 3 interrupts" in seen.err, seen
+    del ip.user_ns["deaf"]
+
+
 def test_ctrl_c_while_connecting_is_one_line(ip, capsys) -> None:
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says a word
         port = silent.getsockname()[1]
