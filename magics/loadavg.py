@@ -42,12 +42,24 @@ def sparkline(values: list[float | None], cores: int) -> str:
     return "".join(" " if v is None else SPARKS[min(round(v / cores * top), top)] for v in values)
 
 
-def chart(history: list[float | None], cores: int, every: float, stopped: str = "") -> str:
-    """The recent 1-minute load as an SVG line, newest at the right, against a dashed
-    line at the core count (the scale grows past it only when the load does)."""
+def chart(
+    history: list[float | None],
+    cores: int,
+    every: float,
+    stopped: str = "",
+    ages: list[float] | None = None,
+) -> str:
+    """The recent 1-minute load as an SVG line against time, now at the right, and a
+    dashed line at the core count (the scale grows past it only when the load does).
+    ``ages`` are the samples' seconds before now (one ``every`` apart when not given):
+    a time with no readings shows as a gap as long as it lasted, and samples older
+    than the chart's ``(HISTORY - 1) * every`` seconds leave it."""
     w, h, x0, x1, y0, y1 = COLUMNS["1 min load"] - 4, 56, 20, 216, 5, 43  # the plot's box
-    scale = max(cores, math.ceil(max((v for v in history if v is not None), default=0.0)))
-    step = (x1 - x0) / (HISTORY - 1)
+    window = (HISTORY - 1) * every
+    if ages is None:
+        ages = [(len(history) - 1 - i) * every for i in range(len(history))]
+    shown = [(v, age) for v, age in zip(history, ages, strict=True) if age <= window]
+    scale = max(cores, math.ceil(max((v for v, _ in shown if v is not None), default=0.0)))
 
     def y(v: float) -> float:
         return y1 - v / scale * (y1 - y0)
@@ -57,11 +69,13 @@ def chart(history: list[float | None], cores: int, every: float, stopped: str = 
         return f'<text x="{x}" y="{at:.1f}" fill="{fill}" text-anchor="{end}" {halo}>{s}</text>'
 
     segments: list[list[str]] = [[]]
-    for i, v in enumerate(history):
-        if v is None:  # the node was away: a break in the line
-            segments.append([])
-        else:
-            segments[-1].append(f"{x1 - (len(history) - 1 - i) * step:.1f},{y(v):.1f}")
+    previous = None
+    for v, age in shown:
+        if v is None or (previous is not None and previous - age > 2.5 * every):
+            segments.append([])  # the node was away, or not read for a while: a gap
+        if v is not None:
+            segments[-1].append(f"{x1 - age / window * (x1 - x0):.1f},{y(v):.1f}")
+        previous = age
     line = "#9e9e9e" if stopped else LINE  # a stopped node's line is history
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
@@ -73,7 +87,7 @@ def chart(history: list[float | None], cores: int, every: float, stopped: str = 
         text(x0 - 3, y(cores) + 3, cores, CORES),
         text(x0 - 3, y1 + 3, 0),
         text(x0 - 3, y0 + 6, scale) if scale > cores else "",
-        text(x0, h - 2, f"−{(HISTORY - 1) * every:g} s", end="start"),
+        text(x0, h - 2, f"−{window:g} s", end="start"),
         text(x1, h - 2, "now"),
     ]
     out += [
@@ -91,7 +105,8 @@ def chart(history: list[float | None], cores: int, every: float, stopped: str = 
 
 @dataclass
 class LoadRow:
-    """What the monitor knows of one node; ``history`` holds None where it was away."""
+    """What the monitor knows of one node; ``history`` holds None where it was away,
+    ``times`` when each of its entries was taken (``time.monotonic()``)."""
 
     node: Node
     cores: int | None = None
@@ -101,16 +116,25 @@ class LoadRow:
     load: tuple[float, float, float] | None = None
     read_at: float | None = None
     history: deque[float | None] = field(default_factory=lambda: deque(maxlen=HISTORY))
+    times: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY))
     lock: threading.Lock = field(default_factory=threading.Lock)  # one read at a time
     backoff: float = 0.0  # seconds to the next reconnection, after one failed
     retry_at: float = 0.0  # no reconnection before this (time.monotonic())
 
     def answered(self, load: tuple[float, float, float]) -> None:
+        now = time.monotonic()
         if not self.running and self.history:  # back after a failure: a gap in the line
             self.history.append(None)
+            self.times.append(now)
         self.running, self.problem, self.load = True, "", load
         self.read_at = time.time()
         self.history.append(load[0])
+        self.times.append(now)
+
+    def ages(self) -> list[float]:
+        """Seconds since each entry of ``history`` was taken."""
+        now = time.monotonic()
+        return [now - t for t in self.times]
 
     def state(self) -> str:
         return "running" if self.running else "stopped"
@@ -325,5 +349,5 @@ class LoadMonitor:
                 bar.bar_style = "warning" if v >= cores else ""
                 bar.style.bar_color = None if row.running else "#bdbdbd"
             stopped = "" if row.running else f"stopped: {row.problem}"
-            graph.value = chart(list(row.history), cores, self.every, stopped)
+            graph.value = chart(list(row.history), cores, self.every, stopped, row.ages())
             seen.value = row.seen()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from sshdist_magics.loadavg import LoadMonitor, chart
+from sshdist_magics.loadavg import LoadMonitor, LoadRow, chart
 
 from sshdist_kernel import Node
 from sshdist_kernel.localnodes import LocalNodes
@@ -173,6 +173,31 @@ def test_the_chart_scales_to_the_cores_and_breaks_where_the_node_was_away() -> N
     first, second = polyline_points(chart([0.5, 1.0, None, 2.0], cores=2, every=1.0))
     assert len(first) == 2 and len(second) == 1 and first[-1][0] < second[0][0]
     assert "stopped: gone" in chart([1.0], cores=2, every=1.0, stopped="stopped: gone")
+
+
+def test_the_chart_is_drawn_against_time() -> None:
+    # Readings 1 s apart, then 10 s without any, then one now: a gap as long as that.
+    ages = [14.0, 13.0, 12.0, 11.0, 1.0, 0.0]
+    first, second = polyline_points(chart([1.0] * 6, cores=2, every=1.0, ages=ages))
+    xs = [x for x, _ in first + second]
+    assert len(first) == 4 and len(second) == 2
+    per_second = (216 - 20) / 60  # the plot's width over its 60 s
+    assert xs[1] - xs[0] == pytest.approx(per_second, abs=0.1)
+    assert xs[4] - xs[3] == pytest.approx(10 * per_second, abs=0.1)
+    assert xs[-1] == pytest.approx(216)  # now, at the right
+    # Readings older than the chart's minute have left it.
+    (kept,) = polyline_points(chart([1.0, 2.0, 3.0], cores=2, every=1.0, ages=[90.0, 1.0, 0.0]))
+    assert len(kept) == 2
+
+
+def test_a_row_knows_when_each_sample_was_taken(nodes) -> None:
+    row = LoadRow(nodes[0])
+    row.answered((0.5, 0.5, 0.5))
+    row.running = False  # it failed, and is back:
+    row.answered((1.0, 1.0, 1.0))
+    assert list(row.history) == [0.5, None, 1.0]
+    ages = row.ages()
+    assert len(ages) == 3 and ages[0] >= ages[1] >= ages[2] >= 0
 
 
 def _sshd_of(node: Node) -> int:
