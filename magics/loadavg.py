@@ -297,7 +297,7 @@ class LoadMonitor:
         import ipywidgets as w
 
         if self._view is None:
-            bar = partial(w.FloatProgress, min=0.0, max=1.0, style={"description_width": "36px"})
+            bar = partial(w.FloatProgress, min=0.0, max=1.0, style={"description_width": "46px"})
             kinds = [w.HTML, w.HTML, w.Label, w.Label, bar, bar, bar, w.HTML, w.Label]
             self._title = w.HTML()
             self._view = {
