@@ -7,17 +7,14 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 
 from __future__ import annotations
 
-import builtins
 import os
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
-from IPython.core.error import StdinNotImplementedError
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
-from IPython.display import display, update_display
+from IPython.display import display
 
 from sshdist_kernel import (
     MAX_CONNECTING,
@@ -25,13 +22,10 @@ from sshdist_kernel import (
     EventCallback,
     Node,
     NodeError,
-    NodeReplError,
     dist_map_async,
     distribute_async,
     sexp,
 )
-from sshdist_kernel.displaydata import DisplayData
-from sshdist_kernel.rrepl import FormResult
 
 from .background import BackgroundCall, describe_busy, show_result, still_busy, wait_for
 from .display import have_ipywidgets
@@ -40,7 +34,7 @@ from .follow import STOP_WAIT, finished_well, follow_here, settle
 from .loadavg import LoadMonitor
 from .magicline import leading_options, python_expression_end
 from .nodelist import Hosts, ReplacedRepls
-from .printed import StreamedText
+from .withssh import run_on_node
 
 KEPT_CALLS = 20
 """Background calls the magics remember for ``%dist_result`` (the latest)."""
@@ -188,52 +182,12 @@ class SshdistMagics(Magics):
         args = parse_argstring(self.with_ssh, line)
         node = self._nodes(args.node)[0]
         self._say_if_busy([node])
-        printed = StreamedText()
-
-        def show(form: FormResult) -> None:
-            if form.texts:  # a form without values leaves the line open: a prompt
-                printed.end_line()
-            for num, text in zip(form.eval_nums, form.texts, strict=True):
-                print(f"${num} = {text}")
-
-        def show_display(shown: DisplayData) -> None:
-            printed.end_line()
-            if shown.update:
-                update_display(shown.bundle(), display_id=shown.display_id, raw=True)
-            else:
-                display(shown.bundle(), display_id=shown.display_id, raw=True)
-
-        def ask(prompt: str) -> str | None:
-            try:
-                return builtins.input(prompt)  # ipykernel's, in a notebook
-            except (EOFError, StdinNotImplementedError):
-                return None
-
-        started = time.monotonic()
-        try:
-            result = node.eval(
-                cell,
-                timeout=None,
-                on_output=printed.write,
-                on_form=show,
-                on_display=show_display,
-                on_input=ask,
-                on_start=lambda: self.replaced.say([node]),
-            )
-        except KeyboardInterrupt:
-            printed.end_line()
-            seconds = time.monotonic() - started
-            state = settle([node])
-            busy = still_busy(self._background, [node])  # it may have waited for them
-            if busy is not None:
-                state = busy if state == "node ready" else f"{state}; {busy}"
-            raise CallStopped(
-                f"with_ssh interrupted after {seconds:.1f} s on {node.name}; {state}"
-            ) from None
-        except (NodeError, NodeReplError) as exc:
-            printed.end_line()
-            raise explain(exc, shown=printed.any) from None
-        printed.end_line()
+        result = run_on_node(
+            node,
+            cell,
+            on_start=lambda: self.replaced.say([node]),
+            still_busy=lambda: still_busy(self._background, [node]),
+        )
         print(f"[{node.name}: module {result.module}, language {result.language}]")
         if args.output:
             self.shell.user_ns[args.output] = result.value
