@@ -186,6 +186,22 @@ class CellHistory:
             )
         return self._query(where, (pattern or "*",), output, n)
 
+    def answer(self, request: dict[str, Any], output: bool = False) -> list[Entry]:
+        """A ``history_request``'s cells, by its ``hist_access_type`` (``tail``,
+        ``range``, ``search``; anything else finds none).  ``TypeError``,
+        ``ValueError`` or ``OverflowError`` for numbers no client sends."""
+        kind = request.get("hist_access_type")
+        n = checked_number(request.get("n"))
+        if kind == "tail":
+            return self.tail(n, output=output)
+        if kind == "range":
+            session, start = (checked_number(request.get(k)) or 0 for k in ("session", "start"))
+            return self.range(session, start, checked_number(request.get("stop")), output)
+        if kind == "search":
+            pattern, unique = str(request.get("pattern") or "*"), bool(request.get("unique"))
+            return self.search(pattern, n, unique, output=output)
+        return []
+
 
 def checked_number(value: Any) -> int | None:
     """A history request's number, checked: SQLite's integers are 64-bit."""

@@ -23,7 +23,7 @@ from .abortorder import AbortBeforeReply
 from .displaydata import DisplayData
 from .errors import NodeError, NodeReplError
 from .guile import GuileRepl
-from .history import CellHistory, checked_number
+from .history import CellHistory
 from .kernelspec import default_name
 from .node import Node, make_node
 from .rrepl import EvalResult, FormResult
@@ -349,22 +349,10 @@ class GuileKernel(AbortBeforeReply, Kernel):
     ) -> dict[str, Any]:
         """The cells of this kernelspec's kernels, as IPython answers: ``raw`` makes no
         difference (cells are kept as typed), ``output`` pairs each with its values."""
-        found: list = []
+        request = {"hist_access_type": hist_access_type, "session": session, "start": start}
+        request |= {"stop": stop, "n": n, "pattern": pattern, "unique": unique}
         try:
-            if self.history is not None:
-                if hist_access_type == "tail":
-                    found = self.history.tail(checked_number(n), output=output)
-                elif hist_access_type == "range":
-                    found = self.history.range(
-                        checked_number(session) or 0,
-                        checked_number(start) or 0,
-                        checked_number(stop),
-                        output=output,
-                    )
-                elif hist_access_type == "search":
-                    found = self.history.search(
-                        str(pattern or "*"), checked_number(n), bool(unique), output=output
-                    )
+            found = [] if self.history is None else self.history.answer(request, output)
         except (TypeError, ValueError, OverflowError) as exc:  # a request no client sends
             return {
                 "status": "error",
