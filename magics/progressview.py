@@ -1,9 +1,11 @@
-"""A distributed call's progress as ipywidgets: the total, a row per node, and for a
-background call a Cancel button and its latest failover and copy lines."""
+"""A distributed call's progress as ipywidgets: the total, a row per node (a grid of
+small squares past ``ROWS_UP_TO`` nodes), and for a background call a Cancel button and
+its latest failover and copy lines."""
 
 from __future__ import annotations
 
 import html
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +14,53 @@ if TYPE_CHECKING:
 
 LOG_LINES = 6
 """Failover and copy lines a background call's widget keeps (the latest)."""
+
+ROWS_UP_TO = 16
+"""Nodes shown a row each; more are squares in a grid (hundreds of rows would not read)."""
+
+GRID_EVERY = 1.0
+"""Seconds between redraws of the grid, whose HTML grows with the node count."""
+
+GRID_STATES = (  # (state, colour), in the legend's order
+    ("running", "#1565c0"),
+    ("idle", "#2e7d32"),
+    ("slow", "#ef6c00"),
+    ("failed", "#c62828"),
+    ("waiting", "#bdbdbd"),
+)
+
+
+def grid_state(row: Any) -> str:
+    """A node's state as its square shows it."""
+    if row.failed:
+        return "failed"
+    if row.slow:
+        return "slow"
+    if row.job is not None:
+        return "running"
+    return "idle" if row.used else "waiting"
+
+
+def node_grid(rows: list[Any]) -> str:
+    """The nodes as small squares coloured by state (each names its node and status on
+    hover), after a line counting them by state."""
+    colours = dict(GRID_STATES)
+    states = [grid_state(r) for r in rows]
+    counts = ", ".join(
+        f'<span style="color:{colour}">&#9632;</span> {states.count(state)} {state}'
+        for state, colour in GRID_STATES
+        if state in states
+    )
+    squares = "".join(
+        f'<span title="{html.escape(f"{r.node.name}: {r.label}", quote=True)}" '
+        f'style="display:inline-block;width:9px;height:9px;margin:1px;'
+        f'background:{colours[state]}"></span>'
+        for r, state in zip(rows, states, strict=True)
+    )
+    return (
+        f'<div style="font-size:12px">{len(rows)} nodes: {counts}</div>'
+        f'<div style="max-width:600px;line-height:0">{squares}</div>'
+    )
 
 
 class ProgressView:
@@ -31,6 +80,8 @@ class ProgressView:
         self.bars: dict[int, Any] = {}
         self.labels: dict[int, Any] = {}
         self.rows = w.VBox()
+        self.grid: Any = None  # past ROWS_UP_TO nodes, this HTML replaces the rows
+        self._grid_drawn = float("-inf")
         self.lines: list[str] = []
         self.log_box = w.HTML()
         head: list[Any] = [w.HTML(f"<b>{what}</b>")]
@@ -59,6 +110,28 @@ class ProgressView:
         self.log_box.value = "<br>".join(html.escape(line) for line in self.lines)
 
     def update(self, progress: Progress, now: float | None = None, final: str = "") -> None:
+        if len(progress.rows) > ROWS_UP_TO:
+            self._update_grid(progress, final)
+        else:
+            self._update_rows(progress, final)
+        self.total_bar.value = progress.done
+        self.total_label.value = progress.total_text(now, final)
+        if final:
+            styles = {"done": "success", "stopped": "warning"}
+            self.total_bar.bar_style = styles.get(final, "danger")
+            if self.cancel_button is not None:
+                self.cancel_button.disabled = True
+
+    def _update_grid(self, progress: Progress, final: str) -> None:
+        if self.grid is None:
+            self.grid = self._w.HTML()
+            self.rows.children = (self.grid,)
+        clock = time.monotonic()
+        if final or clock - self._grid_drawn >= GRID_EVERY:
+            self._grid_drawn = clock
+            self.grid.value = node_grid(list(progress.rows.values()))
+
+    def _update_rows(self, progress: Progress, final: str) -> None:
         w = self._w
         for key, row in progress.rows.items():
             if key not in self.bars:
@@ -79,10 +152,3 @@ class ProgressView:
             else:
                 bar.bar_style = "success" if final == "done" else ""
             self.labels[key].value = row.label
-        self.total_bar.value = progress.done
-        self.total_label.value = progress.total_text(now, final)
-        if final:
-            styles = {"done": "success", "stopped": "warning"}
-            self.total_bar.bar_style = styles.get(final, "danger")
-            if self.cancel_button is not None:
-                self.cancel_button.disabled = True

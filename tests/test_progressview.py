@@ -1,0 +1,49 @@
+"""The progress widget: a row per node for a few nodes, a grid of squares for many."""
+
+from __future__ import annotations
+
+import re
+from types import SimpleNamespace
+
+from sshdist_magics.display import Progress
+from sshdist_magics.progressview import ROWS_UP_TO, ProgressView
+
+
+def progress_of(count: int) -> tuple[Progress, list]:
+    # The display needs only the nodes' names: it draws what the call's events said.
+    nodes = [SimpleNamespace(name=f"cn{i:03}") for i in range(count)]
+    return Progress("dist_map", nodes, 1000, terminal=False), nodes  # type: ignore[arg-type]
+
+
+def test_a_few_nodes_have_a_row_each() -> None:
+    progress, nodes = progress_of(ROWS_UP_TO)
+    view = ProgressView("dist_map", 1000)
+    view.update(progress)
+    assert len(view.rows.children) == ROWS_UP_TO and view.grid is None
+
+
+def test_many_nodes_are_a_grid_of_squares_counted_by_state() -> None:
+    progress, nodes = progress_of(300)
+    rows = [progress.rows[id(n)] for n in nodes]
+    for i, row in enumerate(rows[:200]):
+        row.starts(i, 3)
+    for i, row in enumerate(rows[:100]):
+        row.finishes(i, 3)
+    rows[5].failed = True
+    rows[150].slow = True
+    view = ProgressView("dist_map", 1000)
+    view.update(progress)
+    assert view.rows.children == (view.grid,)  # no widget per node
+    shown = view.grid.value
+    assert "300 nodes: " in shown
+    counts = dict((state, int(n)) for n, state in re.findall(r"</span> (\d+) (\w+)", shown))
+    assert counts == {"running": 99, "idle": 99, "slow": 1, "failed": 1, "waiting": 100}
+    squares = re.findall(r'<span title="([^"]*)" style="display:inline-block', shown)
+    assert len(squares) == 300
+    assert squares[0] == "cn000: 3 items, finished job 0"
+    assert squares[299] == "cn299: 0 items, waiting"
+    # The final state is drawn at once, whenever the last redraw was.
+    rows[299].starts(400, 1)
+    rows[299].finishes(400, 1)
+    view.update(progress, final="done")
+    assert "cn299: 1 item, finished job 400" in view.grid.value
