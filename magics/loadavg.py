@@ -20,6 +20,9 @@ from typing import Any
 from sshdist_kernel import Node, NodeError, NodeTimeoutError
 from sshdist_kernel.node import read_cpu_count, read_loadavg
 
+from .loadgrid import load_grid
+from .progressview import GRID_EVERY, ROWS_UP_TO
+
 HISTORY = 61
 """1-minute samples kept per node: a minute of them at one a second."""
 
@@ -174,9 +177,14 @@ class LoadMonitor:
         self._threads: list[threading.Thread] = []
         self._draw_lock = threading.Lock()
         self._view: dict[int, list[Any]] | None = None  # each row's widgets, by id(row)
+        self._grid: Any = None  # past ROWS_UP_TO nodes, a grid of squares instead
+        self._grid_drawn = float("-inf")
+        self._grid_due = False  # a redraw is waiting for its turn
 
     def __repr__(self) -> str:
-        names = ", ".join(r.node.name for r in self.rows)
+        names = ", ".join(r.node.name for r in self.rows[:ROWS_UP_TO])
+        if len(self.rows) > ROWS_UP_TO:
+            names += f", ... ({len(self.rows)} nodes)"
         state = "refreshing" if self.refreshing else "not refreshing"
         return f"<LoadMonitor of {names}, every {self.every:g} s, {state}>"
 
@@ -271,6 +279,7 @@ class LoadMonitor:
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
         self._draw_title()
+        self._draw_grid(now=True)
 
     # -- showing -----------------------------------------------------------------------
 
@@ -296,6 +305,13 @@ class LoadMonitor:
         time, so displaying it again shows another view of the same live rows."""
         import ipywidgets as w
 
+        if len(self.rows) > ROWS_UP_TO:
+            if self._grid is None:
+                self._title, self._grid = w.HTML(), w.HTML()
+                self._box = w.VBox([self._title, self._grid])
+                self._draw_title()
+                self._draw_grid(now=True)
+            return self._box
         if self._view is None:
             bar = partial(w.FloatProgress, min=0.0, max=1.0, style={"description_width": "46px"})
             kinds = [w.HTML, w.HTML, w.Label, w.Label, bar, bar, bar, w.HTML, w.Label]
@@ -321,14 +337,37 @@ class LoadMonitor:
         return self._box
 
     def _draw_title(self) -> None:
-        if self._view is not None:
+        if self._view is not None or self._grid is not None:
             how = f"refreshing every {self.every:g} s" if self.refreshing else "not refreshing"
+            what = (
+                "a square per node, by its 1 minute load against its cores"
+                if self._grid is not None
+                else "bars are full at the node's core count (the chart's dashed line)"
+            )
             self._title.value = (
-                f"<b>load average</b> &nbsp;<span style='color:#666'>{how}; bars are full "
-                f"at the node's core count (the chart's dashed line)</span>"
+                f"<b>load average</b> &nbsp;<span style='color:#666'>{how}; {what}</span>"
             )
 
+    def _draw_grid(self, now: bool = False) -> None:
+        """Redraw the grid: at once if ``now``; else at most once per ``GRID_EVERY``,
+        a read that comes sooner being drawn when that time is up."""
+        if self._grid is None:
+            return
+        with self._draw_lock:
+            wait = 0.0 if now else self._grid_drawn + GRID_EVERY - time.monotonic()
+            if wait <= 0:
+                self._grid_drawn, self._grid_due = time.monotonic(), False
+                self._grid.value = load_grid(self.rows)
+            elif not self._grid_due:
+                self._grid_due = True
+                later = threading.Timer(wait, self._draw_grid, kwargs={"now": True})
+                later.daemon = True
+                later.start()
+
     def _draw(self, row: LoadRow) -> None:
+        if self._grid is not None:
+            self._draw_grid()
+            return
         if self._view is None:
             return
         with self._draw_lock:

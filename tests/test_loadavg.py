@@ -16,7 +16,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 from sshdist_magics.loadavg import LoadMonitor, LoadRow, chart
 
-from sshdist_kernel import Node
+from sshdist_kernel import Node, make_nodes
 from sshdist_kernel.localnodes import LocalNodes
 
 from .conftest import wait_until
@@ -317,3 +317,33 @@ def test_a_closed_node_is_stopped_at_once_and_the_others_run(nodes) -> None:
     mon.poll()
     assert [r.state() for r in mon.rows] == ["running", "stopped", "running"]
     assert mon.rows[1].problem == "connection closed" and not mon.rows[1].history
+
+
+def test_many_nodes_are_a_grid_of_squares_with_the_busiest_named(
+    ssh_config: str, local_nodes: LocalNodes
+) -> None:
+    # 18 nodes (six connections to each local sshd): past the 16 that get a row each.
+    many = make_nodes(["node1", "node2", "node3"] * 6, ssh_config=ssh_config)
+    try:
+        mon = LoadMonitor(many, every=1)
+        mon.poll()
+        box = mon.widget()
+        title, grid = box.children
+        assert "a square per node" in title.value
+        shown = grid.value
+        assert shown.startswith('<div style="font-size:12px">18 nodes: 18 running, 0 stopped; ')
+        hovers = re.findall(r'<span title="([^"]*)" style="display:inline-block', shown)
+        assert len(hovers) == 18
+        read = rf"node\d: [\d.]+ [\d.]+ [\d.]+ on {CORES} cores \(\d+%\), Guile 3\..*"
+        assert all(re.fullmatch(read, h) for h in hovers), hovers
+        assert repr(mon).endswith(", ... (18 nodes), every 1 s, not refreshing>")
+        # One node stops: its square turns grey, and the count says so at the next redraw.
+        many[4].session.close()
+        many[4].closed = True
+        mon.poll()
+        mon._draw_grid(now=True)
+        assert "18 nodes: 17 running, 1 stopped" in grid.value
+        assert "node2: stopped (connection closed)" in grid.value
+    finally:
+        for n in many:
+            n.close()
