@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sshdist_kernel import DistEvent, Node, NodeError
+from sshdist_kernel.hostlist import compress_hosts
 
 if TYPE_CHECKING:
     from .progressview import ProgressView
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 QUIET_SECONDS = 1.0
 """A call shorter than this shows no progress, only its summary."""
 
+TABLE_ROWS_UP_TO = 16
+"""Nodes the node table shows a row each; more are host lists, one per Guile version."""
 TEXT_ROWS_UP_TO = 8
 """The terminal line names each node's count when there are at most this many nodes."""
 
@@ -57,11 +60,29 @@ class NodeTable:
                 f"{len(self.nodes)} of {total} node(s) ready in {self.seconds:.2f} s; "
                 f"{len(self.failed)} host(s) failed"
             ]
+        if len(self.nodes) + len(self.failed) <= TABLE_ROWS_UP_TO:
+            for n in self.nodes:
+                version = n.version or "?"
+                out.append(f"  {n.name:12} {n!r:50} Guile {version}")
+            for host, why in self.failed.items():
+                out.append(f"  {host:12} FAILED: {why}")
+            return out
+        # Hundreds of rows would hide what matters: a host list per Guile version, and
+        # the failures (their reasons name each host), the first of them in full.
+        versions: dict[str, list[str]] = {}
         for n in self.nodes:
-            version = n.version or "?"
-            out.append(f"  {n.name:12} {n!r:50} Guile {version}")
-        for host, why in self.failed.items():
+            versions.setdefault(n.version or "?", []).append(n.name)
+        for version, names in versions.items():
+            out.append(f"  {compress_hosts(names)}: Guile {version} ({_count(len(names), 'node')})")
+        failed = list(self.failed.items())
+        for host, why in failed[:TABLE_ROWS_UP_TO]:
             out.append(f"  {host:12} FAILED: {why}")
+        if len(failed) > TABLE_ROWS_UP_TO:
+            rest = [host for host, _ in failed[TABLE_ROWS_UP_TO:]]
+            out.append(
+                f"  and {len(rest)} more that failed: {compress_hosts(rest)} "
+                "(the node list's .failed says why)"
+            )
         return out
 
     def show(self) -> None:

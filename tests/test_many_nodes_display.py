@@ -1,11 +1,12 @@
-"""The progress widget: a row per node for a few nodes, a grid of squares for many."""
+"""What the magics show for hundreds of nodes: the progress widget's grid of squares,
+the node table's host lists (a row per node for a few)."""
 
 from __future__ import annotations
 
 import re
 from types import SimpleNamespace
 
-from sshdist_magics.display import Progress
+from sshdist_magics.display import NodeTable, Progress
 from sshdist_magics.progressview import ROWS_UP_TO, ProgressView
 
 
@@ -47,3 +48,19 @@ def test_many_nodes_are_a_grid_of_squares_counted_by_state() -> None:
     rows[299].finishes(400, 1)
     view.update(progress, final="done")
     assert "cn299: 1 item, finished job 400" in view.grid.value
+
+
+def test_the_node_table_of_many_nodes_is_a_host_list_per_guile_and_the_failures() -> None:
+    up = [SimpleNamespace(name=f"cn{i:03}", version="3.0.8") for i in range(1, 301)]
+    up[9].version = "2.2.7"
+    failed = {f"cn{i:03}": f"cn{i:03} refused the connection" for i in range(301, 321)}
+    rows = NodeTable(up, 12.5, failed).rows()  # type: ignore[arg-type]
+    assert rows[0] == "300 of 320 node(s) ready in 12.50 s; 20 host(s) failed"
+    assert rows[1] == "  cn[001-009,011-300]: Guile 3.0.8 (299 nodes)"
+    assert rows[2] == "  cn010: Guile 2.2.7 (1 node)"
+    assert rows[3] == "  cn301        FAILED: cn301 refused the connection"
+    assert len(rows) == 3 + 16 + 1
+    assert rows[-1] == ("  and 4 more that failed: cn[317-320] (the node list's .failed says why)")
+    # A few nodes: a row each, as before.
+    few = NodeTable(up[:3], 1.0).rows()  # type: ignore[arg-type]
+    assert len(few) == 4 and few[1].startswith("  cn001 ")
