@@ -155,7 +155,9 @@ def _reason(exc: Exception, timeout: float) -> str:
         return f"no answer in {timeout:g} s"
     if "refused" in text:
         return "connection refused"
-    return "connection closed" if "closed" in text else text[:50]
+    if "closed" in text:
+        return "connection closed"
+    return text if len(text) <= 120 else text[:119] + "…"
 
 
 class LoadMonitor:

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from sshdist_magics.loadavg import LoadMonitor, LoadRow, chart
+from sshdist_magics.loadavg import LoadMonitor, LoadRow, _reason, chart
 
-from sshdist_kernel import Node, make_nodes
+from sshdist_kernel import Node, NodeError, make_nodes
 from sshdist_kernel.localnodes import LocalNodes
 
 from .conftest import wait_until
@@ -347,3 +347,11 @@ def test_many_nodes_are_a_grid_of_squares_with_the_busiest_named(
     finally:
         for n in many:
             n.close()
+
+
+def test_a_stopped_rows_reason_is_whole_unless_very_long() -> None:
+    said = "node7 (root@10.0.0.7:22) sent a host key that is not in known_hosts"
+    assert _reason(NodeError(said), 2.0) == said  # once cut at 50 characters
+    long = _reason(NodeError("x" * 500), 2.0)
+    assert len(long) == 120 and long.endswith("…")
+    assert _reason(NodeError("the connection was refused"), 2.0) == "connection refused"
