@@ -154,10 +154,13 @@ class DistCall(Future):
             timer.daemon = True
             timer.start()
             self.add_done_callback(lambda _: timer.cancel())
-        # Nodes no other call keeps busy start first.
-        self._unstarted = deque(sorted(self.nodes, key=lambda n: waiting_work(n) > 0))
+        # Nodes with a job of their own (chunksize="per-node") start first, then those
+        # no other call keeps busy.
+        self._unstarted = deque(
+            sorted(self.nodes, key=lambda n: (id(n) not in self._reserved, waiting_work(n) > 0))
+        )
         with self._lock:
-            self._wake_idle(FAN_OUT)
+            self._grow(FAN_OUT)
         self._start_drivers()
 
     @property
@@ -308,9 +311,18 @@ class DistCall(Future):
             if stopped:
                 self._stopped.set()
 
+    def _grow(self, count: int) -> None:
+        """Under the lock: start drivers for up to ``count`` unstarted nodes, the tree's
+        next branches.  Never idle ones: they found nothing to do, while an unstarted
+        node may be the only one that can do its jobs (chunksize="per-node")."""
+        while count > 0 and self._unstarted and not self._finished:
+            self._to_start.append(self._unstarted.popleft())
+            self._drivers += 1
+            count -= 1
+
     def _wake_idle(self, count: int) -> None:
         """Under the lock: start drivers for up to ``count`` idle or unstarted nodes
-        (after the lock, through ``_start_drivers``)."""
+        (after the lock, through ``_start_drivers``): for work any node can take."""
         while count > 0 and not self._finished:
             if self._idle_nodes:
                 free = [i for i, n in enumerate(self._idle_nodes) if not waiting_work(n)]
@@ -340,8 +352,7 @@ class DistCall(Future):
                 attempt, wake_at = self._choose(node, events)
                 if attempt is not None:
                     self._running[key] = attempt
-                    if self._unstarted:  # work begins: the drivers start as a tree
-                        self._wake_idle(FAN_OUT)
+                    self._grow(FAN_OUT)  # work begins: the drivers start as a tree
                     if self._watcher == key:
                         self._watcher = None
                         self._wake_idle(1)  # someone else watches now
