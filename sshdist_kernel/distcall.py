@@ -154,10 +154,13 @@ class DistCall(Future):
             timer.daemon = True
             timer.start()
             self.add_done_callback(lambda _: timer.cancel())
-        # Nodes no other call keeps busy start first.
-        self._unstarted = deque(sorted(self.nodes, key=lambda n: waiting_work(n) > 0))
+        # Nodes with a job of their own (chunksize="per-node") start first, then those
+        # no other call keeps busy.
+        self._unstarted = deque(
+            sorted(self.nodes, key=lambda n: (id(n) not in self._reserved, waiting_work(n) > 0))
+        )
         with self._lock:
-            self._wake_idle(FAN_OUT)
+            self._grow(FAN_OUT)
         self._start_drivers()
 
     @property
@@ -308,19 +311,37 @@ class DistCall(Future):
             if stopped:
                 self._stopped.set()
 
+    def _grow(self, count: int) -> None:
+        """Under the lock: start drivers for up to ``count`` unstarted nodes, the tree's
+        next branches.  Never idle ones: they found nothing to do, while an unstarted
+        node may be the only one that can do its jobs (chunksize="per-node")."""
+        while count > 0 and self._unstarted and not self._finished:
+            self._to_start.append(self._unstarted.popleft())
+            self._drivers += 1
+            count -= 1
+
     def _wake_idle(self, count: int) -> None:
         """Under the lock: start drivers for up to ``count`` idle or unstarted nodes
-        (after the lock, through ``_start_drivers``)."""
+        (after the lock, through ``_start_drivers``): for work any node can take."""
         while count > 0 and not self._finished:
             if self._idle_nodes:
-                free = [i for i, n in enumerate(self._idle_nodes) if not waiting_work(n)]
-                self._to_start.append(self._idle_nodes.pop(free[-1] if free else -1))
+                self._to_start.append(self._idle_nodes.pop(self._free_idle()))
             elif self._unstarted:
                 self._to_start.append(self._unstarted.popleft())
             else:
                 return
             self._drivers += 1
             count -= 1
+
+    def _free_idle(self) -> int:
+        """Under the lock: where the last idle node no other call keeps busy is in
+        ``_idle_nodes``, else the last one's; looked for from the end, where it
+        usually is, rather than among all the idle nodes."""
+        idle = self._idle_nodes
+        for i in range(len(idle) - 1, -1, -1):
+            if not waiting_work(idle[i]):
+                return i
+        return -1
 
     def _start_drivers(self) -> None:
         with self._lock:
@@ -340,8 +361,7 @@ class DistCall(Future):
                 attempt, wake_at = self._choose(node, events)
                 if attempt is not None:
                     self._running[key] = attempt
-                    if self._unstarted:  # work begins: the drivers start as a tree
-                        self._wake_idle(FAN_OUT)
+                    self._grow(FAN_OUT)  # work begins: the drivers start as a tree
                     if self._watcher == key:
                         self._watcher = None
                         self._wake_idle(1)  # someone else watches now
@@ -420,9 +440,15 @@ class DistCall(Future):
         else:
             after = STRAGGLER_ALONE
         # A chunk is looked at by its latest attempt: a copy that stalls too (a second
-        # stopped node) gets a copy of its own, up to MAX_ATTEMPTS at once.
+        # stopped node) gets a copy of its own, up to MAX_ATTEMPTS at once.  _running
+        # holds the attempts in the order they started, and a chunk's latest attempt
+        # started no earlier than any of its others: once an attempt started after the
+        # oldest found, none further on can be older.  So each node that runs out of
+        # work looks at a few attempts, not at every running one (hundreds of nodes).
         oldest: _Attempt | None = None
         for a in self._running.values():
+            if oldest is not None and a.started >= oldest.started:
+                break
             chunk = a.chunk
             if chunk.values is None and len(chunk.attempts) < MAX_ATTEMPTS:
                 if oldest is None or chunk.attempts[-1].started < oldest.started:

@@ -28,6 +28,7 @@ from sshdist_kernel import (
     dist_map_async,
     distribute,
     distribute_async,
+    make_nodes,
     with_ssh,
 )
 
@@ -263,3 +264,21 @@ def test_calls_reuse_one_worker_thread_per_node(nodes: list[Node]) -> None:
         assert dist_map(nodes, "1+", range(30), on_event=on_event) == list(range(1, 31))
     assert len(threads) <= 3
     assert threading.active_count() <= before + 3
+
+
+def test_per_node_jobs_all_start_when_nodes_free_up_one_by_one(ssh_config: str) -> None:
+    # Six nodes (two a host), each busy with another call for its own time: node 0 is
+    # free first, does its job and idles; as the others free up, their starts must reach
+    # the nodes still holding their own job, not wake the idle ones again (that left
+    # the last node's job undone until the timeout).
+    six = make_nodes(["node1", "node2", "node3"] * 2, ssh_config=ssh_config)
+    try:
+        pauses = (100_000, 1_500_000, 400_000, 800_000, 1_200_000, 1_200_000)
+        busy = [distribute_async([n], f"(usleep {us})") for n, us in zip(six, pauses, strict=True)]
+        exprs = [f"(+ {i} 1)" for i in range(6)]
+        assert distribute(six, *exprs, chunksize="per-node", timeout=10) == (1, 2, 3, 4, 5, 6)
+        for call in busy:
+            call.result(timeout=10)
+    finally:
+        for n in six:
+            n.close()
