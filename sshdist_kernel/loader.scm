@@ -36,6 +36,7 @@
     ;; it is 10 minutes old: that compiler died).  It runs in its own session,
     ;; since a REPL's end stops its process group, and compile-file writes the
     ;; .go under a temporary name (mode 600, from the source's) before renaming it.
+    ;; It then deletes the copies nobody loaded for 30 days (older versions).
     (let* ((lock (string-append go ".lock"))
            (st (stat lock #f)))
       (when (and st (> (- (current-time) (stat:mtime st)) 600))
@@ -53,11 +54,20 @@
              (string-append
               (shell-quote guile) " -q --no-auto-compile -c "
               (shell-quote
-               (format #f "(false-if-exception (setsid)) (umask #o077) (use-modules (system base compile))
+               (format #f "(false-if-exception (setsid)) (umask #o077)
+                           (use-modules (system base compile) (ice-9 ftw))
                            (false-if-exception (compile-file ~s #:output-file ~s))
                            (false-if-exception (delete-file ~s))
+                           (define (unused? name)
+                             (and (string-prefix? \"rrepl-\" name) (string-suffix? \".go\" name)
+                                  (> (- (current-time) (stat:mtime (stat (in-dir name))))
+                                     (* 30 24 3600))))
+                           (define (in-dir name) (string-append ~s \"/\" name))
+                           (false-if-exception
+                            (for-each (lambda (name) (delete-file (in-dir name)))
+                                      (or (scandir ~s unused?) '())))
                            (delete-file ~s)"
-                       file go file lock))
+                       file go file dir dir lock))
               " </dev/null >/dev/null 2>&1 &")))))))
   (define (load-cached)
     (let* ((where (cache-dir))
@@ -68,7 +78,12 @@
        ((not go) #f)
        ((not st) (compile-later dir go) #f)
        ((and (own? st) (eq? (stat:type st) 'regular))
-        (or (catch #t (lambda () (load-compiled go) #t) (lambda _ #f))
+        (or (catch #t
+              (lambda ()
+                (load-compiled go)
+                (false-if-exception (utime go))  ; last used now: see compile-later
+                #t)
+              (lambda _ #f))
             ;; A copy Guile will not load (a different build of the same
             ;; version) is made again.
             (begin (false-if-exception (delete-file go)) (compile-later dir go) #f)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -140,12 +141,21 @@ def test_a_compiled_copy_guile_will_not_load_is_made_again(
     cache_dir = _copy(made, tmp_path / "cache")
     (go,) = _compiled(cache_dir)
     go.write_bytes(b"not a compiled file")
+    # Copies of other versions: one unused for 40 days goes when a compile ends.
+    unused, recent = cache_dir / "rrepl-old-1.go", cache_dir / "rrepl-recent-1.go"
+    for other in (unused, recent):
+        other.write_bytes(b"another version")
+    long_ago = time.time() - 40 * 24 * 3600
+    os.utime(unused, (long_ago, long_ago))
     with _open(ssh_config, cache_dir) as node:
         _works(node)
     wait_until(lambda: go.exists() and go.stat().st_size > 1000, COMPILE_WAIT, "a new copy")
-    _wait_compiled(cache_dir)
+    wait_until(lambda: not list(cache_dir.glob("*.lock")), COMPILE_WAIT, "the compile to end")
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted([go.name, recent.name])
+    os.utime(go, (long_ago, long_ago))
     with _open(ssh_config, cache_dir) as node:
         assert _runs_compiled(node, cache_dir)
+    assert go.stat().st_mtime > long_ago + 3600  # loading it marks it used
 
 
 @pytest.mark.skipif(shutil.which("guile-2.2") is None, reason="no guile-2.2 here")
