@@ -31,12 +31,33 @@
       (and (own? st) (eq? (stat:type st) 'directory) dir)))
   (define (shell-quote s)
     (string-append "'" (string-join (string-split s #\') "'\\''") "'"))
+  (define (compile-command dir file go lock)
+    ;; A shell command line: a Guile, in its own session and with nothing of
+    ;; ours open, compiles FILE to GO, deletes FILE, deletes the copies nobody
+    ;; loaded for 30 days (older versions), and deletes LOCK last.
+    (string-append
+     (shell-quote guile) " -q --no-auto-compile -c "
+     (shell-quote
+      (format #f "(false-if-exception (setsid)) (umask #o077)
+                  (use-modules (system base compile) (ice-9 ftw))
+                  (false-if-exception (compile-file ~s #:output-file ~s))
+                  (false-if-exception (delete-file ~s))
+                  (define (in-dir name) (string-append ~s \"/\" name))
+                  (define (unused? name)
+                    (and (string-prefix? \"rrepl-\" name) (string-suffix? \".go\" name)
+                         (> (- (current-time) (stat:mtime (stat (in-dir name))))
+                            (* 30 24 3600))))
+                  (false-if-exception
+                   (for-each (lambda (name) (delete-file (in-dir name)))
+                             (or (scandir ~s unused?) '())))
+                  (delete-file ~s)"
+              file go file dir dir lock))
+     " </dev/null >/dev/null 2>&1 &"))
   (define (compile-later dir go)
     ;; One Guile at a time compiles: a lock file says one is at work (unless
     ;; it is 10 minutes old: that compiler died).  It runs in its own session,
     ;; since a REPL's end stops its process group, and compile-file writes the
     ;; .go under a temporary name (mode 600, from the source's) before renaming it.
-    ;; It then deletes the copies nobody loaded for 30 days (older versions).
     (let* ((lock (string-append go ".lock"))
            (st (stat lock #f)))
       (when (and st (> (- (current-time) (stat:mtime st)) 600))
@@ -50,25 +71,11 @@
             (set-port-encoding! port "UTF-8")
             (display source port)
             (close-port port)
-            (system
-             (string-append
-              (shell-quote guile) " -q --no-auto-compile -c "
-              (shell-quote
-               (format #f "(false-if-exception (setsid)) (umask #o077)
-                           (use-modules (system base compile) (ice-9 ftw))
-                           (false-if-exception (compile-file ~s #:output-file ~s))
-                           (false-if-exception (delete-file ~s))
-                           (define (unused? name)
-                             (and (string-prefix? \"rrepl-\" name) (string-suffix? \".go\" name)
-                                  (> (- (current-time) (stat:mtime (stat (in-dir name))))
-                                     (* 30 24 3600))))
-                           (define (in-dir name) (string-append ~s \"/\" name))
-                           (false-if-exception
-                            (for-each (lambda (name) (delete-file (in-dir name)))
-                                      (or (scandir ~s unused?) '())))
-                           (delete-file ~s)"
-                       file go file dir dir lock))
-              " </dev/null >/dev/null 2>&1 &")))))))
+            (unless (false-if-exception
+                     (zero? (system (compile-command dir file go lock))))
+              ;; No shell to start it: the next REPL tries again.
+              (false-if-exception (delete-file file))
+              (false-if-exception (delete-file lock))))))))
   (define (load-cached)
     (let* ((where (cache-dir))
            (dir (and where (ready where)))
