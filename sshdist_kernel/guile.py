@@ -5,6 +5,7 @@ version output look like, and what its answers to inspection mean."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import shlex
 import textwrap
@@ -87,23 +88,48 @@ _PROGRAM = ("rrepl.scm", "jupyter.scm")
 """The Scheme files the remote loop is made of, in the order they are loaded."""
 
 
-@functools.cache
-def _program() -> str:
-    """Read once a process: every REPL a node opens sends the same source."""
+def _source(*names: str) -> str:
+    """The files' text with comment lines and blank lines dropped, to keep the
+    command line short."""
     files = resources.files(__package__)
-    text = "\n".join(files.joinpath(name).read_text("utf-8") for name in _PROGRAM)
+    text = "\n".join(files.joinpath(name).read_text("utf-8") for name in names)
     lines = (line for line in text.splitlines() if not line.lstrip().startswith(";"))
     return "\n".join(line for line in lines if line.strip())
 
 
+@functools.cache
+def _program() -> str:
+    """Read once a process: every REPL a node opens sends the same source."""
+    return _source(*_PROGRAM)
+
+
+@functools.cache
+def _loader() -> str:
+    """``loader.scm``: the procedure that runs the program, compiled when it can."""
+    return _source("loader.scm")
+
+
+@functools.cache
+def _program_key() -> str:
+    """Names the program's compiled copy in a node's cache (with Guile's version)."""
+    return hashlib.sha256((_loader() + _program()).encode()).hexdigest()[:24]
+
+
 class GuileRepl:
     """Guile's REPL (3.0, or 2.2), driven through ``rrepl.scm``; ``guile`` is the
-    command that runs it on the node: a path or a name on the node's PATH."""
+    command that runs it on the node: a path or a name on the node's PATH.
+
+    The node keeps a compiled copy of the loop in ``cache_dir`` (None: its
+    ``$XDG_CACHE_HOME/sshdist``, else ``~/.cache/sshdist``), made the first time
+    and used only if that directory and file are the node user's alone (see
+    ``loader.scm``); ``cache=False`` always runs the loop from its source."""
 
     name = "guile"
 
-    def __init__(self, guile: str = "guile") -> None:
+    def __init__(self, guile: str = "guile", *, cache: bool = True, cache_dir: str | None = None):
         self.guile = guile
+        self.cache = cache
+        self.cache_dir = cache_dir
 
     @property
     def executable(self) -> str:
@@ -115,8 +141,17 @@ class GuileRepl:
         return _program()
 
     def _guile(self, code: str) -> str:
-        loader = "(eval-string " + sexp.write(self.program()) + ") " + code
-        return f"{shlex.quote(self.guile)} -q --no-auto-compile -c {shlex.quote(loader)}"
+        if self.cache:
+            load = "({} {} {} {} {})".format(
+                _loader(),
+                sexp.write(self.program()),
+                sexp.write(_program_key()),
+                "#f" if self.cache_dir is None else sexp.write(self.cache_dir),
+                sexp.write(self.guile),
+            )
+        else:
+            load = "(eval-string " + sexp.write(self.program()) + ")"
+        return f"{shlex.quote(self.guile)} -q --no-auto-compile -c {shlex.quote(load + ' ' + code)}"
 
     def command(self) -> str:
         return self._guile("((@ (sshdist rrepl) main))")

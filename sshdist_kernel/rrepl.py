@@ -300,7 +300,7 @@ class Rrepl:
     ) -> EvalResult:
         printed = {"o": [], "e": []}
         displays: list[DisplayData] = []
-        decoders = {t: codecs.getincrementaldecoder("utf-8")("replace") for t in "oe"}
+        decoders: dict[str, codecs.IncrementalDecoder] = {}  # made at a stream's first record
         forms: list[FormResult] = []
         values: list[Any] = []
         nums: list[int] = []
@@ -326,7 +326,10 @@ class Rrepl:
                 if on_output:
                     on_output("stderr", text)
             if tag in "oe":
-                text = decoders[tag].decode(payload)
+                decoder = decoders.get(tag)
+                if decoder is None:
+                    decoder = decoders[tag] = codecs.getincrementaldecoder("utf-8")("replace")
+                text = decoder.decode(payload)
                 printed[tag].append(text)
                 if on_output and text:
                     on_output("stdout" if tag == "o" else "stderr", text)

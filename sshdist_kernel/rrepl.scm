@@ -483,7 +483,7 @@
       (catch #t (lambda () (record! (syntax->datum form))) (lambda _ #f)))))
 
 (define (eval-form repl form out busy remember?)
-  (module-use! (current-module) (resolve-interface '(value-history)))
+  (module-use! (current-module) (history-interface))
   (let ((thunk (repl-prepare-eval-thunk repl (repl-parse repl form))))
     (call-with-values
         (lambda ()
@@ -512,7 +512,9 @@
                                      "\n" (caddr value) "\n"))
                                    (cdddr value))))
             (else
-             (let ((text (call-with-output-string (lambda (p) (write value p)))))
+             (let ((text (if (exact-integer? value)  ; as write has it, without a port
+                             (number->string value)
+                             (call-with-output-string (lambda (p) (write value p))))))
                (send-record out "v" (string-append
                                      (number->string (if remember? (remember! value) 0))
                                      "\n" text))))))
@@ -555,7 +557,7 @@
                 (unless (eof-object? form)
                   (module-use! (current-module) (jupyter-interface))
                   ;; eval-form flushes what the form printed before its values.
-                  (with-input-from-port (or (fluid-ref code-input) (open-input-string ""))
+                  (with-input-from-port (or (fluid-ref code-input) (no-input))
                     (lambda () (eval-form repl form out busy remember?)))
                   (send-record out "f" "")
                   (loop)))))))))
@@ -610,7 +612,27 @@
       (unless interface (set! interface (resolve-interface '(sshdist jupyter))))
       interface)))
 
+(define history-interface
+  ;; Looked up once, not once a form.
+  (let ((interface #f))
+    (lambda ()
+      (unless interface (set! interface (resolve-interface '(value-history))))
+      interface)))
+
 (define code-input (make-fluid #f))  ; the input port of a request that may ask
+
+(define empty-input (make-fluid #f))  ; a client's port for code that may not ask
+
+(define (no-input)
+  ;; The input of code that may not ask: at its end for ever.  One port serves a
+  ;; client's requests, not one a form (a port costs 2 KB of garbage), until code
+  ;; closes it or puts characters back into it.
+  (let ((port (fluid-ref empty-input)))
+    (if (and port (not (port-closed? port)) (eof-object? (peek-char port)))
+        port
+        (let ((port (open-input-string "")))
+          (fluid-set! empty-input port)
+          port))))
 
 (define (asking-input-port sink next-reply)
   ;; A port whose every read that finds nothing buffered sends an r record and
@@ -745,9 +767,21 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
           note-error-frame)
         (when (eqv? interrupted requests-read) (settle-interrupt!))
         (send-record out "p" (string-append
-                              (object->string (module-name (current-module)))
+                              (module-text (current-module))
                               "\n"
                               (symbol->string (language-name (repl-language repl))))))))
+
+(define module-text
+  ;; The module's name as written, remembered for the module last asked about:
+  ;; requests nearly always end in the one the last one did.
+  (let ((last-module #f) (last-name #f) (last-text #f))
+    (lambda (module)
+      (let ((name (module-name module)))
+        (unless (and (eq? module last-module) (eq? name last-name))
+          (set! last-text (object->string name))
+          (set! last-module module)
+          (set! last-name name))
+        last-text))))
 
 (define* (sshdist-serve in out #:optional (busy (make-variable #f))
                         #:key (next-request read-request) next-reply)

@@ -257,6 +257,18 @@ def test_reading_stdin_does_not_hang(node: Node) -> None:
     assert str(rrepl_eval(node.rrepl, "(read)", timeout=10).value) == "#<eof>"
 
 
+def test_input_put_back_or_closed_does_not_reach_the_next_request(node: Node) -> None:
+    rrepl_eval(node.rrepl, "(unread-char #\\x (current-input-port))")
+    assert str(rrepl_eval(node.rrepl, "(read-char)", timeout=10).value) == "#<eof>"
+    rrepl_eval(node.rrepl, "(close-port (current-input-port))")
+    assert str(rrepl_eval(node.rrepl, "(read-char)", timeout=10).value) == "#<eof>"
+
+
+def test_integers_of_any_size_come_back_exact(node: Node) -> None:
+    big = rrepl_eval(node.rrepl, "(values (expt 10 40) (- (expt 2 70)) -7 0)").value
+    assert big == (10**40, -(2**70), -7, 0)
+
+
 def run_endless_loop(node: Node) -> tuple[threading.Thread, list[BaseException]]:
     """Start an endless loop on ``node`` in a thread; return once the loop runs."""
     errors: list[BaseException] = []

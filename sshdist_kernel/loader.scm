@@ -1,0 +1,99 @@
+;;; How a node starts the loop: from a compiled copy cached on the node when
+;;; there is one this user alone could have written, else from its source, as
+;;; eval-string (Guile's interpreter: the loop's own code then costs about half
+;;; again as much per request).  A start that finds no compiled copy has one
+;;; made in the background, for the next REPL; a directory that cannot be made
+;;; or is not this user's alone means running from source, nothing else.
+;;;
+;;; The expression is a procedure, called with the program's source, a hash of
+;;; it, the cache directory (#f: the node's $XDG_CACHE_HOME/sshdist, else
+;;; ~/.cache/sshdist) and the command that runs this Guile.
+
+(lambda (source key dir guile)
+  (define (own? st)
+    ;; A compiled file is code this process will run: it must be this user's,
+    ;; and nobody else may write to it or to its directory.
+    (and st (= (stat:uid st) (getuid)) (zero? (logand (stat:perms st) #o022))))
+  (define (cache-dir)
+    (let ((xdg (getenv "XDG_CACHE_HOME")) (home (getenv "HOME")))
+      (cond (dir dir)
+            ((and xdg (string-prefix? "/" xdg)) (string-append xdg "/sshdist"))
+            ((and home (string-prefix? "/" home)) (string-append home "/.cache/sshdist"))
+            (else #f))))
+  (define (ready dir)
+    ;; DIR, made (mode 700, and its missing parents too) if need be; #f unless
+    ;; it is a directory of this user's that nobody else can write to.
+    (let make ((d dir))
+      (unless (or (file-exists? d) (string=? d (dirname d)))
+        (make (dirname d))
+        (false-if-exception (mkdir d #o700))))
+    (let ((st (stat dir #f)))
+      (and (own? st) (eq? (stat:type st) 'directory) dir)))
+  (define (shell-quote s)
+    (string-append "'" (string-join (string-split s #\') "'\\''") "'"))
+  (define (compile-command dir file go lock)
+    ;; A shell command line: a Guile, in its own session and with nothing of
+    ;; ours open, compiles FILE to GO, deletes FILE, deletes the copies nobody
+    ;; loaded for 30 days (older versions), and deletes LOCK last.
+    (string-append
+     (shell-quote guile) " -q --no-auto-compile -c "
+     (shell-quote
+      (format #f "(false-if-exception (setsid)) (umask #o077)
+                  (use-modules (system base compile) (ice-9 ftw))
+                  (false-if-exception (compile-file ~s #:output-file ~s))
+                  (false-if-exception (delete-file ~s))
+                  (define (in-dir name) (string-append ~s \"/\" name))
+                  (define (unused? name)
+                    (and (string-prefix? \"rrepl-\" name) (string-suffix? \".go\" name)
+                         (> (- (current-time) (stat:mtime (stat (in-dir name))))
+                            (* 30 24 3600))))
+                  (false-if-exception
+                   (for-each (lambda (name) (delete-file (in-dir name)))
+                             (or (scandir ~s unused?) '())))
+                  (delete-file ~s)"
+              file go file dir dir lock))
+     " </dev/null >/dev/null 2>&1 &"))
+  (define (compile-later dir go)
+    ;; One Guile at a time compiles: a lock file says one is at work (unless
+    ;; it is 10 minutes old: that compiler died).  It runs in its own session,
+    ;; since a REPL's end stops its process group, and compile-file writes the
+    ;; .go under a temporary name (mode 600, from the source's) before renaming it.
+    (let* ((lock (string-append go ".lock"))
+           (st (stat lock #f)))
+      (when (and st (> (- (current-time) (stat:mtime st)) 600))
+        (false-if-exception (delete-file lock)))
+      (let ((fd (false-if-exception
+                 (open-fdes lock (logior O_WRONLY O_CREAT O_EXCL) #o600))))
+        (when fd
+          (close-fdes fd)
+          (let* ((port (mkstemp! (string-append dir "/source-XXXXXX")))
+                 (file (port-filename port)))
+            (set-port-encoding! port "UTF-8")
+            (display source port)
+            (close-port port)
+            (unless (false-if-exception
+                     (zero? (system (compile-command dir file go lock))))
+              ;; No shell to start it: the next REPL tries again.
+              (false-if-exception (delete-file file))
+              (false-if-exception (delete-file lock))))))))
+  (define (load-cached)
+    (let* ((where (cache-dir))
+           (dir (and where (ready where)))
+           (go (and dir (string-append dir "/rrepl-" key "-" (version) "-" %host-type ".go")))
+           (st (and go (false-if-exception (lstat go)))))
+      (cond
+       ((not go) #f)
+       ((not st) (compile-later dir go) #f)
+       ((and (own? st) (eq? (stat:type st) 'regular))
+        (or (catch #t
+              (lambda ()
+                (load-compiled go)
+                (false-if-exception (utime go))  ; last used now: see compile-later
+                #t)
+              (lambda _ #f))
+            ;; A copy Guile will not load (a different build of the same
+            ;; version) is made again.
+            (begin (false-if-exception (delete-file go)) (compile-later dir go) #f)))
+       (else #f))))
+  (unless (catch #t load-cached (lambda _ #f))
+    (eval-string source)))

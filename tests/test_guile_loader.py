@@ -1,0 +1,174 @@
+"""The loop's compiled copy on the node (``loader.scm``): made once in the background,
+used by the next REPL, and never taken from a place another user could have written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from sshdist_kernel import Node, NodeReplError, make_node, with_ssh
+from sshdist_kernel.guile import GuileRepl
+
+from .conftest import wait_until
+
+COMPILE_WAIT = 180.0
+"""Seconds a background compile may take on a loaded machine (Guile 2.2 needs ~3 s alone)."""
+
+
+def _open(ssh_config: str, cache_dir: Path, guile: str = "guile") -> Node:
+    language = GuileRepl(guile, cache_dir=str(cache_dir))
+    return make_node("node1", ssh_config=ssh_config, language=language)
+
+
+def _compiled(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.glob("*.go")) if cache_dir.is_dir() else []
+
+
+def _runs_compiled(node: Node, cache_dir: Path) -> bool:
+    """Whether the node's REPL process mapped a compiled copy from ``cache_dir`` (the
+    local nodes are this machine)."""
+    return str(cache_dir) in Path(f"/proc/{node.rrepl.pid}/maps").read_text()
+
+
+def _wait_compiled(cache_dir: Path) -> Path:
+    def done() -> bool:
+        return bool(_compiled(cache_dir)) and not list(cache_dir.glob("*.lock"))
+
+    wait_until(done, COMPILE_WAIT, f"a compiled loop in {cache_dir}")
+    (go,) = _compiled(cache_dir)
+    return go
+
+
+def _works(node: Node) -> None:
+    """What a user sees is the same, compiled or not: values, printed output (a child's
+    too), and errors."""
+    result = with_ssh(node, '(display "hi") (system "echo child") (+ 1 2)')
+    assert (result.value, result.output) == (3, "hichild\n")
+    with pytest.raises(NodeReplError, match="out of range: 5"):
+        with_ssh(node, "(vector-ref (vector 1 2) 5)")
+    assert with_ssh(node, "(define (f x) (* x 2)) (f 21)").value == 42
+
+
+@pytest.fixture(scope="module")
+def made(ssh_config: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache directory (missing, and its parent too, at first) once a REPL filled it."""
+    cache_dir = tmp_path_factory.mktemp("cache") / "missing" / "sshdist"
+    with _open(ssh_config, cache_dir) as first:
+        assert not _runs_compiled(first, cache_dir)
+        _works(first)
+    _wait_compiled(cache_dir)
+    return cache_dir
+
+
+def test_the_first_repl_has_the_loop_compiled_and_the_next_runs_it(
+    made: Path, ssh_config: str
+) -> None:
+    (go,) = _compiled(made)
+    assert made.stat().st_mode & 0o777 == 0o700
+    assert go.stat().st_mode & 0o777 == 0o600
+    assert not [p for p in made.iterdir() if p != go]  # no source or lock left behind
+    with _open(ssh_config, made) as node:
+        assert _runs_compiled(node, made)
+        _works(node)
+
+
+def test_cache_false_runs_the_loop_from_its_source(made: Path, ssh_config: str) -> None:
+    language = GuileRepl(cache=False, cache_dir=str(made))
+    with make_node("node1", ssh_config=ssh_config, language=language) as node:
+        assert not _runs_compiled(node, made)
+        _works(node)
+
+
+def test_a_cache_dir_that_cannot_be_made_means_running_from_source(
+    ssh_config: str, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    with _open(ssh_config, blocker / "sshdist") as node:
+        _works(node)
+    assert blocker.read_text() == "not a directory\n"
+    assert list(tmp_path.iterdir()) == [blocker]
+
+
+def _copy(made: Path, to: Path) -> Path:
+    shutil.copytree(made, to)
+    return to
+
+
+def test_a_cache_dir_others_can_write_to_is_neither_used_nor_filled(
+    made: Path, ssh_config: str, tmp_path: Path
+) -> None:
+    shared = _copy(made, tmp_path / "shared")
+    shared.chmod(0o777)
+    with _open(ssh_config, shared) as node:
+        assert not _runs_compiled(node, shared)
+        _works(node)
+    assert [p.name for p in shared.iterdir()] == [p.name for p in made.iterdir()]
+
+
+def test_a_compiled_copy_others_can_write_to_is_not_loaded(
+    made: Path, ssh_config: str, tmp_path: Path
+) -> None:
+    cache_dir = _copy(made, tmp_path / "cache")
+    (go,) = _compiled(cache_dir)
+    go.chmod(0o666)
+    with _open(ssh_config, cache_dir) as node:
+        assert not _runs_compiled(node, cache_dir)
+        _works(node)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user takes root")
+@pytest.mark.parametrize("whose", ["directory", "file"])
+def test_a_cache_of_another_users_is_not_used(
+    made: Path, ssh_config: str, tmp_path: Path, whose: str
+) -> None:
+    cache_dir = _copy(made, tmp_path / "cache")
+    (go,) = _compiled(cache_dir)
+    os.chown(cache_dir if whose == "directory" else go, 65534, 65534)  # nobody
+    with _open(ssh_config, cache_dir) as node:
+        assert not _runs_compiled(node, cache_dir)
+        _works(node)
+    assert go.stat().st_size == next(iter(_compiled(made))).stat().st_size
+
+
+def test_a_compiled_copy_guile_will_not_load_is_made_again(
+    made: Path, ssh_config: str, tmp_path: Path
+) -> None:
+    cache_dir = _copy(made, tmp_path / "cache")
+    (go,) = _compiled(cache_dir)
+    go.write_bytes(b"not a compiled file")
+    # Copies of other versions: one unused for 40 days goes when a compile ends.
+    unused, recent = cache_dir / "rrepl-old-1.go", cache_dir / "rrepl-recent-1.go"
+    for other in (unused, recent):
+        other.write_bytes(b"another version")
+    long_ago = time.time() - 40 * 24 * 3600
+    os.utime(unused, (long_ago, long_ago))
+    with _open(ssh_config, cache_dir) as node:
+        _works(node)
+    wait_until(lambda: go.exists() and go.stat().st_size > 1000, COMPILE_WAIT, "a new copy")
+    wait_until(lambda: not list(cache_dir.glob("*.lock")), COMPILE_WAIT, "the compile to end")
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted([go.name, recent.name])
+    os.utime(go, (long_ago, long_ago))
+    with _open(ssh_config, cache_dir) as node:
+        assert _runs_compiled(node, cache_dir)
+    assert go.stat().st_mtime > long_ago + 3600  # loading it marks it used
+
+
+@pytest.mark.skipif(shutil.which("guile-2.2") is None, reason="no guile-2.2 here")
+def test_guile_2_2_has_a_compiled_copy_of_its_own(
+    made: Path, ssh_config: str, tmp_path: Path
+) -> None:
+    cache_dir = _copy(made, tmp_path / "cache")
+    with _open(ssh_config, cache_dir, "guile-2.2") as node:
+        assert node.rrepl.version.startswith("2.2.")
+        assert not _runs_compiled(node, cache_dir)  # 3.0's copy is not 2.2's
+        _works(node)
+    wait_until(lambda: len(_compiled(cache_dir)) == 2, COMPILE_WAIT, "2.2's compiled loop")
+    wait_until(lambda: not list(cache_dir.glob("*.lock")), COMPILE_WAIT, "the compile to end")
+    with _open(ssh_config, cache_dir, "guile-2.2") as node:
+        assert _runs_compiled(node, cache_dir)
+        _works(node)
