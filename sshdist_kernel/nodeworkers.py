@@ -2,8 +2,9 @@
 work for one node runs one piece at a time, in the order it was given.
 
 A worker that has had nothing to do for ``IDLE_EXIT`` seconds ends; the next piece of
-work for its node starts a new one.  Workers hold their node only weakly, so a node
-that is dropped takes its worker with it.
+work for its node starts a new one.  Workers hold their node only weakly, and a node
+that is dropped ends its worker at once (hundreds of nodes made and dropped again and
+again would otherwise leave hundreds of idle threads behind for ``IDLE_EXIT``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ IDLE_EXIT = 30.0
 _lock = threading.Lock()
 _workers: weakref.WeakKeyDictionary[Node, _Worker] = weakref.WeakKeyDictionary()
 _here = threading.local()  # .node: the node whose worker this thread is
+_DROPPED = object()  # the task a worker finds when its node has been dropped
 
 
 class _Worker:
@@ -32,6 +34,7 @@ class _Worker:
         self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.pending = 0  # tasks given and not finished (the running one included)
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"sshdist {node.name}")
+        weakref.finalize(node, self.tasks.put, _DROPPED)
 
     def _run(self) -> None:
         _here.node = self.node
@@ -46,6 +49,8 @@ class _Worker:
                     if node is not None and _workers.get(node) is self:
                         del _workers[node]
                     return
+            if task is _DROPPED:
+                return
             try:
                 task()
             except BaseException:  # noqa: BLE001 - a task's failure is its caller's

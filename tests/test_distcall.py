@@ -4,6 +4,7 @@ the Future a caller can wait on, and chunk sizes as asked."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import select
@@ -264,6 +265,20 @@ def test_calls_reuse_one_worker_thread_per_node(nodes: list[Node]) -> None:
         assert dist_map(nodes, "1+", range(30), on_event=on_event) == list(range(1, 31))
     assert len(threads) <= 3
     assert threading.active_count() <= before + 3
+
+
+def test_a_dropped_node_ends_its_worker_thread_at_once(ssh_config: str) -> None:
+    dropped = make_nodes(["node1", "node2"], ssh_config=ssh_config)
+    assert dist_map(dropped, "1+", range(4)) == [1, 2, 3, 4]
+    names = {f"sshdist {n.name}" for n in dropped}
+    workers = [t for t in threading.enumerate() if t.name in names]
+    assert workers
+    for n in dropped:
+        n.close()
+    del dropped, n
+    gc.collect()
+    # Within seconds, not the 30 s an idle worker waits for work.
+    wait_until(lambda: not any(t.is_alive() for t in workers), 5, "the workers end")
 
 
 def test_per_node_jobs_all_start_when_nodes_free_up_one_by_one(ssh_config: str) -> None:
