@@ -305,7 +305,31 @@
         (print-exception port #f key
                          (if (rewordable? key args)
                              (guile-wording key args call)
-                             args))))))
+                             (with-defined-names key args)))))))
+
+(define (with-defined-names key args)
+  ;; "Wrong number of arguments to #<procedure add (a b)>": closures made by the
+  ;; evaluator print placeholder names; one defined at the REPL (it has an arglist
+  ;; property, see record-arglists!) prints with its own, as Guile's REPL shows it.
+  (let ((proc (and (eq? key 'wrong-number-of-args) (= (length args) 4)
+                   (pair? (caddr args)) (car (caddr args)))))
+    (if (and (procedure? proc) (procedure-property proc 'arglist))
+        (list (car args) (cadr args)
+              (cons (procedure-text proc) (cdr (caddr args))) (cadddr args))
+        args)))
+
+(define (procedure-text proc)
+  ;; #<procedure f (a #:optional b #:key size . rest)>, as Guile prints a compiled one.
+  (let* ((arglist (procedure-property proc 'arglist))
+         (names (append (car arglist)
+                        (if (null? (cadr arglist)) '() (cons #:optional (cadr arglist)))
+                        (if (null? (caddr arglist))
+                            '()
+                            (cons #:key (map (lambda (k) (keyword->symbol (car k)))
+                                             (caddr arglist))))))
+         (rest (list-ref arglist 4)))
+    (format #f "#<procedure ~a ~a>" (or (procedure-name proc) "_")
+            (if rest (append names rest) names))))
 
 (define clients (make-hash-table))
 (define clients-lock (make-mutex))

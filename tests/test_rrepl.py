@@ -144,6 +144,17 @@ def test_errors_raise_node_repl_error_and_the_next_call_works(
         ),
         ("(5)", "wrong-type-arg", "Wrong type to apply: 5"),
         ("(define x 5) (x 1)", "wrong-type-arg", "Wrong type to apply: 5"),
+        # A procedure defined at the REPL is named with its own argument names.
+        (
+            "(define (add first-term second-term) (+ first-term second-term)) (add 1)",
+            "wrong-number-of-args",
+            "Wrong number of arguments to #<procedure add (first-term second-term)>",
+        ),
+        (
+            "(define (many a . more) a) (many)",
+            "wrong-number-of-args",
+            "Wrong number of arguments to #<procedure many (a . more)>",
+        ),
         # Which 3 is the bad one is not known: the procedure is named, no position.
         (
             "(make-string 3 3)",
@@ -752,3 +763,11 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat[0] != "Z"
+
+
+def test_a_procedure_defined_at_the_repl_prints_as_guile_prints_a_compiled_one(
+    node: Node,
+) -> None:
+    rrepl_eval(node.rrepl, "(define* (opt a #:optional b #:key size . rest) a)")
+    text = rrepl_eval(node.rrepl, "((@@ (sshdist rrepl) procedure-text) opt)").value
+    assert text == "#<procedure opt (a #:optional b #:key size . rest)>"
