@@ -153,6 +153,15 @@ class GuileRepl:
     def executable(self) -> str:
         return self.guile
 
+    def missing_message(self, where: str, status: int, text: str) -> str:
+        what = "is not installed on" if status == 127 else "cannot be run on"
+        path = " (or not on its PATH)" if status == 127 and "/" not in self.guile else ""
+        return (
+            f"Guile command {self.guile!r} {what} {where}{path}: {text or f'exit {status}'}. "
+            "Install Guile there (Debian: guile-3.0), or name the one to run with guile= "
+            "(a path or a command)."
+        )
+
     def program(self) -> str:
         """The loop's source (``rrepl.scm``, then the rich display API of ``jupyter.scm``)
         with its comments dropped, to keep the command line short."""

@@ -46,17 +46,6 @@ def seconds_left(deadline: float | None) -> float | None:
     return None if deadline is None else max(deadline - time.monotonic(), 0.0)
 
 
-def missing_guile_message(executable: str, where: str, status: int, text: str) -> str:
-    """What to do when the node's shell could not find (127) or run (126) Guile."""
-    what = "is not installed on" if status == 127 else "cannot be run on"
-    path = " (or not on its PATH)" if status == 127 and "/" not in executable else ""
-    return (
-        f"Guile command {executable!r} {what} {where}{path}: {text or f'exit {status}'}. "
-        "Install Guile there (Debian: guile-3.0), or name the one to run with guile= "
-        "(a path or a command)."
-    )
-
-
 class RecordStream:
     """Records from, and requests to, one channel.  ``alive(timeout)`` tells whether
     the connection still answers; once anything fails the stream is ``broken`` and
@@ -67,11 +56,13 @@ class RecordStream:
         channel: Any,
         where: str,
         alive: Callable[[float], bool] | None = None,
-        executable: str = "guile",
+        missing: Callable[[int, str], str] | None = None,
     ) -> None:
         self.channel = channel
         self.where = where
-        self.executable = executable  # the command that runs the loop, named when missing
+        # What to say when the loop's command was not found (127) or could not run
+        # (126), from the status and the channel's stderr: the REPL language knows.
+        self._missing = missing
         self._alive = alive
         self._buf = bytearray()
         self._pos = 0  # where the next record starts in _buf
@@ -190,8 +181,8 @@ class RecordStream:
         except AttributeError:
             pass
         text = "".join(self._side_stderr).strip()
-        if status in (126, 127):
-            return missing_guile_message(self.executable, self.where, status, text)
+        if status in (126, 127) and self._missing is not None:
+            return self._missing(status, text)
         detail = f" (exit status {status})" if status not in (None, -1) else ""
         return f"the remote REPL on {self.where} ended{detail} while {doing}" + (
             f": {text}" if text else ""

@@ -9,6 +9,7 @@ This module is the only place that knows what the records mean; the REPL languag
 from __future__ import annotations
 
 import codecs
+import functools
 import sys
 import threading
 import time
@@ -99,6 +100,10 @@ class ReplLanguage(Protocol):
     def version_command(self) -> str:
         """A remote command that prints the REPL's version, and fails without it."""
 
+    def missing_message(self, where: str, status: int, text: str) -> str:
+        """What to do when the node's shell could not find (127) or run (126) the
+        REPL's command; ``text`` is what the shell said."""
+
     def parse_version(self, output: str) -> str | None:
         """The version in ``version_command``'s output."""
 
@@ -133,7 +138,8 @@ class Rrepl:
     ) -> None:
         self.where = where
         self.language = language
-        self._stream = RecordStream(channel, where, alive, language.executable)
+        missing = functools.partial(language.missing_message, where)
+        self._stream = RecordStream(channel, where, alive, missing)
         self._interrupter = interrupter
         self._lock = threading.Lock()  # one evaluation at a time
         self._acks_due = 0  # interrupt requests not yet answered (i records)

@@ -8,7 +8,6 @@ import shlex
 from typing import TYPE_CHECKING
 
 from .errors import NodeError, NodeTimeoutError
-from .records import missing_guile_message
 from .rrepl import Rrepl
 
 if TYPE_CHECKING:
@@ -132,7 +131,7 @@ cat {log} >&2; rm -f {key}; exit 1
     if result.status == 127:
         where = node.session.options.target
         raise NodeError(
-            missing_guile_message(node.language.executable, where, 127, result.stderr.strip())
+            node.language.missing_message(where, 127, result.stderr.strip())
         )
     if result.status != 0:
         raise NodeError(
