@@ -39,6 +39,7 @@ from sshdist_kernel import (
 from sshdist_kernel.guile import GuileRepl
 from sshdist_kernel.localnodes import LocalNodes, _free_port
 from sshdist_kernel.rrepl import EvalResult
+from sshdist_kernel.sshfiles import forget_parsed
 
 HERE = Path(__file__).resolve().parent
 NODE_COUNT = 8
@@ -444,8 +445,6 @@ def many_nodes(where: str) -> dict[str, float]:
     against one of just theirs, and with ``REFUSING`` more hosts that refuse
     connections (``on_error="skip"``) against the good ones alone.  Each pair is
     alternated, so both see the same noise, and known_hosts is read afresh each time."""
-    from sshdist_kernel import knownhosts
-
     nodes = LocalNodes.up(MANY_NODES + REFUSING, Path(where) / "many")
     try:
         config = str(nodes.ssh_config)
@@ -454,7 +453,7 @@ def many_nodes(where: str) -> dict[str, float]:
         _padded_known_hosts(nodes, padded)
 
         def make(names: list[str], known: Path, **options: Any) -> float:
-            knownhosts._files.clear()  # parse once per make_nodes, as a fresh process would
+            forget_parsed()  # parse once per make_nodes, as a fresh process would
             t = time.perf_counter()
             made = make_nodes(names, ssh_config=config, known_hosts=str(known), **options)
             took = (time.perf_counter() - t) * 1000
@@ -499,14 +498,6 @@ def _process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _forget_parsed_files() -> None:
-    """Clear the parse-once caches (ssh_config, known_hosts), as a fresh process has."""
-    from sshdist_kernel import knownhosts, openssh_config
-
-    knownhosts._files.clear()
-    openssh_config._parsed.clear()
-
-
 def client_cpu(where: str) -> dict[str, float]:
     """Client CPU (this process, all threads) spent in ``make_nodes`` of ``CPU_NODES``
     local nodes, per node; the parse caches cleared before each run, and each run's
@@ -517,7 +508,7 @@ def client_cpu(where: str) -> dict[str, float]:
         make_and_close(nodes.names, None, config)  # warm the machine's caches once
         per_node = []
         for _ in range(REPEATS):
-            _forget_parsed_files()
+            forget_parsed()  # ssh_config, known_hosts, keys: as a fresh process
             start = _process_cpu()
             made = make_nodes(nodes.names, ssh_config=config)
             per_node.append((_process_cpu() - start) * 1000 / CPU_NODES)

@@ -1,7 +1,7 @@
 """ssh_config files read as OpenSSH 9 reads them: ``Include`` (globs, ``~``, relative
 to ``~/.ssh`` or ``/etc/ssh``), ``Host`` and ``Match`` blocks, first value wins across
 the files, and ``%`` tokens where OpenSSH expands them.  Each file is parsed once and
-kept while its mtime and size stay the same."""
+kept while it stays the same."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import os
 import re
 import socket
 import subprocess
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import SshConfigError
+from .sshfiles import HostPatterns, cached_parse
 
 SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 """The system-wide file OpenSSH reads after the user's, unless a file is named (``-F``)."""
@@ -59,37 +59,6 @@ def _split_args(text: str) -> list[str]:
     return words
 
 
-class _Pattern:
-    """An OpenSSH pattern list: ``*`` and ``?`` wildcards, ``!`` negates."""
-
-    def __init__(self, patterns: list[str], fold_case: bool) -> None:
-        self.fold_case = fold_case
-        self.literal: frozenset[str] | None = None
-        pos: list[str] = []
-        neg: list[str] = []
-        for p in patterns:
-            p = p.lower() if fold_case else p
-            (neg if p.startswith("!") else pos).append(p.lstrip("!"))
-        if not neg and not any(c in p for p in pos for c in "*?"):
-            # Most Host lines name hosts outright: a set lookup, not a regex per pattern.
-            self.literal = frozenset(pos)
-        self.pos = re.compile("|".join(_glob(p) for p in pos)) if pos else None
-        self.neg = re.compile("|".join(_glob(p) for p in neg)) if neg else None
-
-    def matches(self, name: str) -> bool:
-        if self.fold_case:
-            name = name.lower()
-        if self.literal is not None:
-            return name in self.literal
-        if self.neg is not None and self.neg.fullmatch(name):
-            return False
-        return self.pos is not None and self.pos.fullmatch(name) is not None
-
-
-def _glob(pattern: str) -> str:
-    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-
-
 @dataclass
 class _Entry:
     """One line that matters: Host, Match, Include or an option."""
@@ -98,7 +67,7 @@ class _Entry:
     where: str
     key: str = ""
     args: list[str] = field(default_factory=list)
-    pattern: _Pattern | None = None
+    pattern: HostPatterns | None = None
     criteria: list[tuple[bool, str, Any]] = field(default_factory=list)
 
 
@@ -131,16 +100,16 @@ def _parse_match(args: list[str], where: str) -> list[tuple[bool, str, Any]]:
             criteria.append((negate, name, arg))
         else:
             patterns = [p for p in arg.split(",") if p]
-            criteria.append((negate, name, _Pattern(patterns, fold_case=name == "host")))
+            criteria.append((negate, name, HostPatterns(patterns, fold_case=name == "host")))
     if not criteria:
         raise SshConfigError(f"{where}: Match needs a criterion (Match all matches every host)")
     return criteria
 
 
-def _parse_file(path: Path) -> list[_Entry]:
+def _parse_file(path: str) -> list[_Entry]:
     entries: list[_Entry] = []
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise SshConfigError(f"cannot read ssh_config file {path}: {exc.strerror or exc}") from None
     for number, line in enumerate(text.splitlines(), 1):
@@ -160,7 +129,7 @@ def _parse_file(path: Path) -> list[_Entry]:
         except ValueError as exc:
             raise SshConfigError(f"{where}: {exc}") from None
         if key == "host":
-            entries.append(_Entry("host", where, pattern=_Pattern(args, fold_case=False)))
+            entries.append(_Entry("host", where, pattern=HostPatterns(args, fold_case=False)))
         elif key == "match":
             entries.append(_Entry("match", where, criteria=_parse_match(args, where)))
         elif key == "include":
@@ -170,27 +139,9 @@ def _parse_file(path: Path) -> list[_Entry]:
     return entries
 
 
-_parsed: dict[str, tuple[tuple[int, int], list[_Entry]]] = {}
-_parsed_lock = threading.Lock()
-
-
 def _read(path: Path) -> list[_Entry] | None:
-    """The file's entries, parsed once and kept while its mtime and size stay the
-    same; None if it does not exist."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    stamp = (st.st_mtime_ns, st.st_size)
-    key = os.fspath(path)
-    # Held across the parse: 64 hosts made at once parse a file once, not 64 times.
-    with _parsed_lock:
-        cached = _parsed.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        entries = _parse_file(path)
-        _parsed[key] = (stamp, entries)
-    return entries
+    """The file parsed, once while it stays the same; None if it does not exist."""
+    return cached_parse(path, _parse_file)
 
 
 class _Lookup:
