@@ -8,10 +8,12 @@ from __future__ import annotations
 import getpass
 import glob as globlib
 import hashlib
+import heapq
 import os
 import re
 import socket
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,7 +108,7 @@ def _parse_match(args: list[str], where: str) -> list[tuple[bool, str, Any]]:
     return criteria
 
 
-def _parse_file(path: str) -> list[_Entry]:
+def _parse_file(path: str) -> _ConfigFile:
     entries: list[_Entry] = []
     try:
         text = Path(path).read_text(encoding="utf-8", errors="replace")
@@ -136,10 +138,47 @@ def _parse_file(path: str) -> list[_Entry]:
             entries.append(_Entry("include", where, args=args))
         elif args:
             entries.append(_Entry("option", where, key, args))
-    return entries
+    return _ConfigFile(entries)
 
 
-def _read(path: Path) -> list[_Entry] | None:
+@dataclass
+class _Block:
+    """A ``Host`` or ``Match`` line and the lines under it, up to the next such line;
+    ``head`` is None for the lines before the first."""
+
+    head: _Entry | None
+    body: list[_Entry] = field(default_factory=list)
+
+
+class _ConfigFile:
+    """A parsed file, in blocks, with the ``Host`` blocks that name hosts outright
+    indexed by those names: a lookup visits only the blocks that can apply to its host,
+    not all 1,000 of a big file's."""
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.blocks = [_Block(None)]
+        self.by_host: dict[str, list[int]] = {}
+        self.always = [0]  # the first block, Match blocks, Host blocks with patterns
+        for entry in entries:
+            if entry.kind not in ("host", "match"):
+                self.blocks[-1].body.append(entry)
+                continue
+            i = len(self.blocks)
+            self.blocks.append(_Block(entry))
+            names = entry.pattern.literal if entry.pattern is not None else None
+            if names is None:
+                self.always.append(i)
+            for name in names or ():
+                self.by_host.setdefault(name, []).append(i)
+
+    def blocks_for(self, host: str) -> Iterable[_Block]:
+        """The blocks that may apply to ``host``, in the file's order."""
+        named = self.by_host.get(host)
+        order = heapq.merge(self.always, named) if named else self.always
+        return (self.blocks[i] for i in order)
+
+
+def _read(path: Path) -> _ConfigFile | None:
     """The file parsed, once while it stays the same; None if it does not exist."""
     return cached_parse(path, _parse_file)
 
@@ -155,22 +194,22 @@ class _Lookup:
         self.timeout = timeout
 
     def read(self, path: Path, base: Path, depth: int = 0) -> None:
-        entries = _read(path)
-        if entries is None:
+        parsed = _read(path)
+        if parsed is None:
             return
-        active = True
-        for entry in entries:
-            if entry.kind == "host":
-                assert entry.pattern is not None
-                active = entry.pattern.matches(self.host)
-            elif entry.kind == "match":
-                active = self._match(entry)
-            elif not active:
+        for block in parsed.blocks_for(self.host):
+            head = block.head
+            if head is not None and head.kind == "host":
+                assert head.pattern is not None
+                if not head.pattern.matches(self.host):
+                    continue
+            elif head is not None and not self._match(head):
                 continue
-            elif entry.kind == "include":
-                self._include(entry, base, depth)
-            else:
-                self._set(entry.key, entry.args)
+            for entry in block.body:
+                if entry.kind == "include":
+                    self._include(entry, base, depth)
+                else:
+                    self._set(entry.key, entry.args)
 
     def _include(self, entry: _Entry, base: Path, depth: int) -> None:
         if depth + 1 >= _MAX_INCLUDE_DEPTH:
