@@ -25,6 +25,7 @@ from sshdist_kernel import (
     with_ssh,
 )
 from sshdist_kernel.localnodes import LocalNodes, _free_port
+from sshdist_kernel.session import QUIET_WAKE
 
 from .conftest import wait_until
 
@@ -433,3 +434,14 @@ def test_a_key_file_is_loaded_once_until_it_changes(
     with pytest.raises(AuthenticationError, match="refused authentication"):
         make_session(hosts[0], **target)
     assert len(loads) == 2
+
+
+def test_a_quiet_connection_wakes_its_transport_thread_seldom_and_closes_it(
+    ssh_config: str,
+) -> None:
+    session = make_session("node1", ssh_config=ssh_config)
+    transport = session.transport
+    assert transport.sock.gettimeout() == QUIET_WAKE  # paramiko's own is 0.1 s
+    assert session.run("echo awake").stdout == "awake\n"  # data still wakes it at once
+    session.close()
+    wait_until(lambda: not transport.is_alive(), timeout=QUIET_WAKE + 5, what="thread to end")
