@@ -440,19 +440,37 @@ def _padded_known_hosts(nodes: LocalNodes, path: Path) -> None:
     path.write_text("".join(pad[:half] + lines + pad[half:]))
 
 
+def _padded_ssh_config(nodes: LocalNodes, path: Path) -> None:
+    """The local nodes' ssh_config with ``PADDED_HOSTS`` other hosts' blocks around
+    theirs, and the wildcard blocks a user's file has, which every lookup checks."""
+    pad = [
+        f"Host host{i} host{i}.example.com\n    HostName 10.9.{i // 250}.{i % 250}\n"
+        f"    User user{i % 7}\n    Port {2200 + i % 50}\n"
+        for i in range(PADDED_HOSTS)
+    ]
+    pad.insert(100, "Host *.example.com !bastion.example.com\n    ProxyJump bastion.example.com\n")
+    pad.insert(700, "Match originalhost gpu*\n    User gpu\n")
+    half = len(pad) // 2
+    tail = "Host *\n    ServerAliveInterval 60\n"
+    path.write_text("\n".join([*pad[:half], nodes.ssh_config.read_text(), *pad[half:], tail]))
+
+
 def many_nodes(where: str) -> dict[str, float]:
-    """``make_nodes`` of ``MANY_NODES`` local nodes: with a known_hosts of 1,000 hosts
-    against one of just theirs, and with ``REFUSING`` more hosts that refuse
-    connections (``on_error="skip"``) against the good ones alone.  Each pair is
-    alternated, so both see the same noise, and known_hosts is read afresh each time."""
+    """``make_nodes`` of ``MANY_NODES`` local nodes: with an ssh_config and a known_hosts
+    of ``PADDED_HOSTS`` more hosts against ones of just theirs, and with ``REFUSING``
+    more hosts that refuse connections (``on_error="skip"``) against the good ones
+    alone.  Each pair is alternated, so both see the same noise, and the files are
+    read afresh each time."""
     nodes = LocalNodes.up(MANY_NODES + REFUSING, Path(where) / "many")
     try:
         config = str(nodes.ssh_config)
         good = nodes.names[:MANY_NODES]
         padded = Path(where) / "known_hosts_padded"
         _padded_known_hosts(nodes, padded)
+        padded_config = Path(where) / "ssh_config_padded"
+        _padded_ssh_config(nodes, padded_config)
 
-        def make(names: list[str], known: Path, **options: Any) -> float:
+        def make(names: list[str], known: Path, config: str = config, **options: Any) -> float:
             forget_parsed()  # parse once per make_nodes, as a fresh process would
             t = time.perf_counter()
             made = make_nodes(names, ssh_config=config, known_hosts=str(known), **options)
@@ -467,7 +485,7 @@ def many_nodes(where: str) -> dict[str, float]:
         plain, big = [], []
         for _ in range(3):
             plain.append(make(good, nodes.known_hosts))
-            big.append(make(good, padded))
+            big.append(make(good, padded, str(padded_config)))
         for name in nodes.names[MANY_NODES:]:
             nodes.stop(name)
         alone, skipping = [], []
