@@ -18,6 +18,7 @@ import binascii
 import functools
 import hashlib
 import hmac
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -93,7 +94,10 @@ class _KnownHostsFile:
 
 
 def _parse(path: str) -> _KnownHostsFile | None:
-    """The file's usable lines, indexed; None if it cannot be read."""
+    """The file's usable lines, indexed; None if it cannot be read or is not a file
+    (a FIFO would block the read)."""
+    if not os.path.isfile(path):
+        return None
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import threading
 from pathlib import Path
 
 import paramiko
@@ -121,3 +122,19 @@ def test_a_key_rewritten_in_place_with_the_same_size_and_time_is_read_again(
     os.utime(known, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert (known.stat().st_size, known.stat().st_ino) == (st.st_size, st.st_ino)
     assert read_host_keys([str(known)], "node1").keys[second.get_name()] == second
+
+
+def test_a_fifo_named_as_known_hosts_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "known_hosts"
+    os.mkfifo(fifo)
+    found = []
+    reader = threading.Thread(
+        target=lambda: found.append(read_host_keys([str(fifo), os.devnull], "node1")),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # let the blocked open go, so nothing is left behind
+        with open(fifo, "w"):
+            pass
+    assert found and not found[0].keys
