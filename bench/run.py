@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -38,6 +39,7 @@ from sshdist_kernel import (
 from sshdist_kernel.guile import GuileRepl
 from sshdist_kernel.localnodes import LocalNodes, _free_port
 from sshdist_kernel.rrepl import EvalResult
+from sshdist_kernel.sshfiles import forget_parsed
 
 HERE = Path(__file__).resolve().parent
 NODE_COUNT = 8
@@ -59,6 +61,7 @@ TARGETS = {
     "make_nodes_24_bigconfig_ratio": ("<=", 1.1),
     "make_nodes_skip_ratio": ("<=", 1.1),
     "stub_machinery_512_vs_64_ratio": ("<=", 1.5),
+    "make_nodes_64_client_cpu_ms_per_node": ("<=", 5),
 }
 
 CALL_TIMEOUT = 120.0
@@ -437,22 +440,38 @@ def _padded_known_hosts(nodes: LocalNodes, path: Path) -> None:
     path.write_text("".join(pad[:half] + lines + pad[half:]))
 
 
-def many_nodes(where: str) -> dict[str, float]:
-    """``make_nodes`` of ``MANY_NODES`` local nodes: with a known_hosts of 1,000 hosts
-    against one of just theirs, and with ``REFUSING`` more hosts that refuse
-    connections (``on_error="skip"``) against the good ones alone.  Each pair is
-    alternated, so both see the same noise, and known_hosts is read afresh each time."""
-    from sshdist_kernel import knownhosts
+def _padded_ssh_config(nodes: LocalNodes, path: Path) -> None:
+    """The local nodes' ssh_config with ``PADDED_HOSTS`` other hosts' blocks around
+    theirs, and the wildcard blocks a user's file has, which every lookup checks."""
+    pad = [
+        f"Host host{i} host{i}.example.com\n    HostName 10.9.{i // 250}.{i % 250}\n"
+        f"    User user{i % 7}\n    Port {2200 + i % 50}\n"
+        for i in range(PADDED_HOSTS)
+    ]
+    pad.insert(100, "Host *.example.com !bastion.example.com\n    ProxyJump bastion.example.com\n")
+    pad.insert(700, "Match originalhost gpu*\n    User gpu\n")
+    half = len(pad) // 2
+    tail = "Host *\n    ServerAliveInterval 60\n"
+    path.write_text("\n".join([*pad[:half], nodes.ssh_config.read_text(), *pad[half:], tail]))
 
+
+def many_nodes(where: str) -> dict[str, float]:
+    """``make_nodes`` of ``MANY_NODES`` local nodes: with an ssh_config and a known_hosts
+    of ``PADDED_HOSTS`` more hosts against ones of just theirs, and with ``REFUSING``
+    more hosts that refuse connections (``on_error="skip"``) against the good ones
+    alone.  Each pair is alternated, so both see the same noise, and the files are
+    read afresh each time."""
     nodes = LocalNodes.up(MANY_NODES + REFUSING, Path(where) / "many")
     try:
         config = str(nodes.ssh_config)
         good = nodes.names[:MANY_NODES]
         padded = Path(where) / "known_hosts_padded"
         _padded_known_hosts(nodes, padded)
+        padded_config = Path(where) / "ssh_config_padded"
+        _padded_ssh_config(nodes, padded_config)
 
-        def make(names: list[str], known: Path, **options: Any) -> float:
-            knownhosts._files.clear()  # parse once per make_nodes, as a fresh process would
+        def make(names: list[str], known: Path, config: str = config, **options: Any) -> float:
+            forget_parsed()  # parse once per make_nodes, as a fresh process would
             t = time.perf_counter()
             made = make_nodes(names, ssh_config=config, known_hosts=str(known), **options)
             took = (time.perf_counter() - t) * 1000
@@ -466,7 +485,7 @@ def many_nodes(where: str) -> dict[str, float]:
         plain, big = [], []
         for _ in range(3):
             plain.append(make(good, nodes.known_hosts))
-            big.append(make(good, padded))
+            big.append(make(good, padded, str(padded_config)))
         for name in nodes.names[MANY_NODES:]:
             nodes.stop(name)
         alone, skipping = [], []
@@ -484,6 +503,41 @@ def many_nodes(where: str) -> dict[str, float]:
         f"make_nodes_{n}_plus_{REFUSING}_refusing_skip_ms": statistics.median(skipping),
         "make_nodes_skip_ratio": statistics.median(skipping) / statistics.median(alone),
     }
+
+
+CPU_NODES = 64
+"""Local nodes of the client CPU figure: it counts CPU time, not wall time, so a 2-core
+machine slowed by 64 sshd and Guile processes still measures it fairly."""
+
+
+def _process_cpu() -> float:
+    """Seconds of CPU this process has used, all its threads (paramiko's included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def client_cpu(where: str) -> dict[str, float]:
+    """Client CPU (this process, all threads) spent in ``make_nodes`` of ``CPU_NODES``
+    local nodes, per node; the parse caches cleared before each run, and each run's
+    transport threads ended before the next, so no run pays for another's."""
+    nodes = LocalNodes.up(CPU_NODES, Path(where) / "cpu")
+    try:
+        config = str(nodes.ssh_config)
+        make_and_close(nodes.names, None, config)  # warm the machine's caches once
+        per_node = []
+        for _ in range(REPEATS):
+            forget_parsed()  # ssh_config, known_hosts, keys: as a fresh process
+            start = _process_cpu()
+            made = make_nodes(nodes.names, ssh_config=config)
+            per_node.append((_process_cpu() - start) * 1000 / CPU_NODES)
+            transports = [n.session.transport for n in made]
+            for n in made:
+                n.close()
+            for t in transports:
+                t.join(10)
+    finally:
+        nodes.down()
+    return {f"make_nodes_{CPU_NODES}_client_cpu_ms_per_node": statistics.median(per_node)}
 
 
 KERNEL_ROUNDS = 10
@@ -635,6 +689,7 @@ def main() -> int:
         figures.update(many_nodes(where))
         # make_nodes + distribute + close of 64 and 512 hosts, the SSH layer stubbed
         figures.update(stub_machinery(where, REPEATS))
+        figures.update(client_cpu(where))
     figures = dict(sorted(figures.items()))
     (HERE / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(table(figures))

@@ -5,10 +5,10 @@ negation, ``[host]:port`` names, hashed names, and the ``@revoked`` marker.
 such a line must not break the rest of the file (paramiko's own reader fails on it).
 Keys are decoded only for lines that name the host asked about.
 
-Each file is parsed once and kept while its modification time and size stay the same
-(``_parsed``): making 64 nodes against a known_hosts of 1,000 hosts reads it once, not
-64 times. Plain names are looked up in a dict; hashed names and wildcard or negated
-patterns cannot be, so they stay in a list checked line by line, as OpenSSH does.
+Each file is parsed once and kept while it stays the same (``sshfiles.cached_parse``):
+making 64 nodes against a known_hosts of 1,000 hosts reads it once, not 64 times.
+Plain names are looked up in a dict; hashed names and wildcard or negated patterns
+cannot be, so they stay in a list checked line by line, as OpenSSH does.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import functools
 import hashlib
 import hmac
 import os
-import re
-import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import paramiko
+
+from .sshfiles import HostPatterns, cached_parse
 
 
 @dataclass
@@ -50,29 +51,12 @@ def _matches_hashed(pattern: str, name: str) -> bool:
     return hmac.compare_digest(want, got)
 
 
-@functools.lru_cache(maxsize=4096)
-def _wildcard(pattern: str) -> re.Pattern[str]:
-    # Only * and ? are special, as in OpenSSH: "[host]:port" is a literal name.
-    parts = (".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile("".join(parts), re.IGNORECASE | re.DOTALL)
-
-
 def names_match(patterns: str, name: str) -> bool:
     """Whether a known_hosts host field (comma-separated patterns, ``!`` negates)
     names ``name``: a negated match wins over any other, as in OpenSSH."""
     if patterns.startswith("|"):
         return _matches_hashed(patterns, name)
-    matched = False
-    for pattern in patterns.split(","):
-        negated = pattern.startswith("!")
-        pattern = pattern[1:] if negated else pattern
-        if pattern.lower() == name.lower() or (
-            ("*" in pattern or "?" in pattern) and _wildcard(pattern).fullmatch(name)
-        ):
-            if negated:
-                return False
-            matched = True
-    return matched
+    return HostPatterns(patterns.split(","), fold_case=True).matches(name)
 
 
 def _key(keytype: str, blob: str) -> paramiko.PKey | None:
@@ -98,20 +82,28 @@ class _KnownHostsFile:
     """A parsed known_hosts file: lines by each plain name they list (lower case), and
     the lines a name must be matched against one by one (hashed, wildcard, negated)."""
 
-    stamp: tuple[int, int, int]
     by_name: dict[str, list[_Line]] = field(default_factory=dict)
-    by_pattern: list[_Line] = field(default_factory=list)
+    by_pattern: list[tuple[_Line, Callable[[str], bool]]] = field(default_factory=list)
 
     def lines_for(self, name: str) -> list[_Line]:
         found = list(self.by_name.get(name.lower(), ()))
-        found += [line for line in self.by_pattern if names_match(line.patterns, name)]
+        found += [line for line, hosts in self.by_pattern if hosts(name)]
         if len(found) > 1:
             found.sort(key=lambda line: line.number)  # the file's order decides, as in OpenSSH
         return found
 
 
-def _parse(text: str, stamp: tuple[int, int, int]) -> _KnownHostsFile:
-    parsed = _KnownHostsFile(stamp)
+def _parse(path: str) -> _KnownHostsFile | None:
+    """The file's usable lines, indexed; None if it cannot be read or is not a file
+    (a FIFO would block the read)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    parsed = _KnownHostsFile()
     for number, line in enumerate(text.splitlines()):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
@@ -124,42 +116,15 @@ def _parse(text: str, stamp: tuple[int, int, int]) -> _KnownHostsFile:
         if len(fields) < 3:
             continue
         entry = _Line(number, marker, fields[0], fields[1], fields[2])
-        names = entry.patterns.split(",")
-        if entry.patterns.startswith("|") or any(
-            n.startswith("!") or "*" in n or "?" in n for n in names
-        ):
-            parsed.by_pattern.append(entry)
+        if entry.patterns.startswith("|"):
+            parsed.by_pattern.append((entry, functools.partial(_matches_hashed, entry.patterns)))
+            continue
+        hosts = HostPatterns(entry.patterns.split(","), fold_case=True)
+        if hosts.literal is None:
+            parsed.by_pattern.append((entry, hosts.matches))
         else:
-            for n in dict.fromkeys(n.lower() for n in names):
+            for n in hosts.literal:
                 parsed.by_name.setdefault(n, []).append(entry)
-    return parsed
-
-
-_files: dict[str, _KnownHostsFile] = {}
-_files_lock = threading.Lock()
-
-
-def _parsed(path: str) -> _KnownHostsFile | None:
-    """``path`` parsed, from the cache while the file is unchanged (same inode, size and
-    modification time); None when it is missing or unreadable."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    if not os.path.isfile(path):
-        return None
-    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
-    # One lock around the read: threads making nodes at once wait for one parse.
-    with _files_lock:
-        cached = _files.get(path)
-        if cached is not None and cached.stamp == stamp:
-            return cached
-        try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                text = f.read()
-        except OSError:
-            return None
-        parsed = _files[path] = _parse(text, stamp)
     return parsed
 
 
@@ -169,7 +134,7 @@ def read_host_keys(paths: list[str], name: str) -> HostKeys:
     and broken lines are skipped."""
     found = HostKeys()
     for path in paths:
-        parsed = _parsed(path)
+        parsed = cached_parse(path, _parse)
         if parsed is None:
             continue
         for line in parsed.lines_for(name):

@@ -1,23 +1,25 @@
 """ssh_config files read as OpenSSH 9 reads them: ``Include`` (globs, ``~``, relative
 to ``~/.ssh`` or ``/etc/ssh``), ``Host`` and ``Match`` blocks, first value wins across
 the files, and ``%`` tokens where OpenSSH expands them.  Each file is parsed once and
-kept while its mtime and size stay the same."""
+kept while it stays the same."""
 
 from __future__ import annotations
 
 import getpass
 import glob as globlib
 import hashlib
+import heapq
 import os
 import re
 import socket
 import subprocess
-import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import SshConfigError
+from .sshfiles import HostPatterns, cached_parse
 
 SYSTEM_SSH_CONFIG = "/etc/ssh/ssh_config"
 """The system-wide file OpenSSH reads after the user's, unless a file is named (``-F``)."""
@@ -59,37 +61,6 @@ def _split_args(text: str) -> list[str]:
     return words
 
 
-class _Pattern:
-    """An OpenSSH pattern list: ``*`` and ``?`` wildcards, ``!`` negates."""
-
-    def __init__(self, patterns: list[str], fold_case: bool) -> None:
-        self.fold_case = fold_case
-        self.literal: frozenset[str] | None = None
-        pos: list[str] = []
-        neg: list[str] = []
-        for p in patterns:
-            p = p.lower() if fold_case else p
-            (neg if p.startswith("!") else pos).append(p.lstrip("!"))
-        if not neg and not any(c in p for p in pos for c in "*?"):
-            # Most Host lines name hosts outright: a set lookup, not a regex per pattern.
-            self.literal = frozenset(pos)
-        self.pos = re.compile("|".join(_glob(p) for p in pos)) if pos else None
-        self.neg = re.compile("|".join(_glob(p) for p in neg)) if neg else None
-
-    def matches(self, name: str) -> bool:
-        if self.fold_case:
-            name = name.lower()
-        if self.literal is not None:
-            return name in self.literal
-        if self.neg is not None and self.neg.fullmatch(name):
-            return False
-        return self.pos is not None and self.pos.fullmatch(name) is not None
-
-
-def _glob(pattern: str) -> str:
-    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-
-
 @dataclass
 class _Entry:
     """One line that matters: Host, Match, Include or an option."""
@@ -98,7 +69,7 @@ class _Entry:
     where: str
     key: str = ""
     args: list[str] = field(default_factory=list)
-    pattern: _Pattern | None = None
+    pattern: HostPatterns | None = None
     criteria: list[tuple[bool, str, Any]] = field(default_factory=list)
 
 
@@ -131,16 +102,16 @@ def _parse_match(args: list[str], where: str) -> list[tuple[bool, str, Any]]:
             criteria.append((negate, name, arg))
         else:
             patterns = [p for p in arg.split(",") if p]
-            criteria.append((negate, name, _Pattern(patterns, fold_case=name == "host")))
+            criteria.append((negate, name, HostPatterns(patterns, fold_case=name == "host")))
     if not criteria:
         raise SshConfigError(f"{where}: Match needs a criterion (Match all matches every host)")
     return criteria
 
 
-def _parse_file(path: Path) -> list[_Entry]:
+def _parse_file(path: str) -> _ConfigFile:
     entries: list[_Entry] = []
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise SshConfigError(f"cannot read ssh_config file {path}: {exc.strerror or exc}") from None
     for number, line in enumerate(text.splitlines(), 1):
@@ -160,37 +131,56 @@ def _parse_file(path: Path) -> list[_Entry]:
         except ValueError as exc:
             raise SshConfigError(f"{where}: {exc}") from None
         if key == "host":
-            entries.append(_Entry("host", where, pattern=_Pattern(args, fold_case=False)))
+            entries.append(_Entry("host", where, pattern=HostPatterns(args, fold_case=False)))
         elif key == "match":
             entries.append(_Entry("match", where, criteria=_parse_match(args, where)))
         elif key == "include":
             entries.append(_Entry("include", where, args=args))
         elif args:
             entries.append(_Entry("option", where, key, args))
-    return entries
+    return _ConfigFile(entries)
 
 
-_parsed: dict[str, tuple[tuple[int, int], list[_Entry]]] = {}
-_parsed_lock = threading.Lock()
+@dataclass
+class _Block:
+    """A ``Host`` or ``Match`` line and the lines under it, up to the next such line;
+    ``head`` is None for the lines before the first."""
+
+    head: _Entry | None
+    body: list[_Entry] = field(default_factory=list)
 
 
-def _read(path: Path) -> list[_Entry] | None:
-    """The file's entries, parsed once and kept while its mtime and size stay the
-    same; None if it does not exist."""
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    stamp = (st.st_mtime_ns, st.st_size)
-    key = os.fspath(path)
-    # Held across the parse: 64 hosts made at once parse a file once, not 64 times.
-    with _parsed_lock:
-        cached = _parsed.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        entries = _parse_file(path)
-        _parsed[key] = (stamp, entries)
-    return entries
+class _ConfigFile:
+    """A parsed file, in blocks, with the ``Host`` blocks that name hosts outright
+    indexed by those names: a lookup visits only the blocks that can apply to its host,
+    not all 1,000 of a big file's."""
+
+    def __init__(self, entries: list[_Entry]) -> None:
+        self.blocks = [_Block(None)]
+        self.by_host: dict[str, list[int]] = {}
+        self.always = [0]  # the first block, Match blocks, Host blocks with patterns
+        for entry in entries:
+            if entry.kind not in ("host", "match"):
+                self.blocks[-1].body.append(entry)
+                continue
+            i = len(self.blocks)
+            self.blocks.append(_Block(entry))
+            names = entry.pattern.literal if entry.pattern is not None else None
+            if names is None:
+                self.always.append(i)
+            for name in names or ():
+                self.by_host.setdefault(name, []).append(i)
+
+    def blocks_for(self, host: str) -> Iterable[_Block]:
+        """The blocks that may apply to ``host``, in the file's order."""
+        named = self.by_host.get(host)
+        order = heapq.merge(self.always, named) if named else self.always
+        return (self.blocks[i] for i in order)
+
+
+def _read(path: Path) -> _ConfigFile | None:
+    """The file parsed, once while it stays the same; None if it does not exist."""
+    return cached_parse(path, _parse_file)
 
 
 class _Lookup:
@@ -204,22 +194,22 @@ class _Lookup:
         self.timeout = timeout
 
     def read(self, path: Path, base: Path, depth: int = 0) -> None:
-        entries = _read(path)
-        if entries is None:
+        parsed = _read(path)
+        if parsed is None:
             return
-        active = True
-        for entry in entries:
-            if entry.kind == "host":
-                assert entry.pattern is not None
-                active = entry.pattern.matches(self.host)
-            elif entry.kind == "match":
-                active = self._match(entry)
-            elif not active:
+        for block in parsed.blocks_for(self.host):
+            head = block.head
+            if head is not None and head.kind == "host":
+                assert head.pattern is not None
+                if not head.pattern.matches(self.host):
+                    continue
+            elif head is not None and not self._match(head):
                 continue
-            elif entry.kind == "include":
-                self._include(entry, base, depth)
-            else:
-                self._set(entry.key, entry.args)
+            for entry in block.body:
+                if entry.kind == "include":
+                    self._include(entry, base, depth)
+                else:
+                    self._set(entry.key, entry.args)
 
     def _include(self, entry: _Entry, base: Path, depth: int) -> None:
         if depth + 1 >= _MAX_INCLUDE_DEPTH:

@@ -15,6 +15,7 @@ import paramiko
 
 from .errors import AuthenticationError, ConnectError
 from .sshconfig import SessionOptions
+from .sshfiles import cached_parse
 
 _DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 _OPENSSH_MAGIC = b"openssh-key-v1\0"
@@ -47,7 +48,14 @@ def public_blob(path: str) -> bytes | None:
 
 
 def _load_key(path: str) -> paramiko.PKey:
-    """A key file, or ``ValueError`` saying in a few words why it cannot be used."""
+    """A key file, read once while it (and its ``-cert.pub``, which paramiko reads
+    beside it) stays the same, or ``ValueError`` saying in a few words why it cannot
+    be used: 64 nodes made with one key load it once, not 64 times."""
+    key = cached_parse(path, _read_key, companions=(path + "-cert.pub",))
+    return _read_key(path) if key is None else key  # None: missing, and _read_key says so
+
+
+def _read_key(path: str) -> paramiko.PKey:
     try:
         return paramiko.PKey.from_path(path)
     except paramiko.PasswordRequiredException:

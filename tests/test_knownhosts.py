@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
+import threading
 from pathlib import Path
 
 import paramiko
@@ -104,3 +106,35 @@ def test_hashed_and_wildcard_lines_keep_the_files_order(tmp_path: Path) -> None:
     assert found.keys[hashed.get_name()] == hashed  # the first line wins, hashed or not
     assert read_host_keys([str(known)], "[127.0.0.1]:9").keys[later.get_name()] == later
     assert not read_host_keys([str(known)], "[127.0.0.2]:2222").keys
+
+
+def test_a_key_rewritten_in_place_with_the_same_size_and_time_is_read_again(
+    tmp_path: Path,
+) -> None:
+    first, first_text = _key_line()
+    second, second_text = _key_line()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"node1 {first_text}\n")
+    assert read_host_keys([str(known)], "node1").keys[first.get_name()] == first
+    st = known.stat()
+    with open(known, "r+") as f:  # the same file, the same size, then its old time back
+        f.write(f"node1 {second_text}\n")
+    os.utime(known, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (known.stat().st_size, known.stat().st_ino) == (st.st_size, st.st_ino)
+    assert read_host_keys([str(known)], "node1").keys[second.get_name()] == second
+
+
+def test_a_fifo_named_as_known_hosts_is_skipped_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "known_hosts"
+    os.mkfifo(fifo)
+    found = []
+    reader = threading.Thread(
+        target=lambda: found.append(read_host_keys([str(fifo), os.devnull], "node1")),
+        daemon=True,
+    )
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():  # let the blocked open go, so nothing is left behind
+        with open(fifo, "w"):
+            pass
+    assert found and not found[0].keys

@@ -20,6 +20,7 @@ from sshdist_kernel import (
     knownhosts,
     make_nodes,
     node,
+    sshfiles,
 )
 from sshdist_kernel.localnodes import LocalNodes, _free_port
 from sshdist_kernel.sshconfig import resolve_options
@@ -140,7 +141,7 @@ def test_known_hosts_is_parsed_once_for_all_the_nodes(ssh_config: str, monkeypat
     parses = []
     parse = knownhosts._parse
     monkeypatch.setattr(knownhosts, "_parse", lambda *a: parses.append(a) or parse(*a))
-    monkeypatch.setattr(knownhosts, "_files", {})
+    monkeypatch.setattr(sshfiles, "_parsed", {})
     made = make_nodes("node[1-3]", ssh_config=ssh_config)
     _close(made)
     files = [p for p in resolve_options("node1", ssh_config=ssh_config).known_hosts]

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from sshdist_kernel import (
@@ -24,6 +25,7 @@ from sshdist_kernel import (
     with_ssh,
 )
 from sshdist_kernel.localnodes import LocalNodes, _free_port
+from sshdist_kernel.session import QUIET_WAKE
 
 from .conftest import wait_until
 
@@ -408,3 +410,38 @@ def test_a_host_name_openssh_refuses_is_refused_before_any_proxy_command(
         make_session(host, ssh_config=config)
     assert not (tmp_path / "PWNED").exists()
     assert not (tmp_path / "PWNED}").exists()
+
+
+def test_a_key_file_is_loaded_once_until_it_changes(
+    local_nodes: LocalNodes, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    loads = []
+    from_path = paramiko.PKey.from_path
+    monkeypatch.setattr(
+        paramiko.PKey, "from_path", staticmethod(lambda p, *a: loads.append(p) or from_path(p, *a))
+    )
+    key = tmp_path / "id_copy"
+    shutil.copyfile(local_nodes.identity, key)
+    target = {"known_hosts": local_nodes.known_hosts, "ssh_config": "/dev/null", "identity": key}
+    hosts = [f"127.0.0.1:{n.port}" for n in local_nodes.nodes[:3]]
+    for host in hosts:
+        make_session(host, **target).close()
+    assert len(loads) == 1
+    other = tmp_path / "id_other"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    shutil.copyfile(other, key)  # a key the nodes do not accept, in the same file
+    with pytest.raises(AuthenticationError, match="refused authentication"):
+        make_session(hosts[0], **target)
+    assert len(loads) == 2
+
+
+def test_a_quiet_connection_wakes_its_transport_thread_seldom_and_closes_it(
+    ssh_config: str,
+) -> None:
+    session = make_session("node1", ssh_config=ssh_config)
+    transport = session.transport
+    assert transport.sock.gettimeout() == QUIET_WAKE  # paramiko's own is 0.1 s
+    assert session.run("echo awake").stdout == "awake\n"  # data still wakes it at once
+    session.close()
+    wait_until(lambda: not transport.is_alive(), timeout=QUIET_WAKE + 5, what="thread to end")

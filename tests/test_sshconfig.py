@@ -246,14 +246,36 @@ def test_unsupported_match_criteria_are_refused_with_the_line(tmp_path: Path) ->
 def test_each_file_is_parsed_once_until_it_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    parsed: list[Path] = []
+    parsed: list[str] = []
     parse = openssh_config._parse_file
     monkeypatch.setattr(openssh_config, "_parse_file", lambda p: parsed.append(p) or parse(p))
     config = tmp_path / "config"
     config.write_text("Host *\n  Port 2000\n")
     assert [resolve_options(f"n{i}", ssh_config=config).port for i in range(50)] == [2000] * 50
-    assert parsed == [config]
+    assert parsed == [str(config)]
     config.write_text("Host *\n  Port 3000\n")
     os.utime(config, ns=(0, config.stat().st_mtime_ns + 10**9))
     assert resolve_options("n1", ssh_config=config).port == 3000
-    assert parsed == [config, config]
+    assert parsed == [str(config), str(config)]
+
+
+@needs_ssh
+def test_a_big_file_as_ssh_G_and_a_lookup_checks_only_the_blocks_for_its_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocks = [f"Host h{i} alias{i}\n  Port {2000 + i}\n  User u{i}\n" for i in range(300)]
+    blocks[10:10] = ["Host h2*\n  User wild\n", "Match originalhost alias5\n  Port 1\n"]
+    blocks[200:200] = ["Host h7\n  Port 7777\n  HostName seven\n", "Host !h9 h?\n  User one\n"]
+    config = tmp_path / "config"
+    config.write_text("Compression no\n" + "".join(blocks) + "Host *\n  User everyone\n")
+    agree(["h1", "alias5", "h7", "h9", "h25", "h250", "alias299", "absent"], config)
+
+    checked = []
+    matches = openssh_config.HostPatterns.matches
+    monkeypatch.setattr(
+        openssh_config.HostPatterns,
+        "matches",
+        lambda self, name: checked.append(name) or matches(self, name),
+    )
+    assert ours("h150", [(config, Path("~/.ssh"))])["port"] == "2150"
+    assert len(checked) <= 6  # its own block, the wildcard ones, the Match: not 300
