@@ -130,9 +130,7 @@ cat {log} >&2; rm -f {key}; exit 1
     node._server_key = None  # a server started now has a new key
     if result.status == 127:
         where = node.session.options.target
-        raise NodeError(
-            node.language.missing_message(where, 127, result.stderr.strip())
-        )
+        raise NodeError(node.language.missing_message(where, 127, result.stderr.strip()))
     if result.status != 0:
         raise NodeError(
             f"the REPL server on {node.session.options.target} did not start "
