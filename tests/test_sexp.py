@@ -62,6 +62,18 @@ from sshdist_kernel.sexp import Char, Keyword, Opaque, Pair, Symbol
         ("#vu8(1 2 255)", b"\x01\x02\xff"),
         ("(quote x)", [Symbol("quote"), Symbol("x")]),
         ("'x", [Symbol("quote"), Symbol("x")]),
+        # Quote characters begin a quotation only at a datum's start; Guile prints the
+        # symbol "<," bare, and reads "(x, y)" as the symbols "x," and "y".
+        ("<,", Symbol("<,")),
+        (
+            "(x, 'y a`b ,@z)",
+            [
+                Symbol("x,"),
+                [Symbol("quote"), Symbol("y")],
+                Symbol("a`b"),
+                [Symbol("unquote-splicing"), Symbol("z")],
+            ],
+        ),
     ],
 )
 def test_read_what_guile_prints(text: str, value: object) -> None:

@@ -30,7 +30,7 @@ _TOKEN = re.compile(
     | (?P<barsym>\#\{.*?\}\#)
     | (?P<quote>'|`|,@|,)
     | (?P<hash>\#(?:true|false|t|f|nil|:[^\s()\[\]";]+))
-    | (?P<atom>[^\s()\[\]";'`,]+)
+    | (?P<atom>[^\s()\[\]";'`,][^\s()\[\]";]*)
     )""",
     re.VERBOSE | re.DOTALL,
 )
