@@ -58,7 +58,7 @@ TARGETS = {
     "dist_machinery_us_per_node_512": ("<=", 50),
     "dist_map_1m_3nodes_ms": ("<=", 600),
     "cancel_to_ready_ms": ("<=", 1000),
-    "make_nodes_24_bigconfig_ratio": ("<=", 1.1),
+    "make_nodes_64_bigconfig_ratio": ("<=", 1.1),
     "make_nodes_skip_ratio": ("<=", 1.1),
     "stub_machinery_512_vs_64_ratio": ("<=", 1.5),
     "make_nodes_64_client_cpu_ms_per_node": ("<=", 5),
@@ -422,9 +422,9 @@ def dist_machinery() -> dict[str, float]:
     return figures
 
 
-MANY_NODES = 24
-"""Local nodes of the many-hosts figures (issue 12 asks 64: too many sshd + Guile
-processes for a 2-core machine to start at once without swamping the timing)."""
+MANY_NODES = 64
+"""Local nodes of the many-hosts figures, as issue 12 asks (the ratios alternate their
+two sides, so both see the same crowded machine)."""
 REFUSING = 4
 """Of the skip figure's hosts, how many refuse connections (their sshd stopped)."""
 PADDED_HOSTS = 1000
