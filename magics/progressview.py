@@ -23,22 +23,28 @@ GRID_EVERY = 1.0
 
 GRID_STATES = (  # (state, colour), in the legend's order
     ("running", "#1565c0"),
-    ("idle", "#2e7d32"),
+    ("done", "#2e7d32"),
     ("slow", "#ef6c00"),
     ("failed", "#c62828"),
+    ("stopped", "#616161"),
     ("waiting", "#bdbdbd"),
+    ("not needed", "#eeeeee"),
 )
 
 
 def grid_state(row: Any) -> str:
     """A node's state as its square shows it."""
-    if row.failed:
+    if row.failed or row.status.startswith("error in"):
         return "failed"
     if row.slow:
         return "slow"
     if row.job is not None:
         return "running"
-    return "idle" if row.used else "waiting"
+    if row.status.startswith("stopped in"):
+        return "stopped"
+    if row.status == "not needed":
+        return "not needed"
+    return "done" if row.used else "waiting"
 
 
 def node_grid(rows: list[Any]) -> str:

@@ -7,7 +7,7 @@ import re
 from types import SimpleNamespace
 
 from sshdist_magics.display import NodeTable, Progress
-from sshdist_magics.progressview import ROWS_UP_TO, ProgressView
+from sshdist_magics.progressview import ROWS_UP_TO, ProgressView, node_grid
 
 
 def progress_of(count: int) -> tuple[Progress, list]:
@@ -38,7 +38,7 @@ def test_many_nodes_are_a_grid_of_squares_counted_by_state() -> None:
     shown = view.grid.value
     assert "300 nodes: " in shown
     counts = dict((state, int(n)) for n, state in re.findall(r"</span> (\d+) (\w+)", shown))
-    assert counts == {"running": 99, "idle": 99, "slow": 1, "failed": 1, "waiting": 100}
+    assert counts == {"running": 99, "done": 99, "slow": 1, "failed": 1, "waiting": 100}
     squares = re.findall(r'<span title="([^"]*)" style="display:inline-block', shown)
     assert len(squares) == 300
     assert squares[0] == "cn000: 3 items, finished job 0"
@@ -48,6 +48,20 @@ def test_many_nodes_are_a_grid_of_squares_counted_by_state() -> None:
     rows[299].finishes(400, 1)
     view.update(progress, final="done")
     assert "cn299: 1 item, finished job 400" in view.grid.value
+
+
+def test_the_grid_of_an_ended_call_says_which_nodes_were_not_needed_or_stopped() -> None:
+    progress, nodes = progress_of(20)
+    rows = [progress.rows[id(n)] for n in nodes]
+    rows[0].starts(0, 3)
+    rows[0].finishes(0, 3)
+    rows[1].starts(1, 3)  # still running when the call is stopped
+    progress.close("stopped", say=False)
+    shown = node_grid(rows)
+    counts = dict(
+        (state, int(n)) for n, state in re.findall(r"</span> (\d+) ([\w ]+?)(?:,|<)", shown)
+    )
+    assert counts == {"done": 1, "stopped": 1, "not needed": 18}
 
 
 def test_the_node_table_of_many_nodes_is_a_host_list_per_guile_and_the_failures() -> None:
