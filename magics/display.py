@@ -79,10 +79,8 @@ class NodeTable:
             out.append(f"  {host:12} FAILED: {why}")
         if len(failed) > TABLE_ROWS_UP_TO:
             rest = [host for host, _ in failed[TABLE_ROWS_UP_TO:]]
-            out.append(
-                f"  and {len(rest)} more that failed: {compress_hosts(rest)} "
-                "(the node list's .failed says why)"
-            )
+            why = " (the node list's .failed says why)" if self.nodes else ""
+            out.append(f"  and {len(rest)} more that failed: {compress_hosts(rest)}{why}")
         return out
 
     def show(self) -> None:

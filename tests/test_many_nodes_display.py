@@ -75,6 +75,9 @@ def test_the_node_table_of_many_nodes_is_a_host_list_per_guile_and_the_failures(
     assert rows[3] == "  cn301        FAILED: cn301 refused the connection"
     assert len(rows) == 3 + 16 + 1
     assert rows[-1] == ("  and 4 more that failed: cn[317-320] (the node list's .failed says why)")
+    # None came up: there is no node list to look in.
+    nothing = NodeTable([], 3.0, failed).rows()
+    assert nothing[-1] == "  and 4 more that failed: cn[317-320]"
     # A few nodes: a row each, as before.
     few = NodeTable(up[:3], 1.0).rows()  # type: ignore[arg-type]
     assert len(few) == 4 and few[1].startswith("  cn001 ")
