@@ -3,8 +3,9 @@ work for one node runs one piece at a time, in the order it was given.
 
 A worker that has had nothing to do for ``IDLE_EXIT`` seconds ends; the next piece of
 work for its node starts a new one.  Workers hold their node only weakly, and a node
-that is dropped ends its worker at once (hundreds of nodes made and dropped again and
-again would otherwise leave hundreds of idle threads behind for ``IDLE_EXIT``).
+that is dropped ends its worker as soon as it is collected (hundreds of nodes made and
+dropped again and again would otherwise leave hundreds of idle threads behind for
+``IDLE_EXIT``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class _Worker:
         self.tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.pending = 0  # tasks given and not finished (the running one included)
         self.thread = threading.Thread(target=self._run, daemon=True, name=f"sshdist {node.name}")
-        weakref.finalize(node, self.tasks.put, _DROPPED)
+        self._dropped = weakref.finalize(node, self.tasks.put, _DROPPED)
 
     def _run(self) -> None:
         _here.node = self.node
@@ -48,6 +49,7 @@ class _Worker:
                     node = self.node()
                     if node is not None and _workers.get(node) is self:
                         del _workers[node]
+                    self._dropped.detach()  # a long-lived node's workers leave none behind
                     return
             if task is _DROPPED:
                 return

@@ -267,7 +267,7 @@ def test_calls_reuse_one_worker_thread_per_node(nodes: list[Node]) -> None:
     assert threading.active_count() <= before + 3
 
 
-def test_a_dropped_node_ends_its_worker_thread_at_once(ssh_config: str) -> None:
+def test_a_dropped_node_ends_its_worker_thread_once_collected(ssh_config: str) -> None:
     dropped = make_nodes(["node1", "node2"], ssh_config=ssh_config)
     assert dist_map(dropped, "1+", range(4)) == [1, 2, 3, 4]
     names = {f"sshdist {n.name}" for n in dropped}
