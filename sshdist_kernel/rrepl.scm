@@ -488,11 +488,24 @@
   ;; of a procedure from a lambda list in FORM (as read: a syntax object) gives
   ;; the procedure an arglist property, which procedure-arguments reads.  Only a
   ;; form that starts with a defining word is looked at; anything odd is ignored.
-  (define (record! form)
+  (define (defined-names form)
+    ;; Every name FORM defines at top level, procedure or not, once each time.
+    (cond ((not (pair? form)) '())
+          ((eq? (car form) 'begin) (apply append (map defined-names (cdr form))))
+          ((and (memq (car form) '(define define* define-public)) (pair? (cdr form)))
+           (let name ((target (cadr form)))
+             (cond ((symbol? target) (list target))
+                   ((pair? target) (name (car target)))
+                   (else '()))))
+          (else '())))
+  (define (record! form twice)
+    ;; A name defined twice in one form (define (f a) ...) (define f car) is left
+    ;; alone: its binding at the end may be another procedure than the one defined.
     (if (eq? (car form) 'begin)
-        (for-each (lambda (f) (when (pair? f) (record! f))) (cdr form))
+        (for-each (lambda (f) (when (pair? f) (record! f twice))) (cdr form))
         (let* ((found (definition-arglist form))
-               (var (and found (module-variable (current-module) (car found))))
+               (var (and found (not (memq (car found) twice))
+                         (module-variable (current-module) (car found))))
                (proc (and var (variable-bound? var) (variable-ref var))))
           (when (procedure? proc)
             (set-procedure-property! proc 'arglist (cdr found))))))
@@ -504,7 +517,12 @@
          (head (and (pair? expr) (unwrap (car expr)))))
     (when (and (memq head '(define define* define-public begin))
                (eq? (language-name (repl-language repl)) 'scheme))
-      (catch #t (lambda () (record! (syntax->datum form))) (lambda _ #f)))))
+      (catch #t
+        (lambda ()
+          (let* ((datum (syntax->datum form))
+                 (names (defined-names datum)))
+            (record! datum (filter (lambda (n) (memq n (cdr (memq n names)))) names))))
+        (lambda _ #f)))))
 
 (define (eval-form repl form out busy remember?)
   (module-use! (current-module) (history-interface))

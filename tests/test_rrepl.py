@@ -150,6 +150,11 @@ def test_errors_raise_node_repl_error_and_the_next_call_works(
             "wrong-number-of-args",
             "Wrong number of arguments to #<procedure add (first-term second-term)>",
         ),
+        (  # a name defined twice in one form: the builtin it ends as keeps its names
+            "(begin (define (f a) 1) (define f car)) (car 1 2)",
+            "wrong-number-of-args",
+            "Wrong number of arguments to #<procedure car (_)>",
+        ),
         (
             "(define (many a . more) a) (many)",
             "wrong-number-of-args",
