@@ -15,10 +15,16 @@
     ;; and nobody else may write to it or to its directory.
     (and st (= (stat:uid st) (getuid)) (zero? (logand (stat:perms st) #o022))))
   (define (cache-dir)
+    ;; An absolute directory: DIR (a leading ~/ is the home directory), else the
+    ;; XDG one; a relative DIR means no cache (it would land who knows where).
     (let ((xdg (getenv "XDG_CACHE_HOME")) (home (getenv "HOME")))
-      (cond (dir dir)
+      (define (home-based? d) (and home (string-prefix? "/" home) d))
+      (cond ((and dir (string-prefix? "/" dir)) dir)
+            ((and dir (string-prefix? "~/" dir) (home-based? dir))
+             (string-append home (substring dir 1)))
+            (dir #f)
             ((and xdg (string-prefix? "/" xdg)) (string-append xdg "/sshdist"))
-            ((and home (string-prefix? "/" home)) (string-append home "/.cache/sshdist"))
+            ((home-based? home) (string-append home "/.cache/sshdist"))
             (else #f))))
   (define (ready dir)
     ;; DIR, made (mode 700, and its missing parents too) if need be; #f unless
@@ -33,25 +39,35 @@
     (string-append "'" (string-join (string-split s #\') "'\\''") "'"))
   (define (compile-command dir file go lock)
     ;; A shell command line: a Guile, in its own session and with nothing of
-    ;; ours open, compiles FILE to GO, deletes FILE, deletes the copies nobody
-    ;; loaded for 30 days (older versions), and deletes LOCK last.
+    ;; ours open, compiles FILE to GO, writes GO's stamp (see load-cached), deletes
+    ;; FILE, deletes the copies nobody loaded for 30 days (older versions), and
+    ;; deletes LOCK last.
     (string-append
      (shell-quote guile) " -q --no-auto-compile -c "
      (shell-quote
       (format #f "(false-if-exception (setsid)) (umask #o077)
                   (use-modules (system base compile) (ice-9 ftw))
-                  (false-if-exception (compile-file ~s #:output-file ~s))
+                  (false-if-exception
+                   (begin
+                     (compile-file ~s #:output-file ~s)
+                     (call-with-output-file ~s
+                       (lambda (port)
+                         (write (let ((st (stat ~s)))
+                                  (list (stat:ino st) (stat:size st)
+                                        (stat:mtime st) (stat:mtimensec st)))
+                                port)))))
                   (false-if-exception (delete-file ~s))
                   (define (in-dir name) (string-append ~s \"/\" name))
                   (define (unused? name)
-                    (and (string-prefix? \"rrepl-\" name) (string-suffix? \".go\" name)
-                         (> (- (current-time) (stat:mtime (stat (in-dir name))))
+                    (and (string-prefix? \"rrepl-\" name)
+                         (or (string-suffix? \".go\" name) (string-suffix? \".stamp\" name))
+                         (> (- (current-time) (stat:atime (stat (in-dir name))))
                             (* 30 24 3600))))
                   (false-if-exception
                    (for-each (lambda (name) (delete-file (in-dir name)))
                              (or (scandir ~s unused?) '())))
                   (delete-file ~s)"
-              file go file dir dir lock))
+              file go (string-append go ".stamp") go file dir dir lock))
      " </dev/null >/dev/null 2>&1 &"))
   (define (compile-later dir go)
     ;; One Guile at a time compiles: a lock file says one is at work (unless
@@ -66,16 +82,36 @@
                  (open-fdes lock (logior O_WRONLY O_CREAT O_EXCL) #o600))))
         (when fd
           (close-fdes fd)
-          (let* ((port (mkstemp! (string-append dir "/source-XXXXXX")))
-                 (file (port-filename port)))
-            (set-port-encoding! port "UTF-8")
-            (display source port)
-            (close-port port)
+          (let ((file #f))
             (unless (false-if-exception
-                     (zero? (system (compile-command dir file go lock))))
-              ;; No shell to start it: the next REPL tries again.
-              (false-if-exception (delete-file file))
+                     (let ((port (mkstemp! (string-append dir "/source-XXXXXX"))))
+                       (set! file (port-filename port))
+                       (set-port-encoding! port "UTF-8")
+                       (display source port)
+                       (close-port port)
+                       (zero? (system (compile-command dir file go lock)))))
+              ;; A full disk, or no shell to start it: the next REPL tries again.
+              (when file (false-if-exception (delete-file file)))
               (false-if-exception (delete-file lock))))))))
+  (define (stamped? go st)
+    ;; GO is as its compile left it: the stamp written then (inode, size and
+    ;; modification time, in a file of this user's alone) still matches.  A copy
+    ;; changed since (a program writing into it, a copy over it) is not loaded:
+    ;; damaged code would break every REPL started from it.
+    (let* ((stamp (string-append go ".stamp"))
+           (sst (false-if-exception (lstat stamp))))
+      (and sst (own? sst) (eq? (stat:type sst) 'regular)
+           (equal? (false-if-exception (call-with-input-file stamp read))
+                   (list (stat:ino st) (stat:size st) (stat:mtime st) (stat:mtimensec st))))))
+  (define (being-made? go)
+    ;; A compile holds the lock (one 10 minutes old is a dead compiler's).
+    (let ((st (stat (string-append go ".lock") #f)))
+      (and st (< (- (current-time) (stat:mtime st)) 600))))
+  (define (forget dir go)
+    (false-if-exception (delete-file go))
+    (false-if-exception (delete-file (string-append go ".stamp")))
+    (compile-later dir go)
+    #f)
   (define (load-cached)
     (let* ((where (cache-dir))
            (dir (and where (ready where)))
@@ -84,16 +120,20 @@
       (cond
        ((not go) #f)
        ((not st) (compile-later dir go) #f)
-       ((and (own? st) (eq? (stat:type st) 'regular))
-        (or (catch #t
-              (lambda ()
-                (load-compiled go)
-                (false-if-exception (utime go))  ; last used now: see compile-later
-                #t)
-              (lambda _ #f))
-            ;; A copy Guile will not load (a different build of the same
-            ;; version) is made again.
-            (begin (false-if-exception (delete-file go)) (compile-later dir go) #f)))
-       (else #f))))
+       ((not (and (own? st) (eq? (stat:type st) 'regular))) #f)
+       ((being-made? go) #f)                            ; its stamp may be due
+       ((not (stamped? go st)) (forget dir go))
+       ((catch #t
+          (lambda ()
+            (load-compiled go)
+            ;; Last used now (the access time: the stamp keeps the modification
+            ;; time), for the 30 days of compile-command's clean-up.
+            (false-if-exception
+             (utime go (current-time) (stat:mtime st) 0 (stat:mtimensec st)))
+            #t)
+          (lambda _ #f)))
+       ;; A copy Guile will not load (a different build of the same version) is
+       ;; made again.
+       (else (forget dir go)))))
   (unless (catch #t load-cached (lambda _ #f))
     (eval-string source)))

@@ -68,9 +68,10 @@ def test_the_first_repl_has_the_loop_compiled_and_the_next_runs_it(
     made: Path, ssh_config: str
 ) -> None:
     (go,) = _compiled(made)
+    stamp = go.with_name(go.name + ".stamp")
     assert made.stat().st_mode & 0o777 == 0o700
     assert go.stat().st_mode & 0o777 == 0o600
-    assert not [p for p in made.iterdir() if p != go]  # no source or lock left behind
+    assert sorted(made.iterdir()) == [go, stamp]  # no source or lock left behind
     with _open(ssh_config, made) as node:
         assert _runs_compiled(node, made)
         _works(node)
@@ -151,11 +152,12 @@ def test_a_compiled_copy_guile_will_not_load_is_made_again(
         _works(node)
     wait_until(lambda: go.exists() and go.stat().st_size > 1000, COMPILE_WAIT, "a new copy")
     wait_until(lambda: not list(cache_dir.glob("*.lock")), COMPILE_WAIT, "the compile to end")
-    assert sorted(p.name for p in cache_dir.iterdir()) == sorted([go.name, recent.name])
-    os.utime(go, (long_ago, long_ago))
+    stamp = go.name + ".stamp"
+    assert sorted(p.name for p in cache_dir.iterdir()) == sorted([go.name, stamp, recent.name])
+    os.utime(go, ns=(int(long_ago * 1e9), go.stat().st_mtime_ns))  # last used long ago
     with _open(ssh_config, cache_dir) as node:
         assert _runs_compiled(node, cache_dir)
-    assert go.stat().st_mtime > long_ago + 3600  # loading it marks it used
+    assert go.stat().st_atime > long_ago + 3600  # loading it marks it used
 
 
 @pytest.mark.skipif(shutil.which("guile-2.2") is None, reason="no guile-2.2 here")
@@ -172,3 +174,41 @@ def test_guile_2_2_has_a_compiled_copy_of_its_own(
     with _open(ssh_config, cache_dir, "guile-2.2") as node:
         assert _runs_compiled(node, cache_dir)
         _works(node)
+
+
+def test_a_compiled_copy_changed_since_its_compile_is_not_loaded_and_is_made_again(
+    ssh_config: str, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "sshdist"
+    with _open(ssh_config, cache_dir) as node:
+        _works(node)
+    go = _wait_compiled(cache_dir)
+    with go.open("r+b") as damaged:  # bytes in the middle: Guile would still load it
+        damaged.seek(go.stat().st_size // 3)
+        damaged.write(b"\xff" * 512)
+    with _open(ssh_config, cache_dir) as node:
+        assert not _runs_compiled(node, cache_dir)
+        _works(node)
+    wait_until(lambda: go.exists(), COMPILE_WAIT, "a new copy")
+    _wait_compiled(cache_dir)
+    with _open(ssh_config, cache_dir) as node:
+        assert _runs_compiled(node, cache_dir)
+        _works(node)
+
+
+def test_a_cache_dir_under_home_is_expanded_and_a_relative_one_is_not_used(
+    ssh_config: str,
+) -> None:
+    name = f"sshdist-test-cache-{os.getpid()}"
+    home = Path.home()  # the local nodes run as this user, with this home
+    try:
+        with _open(ssh_config, Path(name)) as node:  # relative: no cache, nothing made
+            _works(node)
+        assert not (home / name).exists() and not Path(name).exists()
+        language = GuileRepl(cache_dir=f"~/{name}")
+        with make_node("node1", ssh_config=ssh_config, language=language) as node:
+            _works(node)
+        _wait_compiled(home / name)
+        assert not (home / "~").exists()
+    finally:
+        shutil.rmtree(home / name, ignore_errors=True)
