@@ -153,7 +153,13 @@ class LocalNodes:
             raise LocalNodesError(
                 f"nodes are already running in {nodes.dir}: stop them first (sshdist nodes down)"
             )
-        nodes.dir.mkdir(parents=True, exist_ok=True)
+        # Folders made here are the user's alone, whatever the umask: the default's
+        # parent is ~/.cache/sshdist, where a node keeps its compiled loop only if
+        # nobody else can write there.
+        for folder in reversed([nodes.dir, *nodes.dir.parents]):
+            if not folder.exists():
+                folder.mkdir(mode=0o700)
+                folder.chmod(0o700)
         nodes.dir.chmod(0o700)
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation

@@ -83,3 +83,24 @@ def test_rrepl_to_an_unreachable_host_is_one_clear_line(tmp_path: Path) -> None:
     result = sshdist("rrepl", "127.0.0.1:1", "-F", "/dev/null")
     assert result.returncode == 1
     assert re.fullmatch(r"sshdist: \S+@127\.0\.0\.1:1 refused the connection: .*\n", result.stderr)
+
+
+def test_nodes_up_makes_its_folders_the_users_alone_whatever_the_umask(tmp_path: Path) -> None:
+    where = tmp_path / "cache" / "sshdist" / "nodes"
+    up = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"umask 002; exec {sys.executable} -m sshdist_kernel.cli nodes up 1 --dir {where}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    try:
+        assert up.returncode == 0, up.stderr
+        # ~/.cache/sshdist is where a node keeps its compiled loop, if nobody else can write.
+        for folder in (tmp_path / "cache", tmp_path / "cache" / "sshdist", where):
+            assert folder.stat().st_mode & 0o777 == 0o700, folder
+    finally:
+        sshdist("nodes", "down", "--dir", str(where))
