@@ -5,8 +5,10 @@ the queued execute requests (``stop_on_error``).  A front end that sends the nex
 cell as soon as it has the error reply (jupyter console, a test client, a person
 quick with Shift-Enter on a busy machine) can have that cell queued before the
 marker that ends the abort: it is aborted and shows nothing.  Beginning the abort
-before the reply goes out keeps ``stop_on_error`` to what it means: the requests
-sent before the error was known.
+before the reply goes out means a request sent after the error was known is never
+aborted.  Requests that have reached the kernel when a cell fails are aborted; ones
+still on their way (a "run all" whose first cell fails within a millisecond) may
+escape and run, as with ipykernel itself, which ends the abort the same way.
 """
 
 from __future__ import annotations
