@@ -125,10 +125,13 @@ def job_to_sexp(job: Job) -> str:
     """``job->sexp``: the Scheme expression that does the job on a node."""
     if job.type == "map":
         return f"(map {job.proc} {sexp.quote(list(job.data))})"  # data may be an array
-    # Each expression in a begin, so one with several forms still gives one result;
-    # the newline ends a comment the expression may end with.
-    bodies = " ".join(f"(begin {expr}\n)" for expr in job.proc)
-    return f"(map primitive-eval (quote ({bodies})))"
+    return f"(map primitive-eval {_quoted_forms(job)})"
+
+
+def _quoted_forms(job: Job) -> str:
+    """An eval job's expressions, quoted: each in a begin, so one with several forms
+    still gives one result; the newline ends a comment the expression may end with."""
+    return "(quote (" + " ".join(f"(begin {expr}\n)" for expr in job.proc) + "))"
 
 
 def packed_numbers(data: Any) -> array | None:
@@ -205,6 +208,8 @@ def job_request(job: Job) -> tuple[str, bytes | None]:
     """What ``hand_out_job`` sends: the work of ``job_to_sexp``, with a map job's
     numbers as raw bytes beside the source, and integer results coming back as bytes."""
     if job.type == "eval":
+        if job.size > 1:  # what each expression prints ends its line (see eval-forms)
+            return f"((@ (sshdist rrepl) eval-forms) {_quoted_forms(job)})", None
         return job_to_sexp(job), None
     packed = packed_numbers(job.data)
     if packed is None:

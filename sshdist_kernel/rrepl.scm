@@ -51,7 +51,7 @@
   #:use-module (ice-9 history)
   #:use-module (ice-9 threads)
   #:use-module (srfi srfi-4)
-  #:export (sshdist-serve main serve-socket attachment-list packed-result))
+  #:export (sshdist-serve main serve-socket attachment-list packed-result eval-forms))
 
 (define (make-sink port)
   ;; The real, binary channel to one client: its port, a lock (the pump
@@ -755,6 +755,19 @@
 
 (define (packed? value)
   (and (pair? value) (eq? (car value) packed-tag)))
+
+(define (eval-forms forms)
+  "FORMS evaluated in turn as primitive-eval does, their values in a list.  What one
+printed ends its line before the next begins: a job of a distributed call may hold
+several expressions, and each one's output is shown as its own."
+  (let loop ((forms forms) (done '()))
+    (if (null? forms)
+        (reverse done)
+        (let ((value (primitive-eval (car forms))))
+          (unless (null? (cdr forms))
+            (for-each (lambda (port) (unless (zero? (port-column port)) (newline port)))
+                      (list (current-output-port) (current-error-port))))
+          (loop (cdr forms) (cons value done))))))
 
 (define (packed-result lst)
   "LST, to be sent to the client as raw little-endian 64-bit integers when it is

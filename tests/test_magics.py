@@ -204,6 +204,17 @@ def printed_blocks(text: str) -> dict[str, list[str]]:
     return blocks
 
 
+def test_each_distributed_expression_prints_on_lines_of_its_own(ip, capsys) -> None:
+    ip.user_ns["one"] = nodes_in(ip)[:1]  # one node takes them all, in jobs of several
+    words = ["one", "two", "three", "four", "five"]
+    cell = "\n".join(f'(begin (display "{w}") (display "e" (current-error-port)) 0)' for w in words)
+    assert run(ip, f"%%distribute one\n{cell}").result == (0,) * 5
+    seen = capsys.readouterr()
+    assert printed_blocks(seen.out) == {"[stdout:node1]": words}
+    assert printed_blocks(seen.err) == {"[stderr:node1]": ["e"] * 5}
+    del ip.user_ns["one"]
+
+
 def test_what_the_jobs_print_is_shown_by_node_after_the_call(ip, capsys) -> None:
     nodes_in(ip)
     proc = '(lambda (x) (display x) (newline) (display "e" (current-error-port)) x)'
