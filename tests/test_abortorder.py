@@ -17,16 +17,22 @@ from sshdist_kernel.abortorder import AbortBeforeReply
 
 TIMEOUT = 60
 
-# The kernel, with every failed cell's reply followed by 0.3 s before ipykernel goes
-# on (to its abort): a busy machine's scheduling, made certain.
+# The kernel, each failed cell's reply followed by a wait (bounded) until the next
+# request has reached its main thread, before ipykernel goes on to its abort: what a
+# busy machine's scheduling may do, made certain.
 SLOW_AFTER_ERROR_REPLY = """
-import time
+import zmq
+from ipykernel.kernelapp import IPKernelApp
 from jupyter_client.session import Session
 sent = Session.send
 def send(self, stream, msg_or_type, content=None, *args, **kwargs):
     msg = sent(self, stream, msg_or_type, content, *args, **kwargs)
     if msg_or_type == "execute_reply" and (content or {}).get("status") == "error":
-        time.sleep(0.3)
+        manager = IPKernelApp.instance().kernel.shell_channel_thread.manager
+        incoming = manager.get_shell_channel_to_subshell_pair(None).to_stream
+        incoming.socket.poll(10_000, zmq.POLLIN)
+        # Polling took the socket's edge: its stream would not hear of the message.
+        incoming.io_loop.add_callback(incoming._handle_events, incoming.socket, 0)
     return msg
 Session.send = send
 from sshdist_kernel.kernel import main
