@@ -135,9 +135,11 @@ class StatusLine:
         out = sys.stdout
         if out.isatty():
             width = shutil.get_terminal_size().columns - 1  # a wrapped line cannot be redrawn
+            # Marked before it is written: a Ctrl-C landing in the write still has the
+            # line cleared, not the "interrupted" line run on after it.
+            self.shown = True
             out.write(f"\r\x1b[K{text[:width]}")
             out.flush()
-            self.shown = True
         elif now - self.last >= QUIET_SECONDS:
             print(text, flush=True)
         else:
