@@ -91,8 +91,8 @@ def test_a_background_call_prints_nothing_under_the_prompt(terminal) -> None:
         "dist_map runs in the background on 3 node(s); "
         "%dist_result job waits for it and shows the results"
     )
-    # Wait, at the prompt's cell, until the call is done (a bounded poll): nothing shows.
-    quiet = enter(terminal, "import time; any(job.done() or time.sleep(0.05) for _ in range(600))")
+    # Wait, at the prompt's cell, until the call is done (bounded): nothing shows.
+    quiet = enter(terminal, "import concurrent.futures as cf; not cf.wait([job], 30).not_done")
     assert "dist_map" not in quiet and "True" in quiet
     result = enter(terminal, "%dist_result job")
     assert re.search(r"dist_map: 30 item\(s\) on 3 node\(s\), 0 failover\(s\), in ", result)
