@@ -3,8 +3,11 @@ and several kernels of one kernelspec writing at once."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
+
+import pytest
 
 from sshdist_kernel.history import CellHistory
 
@@ -53,3 +56,32 @@ def test_kernels_of_one_kernelspec_write_at_once(tmp_path: Path) -> None:
     found = kernels[0].tail(1000)
     assert len(found) == 400
     assert {session for session, _, _ in found} == {k.session for k in kernels}
+
+
+def test_the_cells_of_a_batch_are_written_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A commit per statement cost 0.6 ms of CPU a cell beside every cell the kernel ran.
+    statements: list[str] = []
+    connect = CellHistory._connect
+
+    def traced(self: CellHistory) -> sqlite3.Connection:
+        db = connect(self)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(CellHistory, "_connect", traced)
+    history = CellHistory(tmp_path / "h.sqlite")
+    assert history.flush()
+    statements.clear()
+    for line in range(1, 51):
+        history.store(line, f"(cell {line})")
+        history.store_output(line, f"$1 = {line}")
+    assert history.flush()
+    writes = [s for s in statements if s.startswith(("INSERT", "UPDATE"))]
+    assert len(writes) == 100
+    assert [s for s in statements if s in ("BEGIN IMMEDIATE", "COMMIT")] == [
+        "BEGIN IMMEDIATE",
+        "COMMIT",
+    ], statements
+    assert history.range(0, 50, output=True) == [(history.session, 50, ("(cell 50)", "$1 = 50"))]
