@@ -1,5 +1,6 @@
 """The floor under kernel_execute_rtt_ms: an ipykernel kernel that does nothing but
-answer, with the same settings as sshdist's (no pre-reply sleep)."""
+answer, with the same settings as sshdist's: no pre-reply sleep, and its output
+flushed as sshdist's is (``sshdist_kernel.outputbarrier``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel
 from traitlets import Float
 
+from sshdist_kernel.kernel import OUTSTREAM
+from sshdist_kernel.outputbarrier import OutputBeforeReply
 
-class EchoKernel(Kernel):
+
+class EchoKernel(OutputBeforeReply, Kernel):
     implementation = "echo"
     implementation_version = "1"
     language = "text"
@@ -45,4 +49,4 @@ class EchoKernel(Kernel):
 
 
 if __name__ == "__main__":
-    IPKernelApp.launch_instance(kernel_class=EchoKernel)
+    IPKernelApp.launch_instance(kernel_class=EchoKernel, outstream_class=OUTSTREAM)

@@ -26,6 +26,7 @@ from .guile import GuileRepl
 from .history import CellHistory
 from .kernelspec import default_name
 from .node import Node, make_node
+from .outputbarrier import OutputBeforeReply
 from .rrepl import EvalResult, FormResult
 
 CONNECT_WAIT = 60.0
@@ -39,6 +40,10 @@ _ASK_EXIT = {"source": "ask_exit", "keepkernel": False}
 """IPython's payload for ``exit``: a console leaves (and shuts the kernel down)."""
 
 
+OUTSTREAM = "sshdist_kernel.outputbarrier.QuietOutStream"
+"""The kernel's sys.stdout and sys.stderr: flushed only when written to."""
+
+
 def repl_lines(form: FormResult) -> str:
     """A form's values as the Guile REPL prints them: ``$N = value``, one a line; a value
     left out of the history (number 0) is printed alone, as with the history off."""
@@ -47,7 +52,7 @@ def repl_lines(form: FormResult) -> str:
     )
 
 
-class GuileKernel(AbortBeforeReply, Kernel):
+class GuileKernel(OutputBeforeReply, AbortBeforeReply, Kernel):
     """A wrapper kernel whose cells are evaluated by ``rrepl_eval`` on one node."""
 
     implementation = "sshdist_kernel"
@@ -62,7 +67,8 @@ class GuileKernel(AbortBeforeReply, Kernel):
     }
 
     # ipykernel sleeps 0.5 ms before each reply to let late output out; every output of
-    # this kernel is sent before its reply, from this thread, so it need not.
+    # this kernel is queued from this thread, and OutputBeforeReply waits until it is
+    # sent, so it need not.
     _execute_sleep = Float(0.0)
 
     host: str = ""
@@ -402,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     GuileKernel.node_options = options
     name = args.kernel_name or default_name(args.host)
     GuileKernel.history_path = Path(jupyter_data_dir()) / "sshdist" / "history" / f"{name}.sqlite"
-    IPKernelApp.launch_instance(argv=rest, kernel_class=GuileKernel)
+    IPKernelApp.launch_instance(argv=rest, kernel_class=GuileKernel, outstream_class=OUTSTREAM)
 
 
 if __name__ == "__main__":
