@@ -1,8 +1,11 @@
 """The floor under kernel_execute_rtt_ms: an ipykernel kernel that does nothing but
 answer, with the same settings as sshdist's: no pre-reply sleep, and its output
-flushed as sshdist's is (``sshdist_kernel.outputbarrier``)."""
+flushed as sshdist's is (``sshdist_kernel.outputbarrier``).  With ``--stock`` it
+flushes as ipykernel does (four round trips to the IOPub thread a cell)."""
 
 from __future__ import annotations
+
+import sys
 
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel
@@ -12,7 +15,7 @@ from sshdist_kernel.kernel import OUTSTREAM
 from sshdist_kernel.outputbarrier import OutputBeforeReply
 
 
-class EchoKernel(OutputBeforeReply, Kernel):
+class StockEchoKernel(Kernel):
     implementation = "echo"
     implementation_version = "1"
     language = "text"
@@ -48,5 +51,13 @@ class EchoKernel(OutputBeforeReply, Kernel):
         }
 
 
+class EchoKernel(OutputBeforeReply, StockEchoKernel):
+    pass
+
+
 if __name__ == "__main__":
-    IPKernelApp.launch_instance(kernel_class=EchoKernel, outstream_class=OUTSTREAM)
+    if "--stock" in sys.argv:
+        sys.argv.remove("--stock")
+        IPKernelApp.launch_instance(kernel_class=StockEchoKernel)
+    else:
+        IPKernelApp.launch_instance(kernel_class=EchoKernel, outstream_class=OUTSTREAM)

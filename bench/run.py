@@ -548,7 +548,9 @@ turn, so the kernel and its floor see the same noise on a shared machine."""
 def kernel_rtt(nodes: LocalNodes, runs: int = 500) -> dict[str, float]:
     """execute_request to execute_reply on a warm kernel, via jupyter_client: sshdist's
     for ``(+ 1 2)``, and a do-nothing ipykernel kernel's, the floor under it, timed in
-    alternate blocks; ``kernel_overhead_ms`` is what sshdist adds to the floor."""
+    alternate blocks; ``kernel_overhead_ms`` is what sshdist adds to the floor.  The
+    floor flushes output as sshdist does; the same kernel with ipykernel's own flushing
+    (four IOPub round trips a cell) is timed beside them, for what that saves."""
     from jupyter_client.manager import start_new_kernel
 
     from sshdist_kernel import kernelspec
@@ -556,28 +558,20 @@ def kernel_rtt(nodes: LocalNodes, runs: int = 500) -> dict[str, float]:
     figures = {}
     with tempfile.TemporaryDirectory(prefix="sshdist-bench-jupyter-") as prefix:
         kernelspec.install("node1", prefix=prefix, ssh_config=str(nodes.ssh_config))
-        echo = Path(prefix) / "share" / "jupyter" / "kernels" / "echo"
-        echo.mkdir(parents=True)
-        (echo / "kernel.json").write_text(
-            json.dumps(
-                {
-                    "argv": [
-                        sys.executable,
-                        str(HERE / "echo_kernel.py"),
-                        "-f",
-                        "{connection_file}",
-                    ],
-                    "display_name": "echo",
-                    "language": "text",
-                }
+        for name, extra in (("echo", []), ("echo-stock", ["--stock"])):
+            echo = Path(prefix) / "share" / "jupyter" / "kernels" / name
+            echo.mkdir(parents=True)
+            argv = [sys.executable, str(HERE / "echo_kernel.py"), *extra, "-f", "{connection_file}"]
+            (echo / "kernel.json").write_text(
+                json.dumps({"argv": argv, "display_name": name, "language": "text"})
             )
-        )
         os.environ["JUPYTER_PATH"] = str(Path(prefix) / "share" / "jupyter")
         kernels = {}
         try:
             for figure, name in (
                 ("kernel_execute_rtt_ms", "sshdist-node1"),
                 ("ipykernel_floor_rtt_ms", "echo"),
+                ("ipykernel_floor_stock_output_rtt_ms", "echo-stock"),
             ):
                 kernels[figure] = start_new_kernel(kernel_name=name, startup_timeout=60)
             times: dict[str, list[float]] = {figure: [] for figure in kernels}
