@@ -12,6 +12,7 @@ has the reply needs.  ``QuietOutStream`` flushes only when something was written
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from ipykernel.iostream import OutStream
@@ -47,5 +48,14 @@ class OutputBeforeReply:
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             sent = threading.Event()
             iopub.schedule(sent.set)
-            sent.wait(BARRIER_WAIT)
+            self._wait_sent(sent, time.monotonic() + BARRIER_WAIT)
         return metadata
+
+    def _wait_sent(self, sent: threading.Event, deadline: float) -> None:
+        # The cell is over: a Ctrl-C that lands here must not cost it its reply (the
+        # front end would wait for it forever).
+        while not sent.is_set() and time.monotonic() < deadline:
+            try:
+                sent.wait(deadline - time.monotonic())
+            except KeyboardInterrupt:
+                continue

@@ -16,8 +16,11 @@ TIMEOUT = 60
 
 # A kernel with sshdist's output handling.  A cell ``print TEXT`` prints TEXT to
 # sys.stdout; a cell ``busy`` keeps the IOPub thread busy until the reply has been sent
-# (at most HOLD seconds), and then has it send a result saying whether it was.
+# (at most HOLD seconds), and then has it send a result saying whether it was; a cell
+# ``interrupted`` has the IOPub thread send the kernel a SIGINT once the reply waits on it.
 PRINTING_KERNEL = """
+import os
+import signal
 import sys
 import threading
 from ipykernel.kernelapp import IPKernelApp
@@ -36,11 +39,17 @@ def send(self, stream, msg_or_type, *args, **kwargs):
     return msg
 Session.send = send
 
+waiting = threading.Event()
+
 class Printing(OutputBeforeReply, Kernel):
     implementation = language = "printing"
     implementation_version = "1"
     language_info = {"name": "text"}
     banner = ""
+
+    def _wait_sent(self, sent, deadline):
+        waiting.set()
+        super()._wait_sent(sent, deadline)
 
     async def do_execute(self, code, silent, store_history=True, user_expressions=None,
                          allow_stdin=False, *, cell_id=None):
@@ -56,6 +65,12 @@ class Printing(OutputBeforeReply, Kernel):
                     "execution_count": self.execution_count, "metadata": {},
                     "data": {"text/plain": f"reply already sent: {before}"}}, parent=parent)
             self.iopub_thread.schedule(held)
+        elif code == "interrupted":
+            waiting.clear()
+            def interrupt():
+                if waiting.wait(HOLD):
+                    os.kill(os.getpid(), signal.SIGINT)
+            self.iopub_thread.schedule(interrupt)
         return {"status": "ok", "execution_count": self.execution_count,
                 "payload": [], "user_expressions": {}}
 
@@ -110,3 +125,15 @@ def test_output_queued_before_the_reply_is_sent_before_it(
     assert reply["status"] == "ok"
     results = [m["content"]["data"]["text/plain"] for m in messages if "data" in m["content"]]
     assert results == ["reply already sent: False"]
+
+
+def test_a_ctrl_c_as_the_reply_waits_for_the_output_costs_no_reply(
+    printing_kernel: BlockingKernelClient,
+) -> None:
+    kc = printing_kernel
+    msg_id = kc.execute("interrupted")
+    reply = kc.get_shell_msg(timeout=10)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "ok"
+    _, messages = run(kc, "print after")
+    assert [m["content"]["text"] for m in messages if m["msg_type"] == "stream"] == ["after\n"]
