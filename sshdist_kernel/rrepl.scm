@@ -71,10 +71,17 @@
     (call-with-blocked-asyncs
      (lambda ()
        (with-mutex (vector-ref sink 1)
-         (put-bytevector port (string->utf8
-                               (string-append tag (number->string (bytevector-length bv)) "\n")))
+         (put-u8 port (char->integer (string-ref tag 0)))
+         (put-length port (bytevector-length bv))
+         (put-u8 port 10)
          (put-bytevector port bv)
          (vector-set! sink 2 #t))))))
+
+(define (put-length port n)
+  ;; N in decimal, a byte a digit: a record's header makes no strings (a
+  ;; request of one form sends four records).
+  (when (>= n 10) (put-length port (quotient n 10)))
+  (put-u8 port (+ 48 (remainder n 10))))
 
 (define (flush-sink sink)
   (call-with-blocked-asyncs
