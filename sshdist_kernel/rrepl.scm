@@ -828,22 +828,23 @@ all such integers (the client reads bytes far faster than text); otherwise LST."
                                                     (error-text key args)))))
           note-error-frame)
         (when (eqv? interrupted requests-read) (settle-interrupt!))
-        (send-record out "p" (string-append
-                              (module-text (current-module))
-                              "\n"
-                              (symbol->string (language-name (repl-language repl))))))))
+        (send-record out "p" (prompt-payload (current-module)
+                                             (language-name (repl-language repl)))))))
 
-(define module-text
-  ;; The module's name as written, remembered for the module last asked about:
-  ;; requests nearly always end in the one the last one did.
-  (let ((last-module #f) (last-name #f) (last-text #f))
-    (lambda (module)
-      (let ((name (module-name module)))
-        (unless (and (eq? module last-module) (eq? name last-name))
-          (set! last-text (object->string name))
-          (set! last-module module)
-          (set! last-name name))
-        last-text))))
+(define prompt-payload
+  ;; "MODULE\nLANGUAGE" as bytes, the module's name as written, remembered for
+  ;; the module and language last asked about: requests nearly always end where
+  ;; the last one did.  One vector, replaced whole: a REPL server's threads share it.
+  (let ((last (vector #f #f #f #f)))      ; module, its name, language, payload
+    (lambda (module language)
+      (let ((name (module-name module)) (seen last))
+        (if (and (eq? module (vector-ref seen 0)) (eq? name (vector-ref seen 1))
+                 (eq? language (vector-ref seen 2)))
+            (vector-ref seen 3)
+            (let ((payload (string->utf8 (string-append (object->string name) "\n"
+                                                        (symbol->string language)))))
+              (set! last (vector module name language payload))
+              payload))))))
 
 (define* (sshdist-serve in out #:optional (busy (make-variable #f))
                         #:key (next-request read-request) next-reply)
