@@ -213,17 +213,20 @@ class Node:
         (``on_output``, ``on_display``, ``on_input``, ``quiet``, ...) go to ``Rrepl.eval``."""
         timeout = checked_timeout(timeout)
         deadline = deadline_after(timeout)
-
-        def attempt() -> EvalResult:
+        rrepl = self._rrepl
+        # An open REPL is taken without the node's lock, which only guards opening one
+        # (one that breaks meanwhile fails the call below, as it would after the lock).
+        if rrepl is None or rrepl.broken:
+            rrepl = self._ready_rrepl(seconds_left(deadline))
+        if on_start is not None:
+            on_start()
+        try:
+            return rrepl.eval(source, timeout=timeout, deadline=deadline, **options)
+        except _ReplClosed:  # nothing was evaluated: once more, on a fresh REPL
             rrepl = self._ready_rrepl(seconds_left(deadline))
             if on_start is not None:
                 on_start()
             return rrepl.eval(source, timeout=timeout, deadline=deadline, **options)
-
-        try:
-            return attempt()
-        except _ReplClosed:  # nothing was evaluated: once more, on a fresh REPL
-            return attempt()
 
     def stop_outcome(self) -> str:
         """What became of an evaluation that was interrupted or timed out, in words:

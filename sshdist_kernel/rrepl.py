@@ -221,7 +221,9 @@ class Rrepl:
         self.language.check_input(source, self.repl_language)
         if deadline is None:
             deadline = deadline_after(timeout)
-        if not self._acquire(deadline, cancel):
+        # Free and not cancellable (nearly always): taken without working out a wait.
+        free = cancel is None and self._lock.acquire(False)
+        if not (free or self._acquire(deadline, cancel)):
             state = "stopping an abandoned evaluation" if self.recovering else "evaluating"
             raise NodeTimeoutError(
                 f"{self.where} stayed busy ({state}) for the whole {timeout:g} s allowed"
@@ -343,7 +345,7 @@ class Rrepl:
                 num, _, text = payload.decode("utf-8", "replace").partition("\n")
                 nums.append(int(num))
                 texts.append(text)
-                values.append(sexp.read_value(text))
+                values.append(_read_value(text))
             elif tag == "b":
                 num, kind, value = _unpack_value(payload)
                 nums.append(num)
@@ -517,6 +519,15 @@ class Rrepl:
     def __repr__(self) -> str:
         state = "closed" if self.broken else f"pid {self.pid}"
         return f"#<rrepl {self.where} {state}>"
+
+
+def _read_value(text: str) -> Any:
+    """``sexp.read_value``, with a short way for what most values are: a decimal integer
+    short enough for ``int``.  The same value either way."""
+    digits = text[1:] if text[:1] == "-" else text
+    if digits.isdigit() and digits.isascii() and len(digits) < 4000:
+        return int(text)
+    return sexp.read_value(text)
 
 
 def _unpack_value(payload: bytes) -> tuple[int, str, list[int]]:

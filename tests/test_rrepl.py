@@ -776,3 +776,79 @@ def test_a_procedure_defined_at_the_repl_prints_as_guile_prints_a_compiled_one(
     rrepl_eval(node.rrepl, "(define* (opt a #:optional b #:key size . rest) a)")
     text = rrepl_eval(node.rrepl, "((@@ (sshdist rrepl) procedure-text) opt)").value
     assert text == "#<procedure opt (a #:optional b #:key size . rest)>"
+
+
+def test_integer_values_read_the_short_way_are_what_the_reader_gives() -> None:
+    from sshdist_kernel import sexp
+    from sshdist_kernel.rrepl import _read_value
+
+    texts = ["3", "-5", "0", "-0", "007", "12345678901234567890", "9" * 5000, "-" + "1" * 4001]
+    texts += ["-", "", "+3", "1/2", "-1.5", "1e3", "\u0663", "#t", "(1 2)", '"7"', "3 ", "x1"]
+    for text in texts:
+        got, want = _read_value(text), sexp.read_value(text)
+        assert (type(got), got) == (type(want), want), text
+
+
+class _ScriptedChannel:
+    """A channel whose REPL answers an evaluation with a (+ 1 2) answer in two reads,
+    the second with text on the channel's stderr, and an interrupt with its i record."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        import queue
+
+        self.reads: queue.Queue[tuple[bytes, bytes]] = queue.Queue()
+        self.stderr = b""
+        self.timeout: float | None = None
+        hello = b"1\n3.0.9\n0"
+        self.reads.put((b"\0sshdist-rrepl\0h%d\n" % len(hello) + hello, b""))
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+
+    def recv(self, size: int) -> bytes:
+        import queue
+
+        try:
+            data, err = self.reads.get(timeout=self.timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        self.stderr += err
+        return data
+
+    def recv_stderr_ready(self) -> bool:
+        return bool(self.stderr)
+
+    def recv_stderr(self, size: int) -> bytes:
+        data, self.stderr = self.stderr, b""
+        return data
+
+    def send(self, data: bytes) -> int:
+        if data.startswith(b"e"):
+            self.reads.put((b"g0\nv3\n1\n3f0\n", b""))
+            self.reads.put((b"p19\n(guile-user)\nscheme", b"oops\n"))
+        elif data.startswith(b"i"):
+            self.reads.put((b"i0\n", b""))
+        return len(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_failing_callback_on_the_last_record_leaves_the_repl_in_step() -> None:
+    from sshdist_kernel.guile import GuileRepl
+    from sshdist_kernel.rrepl import Rrepl
+
+    rrepl = Rrepl(_ScriptedChannel(), where="scripted", language=GuileRepl())
+
+    def on_output(stream: str, text: str) -> None:
+        raise RuntimeError(f"callback failed on {text!r}")
+
+    # The stderr text comes with the p record: the answer was read to its end, so the
+    # recovery waits only for its interrupt's acknowledgement and keeps the REPL.
+    with pytest.raises(RuntimeError, match="oops"):
+        rrepl.eval("(+ 1 2)", on_output=on_output)
+    assert rrepl.wait_settled(10)
+    assert not rrepl.broken
+    assert rrepl.eval("(+ 1 2)").value == 3
