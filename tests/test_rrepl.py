@@ -160,6 +160,14 @@ def test_errors_raise_node_repl_error_and_the_next_call_works(
             "wrong-number-of-args",
             "Wrong number of arguments to #<procedure many (a . more)>",
         ),
+        # define* is compiled, as at Guile's REPL: the evaluator's own said only
+        # "In procedure eval: Wrong number of arguments".
+        (
+            "(define* (opt a #:optional b #:key size) a) (opt)",
+            "wrong-number-of-args",
+            "Wrong number of arguments to #<procedure opt (a #:optional b #:key size)>",
+        ),
+        ("(define* (kw a #:key k) a) (kw 1 2)", "keyword-argument-error", "Invalid keyword: 2"),
         # Which 3 is the bad one is not known: the procedure is named, no position.
         (
             "(make-string 3 3)",
