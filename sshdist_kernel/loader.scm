@@ -42,10 +42,15 @@
     ;; ours open, compiles FILE to GO, writes GO's stamp (see load-cached), deletes
     ;; FILE, deletes the copies nobody loaded for 30 days (older versions), and
     ;; deletes LOCK last.
+    ;; It leaves the REPL's process group before Guile starts (setsid(1), where
+    ;; there is one), and ignores SIGTERM until then: a REPL that ends soon after
+    ;; starting stops its group, and a Guile slow to start on a loaded machine was
+    ;; killed before its own setsid, leaving the lock for 10 minutes.
     (string-append
+     "(trap '' TERM; S=; command -v setsid >/dev/null 2>&1 && S=setsid; exec $S "
      (shell-quote guile) " -q --no-auto-compile -c "
      (shell-quote
-      (format #f "(false-if-exception (setsid)) (umask #o077)
+      (format #f "(false-if-exception (setsid)) (sigaction SIGTERM SIG_DFL) (umask #o077)
                   (use-modules (system base compile) (ice-9 ftw))
                   (false-if-exception
                    (begin
@@ -68,7 +73,7 @@
                              (or (scandir ~s unused?) '())))
                   (delete-file ~s)"
               file go (string-append go ".stamp") go file dir dir lock))
-     " </dev/null >/dev/null 2>&1 &"))
+     ") </dev/null >/dev/null 2>&1 &"))
   (define (compile-later dir go)
     ;; One Guile at a time compiles: a lock file says one is at work (unless
     ;; it is 10 minutes old: that compiler died).  It runs in its own session,

@@ -34,11 +34,11 @@ def _runs_compiled(node: Node, cache_dir: Path) -> bool:
     return str(cache_dir) in Path(f"/proc/{node.rrepl.pid}/maps").read_text()
 
 
-def _wait_compiled(cache_dir: Path) -> Path:
+def _wait_compiled(cache_dir: Path, wait: float = COMPILE_WAIT) -> Path:
     def done() -> bool:
         return bool(_compiled(cache_dir)) and not list(cache_dir.glob("*.lock"))
 
-    wait_until(done, COMPILE_WAIT, f"a compiled loop in {cache_dir}")
+    wait_until(done, wait, f"a compiled loop in {cache_dir}")
     (go,) = _compiled(cache_dir)
     return go
 
@@ -194,6 +194,20 @@ def test_a_compiled_copy_changed_since_its_compile_is_not_loaded_and_is_made_aga
     with _open(ssh_config, cache_dir) as node:
         assert _runs_compiled(node, cache_dir)
         _works(node)
+
+
+def test_a_repl_that_ends_at_once_still_leaves_its_compiled_copy(
+    ssh_config: str, tmp_path: Path
+) -> None:
+    # A Guile slow to start, as on a loaded machine: the REPL ends (and stops its
+    # process group) before the compile it began has started.
+    slow = tmp_path / "slow-guile"
+    slow.write_text('#!/bin/sh\nsleep 1\nexec guile "$@"\n')
+    slow.chmod(0o755)
+    cache_dir = tmp_path / "cache"
+    with _open(ssh_config, cache_dir, guile=str(slow)) as node:
+        assert with_ssh(node, "(+ 1 2)").value == 3
+    _wait_compiled(cache_dir, wait=60.0)
 
 
 def test_a_cache_dir_under_home_is_expanded_and_a_relative_one_is_not_used(
