@@ -107,7 +107,10 @@ class CellHistory:
         batch: list[tuple[str, tuple]] = []
         waiting: list[threading.Event] = []
         item = self._queue.get()
-        if not isinstance(item, threading.Event):
+        if isinstance(item, threading.Event):
+            # This flush's own release: left, it would end a later batch early.
+            self._flushes.acquire(blocking=False)
+        else:
             # A release left by a flush served in an earlier batch only writes this
             # one early; each flush's own release comes after its marker is queued.
             self._flushes.acquire(timeout=BATCH_WAIT)
