@@ -186,6 +186,17 @@ def test_errors_read_as_guiles_own_with_the_procedure_and_argument_position(
     assert rrepl_eval(node.rrepl, handled).value == Symbol("out-of-range")
 
 
+def test_a_define_star_procedure_is_compiled_without_inlining_builtins(node: Node) -> None:
+    # Compiled (for its arity errors) at level 0: like the evaluator's procedures, it
+    # calls a car defined after it (before its first call), where Guile's default level
+    # would have inlined the builtin.
+    rrepl_eval(node.rrepl, "(define* (first-of l #:optional default) (car l))")
+    rrepl_eval(node.rrepl, "(define (second-of l) (car (cdr l)))")
+    rrepl_eval(node.rrepl, "(define (car x) 'mine)")
+    assert rrepl_eval(node.rrepl, "(second-of (list 1 2))").value == Symbol("mine")
+    assert rrepl_eval(node.rrepl, "(first-of (list 1 2))").value == Symbol("mine")
+
+
 def test_output_printed_before_an_error_is_kept(node: Node) -> None:
     with pytest.raises(NodeReplError) as caught:
         rrepl_eval(node.rrepl, '(begin (display "partial") (car 1))')
