@@ -24,6 +24,7 @@ from .displaydata import DisplayData
 from .errors import NodeError, NodeReplError
 from .guile import GuileRepl
 from .history import CellHistory
+from .interruptwindow import InterruptOnlyWhileRunning
 from .kernelspec import default_name
 from .node import Node, make_node
 from .outputbarrier import OutputBeforeReply
@@ -52,7 +53,7 @@ def repl_lines(form: FormResult) -> str:
     )
 
 
-class GuileKernel(OutputBeforeReply, AbortBeforeReply, Kernel):
+class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply, Kernel):
     """A wrapper kernel whose cells are evaluated by ``rrepl_eval`` on one node."""
 
     implementation = "sshdist_kernel"
@@ -179,7 +180,11 @@ class GuileKernel(OutputBeforeReply, AbortBeforeReply, Kernel):
         if code.strip() in _EXIT_CELLS:
             return self._ok(payload=[_ASK_EXIT])
         try:
-            node = self._ready_node()
+            if self._connected.is_set() and self._node is not None:
+                node = self._node
+            else:
+                with self.interruptible():
+                    node = self._ready_node()
         except KeyboardInterrupt:
             return self._error("signal", "User interrupt", ["signal: interrupted while connecting"])
         except (NodeError, OSError, ValueError) as exc:
@@ -227,8 +232,9 @@ class GuileKernel(OutputBeforeReply, AbortBeforeReply, Kernel):
                 return None
 
         # The evaluation runs here, blocking, as IPython's own cells do: Jupyter's
-        # interrupt is a SIGINT to this process, which lands here as KeyboardInterrupt,
-        # and the REPL protocol then interrupts the remote evaluation too.
+        # interrupt is a SIGINT to this process, which lands here as KeyboardInterrupt
+        # (only here: see interruptwindow), and the REPL protocol then interrupts the
+        # remote evaluation too.
         known_restarts = [node.restarts]
 
         def say_if_replaced() -> None:
@@ -242,17 +248,18 @@ class GuileKernel(OutputBeforeReply, AbortBeforeReply, Kernel):
                 )
 
         try:
-            result: EvalResult = node.eval(
-                code,
-                timeout=None,
-                on_output=None if silent else self._stream,
-                on_form=on_form,
-                on_start=say_if_replaced,
-                on_display=on_display,
-                on_input=on_input if allow_stdin else None,
-                # Silent cells and those kept out of the history take no $N.
-                quiet=not storing,
-            )
+            with self.interruptible():
+                result: EvalResult = node.eval(
+                    code,
+                    timeout=None,
+                    on_output=None if silent else self._stream,
+                    on_form=on_form,
+                    on_start=say_if_replaced,
+                    on_display=on_display,
+                    on_input=on_input if allow_stdin else None,
+                    # Silent cells and those kept out of the history take no $N.
+                    quiet=not storing,
+                )
         except KeyboardInterrupt:
             return self._error(
                 "signal", "User interrupt", [f"signal: User interrupt: {node.stop_outcome()}"]
