@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 IDLE_EXIT = 30.0
 """Seconds a worker waits for work before it ends."""
 
-_lock = threading.Lock()
+_lock = threading.Condition()  # notified when a worker's last piece of work ends
 _workers: weakref.WeakKeyDictionary[Node, _Worker] = weakref.WeakKeyDictionary()
 _here = threading.local()  # .node: the node whose worker this thread is
 _DROPPED = object()  # the task a worker finds when its node has been dropped
@@ -60,6 +60,8 @@ class _Worker:
             finally:
                 with _lock:
                     self.pending -= 1
+                    if not self.pending:
+                        _lock.notify_all()
             del task
 
 
@@ -78,6 +80,15 @@ def waiting_work(node: Node) -> int:
     """How many pieces of work for ``node`` are given and not finished."""
     worker = _workers.get(node)
     return 0 if worker is None else worker.pending
+
+
+def wait_idle(nodes: list[Node], timeout: float) -> bool:
+    """Wait until no work given for ``nodes`` is left (the work of a stopped call
+    included); False if some is left after ``timeout`` seconds."""
+    with _lock:
+        return _lock.wait_for(
+            lambda: not any(w.pending for n in nodes if (w := _workers.get(n))), timeout
+        )
 
 
 def current_node() -> Node | None:

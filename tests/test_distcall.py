@@ -297,3 +297,17 @@ def test_per_node_jobs_all_start_when_nodes_free_up_one_by_one(ssh_config: str) 
     finally:
         for n in six:
             n.close()
+
+
+def test_wait_idle_returns_once_the_nodes_workers_have_no_work_left() -> None:
+    from sshdist_kernel.nodeworkers import run_on, wait_idle
+
+    class StandIn:  # what a worker reads of its node
+        name = "stand-in"
+
+    node, release = StandIn(), threading.Event()
+    run_on(node, lambda: release.wait(10))  # type: ignore[arg-type]
+    assert not wait_idle([node], 0.05)  # type: ignore[list-item]
+    release.set()
+    assert wait_idle([node], 10)  # type: ignore[list-item]
+    assert wait_idle([], 0)

@@ -78,10 +78,9 @@ def test_ctrl_c_prints_one_line_and_nothing_later(terminal) -> None:
     # the nodes answer at once, and the stopped call prints nothing at later prompts
     shown = enter(terminal, "%dist_map nodes 1+ range(3)")
     assert "[1, 2, 3]" in shown and "/60" not in shown
-    # ...nor while its nodes' workers finish what it gave them (a bounded poll).
-    enter(terminal, "import time; from sshdist_kernel.nodeworkers import waiting_work")
-    idle = "not any(waiting_work(n) for n in nodes)"
-    shown = enter(terminal, f"any({idle} or time.sleep(0.05) for _ in range(200))")
+    # ...nor while its nodes' workers finish what it gave them (a bounded wait).
+    enter(terminal, "from sshdist_kernel.nodeworkers import wait_idle")
+    shown = enter(terminal, "wait_idle(nodes, 10)")
     assert "/60" not in shown and "True" in shown
 
 
