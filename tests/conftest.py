@@ -3,11 +3,16 @@ their own keys, ssh_config and known_hosts (the same code as ``sshdist nodes up`
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +79,27 @@ def nodes(ssh_config: str) -> Iterator[list[Node]]:
     yield made
     for n in made:
         n.close()
+
+
+@contextmanager
+def script_kernel(
+    script: str, name: str, ssh_config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Any]:
+    """A client of a Guile kernel for node1 run as ``python -c script`` (a script that
+    patches the kernel, then calls ``sshdist_kernel.kernel.main``), kernelspec ``name``."""
+    from jupyter_client.manager import start_new_kernel
+
+    spec = tmp_path / "share" / "jupyter" / "kernels" / name
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-c", script, "-f", "{connection_file}"]
+    argv += ["--host", "node1", "--ssh-config", ssh_config, "--kernel-name", name]
+    kernel_json = {"argv": argv, "display_name": name, "language": "scheme"}
+    (spec / "kernel.json").write_text(json.dumps({**kernel_json, "interrupt_mode": "signal"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    km, kc = start_new_kernel(kernel_name=name, startup_timeout=60)
+    try:
+        yield kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -3,17 +3,16 @@ the error reply arrived is not, however late ipykernel gets to its abort."""
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import start_new_kernel
 
 from sshdist_kernel.abortorder import AbortBeforeReply
+
+from .conftest import script_kernel
 
 TIMEOUT = 60
 
@@ -44,18 +43,9 @@ main()
 def slow_kernel(
     ssh_config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[BlockingKernelClient]:
-    spec = tmp_path / "share" / "jupyter" / "kernels" / "sshdist-slow-abort"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-c", SLOW_AFTER_ERROR_REPLY, "-f", "{connection_file}"]
-    argv += ["--host", "node1", "--ssh-config", ssh_config, "--kernel-name", "sshdist-slow"]
-    kernel_json = {"argv": argv, "display_name": "slow", "language": "scheme"}
-    (spec / "kernel.json").write_text(json.dumps({**kernel_json, "interrupt_mode": "signal"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    km, kc = start_new_kernel(kernel_name="sshdist-slow-abort", startup_timeout=TIMEOUT)
-    yield kc
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
+    script = SLOW_AFTER_ERROR_REPLY
+    with script_kernel(script, "sshdist-slow", ssh_config, tmp_path, monkeypatch) as kc:
+        yield kc
 
 
 def reply_to(kc: BlockingKernelClient, msg_id: str) -> dict:

@@ -34,6 +34,13 @@ def _runs_compiled(node: Node, cache_dir: Path) -> bool:
     return str(cache_dir) in Path(f"/proc/{node.rrepl.pid}/maps").read_text()
 
 
+def _next_runs_compiled(ssh_config: str, cache_dir: Path, guile: str = "guile") -> None:
+    """A REPL started now runs the compiled copy in ``cache_dir``, and works as ever."""
+    with _open(ssh_config, cache_dir, guile) as node:
+        assert _runs_compiled(node, cache_dir)
+        _works(node)
+
+
 def _wait_compiled(cache_dir: Path, wait: float = COMPILE_WAIT) -> Path:
     def done() -> bool:
         return bool(_compiled(cache_dir)) and not list(cache_dir.glob("*.lock"))
@@ -72,9 +79,7 @@ def test_the_first_repl_has_the_loop_compiled_and_the_next_runs_it(
     assert made.stat().st_mode & 0o777 == 0o700
     assert go.stat().st_mode & 0o777 == 0o600
     assert sorted(made.iterdir()) == [go, stamp]  # no source or lock left behind
-    with _open(ssh_config, made) as node:
-        assert _runs_compiled(node, made)
-        _works(node)
+    _next_runs_compiled(ssh_config, made)
 
 
 def test_cache_false_runs_the_loop_from_its_source(made: Path, ssh_config: str) -> None:
@@ -171,9 +176,7 @@ def test_guile_2_2_has_a_compiled_copy_of_its_own(
         _works(node)
     wait_until(lambda: len(_compiled(cache_dir)) == 2, COMPILE_WAIT, "2.2's compiled loop")
     wait_until(lambda: not list(cache_dir.glob("*.lock")), COMPILE_WAIT, "the compile to end")
-    with _open(ssh_config, cache_dir, "guile-2.2") as node:
-        assert _runs_compiled(node, cache_dir)
-        _works(node)
+    _next_runs_compiled(ssh_config, cache_dir, "guile-2.2")
 
 
 def test_a_compiled_copy_changed_since_its_compile_is_not_loaded_and_is_made_again(
@@ -191,9 +194,7 @@ def test_a_compiled_copy_changed_since_its_compile_is_not_loaded_and_is_made_aga
         _works(node)
     wait_until(lambda: go.exists(), COMPILE_WAIT, "a new copy")
     _wait_compiled(cache_dir)
-    with _open(ssh_config, cache_dir) as node:
-        assert _runs_compiled(node, cache_dir)
-        _works(node)
+    _next_runs_compiled(ssh_config, cache_dir)
 
 
 def test_a_repl_that_ends_at_once_still_leaves_its_compiled_copy(

@@ -3,14 +3,13 @@ just after it is dropped; either way the cell gets its reply."""
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import start_new_kernel
+
+from .conftest import script_kernel
 
 TIMEOUT = 30
 
@@ -46,18 +45,8 @@ main()
 def self_interrupting(
     ssh_config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[BlockingKernelClient]:
-    spec = tmp_path / "share" / "jupyter" / "kernels" / "sshdist-self-interrupting"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-c", SELF_INTERRUPTING, "-f", "{connection_file}"]
-    argv += ["--host", "node1", "--ssh-config", ssh_config, "--kernel-name", "sshdist-si"]
-    kernel_json = {"argv": argv, "display_name": "si", "language": "scheme"}
-    (spec / "kernel.json").write_text(json.dumps({**kernel_json, "interrupt_mode": "signal"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
-    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    km, kc = start_new_kernel(kernel_name="sshdist-self-interrupting", startup_timeout=60)
-    yield kc
-    kc.stop_channels()
-    km.shutdown_kernel(now=True)
+    with script_kernel(SELF_INTERRUPTING, "sshdist-si", ssh_config, tmp_path, monkeypatch) as kc:
+        yield kc
 
 
 def reply_to(kc: BlockingKernelClient, code: str) -> dict:
