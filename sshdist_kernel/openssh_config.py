@@ -376,10 +376,9 @@ def read_ssh_config(
     )
     path_tokens = {k: v for k, v in tokens.items() if k in _PATH_TOKENS}
     proxy_tokens = {k: v for k, v in tokens.items() if k in _PROXY_TOKENS}
-    if "identityfile" in options:
-        options["identityfile"] = [
-            _expand(os.path.expanduser(f), path_tokens) for f in options["identityfile"]
-        ]
+    for key in ("identityfile", "certificatefile"):
+        if key in options:
+            options[key] = [_expand(os.path.expanduser(f), path_tokens) for f in options[key]]
     if "userknownhostsfile" in options:
         options["userknownhostsfile"] = [
             _expand(os.path.expanduser(f), path_tokens) for f in options["userknownhostsfile"]

@@ -26,7 +26,10 @@ from .errors import (
     NodeError,
     NodeTimeoutError,
 )
+from .handshakes import GATES, pause_before
 from .knownhosts import HostKeys, read_host_keys
+from .prompts import ask_person
+from .sharedsessions import SharedSessions
 from .sshauth import authenticate
 from .sshconfig import CONNECT_TIMEOUT, SessionOptions, resolve_options
 
@@ -40,6 +43,14 @@ the connection is quiet, once the handshake is done (paramiko's own: 0.1 s).  Ea
 costs CPU: at 0.1 s, 64 idle nodes took 23 ms of client CPU a second, and the nodes
 already up while others connect paid it too.  Data wakes the thread at once; a closed
 session's thread ends within this; keepalives still go out on time (15 s)."""
+
+
+JUMPS = SharedSessions()
+"""Jump hosts' sessions, one per connection key, shared by every session through them."""
+
+
+class _Dropped(Exception):
+    """The server closed the connection before its banner (MaxStartups, most likely)."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,8 @@ class Session:
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
         self.transport: paramiko.Transport | None = None
-        self._jump: Session | None = None
+        self._jump: Session | None = None  # shared with every session through it
+        self._jump_key: object = None
         self._probe_lock = threading.Lock()
         self._probe: threading.Event | None = None
         self.connect()
@@ -81,17 +93,75 @@ class Session:
         return self.options.user
 
     def is_connected(self) -> bool:
-        return self.transport is not None and self.transport.is_active()
+        """Up, and so is the jump host's connection it runs over (whose loss this
+        session's transport may not have noticed yet)."""
+        jump = self._jump
+        return (
+            self.transport is not None
+            and self.transport.is_active()
+            and (jump is None or jump.is_connected())
+        )
 
     def connect(self, timeout: float | None = None) -> None:
         """Open (or reopen) the connection: socket, handshake, host key, authentication,
-        all within ``timeout`` seconds (default: the options')."""
+        all within ``timeout`` seconds (default: the options').  A connection the
+        server drops before its banner (sshd's MaxStartups) is tried again in that time."""
         self.close()
         o = self.options
         if timeout is not None and timeout < o.timeout:
             o = replace(o, timeout=max(timeout, 0.1))
         deadline = time.monotonic() + o.timeout
-        sock = self._open_socket(o)
+        route = self._route(o)
+        dropped = 0
+        try:
+            while True:
+                try:
+                    with GATES.slot((route, o.hostname, o.port), deadline):
+                        self.transport = self._handshake(o, deadline)
+                    return
+                except _Dropped as exc:
+                    dropped += 1
+                    pause = pause_before(dropped)
+                    if time.monotonic() + pause >= deadline:
+                        raise ConnectError(
+                            f"{o.target} closed the connection before the SSH banner "
+                            f"{dropped} time(s) in {o.timeout:g} s ({exc}): sshd drops new "
+                            "connections while too many others are logging in (its "
+                            "MaxStartups, 10 at once by default); connect fewer at once "
+                            "(max_connecting=) or ask the host's administrator"
+                        ) from None
+                    time.sleep(pause)
+                except TimeoutError:
+                    raise ConnectError(
+                        f"{o.target}: other connections to the same sshd were still logging "
+                        f"in after {o.timeout:g} s, and no more than {GATES.per_host} log in "
+                        "at once"
+                    ) from None
+        except BaseException:
+            self._release_jump()
+            raise
+
+    def _route(self, o: SessionOptions) -> object:
+        """How the host is reached: directly, through a ProxyCommand, or through a
+        shared jump session (acquired here, released by ``close``)."""
+        if o.proxy_jump:
+            *rest, last = o.proxy_jump.split(",")
+            jump_options = resolve_options(
+                last,
+                ssh_config=o.ssh_config,
+                system_ssh_config=o.system_ssh_config,
+                timeout=o.timeout,
+                proxy_jump=",".join(rest) or None,
+                prompt=o.prompt,
+            )
+            key = jump_options.connection_key()
+            self._jump = JUMPS.acquire(key, lambda: Session(jump_options))
+            self._jump_key = key
+            return key
+        return o.proxy_command
+
+    def _handshake(self, o: SessionOptions, deadline: float) -> paramiko.Transport:
+        sock = self._open_socket(o, deadline)
         transport = None
         try:
             transport = paramiko.Transport(sock)
@@ -125,6 +195,11 @@ class Session:
                 sock.close()
             if isinstance(exc, (NodeError, KeyboardInterrupt, SystemExit)):
                 raise
+            cause = exc.__context__ if isinstance(exc, paramiko.SSHException) else exc
+            if isinstance(cause, (EOFError, ConnectionError)) and not getattr(
+                transport, "remote_version", None
+            ):
+                raise _Dropped(str(cause) or "end of file") from None
             if isinstance(exc, paramiko.SSHException) and "banner" in str(exc).lower():
                 raise ConnectError(
                     f"{o.target} accepted a TCP connection on port {o.port} but does not speak "
@@ -134,31 +209,27 @@ class Session:
                 f"SSH handshake with {o.target} failed: {exc or type(exc).__name__}"
             ) from None
         transport.set_keepalive(15)
-        self.transport = transport
+        return transport
 
-    def _open_socket(self, o: SessionOptions) -> Any:
-        if o.proxy_jump:
-            *rest, last = o.proxy_jump.split(",")
-            self._jump = make_session(
-                last,
-                ssh_config=o.ssh_config,
-                system_ssh_config=o.system_ssh_config,
-                timeout=o.timeout,
-                proxy_jump=",".join(rest) or None,
-            )
+    def _open_socket(self, o: SessionOptions, deadline: float) -> Any:
+        left = max(deadline - time.monotonic(), 0.1)
+        if self._jump is not None:
             try:
                 return self._jump.transport.open_channel(
-                    "direct-tcpip", (o.hostname, o.port), ("127.0.0.1", 0), timeout=o.timeout
+                    "direct-tcpip", (o.hostname, o.port), ("127.0.0.1", 0), timeout=left
                 )
-            except (paramiko.SSHException, OSError) as exc:
-                raise ConnectError(f"jump host {last} could not reach {o.target}: {exc}") from None
+            except (paramiko.SSHException, OSError, AttributeError) as exc:
+                raise ConnectError(
+                    f"jump host {self._jump.options.alias} could not reach {o.target}: "
+                    f"{exc or type(exc).__name__}"
+                ) from None
         if o.proxy_command:
             try:
                 return paramiko.ProxyCommand(o.proxy_command)
             except (paramiko.SSHException, OSError) as exc:
                 raise ConnectError(f"ProxyCommand for {o.target} failed: {exc}") from None
         try:
-            sock = socket.create_connection((o.hostname, o.port), timeout=o.timeout)
+            sock = socket.create_connection((o.hostname, o.port), timeout=left)
         except socket.gaierror as exc:
             raise ConnectError(
                 f"cannot resolve host name {o.hostname} of {o.target}: {exc.strerror}"
@@ -173,6 +244,8 @@ class Session:
                 f"{o.target} did not answer within {o.timeout:g} s: "
                 "is the host up and the port open?"
             ) from None
+        except (ConnectionResetError, ConnectionAbortedError) as exc:
+            raise _Dropped(exc.strerror or str(exc)) from None  # accepted, then dropped
         except OSError as exc:
             raise ConnectError(f"cannot reach {o.target}: {exc.strerror or exc}") from None
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -316,9 +389,12 @@ class Session:
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+        self._release_jump()
+
+    def _release_jump(self) -> None:
         if self._jump is not None:
-            self._jump.close()
             self._jump = None
+            JUMPS.release(self._jump_key)
 
     def __enter__(self) -> Session:
         return self
@@ -333,5 +409,8 @@ class Session:
 
 def make_session(host: str, **options: Any) -> Session:
     """Connect and authenticate to ``host`` (an ssh_config alias, ``host``,
-    ``user@host`` or ``user@host:port``); see ``resolve_options`` for the keywords."""
+    ``user@host`` or ``user@host:port``); see ``resolve_options`` for the keywords.
+    Codes and passwords are asked of the person at hand (``prompts.ask_person``)
+    unless ``prompt`` says otherwise (None: nobody is asked)."""
+    options.setdefault("prompt", ask_person)
     return Session(resolve_options(host, **options))

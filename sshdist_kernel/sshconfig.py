@@ -5,14 +5,29 @@ from __future__ import annotations
 
 import getpass
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import NodeError
+from .errors import NodeError, SshConfigError
 from .openssh_config import SYSTEM_SSH_CONFIG, USER_SSH_CONFIG, read_ssh_config
 
 CONNECT_TIMEOUT = 10.0
 """Seconds for the TCP connection, the SSH handshake and authentication, each."""
+
+Prompt = Callable[[str, bool], str]
+"""Asks a person: ``prompt(text, echo)`` returns the answer to ``text`` (shown as it is
+typed when ``echo``): a one-time code, a password.  Answers are never kept."""
+
+AUTH_METHODS = ("gssapi-with-mic", "publickey", "keyboard-interactive", "password")
+"""OpenSSH's default PreferredAuthentications, less hostbased (a host's key, not a user's)."""
+
+_METHOD_SWITCHES = {
+    "gssapi-with-mic": ("gssapiauthentication", "no"),
+    "publickey": ("pubkeyauthentication", "yes"),
+    "keyboard-interactive": ("kbdinteractiveauthentication", "yes"),
+    "password": ("passwordauthentication", "yes"),
+}
 
 
 @dataclass
@@ -33,6 +48,35 @@ class SessionOptions:
     ssh_config: str | None = None
     system_ssh_config: str | None = SYSTEM_SSH_CONFIG
     timeout: float = CONNECT_TIMEOUT
+    certificate_files: list[str] = field(default_factory=list)
+    auth_methods: tuple[str, ...] = AUTH_METHODS[1:]
+    """The methods to try, in order: PreferredAuthentications less those switched off."""
+    password_prompts: int = 3
+    batch_mode: bool = False
+    gssapi_delegate: bool = False
+    prompt: Prompt | None = field(default=None, compare=False, repr=False)
+    """Who answers codes and passwords; None: nobody (see ``sshdist_kernel.prompts``)."""
+
+    def connection_key(self) -> tuple[object, ...]:
+        """What makes two connections the same one: where, as whom, how, through what.
+        Not the alias (two names for one host share), the timeout or the prompt."""
+        return (
+            self.hostname,
+            self.port,
+            self.user,
+            tuple(self.identity_files),
+            self.identities_only,
+            self.allow_agent,
+            tuple(self.known_hosts),
+            self.host_key_policy,
+            self.proxy_command,
+            self.proxy_jump,
+            self.ssh_config,
+            self.system_ssh_config,
+            tuple(self.certificate_files),
+            self.auth_methods,
+            self.batch_mode,
+        )
 
     @property
     def known_hosts_name(self) -> str:
@@ -107,11 +151,13 @@ def resolve_options(
     proxy_jump: str | None = None,
     timeout: float = CONNECT_TIMEOUT,
     system_ssh_config: str | os.PathLike[str] | None = SYSTEM_SSH_CONFIG,
+    prompt: Prompt | None = None,
 ) -> SessionOptions:
     """Merge the caller's arguments over ssh_config over OpenSSH's defaults.
 
     Without ``ssh_config``, ``~/.ssh/config`` then ``system_ssh_config`` are read, first
-    value winning; a named ``ssh_config`` is the only file read, as with ``ssh -F``."""
+    value winning; a named ``ssh_config`` is the only file read, as with ``ssh -F``.
+    ``prompt`` answers one-time codes and passwords (``Prompt``)."""
     spec_user, alias, spec_port = _split_host(host)
     check_names(alias, user or spec_user)
     if ssh_config:
@@ -170,4 +216,42 @@ def resolve_options(
         ssh_config=str(config_path) if ssh_config else None,
         system_ssh_config=system,
         timeout=timeout,
+        certificate_files=[str(Path(c).expanduser()) for c in found.get("certificatefile", [])],
+        auth_methods=_auth_methods(found),
+        password_prompts=_whole(
+            found.get("numberofpasswordprompts", "3"), "NumberOfPasswordPrompts"
+        ),
+        batch_mode=_yes(found.get("batchmode", "no")),
+        gssapi_delegate=_yes(found.get("gssapidelegatecredentials", "no")),
+        prompt=prompt,
     )
+
+
+def _yes(value: str) -> bool:
+    """An ssh_config flag: OpenSSH's yes/true (and, for PubkeyAuthentication, its
+    ``unbound``/``host-bound`` forms of yes)."""
+    return value.lower() in ("yes", "true", "unbound", "host-bound")
+
+
+def _whole(value: str, name: str) -> int:
+    if not value.isdigit():
+        raise SshConfigError(f"{name} must be a whole number in ssh_config, not {value!r}")
+    return int(value)
+
+
+def _auth_methods(found: dict[str, object]) -> tuple[str, ...]:
+    """PreferredAuthentications (OpenSSH's order by default), less the methods that
+    ssh_config switches off; methods OpenSSH knows and sshdist does not (hostbased)
+    are left out, as OpenSSH leaves out what it cannot do."""
+    preferred = str(found.get("preferredauthentications", ",".join(AUTH_METHODS)))
+    switches = dict(_METHOD_SWITCHES)
+    if "kbdinteractiveauthentication" not in found and "challengeresponseauthentication" in found:
+        switches["keyboard-interactive"] = ("challengeresponseauthentication", "yes")
+    chosen = []
+    for method in preferred.split(","):
+        method = method.strip().lower()
+        if method in switches and method not in chosen:
+            key, default = switches[method]
+            if _yes(str(found.get(key, default))):
+                chosen.append(method)
+    return tuple(chosen)

@@ -1,0 +1,139 @@
+"""Who answers a login's questions (a one-time code, a password), and on which thread.
+
+OpenSSH asks on the terminal; a notebook asks through the kernel's stdin channel
+(``input_request``, a password field), which ipykernel reaches through ``getpass`` and
+``input`` while a cell runs.  ``ask_person`` does whichever applies when it is called.
+Many nodes connect on threads of their own, and a question must be asked on the
+caller's thread (that is where a notebook's cell and a terminal's Ctrl-C are):
+``PromptRelay`` carries the questions there, one at a time.  Answers are never kept.
+"""
+
+from __future__ import annotations
+
+import builtins
+import getpass
+import os
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .sshconfig import Prompt
+
+_TERMINAL_GETPASS = tuple(
+    f for f in (getattr(getpass, n, None) for n in ("unix_getpass", "win_getpass")) if f
+)
+
+
+class PromptUnavailable(Exception):
+    """A login needs an answer and nobody can give one here (no terminal, no notebook
+    front end that takes input, BatchMode)."""
+
+
+def _has_terminal() -> bool:
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def ask_person(text: str, echo: bool) -> str:
+    """Ask the person at hand, as ``ssh`` would: the kernel's front end while a notebook
+    cell runs (ipykernel puts its own ``getpass`` and ``input`` in place then), else
+    the terminal.  ``PromptUnavailable`` when there is neither."""
+    in_kernel = getpass.getpass not in _TERMINAL_GETPASS
+    if not in_kernel and not _has_terminal():
+        raise PromptUnavailable("there is no terminal or notebook to ask in")
+    try:
+        return builtins.input(text) if echo else getpass.getpass(text)
+    except EOFError:
+        raise PromptUnavailable("the input ended before an answer") from None
+    except Exception as exc:  # ipykernel's StdinNotImplementedError, by name: no import
+        if type(exc).__name__ == "StdinNotImplementedError":
+            raise PromptUnavailable("this front end does not take input") from None
+        raise
+
+
+class _Question:
+    __slots__ = ("text", "echo", "answer", "error", "done")
+
+    def __init__(self, text: str, echo: bool) -> None:
+        self.text, self.echo = text, echo
+        self.answer: str | None = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+
+_FINISHED = object()
+
+
+class PromptRelay:
+    """Questions from connecting threads, asked one at a time on the thread that runs
+    ``serve``.  Outside ``serve`` (a reconnect later on) ``ask`` asks directly."""
+
+    def __init__(self, prompt: Prompt | None) -> None:
+        self.prompt = prompt
+        self._questions: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._serving: int | None = None  # the serving thread's ident
+        self._lock = threading.Lock()  # one question at a time when asked directly
+        self._interrupted = False
+
+    def ask(self, text: str, echo: bool) -> str:
+        if self.prompt is None:
+            raise PromptUnavailable("no prompt was given")
+        if self._interrupted:
+            raise PromptUnavailable("the call that asked was interrupted")
+        serving = self._serving
+        if serving is None or serving == threading.get_ident():
+            with self._lock:
+                return self.prompt(text, echo)
+        question = _Question(text, echo)
+        self._questions.put(question)
+        question.done.wait()
+        if question.error is not None:
+            raise question.error
+        assert question.answer is not None
+        return question.answer
+
+    def finished(self) -> None:
+        """Wake ``serve`` to see whether its work is done (called as each worker ends)."""
+        self._questions.put(_FINISHED)
+
+    def serve(self, done: Callable[[], bool]) -> None:
+        """Answer questions on this thread until ``done()``; a Ctrl-C here is raised
+        here, and the waiting workers hear that nobody answers."""
+        self._serving = threading.get_ident()
+        try:
+            while not done():
+                item = self._questions.get()
+                if item is _FINISHED:
+                    continue
+                try:
+                    with self._lock:
+                        item.answer = self.prompt(item.text, item.echo)
+                except BaseException as exc:
+                    item.error = (
+                        exc
+                        if isinstance(exc, Exception)
+                        else PromptUnavailable("the question was interrupted")
+                    )
+                    if not isinstance(exc, Exception):
+                        self._interrupted = True
+                        raise
+                finally:
+                    item.done.set()
+        except BaseException:
+            self._interrupted = True
+            raise
+        finally:
+            self._serving = None
+            while True:  # questions that arrive after an interrupt are answered 'nobody'
+                try:
+                    item = self._questions.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not _FINISHED:
+                    item.error = PromptUnavailable("the call that asked was interrupted")
+                    item.done.set()

@@ -1,0 +1,182 @@
+"""Jump hosts shared, and handshakes paced: many nodes behind one login node make one
+connection to it, and a server that drops connections before its banner (sshd's
+MaxStartups) is tried again, then named as the likely cause."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from sshdist_kernel import ConnectError, make_nodes, make_session, with_ssh
+from sshdist_kernel.localnodes import LocalNodes
+from sshdist_kernel.session import JUMPS
+
+
+def _established_to(port: int) -> int:
+    """TCP connections from this machine to 127.0.0.1:``port`` that are up."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state = fields[2], fields[3]
+        if state == "01" and int(remote.split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+def _behind(local_nodes: LocalNodes, tmp_path: Path, jump: str, count: int) -> Path:
+    """ssh_config with ``b1..bN``: node2's and node3's sshd reached through ``jump``."""
+    blocks = []
+    for i in range(1, count + 1):
+        target = local_nodes.nodes[1 + i % 2]
+        blocks.append(
+            f"Host b{i}\n    HostName 127.0.0.1\n    Port {target.port}\n"
+            f"    ProxyJump {jump}\n    User {local_nodes.user}\n"
+            f"    IdentityFile {local_nodes.identity}\n    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {local_nodes.known_hosts}\n"
+        )
+    config = tmp_path / "ssh_config"
+    config.write_text("\n".join(blocks) + "\n" + local_nodes.ssh_config.read_text())
+    return config
+
+
+def test_nodes_behind_one_jump_host_share_one_connection(
+    local_nodes: LocalNodes, tmp_path: Path
+) -> None:
+    jump_port = local_nodes.nodes[0].port
+    config = _behind(local_nodes, tmp_path, "node1", 12)
+    before = _established_to(jump_port)
+    nodes = make_nodes([f"b{i}" for i in range(1, 13)], ssh_config=str(config))
+    try:
+        assert _established_to(jump_port) - before == 1
+        jumps = {id(n.session._jump) for n in nodes}
+        assert len(jumps) == 1
+        assert [with_ssh(n, "(+ 1 2)").value for n in nodes] == [3] * 12
+        nodes[0].close()  # one node gone: the others keep the jump connection
+        assert with_ssh(nodes[1], "(* 6 7)").value == 42
+    finally:
+        for n in nodes:
+            n.close()
+    deadline = time.monotonic() + 5
+    while _established_to(jump_port) > before and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _established_to(jump_port) == before  # the last node closed the jump connection
+
+
+def test_a_dead_jump_connection_is_made_again_for_the_next_call(
+    local_nodes: LocalNodes, tmp_path: Path
+) -> None:
+    config = _behind(local_nodes, tmp_path, "node1", 2)
+    nodes = make_nodes(["b1", "b2"], ssh_config=str(config))
+    try:
+        nodes[0].session._jump.transport.close()  # the login connection drops
+        # The next call on each node reconnects through one new jump connection.
+        assert [with_ssh(n, "(+ 1 2)").value for n in nodes] == [3, 3]
+        assert nodes[0].session._jump is nodes[1].session._jump
+        assert nodes[0].session._jump.is_connected()
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def test_a_jump_host_that_fails_fails_every_node_behind_it_with_its_reason(
+    local_nodes: LocalNodes, tmp_path: Path
+) -> None:
+    config = _behind(local_nodes, tmp_path, "nosuchjump", 4)
+    config.write_text(
+        config.read_text() + "\nHost nosuchjump\n    HostName 127.0.0.1\n    Port 1\n"
+    )
+    made = make_nodes([f"b{i}" for i in range(1, 5)], ssh_config=str(config), on_error="skip")
+    assert len(made) == 0 and len(made.failed) == 4
+    assert all("refused the connection" in why for why in made.failed.values())
+    assert not JUMPS._entries  # nothing kept for a jump host that never came up
+
+
+@contextmanager
+def _dropping_relay(target_port: int, drop_first: int) -> Iterator[tuple[int, list[int]]]:
+    """A TCP relay on 127.0.0.1 to ``target_port`` that resets its first
+    ``drop_first`` connections before a byte is sent, as sshd past MaxStartups does."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    accepted = [0]
+    stop = threading.Event()
+
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            accepted[0] += 1
+            if accepted[0] <= drop_first:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], accepted
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def _via(local_nodes: LocalNodes, tmp_path: Path, port: int) -> Path:
+    config = tmp_path / "relay_config"
+    config.write_text(
+        f"Host relayed\n    HostName 127.0.0.1\n    Port {port}\n    User {local_nodes.user}\n"
+        f"    IdentityFile {local_nodes.identity}\n    IdentitiesOnly yes\n"
+        f"    UserKnownHostsFile {tmp_path / 'known_hosts'}\n"
+    )
+    key = (local_nodes.dir / "node1" / "ssh_host_ed25519_key.pub").read_text().split()
+    (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {key[0]} {key[1]}\n")
+    return config
+
+
+def test_a_connection_dropped_before_the_banner_is_tried_again(
+    local_nodes: LocalNodes, tmp_path: Path
+) -> None:
+    with _dropping_relay(local_nodes.nodes[0].port, drop_first=3) as (port, accepted):
+        config = _via(local_nodes, tmp_path, port)
+        with make_session("relayed", ssh_config=str(config)) as session:
+            assert session.run("echo up").stdout == "up\n"
+        assert accepted[0] == 4
+
+
+def test_a_server_that_always_drops_is_named_as_maxstartups_not_as_not_ssh(
+    local_nodes: LocalNodes, tmp_path: Path
+) -> None:
+    with _dropping_relay(local_nodes.nodes[0].port, drop_first=10**6) as (port, accepted):
+        config = _via(local_nodes, tmp_path, port)
+        started = time.monotonic()
+        with pytest.raises(ConnectError) as caught:
+            make_session("relayed", ssh_config=str(config), timeout=2)
+        took = time.monotonic() - started
+    message = str(caught.value)
+    assert "closed the connection before the SSH banner" in message
+    assert "MaxStartups" in message and "does not speak SSH" not in message
+    assert took < 2 + 0.5 and accepted[0] >= 4
