@@ -1,6 +1,7 @@
 """Host lists as clusters write them: ``node[01-16]``, ``cn[1-4,7]``, ``r[1-2]n[1-3]``,
-comma lists, hostfiles and the current Slurm allocation, expanded without Slurm's tools.
-Pure functions, no I/O except ``read_hostfile``."""
+ClusterShell's steps ``cn[01-16/2]``, comma lists, hostfiles and the current Slurm
+allocation, expanded without Slurm's tools.  Pure functions, no I/O except
+``read_hostfile``."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ before anything is built."""
 
 SLURM_VARIABLES = ("SLURM_JOB_NODELIST", "SLURM_NODELIST")
 
-_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+_RANGE = re.compile(r"(\d+)(?:-(\d+))?(?:/(.*))?")
 _LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$", re.DOTALL)
 
 
 def expand_hosts(spec: str | Iterable[str]) -> list[str]:
     """The hosts a Slurm/pdsh-style host list names, in order, each once: ``node[01-03]``
-    is node01, node02, node03; commas outside brackets separate entries; ``user@`` and
+    is node01, node02, node03 and ``node[1-7/2]`` every second one, node1, node3, node5,
+    node7; commas outside brackets separate entries; ``user@`` and
     ``:port`` are kept around each expanded host.  ``ValueError`` says what is wrong."""
     specs = [spec] if isinstance(spec, str) else list(spec)
     hosts: dict[str, None] = {}
@@ -177,24 +179,24 @@ def _expand_entry(entry: str, spec: str, room: int) -> list[str]:
 class _Choices:
     """A bracket's numbers, counted without being built (``[1-99999999]`` is one range)."""
 
-    def __init__(self, ranges: list[tuple[int, int, int] | str]) -> None:
-        self.ranges = ranges
+    def __init__(self, ranges: list[tuple[int, int, int, int] | str]) -> None:
+        self.ranges = ranges  # a number as written, or (first, last, width, step)
 
     def size(self) -> int:
-        return sum(1 if isinstance(r, str) else r[1] - r[0] + 1 for r in self.ranges)
+        return sum(1 if isinstance(r, str) else (r[1] - r[0]) // r[3] + 1 for r in self.ranges)
 
     def strings(self) -> Iterable[str]:
         for r in self.ranges:
             if isinstance(r, str):
                 yield r
             else:
-                lo, hi, width = r
-                for n in range(lo, hi + 1):
+                lo, hi, width, step = r
+                for n in range(lo, hi + 1, step):
                     yield str(n).zfill(width)
 
 
 def _bracket(inner: str, entry: str, spec: str) -> _Choices:
-    ranges: list[tuple[int, int, int] | str] = []
+    ranges: list[tuple[int, int, int, int] | str] = []
     for item in inner.split(","):
         match = _RANGE.fullmatch(item.strip())
         if match is None:
@@ -202,7 +204,22 @@ def _bracket(inner: str, entry: str, spec: str) -> _Choices:
                 f"host list {spec!r}: [{inner}] in {entry!r} is not numbers and ranges "
                 "like [1-4,7] or [01-16]"
             )
-        lo, hi = match.groups()
+        lo, hi, step = match.groups()
+        if step is not None and not re.fullmatch(r"\d+", step):
+            raise ValueError(
+                f"host list {spec!r}: the step {step!r} in {entry!r} is not a number; "
+                "write a range and its step like 01-16/2"
+            )
+        if step is not None and hi is None:
+            raise ValueError(
+                f"host list {spec!r}: {item.strip()} in {entry!r} puts a step on a single "
+                "number; a step needs a range, like 01-16/2"
+            )
+        if step is not None and int(step) == 0:
+            raise ValueError(
+                f"host list {spec!r}: the range {item.strip()} in {entry!r} has step 0; "
+                "a step is 1 or more"
+            )
         if hi is None:
             ranges.append(lo)
         elif int(hi) < int(lo):
@@ -211,7 +228,7 @@ def _bracket(inner: str, entry: str, spec: str) -> _Choices:
                 f"write {hi}-{lo}"
             )
         else:
-            ranges.append((int(lo), int(hi), len(lo)))
+            ranges.append((int(lo), int(hi), len(lo), int(step or 1)))
     return _Choices(ranges)
 
 
