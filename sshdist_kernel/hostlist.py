@@ -45,7 +45,7 @@ def expand_hosts(spec: str | Iterable[str]) -> list[str]:
 def compress_hosts(hosts: Iterable[str]) -> str:
     """A host list that expands to ``hosts`` in the same order (``scontrol show
     hostlist``'s form, without sorting): neighbours that differ only in their last
-    number share one bracket, ``node[01-03,07]``."""
+    number share one bracket, ``node[01-03,07]``, evenly stepped ones ``cn[01-07/2]``."""
     out: list[str] = []
     group: list[tuple[str, str, str]] = []  # (prefix, number, suffix) sharing a bracket
 
@@ -234,15 +234,40 @@ def _bracket(inner: str, entry: str, spec: str) -> _Choices:
 
 def _ranges(numbers: list[str]) -> str:
     """``["01", "02", "03", "07"]`` as ``01-03,07``: a run continues while the next
-    number is one more, written at the run's first width."""
+    number is one more, written at the run's first width.  Numbers left on their own that
+    go up by an even step share a stepped run, ``["1", "4", "7", "10"]`` as ``1-10/3``,
+    where that is shorter; such a run stops before a number that starts a run of ones."""
     items: list[str] = []
-    run: list[str] = []
-    for n in numbers:
-        if run and int(n) == int(run[-1]) + 1 and str(int(n)).zfill(len(run[0])) == n:
-            run.append(n)
-            continue
-        if run:
-            items.append(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}")
-        run = [n]
-    items.append(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    i = 0
+    while i < len(numbers):
+        first = numbers[i]
+        step = int(numbers[i + 1]) - int(first) if i + 1 < len(numbers) else 0
+        end = i + 1
+        while (
+            step > 0
+            and end < len(numbers)
+            and _next_in_run(first, numbers[end - 1], numbers[end], step)
+            and (step == 1 or not _starts_run(numbers, end))
+        ):
+            end += 1
+        run = numbers[i:end]
+        if step == 1 and len(run) > 1:
+            items.append(f"{first}-{run[-1]}")
+        elif len(run) > 1 and len(f"{first}-{run[-1]}/{step}") < len(",".join(run)):
+            items.append(f"{first}-{run[-1]}/{step}")
+        else:
+            items.append(first)
+            end = i + 1
+        i = end
     return ",".join(items)
+
+
+def _next_in_run(first: str, last: str, n: str, step: int) -> bool:
+    """Whether ``n`` continues a run from ``first`` that has reached ``last``: ``step``
+    more, written at ``first``'s width as expanding the run would write it."""
+    return int(n) == int(last) + step and str(int(n)).zfill(len(first)) == n
+
+
+def _starts_run(numbers: list[str], i: int) -> bool:
+    """Whether ``numbers[i]`` and the next one make a run of ones (it comes first)."""
+    return i + 1 < len(numbers) and _next_in_run(numbers[i], numbers[i], numbers[i + 1], 1)

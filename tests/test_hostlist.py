@@ -120,6 +120,15 @@ def test_the_cap_counts_the_whole_list() -> None:
         (["r1n1", "r1n2", "r2n1"], "r1n[1-2],r2n1"),
         (["b", "a", "n3", "n1"], "b,a,n[3,1]"),
         (["me@n1:22", "n2"], "me@n1:22,n2"),
+        (["cn01", "cn03", "cn05", "cn07"], "cn[01-07/2]"),
+        (["n8", "n10", "n12", "n14"], "n[8-14/2]"),
+        (["n01", "n03", "n05"], "n[01-05/2]"),
+        (["n1", "n3", "n5"], "n[1,3,5]"),  # 1-5/2 is no shorter
+        (["n9", "n11", "n13", "n15", "n20"], "n[9-15/2,20]"),
+        (["n1", "n4", "n7", "n10", "n2"], "n[1-10/3,2]"),
+        (["n1", "n3", "n5", "n7", "n8", "n9"], "n[1,3,5,7-9]"),  # a run of ones as before
+        (["n7", "n5", "n3", "n1"], "n[7,5,3,1]"),
+        (["n1", "n03", "n05", "n07", "n9"], "n[1,03-07/2,9]"),  # widths as written
     ],
 )
 def test_compress_hosts(hosts: list[str], spec: str) -> None:
@@ -141,6 +150,16 @@ _host = st.builds(
     _names,
     st.one_of(st.just(""), _numbers),
 ).filter(bool)
+
+
+@given(st.integers(0, 500), st.integers(2, 30), st.integers(4, 20), st.integers(1, 4))
+def test_an_evenly_stepped_run_compresses_to_one_stepped_range(
+    first: int, step: int, count: int, width: int
+) -> None:
+    last = first + step * (count - 1)
+    hosts = [f"cn{n:0{width}d}" for n in range(first, last + 1, step)]
+    assert compress_hosts(hosts) == f"cn[{first:0{width}d}-{last:0{width}d}/{step}]"
+    assert expand_hosts(compress_hosts(hosts)) == hosts
 
 
 @given(st.lists(_host, unique=True, max_size=40))
