@@ -1,6 +1,7 @@
 """Host lists as clusters write them: ``node[01-16]``, ``cn[1-4,7]``, ``r[1-2]n[1-3]``,
-comma lists, hostfiles and the current Slurm allocation, expanded without Slurm's tools.
-Pure functions, no I/O except ``read_hostfile``."""
+ClusterShell's steps ``cn[01-16/2]``, comma lists, hostfiles and the current Slurm
+allocation, expanded without Slurm's tools.  Pure functions, no I/O except
+``read_hostfile``."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ before anything is built."""
 
 SLURM_VARIABLES = ("SLURM_JOB_NODELIST", "SLURM_NODELIST")
 
-_RANGE = re.compile(r"(\d+)(?:-(\d+))?")
+_RANGE = re.compile(r"(\d+)(?:-(\d+))?(?:/(.*))?")
 _LAST_NUMBER = re.compile(r"^(.*?)(\d+)(\D*)$", re.DOTALL)
 
 
 def expand_hosts(spec: str | Iterable[str]) -> list[str]:
     """The hosts a Slurm/pdsh-style host list names, in order, each once: ``node[01-03]``
-    is node01, node02, node03; commas outside brackets separate entries; ``user@`` and
+    is node01, node02, node03 and ``node[1-7/2]`` every second one, node1, node3, node5,
+    node7; commas outside brackets separate entries; ``user@`` and
     ``:port`` are kept around each expanded host.  ``ValueError`` says what is wrong."""
     specs = [spec] if isinstance(spec, str) else list(spec)
     hosts: dict[str, None] = {}
@@ -43,7 +45,7 @@ def expand_hosts(spec: str | Iterable[str]) -> list[str]:
 def compress_hosts(hosts: Iterable[str]) -> str:
     """A host list that expands to ``hosts`` in the same order (``scontrol show
     hostlist``'s form, without sorting): neighbours that differ only in their last
-    number share one bracket, ``node[01-03,07]``."""
+    number share one bracket, ``node[01-03,07]``, evenly stepped ones ``cn[01-07/2]``."""
     out: list[str] = []
     group: list[tuple[str, str, str]] = []  # (prefix, number, suffix) sharing a bracket
 
@@ -177,24 +179,24 @@ def _expand_entry(entry: str, spec: str, room: int) -> list[str]:
 class _Choices:
     """A bracket's numbers, counted without being built (``[1-99999999]`` is one range)."""
 
-    def __init__(self, ranges: list[tuple[int, int, int] | str]) -> None:
-        self.ranges = ranges
+    def __init__(self, ranges: list[tuple[int, int, int, int] | str]) -> None:
+        self.ranges = ranges  # a number as written, or (first, last, width, step)
 
     def size(self) -> int:
-        return sum(1 if isinstance(r, str) else r[1] - r[0] + 1 for r in self.ranges)
+        return sum(1 if isinstance(r, str) else (r[1] - r[0]) // r[3] + 1 for r in self.ranges)
 
     def strings(self) -> Iterable[str]:
         for r in self.ranges:
             if isinstance(r, str):
                 yield r
             else:
-                lo, hi, width = r
-                for n in range(lo, hi + 1):
+                lo, hi, width, step = r
+                for n in range(lo, hi + 1, step):
                     yield str(n).zfill(width)
 
 
 def _bracket(inner: str, entry: str, spec: str) -> _Choices:
-    ranges: list[tuple[int, int, int] | str] = []
+    ranges: list[tuple[int, int, int, int] | str] = []
     for item in inner.split(","):
         match = _RANGE.fullmatch(item.strip())
         if match is None:
@@ -202,7 +204,22 @@ def _bracket(inner: str, entry: str, spec: str) -> _Choices:
                 f"host list {spec!r}: [{inner}] in {entry!r} is not numbers and ranges "
                 "like [1-4,7] or [01-16]"
             )
-        lo, hi = match.groups()
+        lo, hi, step = match.groups()
+        if step is not None and not re.fullmatch(r"\d+", step):
+            raise ValueError(
+                f"host list {spec!r}: the step {step!r} in {entry!r} is not a number; "
+                "write a range and its step like 01-16/2"
+            )
+        if step is not None and hi is None:
+            raise ValueError(
+                f"host list {spec!r}: {item.strip()} in {entry!r} puts a step on a single "
+                "number; a step needs a range, like 01-16/2"
+            )
+        if step is not None and int(step) == 0:
+            raise ValueError(
+                f"host list {spec!r}: the range {item.strip()} in {entry!r} has step 0; "
+                "a step is 1 or more"
+            )
         if hi is None:
             ranges.append(lo)
         elif int(hi) < int(lo):
@@ -211,21 +228,46 @@ def _bracket(inner: str, entry: str, spec: str) -> _Choices:
                 f"write {hi}-{lo}"
             )
         else:
-            ranges.append((int(lo), int(hi), len(lo)))
+            ranges.append((int(lo), int(hi), len(lo), int(step or 1)))
     return _Choices(ranges)
 
 
 def _ranges(numbers: list[str]) -> str:
     """``["01", "02", "03", "07"]`` as ``01-03,07``: a run continues while the next
-    number is one more, written at the run's first width."""
+    number is one more, written at the run's first width.  Numbers left on their own that
+    go up by an even step share a stepped run, ``["1", "4", "7", "10"]`` as ``1-10/3``,
+    where that is shorter; such a run stops before a number that starts a run of ones."""
     items: list[str] = []
-    run: list[str] = []
-    for n in numbers:
-        if run and int(n) == int(run[-1]) + 1 and str(int(n)).zfill(len(run[0])) == n:
-            run.append(n)
-            continue
-        if run:
-            items.append(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}")
-        run = [n]
-    items.append(run[0] if len(run) == 1 else f"{run[0]}-{run[-1]}")
+    i = 0
+    while i < len(numbers):
+        first = numbers[i]
+        step = int(numbers[i + 1]) - int(first) if i + 1 < len(numbers) else 0
+        end = i + 1
+        while (
+            step > 0
+            and end < len(numbers)
+            and _next_in_run(first, numbers[end - 1], numbers[end], step)
+            and (step == 1 or not _starts_run(numbers, end))
+        ):
+            end += 1
+        run = numbers[i:end]
+        if step == 1 and len(run) > 1:
+            items.append(f"{first}-{run[-1]}")
+        elif len(run) > 1 and len(f"{first}-{run[-1]}/{step}") < len(",".join(run)):
+            items.append(f"{first}-{run[-1]}/{step}")
+        else:
+            items.append(first)
+            end = i + 1
+        i = end
     return ",".join(items)
+
+
+def _next_in_run(first: str, last: str, n: str, step: int) -> bool:
+    """Whether ``n`` continues a run from ``first`` that has reached ``last``: ``step``
+    more, written at ``first``'s width as expanding the run would write it."""
+    return int(n) == int(last) + step and str(int(n)).zfill(len(first)) == n
+
+
+def _starts_run(numbers: list[str], i: int) -> bool:
+    """Whether ``numbers[i]`` and the next one make a run of ones (it comes first)."""
+    return i + 1 < len(numbers) and _next_in_run(numbers[i], numbers[i], numbers[i + 1], 1)

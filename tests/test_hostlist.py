@@ -35,6 +35,13 @@ from sshdist_kernel.hostlist import MAX_HOSTS
         ("[::1]:2222,me@[fe80::1]", ["[::1]:2222", "me@[fe80::1]"]),
         ("b,a,b,n[1-2],n1", ["b", "a", "n1", "n2"]),
         ("hpc1.example.org", ["hpc1.example.org"]),
+        ("cn[01-16/2]", [f"cn{n:02d}" for n in range(1, 16, 2)]),
+        ("n[1-10/3]", ["n1", "n4", "n7", "n10"]),
+        ("n[8-12/2]", ["n8", "n10", "n12"]),
+        ("n[001-120/50]", ["n001", "n051", "n101"]),
+        ("n[1-3/5]", ["n1"]),
+        ("n[2-6/2,9,12-13/1]", ["n2", "n4", "n6", "n9", "n12", "n13"]),
+        ("r[1-3/2]n[1-2]", ["r1n1", "r1n2", "r3n1", "r3n2"]),
     ],
 )
 def test_expand_hosts(spec: str, hosts: list[str]) -> None:
@@ -67,6 +74,27 @@ def test_expand_hosts_takes_a_list_of_host_lists() -> None:
             "('n[1-1000000]' alone is 1,000,000); check the ranges",
         ),
         ("r[1-1000]n[1-1000]", "names more than 100,000 hosts"),
+        ("n[1-2000000/10]", "('n[1-2000000/10]' alone is 200,000)"),
+        (
+            "cn[01-16/0]",
+            "host list 'cn[01-16/0]': the range 01-16/0 in 'cn[01-16/0]' has step 0; "
+            "a step is 1 or more",
+        ),
+        (
+            "cn[1-4/x]",
+            "host list 'cn[1-4/x]': the step 'x' in 'cn[1-4/x]' is not a number; "
+            "write a range and its step like 01-16/2",
+        ),
+        ("cn[1-4/]", "the step '' in 'cn[1-4/]' is not a number"),
+        ("cn[1-4/-1]", "the step '-1' in 'cn[1-4/-1]' is not a number"),
+        ("cn[1-9/2/3]", "the step '2/3' in 'cn[1-9/2/3]' is not a number"),
+        (
+            "cn[5/2]",
+            "host list 'cn[5/2]': 5/2 in 'cn[5/2]' puts a step on a single number; "
+            "a step needs a range, like 01-16/2",
+        ),
+        ("n[5-1/2]", "the range 5-1 in 'n[5-1/2]' runs backwards; write 1-5"),
+        ("n[/2]", "[/2] in 'n[/2]' is not numbers and ranges"),
         ("n[1-999999999999999999999]", "names more than 100,000 hosts"),
     ],
 )
@@ -80,6 +108,7 @@ def test_the_cap_counts_the_whole_list() -> None:
     assert len(expand_hosts(f"n[1-{MAX_HOSTS}]")) == MAX_HOSTS
     with pytest.raises(ValueError, match="names more than 100,000 hosts"):
         expand_hosts(f"n[1-{MAX_HOSTS}],m1")
+    assert len(expand_hosts(f"n[1-{10 * MAX_HOSTS}/10]")) == MAX_HOSTS
 
 
 @pytest.mark.parametrize(
@@ -91,6 +120,15 @@ def test_the_cap_counts_the_whole_list() -> None:
         (["r1n1", "r1n2", "r2n1"], "r1n[1-2],r2n1"),
         (["b", "a", "n3", "n1"], "b,a,n[3,1]"),
         (["me@n1:22", "n2"], "me@n1:22,n2"),
+        (["cn01", "cn03", "cn05", "cn07"], "cn[01-07/2]"),
+        (["n8", "n10", "n12", "n14"], "n[8-14/2]"),
+        (["n01", "n03", "n05"], "n[01-05/2]"),
+        (["n1", "n3", "n5"], "n[1,3,5]"),  # 1-5/2 is no shorter
+        (["n9", "n11", "n13", "n15", "n20"], "n[9-15/2,20]"),
+        (["n1", "n4", "n7", "n10", "n2"], "n[1-10/3,2]"),
+        (["n1", "n3", "n5", "n7", "n8", "n9"], "n[1,3,5,7-9]"),  # a run of ones as before
+        (["n7", "n5", "n3", "n1"], "n[7,5,3,1]"),
+        (["n1", "n03", "n05", "n07", "n9"], "n[1,03-07/2,9]"),  # widths as written
     ],
 )
 def test_compress_hosts(hosts: list[str], spec: str) -> None:
@@ -114,6 +152,16 @@ _host = st.builds(
 ).filter(bool)
 
 
+@given(st.integers(0, 500), st.integers(2, 30), st.integers(4, 20), st.integers(1, 4))
+def test_an_evenly_stepped_run_compresses_to_one_stepped_range(
+    first: int, step: int, count: int, width: int
+) -> None:
+    last = first + step * (count - 1)
+    hosts = [f"cn{n:0{width}d}" for n in range(first, last + 1, step)]
+    assert compress_hosts(hosts) == f"cn[{first:0{width}d}-{last:0{width}d}/{step}]"
+    assert expand_hosts(compress_hosts(hosts)) == hosts
+
+
 @given(st.lists(_host, unique=True, max_size=40))
 def test_expanding_a_compressed_list_gives_back_the_hosts(hosts: list[str]) -> None:
     if not hosts:
@@ -121,9 +169,14 @@ def test_expanding_a_compressed_list_gives_back_the_hosts(hosts: list[str]) -> N
     assert expand_hosts(compress_hosts(hosts)) == hosts
 
 
-_bracket = st.lists(
-    st.tuples(st.integers(0, 120), st.integers(0, 5), st.integers(1, 3)), min_size=1, max_size=3
-).map(lambda rs: ",".join(f"{lo:0{w}d}-{lo + k:0{w}d}" if k else f"{lo:0{w}d}" for lo, k, w in rs))
+_range = st.builds(
+    lambda lo, k, w, step: f"{lo:0{w}d}-{lo + k:0{w}d}{step}" if k else f"{lo:0{w}d}",
+    st.integers(0, 120),
+    st.integers(0, 12),
+    st.integers(1, 3),
+    st.sampled_from(["", "", "/1", "/2", "/3", "/5"]),
+)
+_bracket = st.lists(_range, min_size=1, max_size=3).map(",".join)
 _entry = st.builds(
     lambda a, r, b: f"{a}[{r}]{b}" if r else a + b,
     st.text(alphabet="abcn", min_size=1, max_size=3),
