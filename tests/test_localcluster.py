@@ -291,12 +291,15 @@ def test_password_mode(tmp_path: Path, ssh) -> None:
     assert _shadow() == shadow  # the system's passwords were neither used nor changed
 
 
-def test_totp_only_mode(tmp_path: Path, ssh) -> None:
-    cluster = LocalCluster.up(tmp_path / "cluster", compute=1, auth="totp")
+def test_totp_only_mode_and_codes_past_the_window(tmp_path: Path, ssh) -> None:
+    # window=1: two fresh codes (this step's and the next), then totp_code() makes
+    # pam_oath forget the used ones and starts again: logins never run out.
+    cluster = LocalCluster.up(tmp_path / "cluster", compute=1, auth="totp", totp_window=1)
     pids = _pids(cluster)
     try:
-        done = ssh(cluster.ssh_config, "cn01", "echo", "in", answer=cluster.totp_code())
-        assert done.returncode == 0 and done.stdout == "in\n", done.stderr
+        for _ in range(4):
+            done = ssh(cluster.ssh_config, "cn01", "echo", "in", answer=cluster.totp_code())
+            assert done.returncode == 0 and done.stdout == "in\n", done.stderr
         log = (cluster.login_dir / "sshd.log").read_text()
         assert "Accepted keyboard-interactive/pam" in log
         assert "Accepted publickey" not in log
