@@ -20,7 +20,7 @@ demo: system $(STAMP)
 	$(PY) -m sshdist_magics.demo
 
 test: system $(STAMP)
-	bash scripts/install-system-deps chromium nftables guile-2.2  # the browser test drives Debian's Chromium; nft drops traffic; a Guile 2.2 node
+	bash scripts/install-system-deps chromium nftables guile-2.2 libpam-oath oathtool  # the browser test drives Debian's Chromium; nft drops traffic (and guards a local cluster's compute nodes); a Guile 2.2 node; the cluster's TOTP
 	$(PY) -m ruff check sshdist_kernel magics tests bench
 	$(PY) -m pytest
 

@@ -1,4 +1,5 @@
-"""The ``sshdist`` command: ``nodes up|status|down`` for local nodes, ``rrepl HOST``."""
+"""The ``sshdist`` command: ``nodes up|status|down`` for local nodes, ``cluster
+up|status|down`` for a local login node and compute nodes, ``rrepl HOST``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import sys
 
 from .errors import NodeError
+from .localcluster import AUTH_MODES
+from .localcluster import DEFAULT_DIR as CLUSTER_DIR
 from .localnodes import DEFAULT_DIR, LocalNodes, LocalNodesError
 
 
@@ -22,6 +25,19 @@ def _parser() -> argparse.ArgumentParser:
         nsub.add_parser("down", help="stop the local nodes"),
     ):
         sp.add_argument("--dir", default=str(DEFAULT_DIR), help="where keys and configs live")
+    cluster = sub.add_parser(
+        "cluster", help="a local login node (TOTP) and compute nodes behind it (needs root)"
+    )
+    csub = cluster.add_subparsers(dest="action", required=True)
+    cup = csub.add_parser("up", help="start a login node and N compute nodes cn01..")
+    cup.add_argument("count", type=int, help="how many compute nodes")
+    cup.add_argument("--auth", choices=AUTH_MODES, default="publickey+totp")
+    for sp in (
+        cup,
+        csub.add_parser("status", help="show the local cluster"),
+        csub.add_parser("down", help="stop the local cluster and remove its rules"),
+    ):
+        sp.add_argument("--dir", default=str(CLUSTER_DIR), help="where keys and configs live")
     rr = sub.add_parser("rrepl", help="an interactive Guile REPL on HOST over SSH")
     rr.add_argument("host", help="ssh_config alias, host, user@host or user@host:port")
     rr.add_argument(
@@ -48,6 +64,19 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"stopped {len(nodes.nodes)} local node(s) in {nodes.dir}")
                     return 0
             print(nodes.describe())
+            return 0
+        if args.command == "cluster":
+            from .localcluster import LocalCluster
+
+            if args.action == "up":
+                cluster = LocalCluster.up(args.dir, args.count, auth=args.auth)
+            else:
+                cluster = LocalCluster(args.dir)
+                if args.action == "down":
+                    cluster.down()
+                    print(f"stopped the local cluster in {cluster.dir}")
+                    return 0
+            print(cluster.describe())
             return 0
         from .node import make_node
         from .rreplshell import rrepl

@@ -109,17 +109,27 @@ def _keygen(path: Path, comment: str) -> None:
 
 
 class LocalNodes:
-    """A set of local nodes described by ``nodes.json`` in one directory."""
+    """A set of local nodes described by ``nodes.json`` in one directory.
+
+    ``name_format`` names node i (``"node{}"``: node1, node2...; a local cluster's compute
+    nodes use ``"cn{:02d}"``); ``sshd_extra`` is appended to every node's sshd_config (it
+    can add keywords, e.g. ``TrustedUserCAKeys``, not change those set above it: sshd keeps
+    a keyword's first value).  Both are kept in ``nodes.json`` for ``grow`` and ``start``.
+    """
 
     def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR) -> None:
         self.dir = Path(directory).expanduser().resolve()
         self.nodes: list[LocalNode] = []
         self.user = getpass.getuser()
+        self.name_format = "node{}"
+        self.sshd_extra = ""
         state = self.dir / "nodes.json"
         if state.is_file():
             data = json.loads(state.read_text())
             self.user = data["user"]
             self.nodes = [LocalNode(**n) for n in data["nodes"]]
+            self.name_format = data.get("name_format", self.name_format)
+            self.sshd_extra = data.get("sshd_extra", self.sshd_extra)
 
     @property
     def ssh_config(self) -> Path:
@@ -144,7 +154,14 @@ class LocalNodes:
     # -- lifecycle --------------------------------------------------------------
 
     @classmethod
-    def up(cls, count: int, directory: str | os.PathLike[str] = DEFAULT_DIR) -> LocalNodes:
+    def up(
+        cls,
+        count: int,
+        directory: str | os.PathLike[str] = DEFAULT_DIR,
+        *,
+        name_format: str = "node{}",
+        sshd_extra: str = "",
+    ) -> LocalNodes:
         """Start ``count`` nodes (node1..nodeN) and write their ssh_config and known_hosts."""
         if count < 1:
             raise LocalNodesError("start at least one node")
@@ -153,6 +170,8 @@ class LocalNodes:
             raise LocalNodesError(
                 f"nodes are already running in {nodes.dir}: stop them first (sshdist nodes down)"
             )
+        nodes.name_format = name_format
+        nodes.sshd_extra = sshd_extra
         # Folders made here are the user's alone, whatever the umask: the default's
         # parent is ~/.cache/sshdist, where a node keeps its compiled loop only if
         # nobody else can write there.
@@ -165,7 +184,7 @@ class LocalNodes:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
         _keygen(nodes.identity, "sshdist local nodes client")
         shutil.copyfile(nodes.identity.with_suffix(".pub"), nodes.dir / "authorized_keys")
-        nodes.nodes = [LocalNode(f"node{i}", 0) for i in range(1, count + 1)]
+        nodes.nodes = [LocalNode(nodes._name(i), 0) for i in range(1, count + 1)]
         try:
             for node in nodes.nodes:
                 _keygen(nodes.dir / node.name / "ssh_host_ed25519_key", f"sshdist {node.name}")
@@ -179,7 +198,7 @@ class LocalNodes:
     def grow(self, count: int) -> list[str]:
         """Start more nodes, up to ``count`` in all (those running stay as they are), and
         rewrite ssh_config and known_hosts to name them; the names of all ``count``."""
-        added = [LocalNode(f"node{i}", 0) for i in range(len(self.nodes) + 1, count + 1)]
+        added = [LocalNode(self._name(i), 0) for i in range(len(self.nodes) + 1, count + 1)]
         self.nodes += added
         try:
             for node in added:
@@ -193,6 +212,9 @@ class LocalNodes:
             raise
         self._write_client_files()
         return self.names[:count]
+
+    def _name(self, i: int) -> str:
+        return self.name_format.format(i)
 
     def _node(self, name: str) -> LocalNode:
         for node in self.nodes:
@@ -230,7 +252,7 @@ class LocalNodes:
             # Each node keeps its REPL servers in a runtime directory of its own, as
             # separate hosts would: nodes (and test runs) never share a server.
             f"SetEnv SHLVL=1 GC_MARKERS=1 XDG_RUNTIME_DIR={runtime}\n"
-            "LogLevel ERROR\n"
+            "LogLevel ERROR\n" + self.sshd_extra
         )
         return config
 
@@ -301,7 +323,12 @@ class LocalNodes:
     # -- files ------------------------------------------------------------------
 
     def _save(self) -> None:
-        data = {"user": self.user, "nodes": [asdict(n) for n in self.nodes]}
+        data = {
+            "user": self.user,
+            "nodes": [asdict(n) for n in self.nodes],
+            "name_format": self.name_format,
+            "sshd_extra": self.sshd_extra,
+        }
         (self.dir / "nodes.json").write_text(json.dumps(data, indent=1))
 
     def _write_client_files(self) -> None:
@@ -328,9 +355,10 @@ class LocalNodes:
         for s in self.status():
             state = "running" if s["running"] else "stopped"
             lines.append(f"  {s['name']:8} 127.0.0.1:{s['port']:<6} {state}")
+        first = self.nodes[0].name if self.nodes else self._name(1)
         lines += [
             f"ssh_config: {self.ssh_config}",
-            f"try:   ssh -F {self.ssh_config} {self.nodes[0].name if self.nodes else 'node1'}",
-            f"Python: make_node('node1', ssh_config='{self.ssh_config}')",
+            f"try:   ssh -F {self.ssh_config} {first}",
+            f"Python: make_node('{first}', ssh_config='{self.ssh_config}')",
         ]
         return "\n".join(lines)

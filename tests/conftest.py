@@ -28,6 +28,20 @@ def local_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNodes
 
 
 @pytest.fixture(scope="session")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A login node asking for a key and a TOTP code, and compute nodes cn01..cn04 that
+    only it can reach (``sshdist_kernel.localcluster``); started by the first test that
+    asks for it, never by the fixtures above.  Needs root.  Codes: ``totp_code()``."""
+    if os.geteuid() != 0:
+        pytest.skip("a local cluster needs root: it writes /etc/pam.d, a cgroup and nft rules")
+    from sshdist_kernel.localcluster import LocalCluster
+
+    cluster = LocalCluster.up(tmp_path_factory.mktemp("cluster"), compute=4)
+    yield cluster
+    cluster.down()
+
+
+@pytest.fixture(scope="session")
 def ssh_config(local_nodes: LocalNodes) -> str:
     return str(local_nodes.ssh_config)
 

@@ -1,0 +1,667 @@
+"""A local stand-in for an HPC cluster: a login node with two-factor authentication and
+compute nodes cn01..cnNN that only the login node can reach, all sshds on 127.0.0.1.
+
+``LocalCluster.up(directory, compute=4, auth="publickey+totp")`` starts:
+
+* the **login node**: an sshd at OpenSSH's default limits (``MaxStartups 10:30:100``,
+  ``MaxSessions 10``: nothing raises them), ``AllowTcpForwarding yes``,
+  ``PermitRootLogin yes``, ``UsePAM yes`` and the authentication chosen by ``auth``:
+
+  - ``"publickey+totp"``: ``AuthenticationMethods publickey,keyboard-interactive``, the
+    keyboard-interactive step asking for a TOTP code through PAM (Debian's ``pam_oath``,
+    a users file with a random secret written by the cluster);
+  - ``"totp"``: keyboard-interactive (the TOTP code) alone;
+  - ``"password"``: ``PasswordAuthentication`` through PAM: ``pam_exec`` with
+    ``expose_authtok`` runs a script of the cluster's that compares the password with a
+    file the cluster wrote (``cluster.password``).  The system's password database is
+    neither read nor changed (``pam_pwdfile`` is not in Debian; ``pam_userdb`` would need
+    a Berkeley DB tool);
+  - ``"publickey"``: the cluster's key (or a certificate of its CA) alone.
+
+  sshd names its PAM service after its program name (``__progname``), so the login sshd
+  runs through a symlink ``sshdist-login-<id>`` to sshd (``<id>``: 8 random hex digits,
+  one per cluster) and its PAM stack is ``/etc/pam.d/sshdist-login-<id>``, written by
+  ``up()`` and removed by ``down()``; ``/etc/pam.d/sshd`` is never touched.  One file per
+  cluster, not per mode: two clusters (a test's session cluster and one a test starts)
+  may run at once, each with its own users file.
+
+* **compute nodes** cn01..cnNN: ``LocalNodes`` (``name_format="cn{:02d}"``) in
+  ``<directory>/compute``, publickey only, their own host keys, and reachable from the
+  login node only.  The mechanism, measured on Debian 12 (kernel 6.x, nftables 1.0.6):
+  the login sshd is moved into a cgroup v2 of its own, ``sshdist-cluster-<id>``; every
+  process it forks (the per-connection sshds that open ``direct-tcpip`` channels for
+  ``ProxyJump``, and the shells of its sessions) inherits it, and sockets carry the cgroup
+  of the process that made them.  An nftables table of the cluster's own,
+  ``inet sshdist-cluster-<id>``, has an output chain that accepts TCP to the compute
+  ports on 127.0.0.0/8 from sockets in that cgroup (``socket cgroupv2 level L "..."``)
+  and rejects every other with a TCP reset, so a direct ``ssh`` to a compute node fails
+  at once ("Connection refused") instead of hanging.  Loopback traffic crosses the output
+  hook with the connecting socket attached, which is what the match needs.  The
+  alternatives do not work here: everything runs as root, so ``meta skuid`` cannot tell
+  the login node from the client; the login sshd connects from 127.0.0.1 like any
+  client, so separate loopback addresses with ``Match Address`` cannot either; a network
+  namespace for the compute nodes would still be reachable from the root namespace that
+  holds both the client and the login node.  ``down()`` deletes the table, kills what is
+  left in the cgroup and removes it.  A consequence: a compute port probed from outside
+  the cgroup is refused, so the cluster's ``status()`` sees a compute sshd as running
+  when its process lives and its port is in LISTEN state (``/proc/net/tcp``), not by
+  connecting (``LocalNodes.status()`` of ``cluster.compute`` would say "stopped").
+
+* a **user CA**: ``issue_certificate(pubkey)`` signs a key; the login node and the
+  compute nodes trust it (``TrustedUserCAKeys``; the principal must be the login user).
+
+* client files: ``ssh_config`` (``Host login``; ``Host cn01``.. with each node's port and
+  HostName 127.0.0.1, as the login node sees them; ``Host cn*`` with ``ProxyJump login``)
+  and ``known_hosts`` with every host key.
+
+**TOTP codes for tests.**  ``pam_oath`` (liboath 2.6.7) refuses a code whose time step is
+not later than the last one accepted, so one code logs in once, and a code of an earlier
+step is refused after a later one.  Its only relevant option is ``window=W``: codes of
+the steps now-W..now+W are accepted (``digits=6``, 30 s steps, ``HOTP/T30``).  The
+cluster sets ``window=totp_window`` (60 by default) and ``cluster.totp_code()`` hands
+out the code of the next unused step: the current step first, then the following ones,
+so W+1 fresh codes are available at once and one more every 30 s after that.  When the
+window is used up, ``totp_code()`` calls ``reset_totp()``, which rewrites the users file
+without pam_oath's record of the last code (under liboath's lock), and starts again
+from the current step.  Codes a test makes itself (``oathtool --totp <secret>``) count
+as used steps too: mixing them with ``totp_code()`` can make the latter's next code a
+replay.
+"""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from .localnodes import (
+    START_TIMEOUT,
+    LocalNodes,
+    LocalNodesError,
+    _alive,
+    _descendants,
+    _free_port,
+    _keygen,
+    _port_open,
+    _sshd,
+)
+
+DEFAULT_DIR = Path("~/.cache/sshdist/cluster").expanduser()
+AUTH_MODES = ("publickey+totp", "totp", "password", "publickey")
+TOTP_STEP = 30
+PAM_DIR = Path("/etc/pam.d")
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # nft names a cgroup v2 by its path below this
+
+
+class LocalClusterError(LocalNodesError):
+    """The local cluster could not be started, used or stopped."""
+
+
+def _run(argv: list[str], what: str, stdin: str | None = None) -> str:
+    try:
+        done = subprocess.run(
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+        )
+    except FileNotFoundError as exc:
+        raise LocalClusterError(f"{what}: {argv[0]} is not installed ({exc})") from None
+    if done.returncode != 0:
+        raise LocalClusterError(f"{what}: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def _cgroup2_mount() -> Path:
+    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup (unified) or
+    /sys/fs/cgroup/unified (systemd's hybrid layout, as on this project's test machine)."""
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == "cgroup2":
+            return Path(fields[1])
+    raise LocalClusterError(
+        "no cgroup v2 hierarchy is mounted: the compute nodes' filter needs one"
+    )
+
+
+def _listening(port: int) -> bool:
+    """A socket listens on 127.0.0.1:port (read from /proc, not by connecting: the
+    compute ports refuse connections from outside the login node)."""
+    want = f"0100007F:{port:04X}"
+    try:
+        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    return any(f[1] == want and f[3] == "0A" for f in (line.split() for line in lines))
+
+
+def _pam_stack(auth: str, login: Path, window: int) -> str:
+    header = "# sshdist local cluster: the login node's PAM service (removed by down())\n"
+    if auth in ("publickey+totp", "totp"):
+        first = (
+            f"auth required pam_oath.so usersfile={login / 'users.oath'} window={window} digits=6"
+        )
+    elif auth == "password":
+        first = (
+            f"auth required pam_exec.so expose_authtok quiet "
+            f"{login / 'check-password'} {login / 'password'}"
+        )
+    else:
+        first = "auth required pam_deny.so"
+    return (
+        header + first + "\n"
+        "account required pam_permit.so\n"
+        "session required pam_permit.so\n"
+        "password required pam_deny.so\n"
+    )
+
+
+_CHECK_PASSWORD = """#!/bin/sh
+# pam_exec expose_authtok: the password arrives on stdin, NUL-terminated; $1 holds the
+# cluster's password.  Written by sshdist's LocalCluster.
+pw=$(tr -d '\\000')
+[ -n "$pw" ] && [ "$pw" = "$(cat "$1")" ]
+"""
+
+
+class LocalCluster:
+    """A local cluster described by ``cluster.json`` in one directory (see the module)."""
+
+    def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR) -> None:
+        self.dir = Path(directory).expanduser().resolve()
+        self.user = getpass.getuser()
+        self.auth = "publickey+totp"
+        self.id = ""
+        self.login_port = 0
+        self.login_pid: int | None = None
+        self.totp_window = 60
+        self._last_step = -1
+        state = self.dir / "cluster.json"
+        if state.is_file():
+            data = json.loads(state.read_text())
+            self.user = data["user"]
+            self.auth = data["auth"]
+            self.id = data["id"]
+            self.login_port = data["login_port"]
+            self.login_pid = data["login_pid"]
+            self.totp_window = data["totp_window"]
+        self.compute = LocalNodes(self.compute_dir)
+
+    # -- paths and names ----------------------------------------------------------
+
+    @property
+    def ssh_config(self) -> Path:
+        """Client config: ``Host login`` and ``Host cn01``.. (through ``ProxyJump login``)."""
+        return self.dir / "ssh_config"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "known_hosts"
+
+    @property
+    def identity(self) -> Path:
+        """The client's private key (accepted by the login node and the compute nodes)."""
+        return self.dir / "id_ed25519"
+
+    @property
+    def login_host(self) -> str:
+        """The login node's alias in ``ssh_config``."""
+        return "login"
+
+    @property
+    def compute_names(self) -> list[str]:
+        return self.compute.names
+
+    @property
+    def compute_ports(self) -> dict[str, int]:
+        return {n.name: n.port for n in self.compute.nodes}
+
+    @property
+    def compute_dir(self) -> Path:
+        """The compute nodes' ``LocalNodes`` directory; its own ``ssh_config`` there
+        reaches them directly, which the cluster's filter refuses (tests use it)."""
+        return self.dir / "compute"
+
+    @property
+    def login_dir(self) -> Path:
+        return self.dir / "login"
+
+    @property
+    def login_sshd_config(self) -> Path:
+        return self.login_dir / "sshd_config"
+
+    @property
+    def ca_key(self) -> Path:
+        """The user CA's private key; ``ca_key.with_suffix('.pub')`` is what sshd trusts."""
+        return self.dir / "user_ca"
+
+    @property
+    def pam_service(self) -> str:
+        """The login sshd's program name, hence its PAM service."""
+        return f"sshdist-login-{self.id}"
+
+    @property
+    def pam_file(self) -> Path:
+        return PAM_DIR / self.pam_service
+
+    @property
+    def nft_table(self) -> str:
+        """The nftables table (family inet) that keeps the compute ports to the login node."""
+        return f"sshdist-cluster-{self.id}"
+
+    @property
+    def cgroup(self) -> Path:
+        """The login node's cgroup v2 directory."""
+        return _cgroup2_mount() / f"sshdist-cluster-{self.id}"
+
+    @property
+    def password(self) -> str | None:
+        """The login password (``auth="password"``), else None."""
+        path = self.login_dir / "password"
+        return path.read_text().strip() if self.auth == "password" and path.is_file() else None
+
+    @property
+    def totp_secret(self) -> str | None:
+        """The TOTP secret, hex (``oathtool --totp SECRET``), or None without TOTP."""
+        path = self.dir / "totp_secret"
+        return path.read_text().strip() if "totp" in self.auth and path.is_file() else None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    @classmethod
+    def up(
+        cls,
+        directory: str | os.PathLike[str] = DEFAULT_DIR,
+        compute: int = 4,
+        *,
+        auth: str = "publickey+totp",
+        totp_window: int = 60,
+    ) -> LocalCluster:
+        """Start the login node and ``compute`` compute nodes; write the client files."""
+        if auth not in AUTH_MODES:
+            raise LocalClusterError(f"auth must be one of {', '.join(AUTH_MODES)}, not {auth!r}")
+        if compute < 1:
+            raise LocalClusterError("start at least one compute node")
+        if os.geteuid() != 0:
+            raise LocalClusterError(
+                "a local cluster needs root: it writes /etc/pam.d, a cgroup and nftables rules"
+            )
+        cluster = cls(directory)
+        if cluster.is_running():
+            raise LocalClusterError(
+                f"a cluster is already running in {cluster.dir}: stop it first "
+                "(sshdist cluster down)"
+            )
+        if any(c.isspace() for c in str(cluster.dir)):
+            raise LocalClusterError(f"PAM module arguments cannot hold spaces: {cluster.dir}")
+        for tool in ("nft", "oathtool"):
+            if shutil.which(tool) is None:
+                raise LocalClusterError(
+                    f"{tool} is not installed (apt-get install nftables oathtool)"
+                )
+        if "totp" in auth and not any(
+            glob.glob(f"{lib}/*/security/pam_oath.so") for lib in ("/lib", "/usr/lib")
+        ):
+            raise LocalClusterError("pam_oath is not installed (apt-get install libpam-oath)")
+        cluster.auth = auth
+        cluster.totp_window = totp_window
+        cluster.id = secrets.token_hex(4)
+        cluster.login_pid = None
+        cluster.login_port = 0
+        cluster._last_step = -1
+        for folder in reversed([cluster.dir, *cluster.dir.parents]):
+            if not folder.exists():
+                folder.mkdir(mode=0o700)
+        cluster.dir.chmod(0o700)
+        cluster.login_dir.mkdir(mode=0o700, exist_ok=True)
+        cluster.compute_dir.mkdir(mode=0o700, exist_ok=True)
+        cluster._save()
+        try:
+            cluster._start(compute)
+        except BaseException:
+            cluster.down()
+            raise
+        return cluster
+
+    def _start(self, compute: int) -> None:
+        _keygen(self.identity, "sshdist local cluster client")
+        _keygen(self.ca_key, "sshdist local cluster user CA")
+        _keygen(self.login_dir / "ssh_host_ed25519_key", "sshdist login")
+        shutil.copyfile(self.identity.with_suffix(".pub"), self.dir / "authorized_keys")
+        # One client key for the whole cluster: the compute nodes' LocalNodes finds it in
+        # its own directory (and authorizes it) through these links.
+        for name in ("id_ed25519", "id_ed25519.pub"):
+            link = self.compute_dir / name
+            if not link.is_symlink():
+                link.unlink(missing_ok=True)
+                link.symlink_to(self.dir / name)
+        ca_pub = self.ca_key.with_suffix(".pub")
+        self.compute = LocalNodes.up(
+            compute,
+            self.compute_dir,
+            name_format="cn{:02d}",
+            sshd_extra=f"TrustedUserCAKeys {ca_pub}\n",
+        )
+        self._make_cgroup()
+        self._filter_compute_ports()
+        self._write_auth_files()
+        self._start_login()
+        self._write_client_files()
+        self._save()
+
+    def is_running(self) -> bool:
+        """The login sshd runs (the compute nodes' state is in ``status()``)."""
+        return self.login_pid is not None and _alive(self.login_pid)
+
+    def down(self) -> None:
+        """Stop every sshd and remove the nft table, the cgroup and the PAM file."""
+        if self.login_pid:
+            for pid in [self.login_pid, *_descendants(self.login_pid)]:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5
+            while _alive(self.login_pid) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if _alive(self.login_pid):
+                os.kill(self.login_pid, signal.SIGKILL)
+        self.login_pid = None
+        self.compute.down()
+        if self.id:
+            self._remove_cgroup()
+            subprocess.run(
+                ["nft", "delete", "table", "inet", self.nft_table],
+                capture_output=True,
+                timeout=30,
+                stdin=subprocess.DEVNULL,
+            )
+            self.pam_file.unlink(missing_ok=True)
+        if self.dir.is_dir():
+            self._save()
+
+    def status(self) -> dict[str, object]:
+        login = {
+            "name": self.login_host,
+            "port": self.login_port,
+            "pid": self.login_pid,
+            "running": self.is_running() and _port_open(self.login_port),
+        }
+        compute = [
+            {
+                "name": n.name,
+                "port": n.port,
+                "pid": n.pid,
+                "running": n.pid is not None and _alive(n.pid) and _listening(n.port),
+            }
+            for n in self.compute.nodes
+        ]
+        return {"auth": self.auth, "login": login, "compute": compute}
+
+    # -- TOTP and certificates ----------------------------------------------------
+
+    def _code_at(self, step: int) -> str:
+        secret = self.totp_secret
+        if secret is None:
+            raise LocalClusterError(f"auth={self.auth!r}: this cluster asks for no TOTP code")
+        return _run(
+            ["oathtool", "--totp", "-d", "6", "-N", f"@{step * TOTP_STEP}", secret],
+            "oathtool",
+        ).strip()
+
+    def totp_code(self) -> str:
+        """A TOTP code the login node accepts, never handed out before by this object:
+        the current step's, then the next steps' (within the window), see the module."""
+        now = int(time.time()) // TOTP_STEP
+        step = max(self._last_step + 1, now)
+        if step > now + self.totp_window:
+            self.reset_totp()
+            step = now
+        self._last_step = step
+        return self._code_at(step)
+
+    def reset_totp(self) -> None:
+        """Make pam_oath forget the codes used so far (rewrite the users file fresh)."""
+        # An atomic rename, without liboath's lock: Debian's liboath creates <file>.lock
+        # exclusively and fails a login while that file exists, so it must not exist.
+        users = self.login_dir / "users.oath"
+        fresh = users.with_suffix(".fresh")
+        fresh.write_text(f"HOTP/T30\t{self.user}\t-\t{self.totp_secret}\n")
+        fresh.chmod(0o600)
+        fresh.replace(users)
+        self._last_step = -1
+
+    def issue_certificate(
+        self,
+        pubkey: str | os.PathLike[str],
+        principals: Sequence[str] | None = None,
+        *,
+        certificate: str | os.PathLike[str] | None = None,
+        validity: str = "-5m:+1d",
+    ) -> Path:
+        """Sign ``pubkey`` with the cluster's user CA for ``principals`` (default: the
+        login user); write ``<key>-cert.pub`` beside it, or ``certificate`` if given.
+        Returns the certificate's path."""
+        pubkey = Path(pubkey)
+        if certificate is None:
+            stem = pubkey.name[: -len(".pub")] if pubkey.name.endswith(".pub") else pubkey.name
+            certificate = pubkey.with_name(f"{stem}-cert.pub")
+        certificate = Path(certificate)
+        names = ",".join(principals or [self.user])
+        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
+            copy = Path(scratch) / "key.pub"
+            shutil.copyfile(pubkey, copy)
+            _run(
+                ["ssh-keygen", "-q", "-s", str(self.ca_key), "-I", f"sshdist-{pubkey.name}"]
+                + ["-n", names, "-V", validity, str(copy)],
+                f"ssh-keygen could not sign {pubkey}",
+            )
+            shutil.copyfile(Path(scratch) / "key-cert.pub", certificate)
+        return certificate
+
+    # -- pieces of up() -----------------------------------------------------------
+
+    def _make_cgroup(self) -> None:
+        mount = _cgroup2_mount()
+        try:
+            mount.relative_to(CGROUP_ROOT)
+        except ValueError:
+            raise LocalClusterError(
+                f"cgroup v2 is mounted at {mount}, outside {CGROUP_ROOT} where nft looks"
+            ) from None
+        try:
+            self.cgroup.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise LocalClusterError(f"cannot make the login node's cgroup: {exc}") from None
+
+    def _filter_compute_ports(self) -> None:
+        ports = ", ".join(str(n.port) for n in self.compute.nodes)
+        cgroup = self.cgroup.relative_to(CGROUP_ROOT)
+        level = len(self.cgroup.relative_to(_cgroup2_mount()).parts)
+        rules = (
+            f"table inet {self.nft_table} {{\n"
+            "  chain output {\n"
+            "    type filter hook output priority filter; policy accept;\n"
+            f"    ip daddr 127.0.0.0/8 tcp dport {{ {ports} }} "
+            f'socket cgroupv2 level {level} "{cgroup}" accept\n'
+            f"    ip daddr 127.0.0.0/8 tcp dport {{ {ports} }} reject with tcp reset\n"
+            "  }\n"
+            "}\n"
+        )
+        _run(["nft", "-f", "-"], "nft could not add the compute nodes' filter", stdin=rules)
+
+    def _write_auth_files(self) -> None:
+        if "totp" in self.auth:
+            (self.dir / "totp_secret").write_text(secrets.token_hex(20) + "\n")
+            (self.dir / "totp_secret").chmod(0o600)
+            self.reset_totp()
+        if self.auth == "password":
+            password = self.login_dir / "password"
+            password.write_text(secrets.token_hex(12) + "\n")
+            password.chmod(0o600)
+            script = self.login_dir / "check-password"
+            script.write_text(_CHECK_PASSWORD)
+            script.chmod(0o700)
+        self.pam_file.write_text(_pam_stack(self.auth, self.login_dir, self.totp_window))
+
+    def _write_login_config(self) -> Path:
+        methods = {
+            "publickey+totp": "publickey,keyboard-interactive",
+            "totp": "keyboard-interactive",
+            "password": "password",
+            "publickey": "publickey",
+        }[self.auth]
+        yes_no = {True: "yes", False: "no"}
+        home = self.login_dir
+        # No MaxStartups, MaxSessions, LoginGraceTime...: a login node at OpenSSH's defaults.
+        self.login_sshd_config.write_text(
+            f"Port {self.login_port}\n"
+            "ListenAddress 127.0.0.1\n"
+            f"HostKey {home / 'ssh_host_ed25519_key'}\n"
+            f"PidFile {home / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
+            f"TrustedUserCAKeys {self.ca_key.with_suffix('.pub')}\n"
+            f"PubkeyAuthentication {yes_no['publickey' in self.auth]}\n"
+            f"KbdInteractiveAuthentication {yes_no['totp' in self.auth]}\n"
+            f"PasswordAuthentication {yes_no[self.auth == 'password']}\n"
+            f"AuthenticationMethods {methods}\n"
+            "UsePAM yes\n"
+            "PermitRootLogin yes\n"
+            "StrictModes no\n"
+            "AllowTcpForwarding yes\n"
+            "LogLevel VERBOSE\n"
+        )
+        return self.login_sshd_config
+
+    def _start_login(self) -> None:
+        program = self.login_dir / self.pam_service  # sshd's __progname: the PAM service
+        program.unlink(missing_ok=True)
+        program.symlink_to(_sshd())
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
+        log_path = self.login_dir / "sshd.log"
+        last_error = ""
+        for _attempt in range(5):
+            self.login_port = _free_port()
+            config = self._write_login_config()
+            with open(log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    [str(program), "-D", "-e", "-f", str(config)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    start_new_session=True,
+                )
+            self.login_pid = proc.pid
+            # Into the login node's cgroup before it accepts anyone: every connection's
+            # sshd, forked from this one, is then allowed to reach the compute nodes.
+            (self.cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
+            self._save()
+            deadline = time.monotonic() + START_TIMEOUT
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    break
+                if _port_open(self.login_port):
+                    return
+                time.sleep(0.02)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            self.login_pid = None
+            last_error = log_path.read_text(errors="replace")[-500:]
+        raise LocalClusterError(f"the login sshd did not start: {last_error}")
+
+    def _remove_cgroup(self) -> None:
+        try:
+            cgroup = self.cgroup
+        except LocalClusterError:
+            return
+        if not cgroup.is_dir():
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            procs = (cgroup / "cgroup.procs").read_text().split()
+            if not procs:
+                break
+            if (cgroup / "cgroup.kill").exists():
+                (cgroup / "cgroup.kill").write_text("1\n")
+            else:
+                for pid in procs:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            time.sleep(0.02)
+        for _ in range(100):
+            try:
+                cgroup.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:  # EBUSY while the last killed processes exit
+                time.sleep(0.05)
+        raise LocalClusterError(f"could not remove the cgroup {cgroup}")
+
+    # -- files --------------------------------------------------------------------
+
+    def _save(self) -> None:
+        data = {
+            "user": self.user,
+            "auth": self.auth,
+            "id": self.id,
+            "login_port": self.login_port,
+            "login_pid": self.login_pid,
+            "totp_window": self.totp_window,
+        }
+        (self.dir / "cluster.json").write_text(json.dumps(data, indent=1))
+
+    def _write_client_files(self) -> None:
+        common = (
+            f"    User {self.user}\n"
+            f"    IdentityFile {self.identity}\n"
+            "    IdentitiesOnly yes\n"
+            f"    UserKnownHostsFile {self.known_hosts}\n"
+            "    StrictHostKeyChecking yes\n"
+        )
+        blocks = [f"Host {self.login_host}\n    HostName 127.0.0.1\n    Port {self.login_port}\n"]
+        blocks[0] += common
+        pub = (self.login_dir / "ssh_host_ed25519_key.pub").read_text().split()
+        hosts = [f"[127.0.0.1]:{self.login_port} {pub[0]} {pub[1]}\n"]
+        for node in self.compute.nodes:
+            # The compute HostName as the login node sees it: its sshd connects there.
+            blocks.append(f"Host {node.name}\n    HostName 127.0.0.1\n    Port {node.port}\n")
+            pub = (self.compute_dir / node.name / "ssh_host_ed25519_key.pub").read_text().split()
+            hosts.append(f"[127.0.0.1]:{node.port} {pub[0]} {pub[1]}\n")
+        blocks.append(f"Host cn*\n    ProxyJump {self.login_host}\n" + common)
+        self.ssh_config.write_text("\n".join(blocks))
+        self.known_hosts.write_text("".join(hosts))
+
+    def describe(self) -> str:
+        """How to use the cluster, as ``sshdist cluster up`` prints it."""
+        state = self.status()
+        login = state["login"]
+        lines = [f"local cluster in {self.dir} (auth {self.auth}):"]
+        for node in [login, *state["compute"]]:
+            running = "running" if node["running"] else "stopped"
+            lines.append(f"  {node['name']:8} 127.0.0.1:{node['port']:<6} {running}")
+        first = self.compute_names[0] if self.compute_names else "cn01"
+        lines += [
+            f"ssh_config: {self.ssh_config}",
+            f"try:   ssh -F {self.ssh_config} {first}   (through the login node)",
+        ]
+        if self.totp_secret:
+            lines.append(f"TOTP secret (hex): {self.totp_secret}")
+            lines.append(f"code:  oathtool --totp {self.totp_secret}")
+        if self.password:
+            lines.append(f"password: {self.password}")
+        return "\n".join(lines)
