@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .errors import NodeError, SshConfigError
+from .prompts import PromptRelay
 
 MAX_CONNECTING = 64
 """Hosts ``make_nodes`` connects to at once: enough to hide a handshake's round trips,
@@ -51,9 +52,11 @@ def connect_all(
     *,
     max_connecting: int = MAX_CONNECTING,
     on_error: str = "raise",
+    relay: PromptRelay | None = None,
 ) -> MadeNodes:
     """``make(host)`` for each host, at most ``max_connecting`` at a time; see
-    ``make_nodes``.  What ``make`` returns must have ``close()``."""
+    ``make_nodes``.  What ``make`` returns must have ``close()``.  ``relay``'s questions
+    (codes, passwords) are asked on this thread while the hosts connect."""
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     if type(max_connecting) is not int or max_connecting < 1:
@@ -63,6 +66,13 @@ def connect_all(
     state = {"next": 0, "stop": False, "abandoned": False}
 
     def work() -> None:
+        try:
+            take_hosts()
+        finally:
+            if relay is not None:
+                relay.finished()
+
+    def take_hosts() -> None:
         while True:
             with lock:
                 i = state["next"]
@@ -91,6 +101,8 @@ def connect_all(
     for t in threads:
         t.start()
     try:
+        if relay is not None:
+            relay.serve(lambda: not any(t.is_alive() for t in threads))
         for t in threads:
             t.join()
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ from .errors import NodeError, NodeTimeoutError
 from .guile import GuileRepl
 from .hostlist import expand_hosts
 from .makenodes import MAX_CONNECTING, MadeNodes, connect_all
+from .prompts import PromptRelay, ask_person
 from .records import checked_timeout, deadline_after, seconds_left
 from .rrepl import (
     DEFAULT_EVAL_TIMEOUT,
@@ -338,12 +339,20 @@ def make_nodes(
     closed and the error of the first failed host is raised.  ``on_error="skip"``: the
     nodes that came up, and ``.failed`` ({host: why}) and ``.summary()`` for the hosts
     that did not (a ``NodeError``; other errors still raise).  Ctrl-C closes what was
-    made (and what is still being made, when it is)."""
+    made (and what is still being made, when it is).
+
+    A login that asks for a code or a password (``prompt``, by default the person at
+    hand) is asked on this thread, one question at a time; nodes behind one jump host
+    share its connection, so its code is asked once."""
+    relay = PromptRelay(options.pop("prompt", ask_person))
+
+    def make(host: str | Session) -> Node:
+        if isinstance(host, Session):
+            return make_node(host, repl_port, **options)
+        return make_node(host, repl_port, prompt=relay.ask, **options)
+
     return connect_all(
-        _expanded(hosts),
-        lambda host: make_node(host, repl_port, **options),
-        max_connecting=max_connecting,
-        on_error=on_error,
+        _expanded(hosts), make, max_connecting=max_connecting, on_error=on_error, relay=relay
     )
 
 

@@ -70,13 +70,15 @@ _FINISHED = object()
 
 
 class PromptRelay:
-    """Questions from connecting threads, asked one at a time on the thread that runs
-    ``serve``.  Outside ``serve`` (a reconnect later on) ``ask`` asks directly."""
+    """Questions from connecting threads, asked one at a time on the thread that made
+    the relay, in its ``serve``.  After ``serve`` (a reconnect later on) ``ask`` asks
+    directly."""
 
     def __init__(self, prompt: Prompt | None) -> None:
         self.prompt = prompt
         self._questions: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._serving: int | None = None  # the serving thread's ident
+        # Questions are kept for the thread that made the relay until its serve ends.
+        self._serving: int | None = threading.get_ident()
         self._lock = threading.Lock()  # one question at a time when asked directly
         self._interrupted = False
 
@@ -104,7 +106,6 @@ class PromptRelay:
     def serve(self, done: Callable[[], bool]) -> None:
         """Answer questions on this thread until ``done()``; a Ctrl-C here is raised
         here, and the waiting workers hear that nobody answers."""
-        self._serving = threading.get_ident()
         try:
             while not done():
                 item = self._questions.get()

@@ -278,7 +278,7 @@ class _Login:
         answers = []
         for text, echo in prompts:
             label = text.strip().rstrip(":").strip() or "a question"
-            asked.append(repr(label))
+            asked.append(f'"{label}"')
             shown = f"{self.who()} {text.lstrip()}"
             if instructions.strip():
                 shown = f"{instructions.strip()}\n{shown}"

@@ -1,0 +1,160 @@
+"""Nodes behind a login node as real clusters run one: OpenSSH's default limits, a key
+and then a one-time code (pam_oath), certificates, password and code-only hosts.  The
+login node is logged in to once for all its nodes, and its code asked once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sshdist_kernel import AuthenticationError, make_node, make_nodes, with_ssh
+from sshdist_kernel.session import JUMPS
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a local cluster needs root")
+
+
+def _connections_to(port: int) -> int:
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port:
+            count += 1
+    return count
+
+
+class Person:
+    """A prompt that answers with the cluster's next code and notes every question."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, bool, str]] = []
+
+    def __call__(self, text: str, echo: bool) -> str:
+        self.asked.append((text, echo, threading.current_thread().name))
+        return self.answer()
+
+
+@pytest.fixture
+def cluster(local_cluster):
+    yield local_cluster
+    wait_until(lambda: not JUMPS._entries, 5, "the login connection to close")
+
+
+def test_64_nodes_behind_a_2fa_login_node_one_connection_one_code(tmp_path: Path) -> None:
+    from sshdist_kernel.localcluster import LocalCluster
+
+    big = LocalCluster.up(tmp_path / "big", compute=64)
+    try:
+        person = Person(big.totp_code)
+        nodes = make_nodes(big.compute_names, ssh_config=str(big.ssh_config), prompt=person)
+        try:
+            assert len(nodes) == 64
+            assert _connections_to(big.login_port) == 1
+            assert [with_ssh(n, "(+ 1 2)").value for n in nodes] == [3] * 64
+        finally:
+            for n in nodes:
+                n.close()
+        assert len(person.asked) == 1
+        text, echo, thread = person.asked[0]
+        assert text.startswith("(root@login) ") and "One-time password" in text
+        assert echo is False
+        assert thread == threading.current_thread().name  # asked on the caller's thread
+    finally:
+        big.down()
+
+
+def test_a_wrong_code_is_an_authentication_error_naming_the_method(cluster) -> None:
+    person = Person(lambda: "000000")
+    with pytest.raises(AuthenticationError) as caught:
+        make_node("cn01", ssh_config=str(cluster.ssh_config), prompt=person)
+    message = str(caught.value)
+    assert "login (" in message and "accepted publickey" in message
+    assert 'keyboard-interactive: the answer to "One-time password' in message
+    assert "refused 3 time(s)" in message and "IdentityFile" not in message
+    assert len(person.asked) == 3  # NumberOfPasswordPrompts, as ssh asks
+
+
+def test_no_one_to_ask_is_a_clear_error_not_a_hang(cluster) -> None:
+    with pytest.raises(AuthenticationError) as caught:
+        make_nodes(["cn01", "cn02"], ssh_config=str(cluster.ssh_config), prompt=None)
+    message = str(caught.value)
+    assert "accepted publickey" in message and "asked for a one-time code" in message
+    assert "prompt=" in message
+
+
+def test_batch_mode_asks_nobody(cluster, tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("BatchMode yes\n" + cluster.ssh_config.read_text())
+    person = Person(cluster.totp_code)
+    with pytest.raises(AuthenticationError, match="BatchMode is on"):
+        make_node("login", ssh_config=str(config), prompt=person)
+    assert person.asked == []
+
+
+def test_ctrl_c_while_the_code_is_asked_leaves_nothing_behind(cluster) -> None:
+    def interrupted(text: str, echo: bool) -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        make_nodes(cluster.compute_names, ssh_config=str(cluster.ssh_config), prompt=interrupted)
+    wait_until(lambda: _connections_to(cluster.login_port) == 0, 5, "the login connection to go")
+    # The next call asks again and works.
+    nodes = make_nodes(
+        cluster.compute_names, ssh_config=str(cluster.ssh_config), prompt=Person(cluster.totp_code)
+    )
+    assert [with_ssh(n, "(* 6 7)").value for n in nodes] == [42] * len(nodes)
+    for n in nodes:
+        n.close()
+
+
+def test_a_certificate_named_by_certificatefile_logs_in(cluster, tmp_path: Path) -> None:
+    key = tmp_path / "id_certified"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30
+    )
+    cert = cluster.issue_certificate(key.with_suffix(".pub"), certificate=tmp_path / "issued.pub")
+    base = cluster.ssh_config.read_text().replace(str(cluster.identity), str(key))
+    config = tmp_path / "ssh_config"
+    config.write_text(base)
+    person = Person(cluster.totp_code)
+    with pytest.raises(AuthenticationError, match=f"publickey: tried {key}"):
+        make_node("login", ssh_config=str(config), prompt=person)  # the key alone: refused
+    config.write_text(f"Host *\n    CertificateFile {cert}\n\n" + base)
+    node = make_node("login", ssh_config=str(config), prompt=person)
+    try:
+        assert with_ssh(node, "(+ 1 2)").value == 3
+    finally:
+        node.close()
+
+
+@pytest.fixture(params=["password", "totp"])
+def other_cluster(request, tmp_path: Path) -> Iterator:
+    from sshdist_kernel.localcluster import LocalCluster
+
+    made = LocalCluster.up(tmp_path / request.param, compute=2, auth=request.param)
+    yield made
+    made.down()
+
+
+def test_password_and_code_only_login_nodes(other_cluster) -> None:
+    answer = other_cluster.password or other_cluster.totp_code
+    person = Person(answer if callable(answer) else lambda: answer)
+    nodes = make_nodes(["cn01", "cn02"], ssh_config=str(other_cluster.ssh_config), prompt=person)
+    try:
+        assert [with_ssh(n, "(+ 1 2)").value for n in nodes] == [3, 3]
+    finally:
+        for n in nodes:
+            n.close()
+    assert len(person.asked) == 1
+    if other_cluster.password:
+        assert person.asked[0][0] == "root@login's password: "
+    wrong = Person(lambda: "not it")
+    with pytest.raises(AuthenticationError, match="refused 3 time"):
+        make_node("login", ssh_config=str(other_cluster.ssh_config), prompt=wrong)
