@@ -15,6 +15,7 @@ from typing import Any
 
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel
+from IPython.core.error import StdinNotImplementedError
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float
 
@@ -28,6 +29,7 @@ from .interruptwindow import InterruptOnlyWhileRunning
 from .kernelspec import default_name
 from .node import Node, make_node
 from .outputbarrier import OutputBeforeReply
+from .prompts import PromptUnavailable
 from .rrepl import EvalResult, FormResult
 
 CONNECT_WAIT = 60.0
@@ -97,12 +99,25 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
 
     def _connect(self) -> None:
         try:
-            self._node = make_node(self.host, language=self.language_tool, **self.node_options)
+            self._node = make_node(
+                self.host, language=self.language_tool, prompt=self._ask, **self.node_options
+            )
             self._connect_error = None
         except (NodeError, OSError, ValueError) as exc:
             self._connect_error = exc
         finally:
             self._connected.set()
+
+    def _ask(self, text: str, echo: bool) -> str:
+        """A login's question (a one-time code, a password), asked of the front end as
+        ``input_request`` (a password field unless ``echo``) while a cell runs; at start
+        nobody is there to answer, so a login that asks waits for the first cell."""
+        if threading.current_thread() is not threading.main_thread() or not self._allow_stdin:
+            raise PromptUnavailable("the kernel asks in a cell, from a front end that takes input")
+        try:
+            return self.raw_input(text) if echo else self.getpass(text)
+        except StdinNotImplementedError:
+            raise PromptUnavailable("this front end does not take input") from None
 
     def _ready_node(self) -> Node:
         """The node, connected; a failed connection is tried again for this cell."""
@@ -179,6 +194,7 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
             self.history.store(self.execution_count, code)
         if code.strip() in _EXIT_CELLS:
             return self._ok(payload=[_ASK_EXIT])
+        self._allow_stdin = allow_stdin  # what raw_input checks, as IPython's kernel sets it
         try:
             if self._connected.is_set() and self._node is not None:
                 node = self._node
@@ -221,8 +237,6 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
                 "update_display_data" if shown_data.update else "display_data",
                 {"data": shown_data.bundle(), "metadata": {}, "transient": transient},
             )
-
-        self._allow_stdin = allow_stdin  # what raw_input checks, as IPython's kernel sets it
 
         def on_input(prompt: str) -> str | None:
             # ipykernel asks the front end (input_request) and waits, Ctrl-C included.

@@ -158,3 +158,70 @@ def test_password_and_code_only_login_nodes(other_cluster) -> None:
     wrong = Person(lambda: "not it")
     with pytest.raises(AuthenticationError, match="refused 3 time"):
         make_node("login", ssh_config=str(other_cluster.ssh_config), prompt=wrong)
+
+
+def _answer_code_requests(kc, msg_id: str, code) -> tuple[dict, list[dict]]:
+    """Answer each input_request with the next code until ``msg_id``'s reply comes;
+    the reply and the requests."""
+    import queue
+
+    requests = []
+    while True:
+        try:
+            request = kc.get_stdin_msg(timeout=0.2)
+        except queue.Empty:
+            request = None
+        if request is not None and request["msg_type"] == "input_request":
+            requests.append(request["content"])
+            kc.input(code())
+        try:
+            reply = kc.get_shell_msg(timeout=0.2)
+        except queue.Empty:
+            continue
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"], requests
+
+
+def test_the_guile_kernel_asks_for_the_code_in_the_first_cell_once(
+    cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyter_client.manager import start_new_kernel
+
+    from sshdist_kernel import kernelspec
+
+    kernelspec.install("cn01", prefix=str(tmp_path), ssh_config=str(cluster.ssh_config))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    km, kc = start_new_kernel(kernel_name="sshdist-cn01", startup_timeout=60)
+    try:
+        msg_id = kc.execute("(+ 1 2)", allow_stdin=True)
+        reply, requests = _answer_code_requests(kc, msg_id, cluster.totp_code)
+        assert reply["status"] == "ok", reply
+        assert len(requests) == 1 and requests[0]["password"] is True
+        assert "(root@login) One-time password" in requests[0]["prompt"]
+        msg_id = kc.execute("(* 6 7)", allow_stdin=True)
+        reply, requests = _answer_code_requests(kc, msg_id, cluster.totp_code)
+        assert reply["status"] == "ok" and requests == []
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def test_the_magics_ask_for_the_code_through_the_notebook_once(cluster) -> None:
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    try:
+        hosts = " ".join(cluster.compute_names)
+        code = f"%load_ext sshdist_magics\n%nodes -o nodes -F {cluster.ssh_config} {hosts}"
+        msg_id = kc.execute(code, allow_stdin=True)
+        reply, requests = _answer_code_requests(kc, msg_id, cluster.totp_code)
+        assert reply["status"] == "ok", reply
+        assert len(requests) == 1 and requests[0]["password"] is True
+        assert "(root@login) One-time password" in requests[0]["prompt"]
+        msg_id = kc.execute("print(len(nodes), [n.name for n in nodes][:2])")
+        reply, _ = _answer_code_requests(kc, msg_id, cluster.totp_code)
+        assert reply["status"] == "ok"
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
