@@ -331,7 +331,19 @@ class Session:
         return f"#<session {self.user}@{self.host}:{self.port} {state}>"
 
 
-def make_session(host: str, **options: Any) -> Session:
+TRANSPORTS = ("paramiko", "openssh")
+"""How a session reaches its host: paramiko in this process (the default), or
+OpenSSH's ``ssh`` client over a shared ControlMaster (``opensshsession``)."""
+
+
+def make_session(host: str, transport: str = "paramiko", **options: Any) -> Any:
     """Connect and authenticate to ``host`` (an ssh_config alias, ``host``,
-    ``user@host`` or ``user@host:port``); see ``resolve_options`` for the keywords."""
+    ``user@host`` or ``user@host:port``); see ``resolve_options`` for the keywords.
+    ``transport="openssh"`` runs everything through the system's ``ssh`` client."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be 'paramiko' or 'openssh', not {transport!r}")
+    if transport == "openssh":
+        from .opensshsession import OpenSshSession
+
+        return OpenSshSession(resolve_options(host, **options))
     return Session(resolve_options(host, **options))
