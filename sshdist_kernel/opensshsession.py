@@ -670,6 +670,9 @@ def _stop_master(ssh: str, path: str, pid: int, alias: str) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            end = time.monotonic() + 1.0
+            while _alive(pid) and time.monotonic() < end:
+                time.sleep(0.01)
     try:
         os.unlink(path)
     except FileNotFoundError:
