@@ -263,7 +263,6 @@ class _Askpass:
             "SSH_ASKPASS": _askpass_program(directory),
             "SSH_ASKPASS_REQUIRE": "force",
             "SSHDIST_ASKPASS_SOCKET": self.path,
-            "DISPLAY": os.environ.get("DISPLAY", ":0"),
         }
 
     def seconds_asking(self) -> float:
