@@ -186,7 +186,7 @@ def test_repl_server_on_a_unix_socket_and_a_tcp_port(ssh_config: str, kind: str)
 
 def test_nodes_to_one_host_share_one_master(ssh_config: str, local_nodes: LocalNodes) -> None:
     before = connections(local_nodes, "node3")
-    made = [make_node("node3", ssh_config=ssh_config, **OPENSSH) for _ in range(3)]
+    made = list(make_nodes(["node3"] * 3, ssh_config=ssh_config, **OPENSSH))  # at once
     try:
         pids = {n.session.master_pid for n in made}
         assert len(pids) == 1
