@@ -540,6 +540,100 @@ def client_cpu(where: str) -> dict[str, float]:
     return {f"make_nodes_{CPU_NODES}_client_cpu_ms_per_node": statistics.median(per_node)}
 
 
+def openssh_rtt(nodes: LocalNodes, repeat: int = 1000) -> dict[str, float]:
+    """``with_ssh_rtt_ms`` over the openssh transport: the median of ``repeat``
+    ``(+ 1 2)`` round trips on one warm node whose channel is an ssh mux client."""
+    node = make_node("node1", ssh_config=str(nodes.ssh_config), transport="openssh")
+    try:
+        for _ in range(50):
+            with_ssh(node, "(+ 1 2)")
+        return {"openssh_with_ssh_rtt_ms": median_ms(lambda: with_ssh(node, "(+ 1 2)"), repeat)}
+    finally:
+        node.close()
+
+
+RSS_NODES = 64
+
+_RSS_CHILD = """
+import json, os, sys
+from pathlib import Path
+from sshdist_kernel import make_node, make_nodes, with_ssh
+config, transport, control = sys.argv[1], sys.argv[2], sys.argv[3]
+def rss(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+def pss(pid):
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+def ssh_processes():
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if argv.startswith(b"/usr/bin/ssh") and control.encode() in argv:
+                found.append(int(entry.name))
+    return found
+warm = make_node("node1", ssh_config=config, transport=transport)  # imports, caches
+with_ssh(warm, "(+ 1 2)")
+warm.close()
+before = rss(os.getpid())
+nodes = make_nodes(sys.argv[4:], ssh_config=config, transport=transport)
+for n in nodes:
+    with_ssh(n, "(+ 1 2)")
+after = rss(os.getpid())
+ssh = ssh_processes()
+print(json.dumps({
+    "python_mb": after - before,
+    "ssh_rss_mb": sum(rss(p) for p in ssh),
+    "ssh_pss_mb": sum(pss(p) for p in ssh),
+    "ssh_processes": len(ssh),
+}))
+for n in nodes:
+    n.close()
+"""
+
+
+def rss_per_node(where: str) -> dict[str, float]:
+    """Client memory per node for ``RSS_NODES`` local nodes, each transport in a fresh
+    Python: this process's RSS growth, plus for openssh the RSS (and PSS, which shares
+    libssl's pages out fairly) of its ssh processes, one master and one channel a node."""
+    nodes = LocalNodes.up(RSS_NODES, Path(where) / "rss")
+    control = Path(where) / "cm"
+    figures: dict[str, float] = {}
+    try:
+        for transport in ("paramiko", "openssh"):
+            done = subprocess.run(
+                [sys.executable, "-c", _RSS_CHILD, str(nodes.ssh_config), transport, str(control)]
+                + nodes.names,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                env={**os.environ, "SSHDIST_CONTROL_DIR": str(control)},
+            )
+            if done.returncode != 0:
+                raise SystemExit(f"rss child for {transport} failed: {done.stderr[-2000:]}")
+            got = json.loads(done.stdout.splitlines()[-1])
+            n = RSS_NODES
+            figures[f"{transport}_python_rss_mb_per_node_{n}"] = got["python_mb"] / n
+            if transport == "openssh":
+                total = got["python_mb"] + got["ssh_rss_mb"]
+                figures[f"openssh_rss_mb_per_node_{n}"] = total / n
+                figures[f"openssh_pss_mb_per_node_{n}"] = (got["python_mb"] + got["ssh_pss_mb"]) / n
+                figures[f"openssh_ssh_processes_{n}"] = got["ssh_processes"]
+            else:
+                figures[f"paramiko_rss_mb_per_node_{n}"] = got["python_mb"] / n
+    finally:
+        nodes.down()
+    return figures
+
+
 KERNEL_ROUNDS = 10
 """Rounds of the kernel figures: each round times a block of executes on each kernel in
 turn, so the kernel and its floor see the same noise on a shared machine."""
@@ -674,6 +768,7 @@ def main() -> int:
         nodes = LocalNodes.up(NODE_COUNT, where)
         try:
             figures = ours(nodes)
+            figures.update(openssh_rtt(nodes))
             figures.update(scheduling(nodes))
             figures.update(dist_machinery())
             figures.update(kernel_rtt(nodes))
@@ -684,6 +779,7 @@ def main() -> int:
         # make_nodes + distribute + close of 64 and 512 hosts, the SSH layer stubbed
         figures.update(stub_machinery(where, REPEATS))
         figures.update(client_cpu(where))
+        figures.update(rss_per_node(where))
     figures = dict(sorted(figures.items()))
     (HERE / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(table(figures))

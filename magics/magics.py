@@ -26,6 +26,7 @@ from sshdist_kernel import (
     distribute_async,
     sexp,
 )
+from sshdist_kernel.transports import TRANSPORTS
 
 from .background import BackgroundCall, describe_busy, show_result, still_busy, wait_for
 from .display import have_ipywidgets
@@ -109,6 +110,12 @@ class SshdistMagics(Magics):
         "--guile",
         metavar="PATH",
         help="the Guile to run on these nodes: a path or a command (default guile)",
+    )
+    @argument(
+        "--transport",
+        choices=TRANSPORTS,
+        help="how to reach the hosts: paramiko (default) or openssh, the system's ssh "
+        "client with one shared ControlMaster a host (an open master of yours is used)",
     )
     @argument(
         "hosts",

@@ -74,6 +74,7 @@ class Hosts:
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.ssh_config: str | None = None  # the last one %nodes used, for names later
         self.guile: str | None = None  # the last --guile of %nodes, for names later
+        self.transport: str | None = None  # the last --transport of %nodes, likewise
         self.named: dict[str, Node] = {}
         atexit.register(self.close)
 
@@ -111,7 +112,8 @@ class Hosts:
             options = {"ssh_config": self.ssh_config}
         else:
             options = self.local.session_options() if self.local else {}
-        return {**options, "guile": self.guile} if self.guile else options
+        options = {**options, "guile": self.guile} if self.guile else options
+        return {**options, "transport": self.transport} if self.transport else options
 
     def start_local(self, count: int) -> list[str]:
         """Names of ``count`` local nodes, started on first use, more started when more
@@ -143,6 +145,8 @@ class Hosts:
         options = {"ssh_config": args.ssh_config} if args.ssh_config else self.session_options()
         if args.guile:
             options["guile"] = args.guile
+        if args.transport:
+            options["transport"] = args.transport
         started = time.monotonic()
         try:
             made = make_nodes(
@@ -162,6 +166,8 @@ class Hosts:
             self.ssh_config = args.ssh_config
         if args.guile:
             self.guile = args.guile
+        if args.transport:
+            self.transport = args.transport
         table.show()
         made = NodeList(made, made.failed)
         made.local = self.local if args.local else None

@@ -64,8 +64,9 @@ from .node import (
 from .rrepl import EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prompt
 from .rreplshell import rrepl
 from .server import UNIX, node_run_server, node_server_running, node_stop_server
-from .session import Session, make_session
+from .session import Session
 from .sexp import Char, Keyword, Opaque, Pair, SexpError, Symbol
+from .transports import make_session
 
 try:
     __version__ = version("sshdist-kernel")

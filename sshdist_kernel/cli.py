@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     rr.add_argument("-i", "--identity", help="private key file")
     rr.add_argument("--repl-port", help="use the node's REPL server: 'unix' or a port")
     rr.add_argument("--guile", help="the Guile to run on HOST: a path or a command")
+    rr.add_argument(
+        "--transport",
+        choices=("paramiko", "openssh"),
+        default="paramiko",
+        help="paramiko (default) or openssh: the system's ssh client and its ControlMaster",
+    )
     return p
 
 
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         port = args.repl_port
         port = int(port) if port and port.isdigit() else port
         options = {"ssh_config": args.ssh_config, "identity": args.identity, "guile": args.guile}
+        options["transport"] = args.transport
         with make_node(args.host, port, **options) as node:
             rrepl(node)
         return 0

@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--identity")
     parser.add_argument("--repl-port")
     parser.add_argument("--guile")
+    parser.add_argument("--transport", choices=("paramiko", "openssh"))
     # Older kernelspecs do not name themselves: the name install gives the host.
     parser.add_argument("--kernel-name")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -418,6 +419,7 @@ def main(argv: list[str] | None = None) -> None:
             ("user", args.user),
             ("port", args.port),
             ("identity", args.identity),
+            ("transport", args.transport),
         )
         if v
     }

@@ -20,7 +20,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 PREFIX = "sshdist-"
 
-_NODE_OPTIONS = ("ssh_config", "user", "port", "identity", "repl_port", "guile")
+_NODE_OPTIONS = ("ssh_config", "user", "port", "identity", "repl_port", "guile", "transport")
 
 
 def default_name(host: str) -> str:
@@ -114,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--identity", help="private key file (its path is written, not the key)")
     add.add_argument("--repl-port", help="use the node's REPL server: 'unix' or a port")
     add.add_argument("--guile", help="the Guile to run on the node: a path or a command")
+    add.add_argument(
+        "--transport",
+        choices=("paramiko", "openssh"),
+        help="paramiko (default) or openssh: the system's ssh client, sharing a ControlMaster",
+    )
     sub.add_parser("list", help="list the installed sshdist kernelspecs")
     rm = sub.add_parser("remove", help="remove an sshdist kernelspec")
     rm.add_argument("name")
@@ -132,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             identity=args.identity,
             repl_port=args.repl_port,
             guile=args.guile,
+            transport=args.transport,
         )
         print(f"installed kernelspec {args.name or default_name(args.host)} in {path}")
     elif args.command == "list":

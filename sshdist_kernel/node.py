@@ -35,7 +35,8 @@ from .server import (
     open_server_port,
     server_path,
 )
-from .session import Session, make_session
+from .session import Session
+from .transports import make_session
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,6 @@ from .errors import (
 )
 from .handshakes import GATES, pause_before
 from .knownhosts import HostKeys, read_host_keys
-from .prompts import ask_person
 from .sharedsessions import SharedSessions
 from .sshauth import authenticate
 from .sshconfig import CONNECT_TIMEOUT, SessionOptions, resolve_options
@@ -405,12 +404,3 @@ class Session:
     def __repr__(self) -> str:
         state = "connected" if self.is_connected() else "closed"
         return f"#<session {self.user}@{self.host}:{self.port} {state}>"
-
-
-def make_session(host: str, **options: Any) -> Session:
-    """Connect and authenticate to ``host`` (an ssh_config alias, ``host``,
-    ``user@host`` or ``user@host:port``); see ``resolve_options`` for the keywords.
-    Codes and passwords are asked of the person at hand (``prompts.ask_person``)
-    unless ``prompt`` says otherwise (None: nobody is asked)."""
-    options.setdefault("prompt", ask_person)
-    return Session(resolve_options(host, **options))

@@ -637,3 +637,19 @@ def test_nodes_guile_names_the_guile_those_nodes_run(ip, fresh_hosts, capsys) ->
     assert isinstance(error, SshdistError)
     assert "'/opt/guile/bin/guile' is not installed on node3" in str(error)
     _close(ip, "old")
+
+
+def test_nodes_transport_openssh_is_used_and_remembered_for_names(
+    ip, fresh_hosts, capsys, monkeypatch, tmp_path
+) -> None:
+    from sshdist_kernel.opensshsession import OpenSshSession
+
+    monkeypatch.setenv("SSHDIST_CONTROL_DIR", str(tmp_path / "cm"))
+    assert run(ip, "%nodes -o viassh --transport openssh -F $cfg node1").success
+    try:
+        assert isinstance(ip.user_ns["viassh"][0].session, OpenSshSession)
+        assert run(ip, "%dist_map ['node2'] 1+ [1]").result == [2]  # names: openssh too
+        assert isinstance(fresh_hosts.named["node2"].session, OpenSshSession)
+    finally:
+        _close(ip, "viassh")
+    assert run(ip, "%nodes --transport telnet node1").error_in_exec is not None
