@@ -25,6 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NoReturn
 
+from cluster import cluster_figures
 from stubssh import machinery as stub_machinery
 
 from sshdist_kernel import (
@@ -62,6 +63,10 @@ TARGETS = {
     "make_nodes_skip_ratio": ("<=", 1.1),
     "stub_machinery_512_vs_64_ratio": ("<=", 1.5),
     "make_nodes_64_client_cpu_ms_per_node": ("<=", 5),
+    "cluster_make_nodes_64_up": (">=", 64),
+    "cluster_login_connections": ("<=", 1),
+    "cluster_codes_asked_64": ("<=", 1),
+    "one_sshd_default_limits_64_sessions_up": (">=", 64),
 }
 
 CALL_TIMEOUT = 120.0
@@ -780,6 +785,7 @@ def main() -> int:
         figures.update(stub_machinery(where, REPEATS))
         figures.update(client_cpu(where))
         figures.update(rss_per_node(where))
+        figures.update(cluster_figures(where))
     figures = dict(sorted(figures.items()))
     (HERE / "results.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(table(figures))

@@ -540,9 +540,17 @@ class LocalCluster:
             "PermitRootLogin yes\n"
             "StrictModes no\n"
             "AllowTcpForwarding yes\n"
+            # As the local nodes' (see LocalNodes): no login user's interactive .bashrc
+            # for ssh commands, one GC marker thread, a runtime directory of its own.
+            f"SetEnv SHLVL=1 GC_MARKERS=1 XDG_RUNTIME_DIR={self._runtime_dir()}\n"
             "LogLevel VERBOSE\n"
         )
         return self.login_sshd_config
+
+    def _runtime_dir(self) -> Path:
+        runtime = self.login_dir / "run"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        return runtime
 
     def _start_login(self) -> None:
         program = self.login_dir / self.pam_service  # sshd's __progname: the PAM service
