@@ -13,18 +13,10 @@ from pathlib import Path
 
 from sshdist_kernel import NodeError, make_nodes, make_session
 from sshdist_kernel.localcluster import LocalCluster
+from sshdist_kernel.localnodes import established_to
 
 COMPUTE = 64
 RUNS = 3
-
-
-def _established_to(port: int) -> int:
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port:
-            count += 1
-    return count
 
 
 def cluster_figures(where: str) -> dict[str, float]:
@@ -52,7 +44,7 @@ def cluster_figures(where: str) -> dict[str, float]:
             )
             took.append((time.perf_counter() - t) * 1000)
             up.append(len(made))
-            connections.append(_established_to(cluster.login_port))
+            connections.append(established_to(cluster.login_port))
             asked.append(len(questions))
             for n in made:
                 n.close()

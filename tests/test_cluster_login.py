@@ -13,20 +13,12 @@ from pathlib import Path
 import pytest
 
 from sshdist_kernel import AuthenticationError, make_node, make_nodes, with_ssh
+from sshdist_kernel.localnodes import established_to
 from sshdist_kernel.session import JUMPS
 
 from .conftest import wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a local cluster needs root")
-
-
-def _connections_to(port: int) -> int:
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port:
-            count += 1
-    return count
 
 
 class Person:
@@ -56,7 +48,7 @@ def test_64_nodes_behind_a_2fa_login_node_one_connection_one_code(tmp_path: Path
         nodes = make_nodes(big.compute_names, ssh_config=str(big.ssh_config), prompt=person)
         try:
             assert len(nodes) == 64
-            assert _connections_to(big.login_port) == 1
+            assert established_to(big.login_port) == 1
             assert [with_ssh(n, "(+ 1 2)").value for n in nodes] == [3] * 64
         finally:
             for n in nodes:
@@ -104,7 +96,7 @@ def test_ctrl_c_while_the_code_is_asked_leaves_nothing_behind(cluster) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         make_nodes(cluster.compute_names, ssh_config=str(cluster.ssh_config), prompt=interrupted)
-    wait_until(lambda: _connections_to(cluster.login_port) == 0, 5, "the login connection to go")
+    wait_until(lambda: established_to(cluster.login_port) == 0, 5, "the login connection to go")
     # The next call asks again and works.
     nodes = make_nodes(
         cluster.compute_names, ssh_config=str(cluster.ssh_config), prompt=Person(cluster.totp_code)
@@ -225,3 +217,33 @@ def test_the_magics_ask_for_the_code_through_the_notebook_once(cluster) -> None:
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_a_terminal_asks_with_getpass_and_ctrl_c_there_stops_the_call(cluster) -> None:
+    import sys
+
+    import pexpect
+
+    script = (
+        "from sshdist_kernel import make_nodes, with_ssh\n"
+        f"nodes = make_nodes(['cn01', 'cn02'], ssh_config={str(cluster.ssh_config)!r})\n"
+        "print('values', [with_ssh(n, '(+ 1 2)').value for n in nodes])\n"
+    )
+    child = pexpect.spawn(sys.executable, ["-c", script], encoding="utf-8", timeout=30)
+    try:
+        child.expect(r"\(root@login\) One-time password \(OATH\) for `root': ")
+        child.sendline(cluster.totp_code())
+        child.expect(r"values \[3, 3\]")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    child = pexpect.spawn(sys.executable, ["-c", script], encoding="utf-8", timeout=30)
+    try:
+        child.expect("One-time password")
+        child.sendintr()  # Ctrl-C at the question
+        child.expect("KeyboardInterrupt")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus != 0

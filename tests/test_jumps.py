@@ -15,19 +15,8 @@ from pathlib import Path
 import pytest
 
 from sshdist_kernel import ConnectError, make_nodes, make_session, with_ssh
-from sshdist_kernel.localnodes import LocalNodes
+from sshdist_kernel.localnodes import LocalNodes, established_to
 from sshdist_kernel.session import JUMPS
-
-
-def _established_to(port: int) -> int:
-    """TCP connections from this machine to 127.0.0.1:``port`` that are up."""
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        remote, state = fields[2], fields[3]
-        if state == "01" and int(remote.split(":")[1], 16) == port:
-            count += 1
-    return count
 
 
 def _behind(local_nodes: LocalNodes, tmp_path: Path, jump: str, count: int) -> Path:
@@ -46,27 +35,38 @@ def _behind(local_nodes: LocalNodes, tmp_path: Path, jump: str, count: int) -> P
     return config
 
 
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[LocalNodes]:
+    """A jump host of this test's own: its sshd's connections are the test's alone."""
+    made = LocalNodes.up(1, tmp_path / "gate")
+    yield made
+    made.down()
+
+
 def test_nodes_behind_one_jump_host_share_one_connection(
-    local_nodes: LocalNodes, tmp_path: Path
+    local_nodes: LocalNodes, gate: LocalNodes, tmp_path: Path
 ) -> None:
-    jump_port = local_nodes.nodes[0].port
-    config = _behind(local_nodes, tmp_path, "node1", 12)
-    before = _established_to(jump_port)
+    jump_port = gate.nodes[0].port
+    config = _behind(local_nodes, tmp_path, "gate", 12)
+    config.write_text(
+        config.read_text() + "\n" + gate.ssh_config.read_text().replace("node1", "gate")
+    )
     nodes = make_nodes([f"b{i}" for i in range(1, 13)], ssh_config=str(config))
     try:
-        assert _established_to(jump_port) - before == 1
+        assert established_to(jump_port) == 1
         jumps = {id(n.session._jump) for n in nodes}
         assert len(jumps) == 1
         assert [with_ssh(n, "(+ 1 2)").value for n in nodes] == [3] * 12
         nodes[0].close()  # one node gone: the others keep the jump connection
         assert with_ssh(nodes[1], "(* 6 7)").value == 42
+        assert established_to(jump_port) == 1
     finally:
         for n in nodes:
             n.close()
     deadline = time.monotonic() + 5
-    while _established_to(jump_port) > before and time.monotonic() < deadline:
+    while established_to(jump_port) > 0 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert _established_to(jump_port) == before  # the last node closed the jump connection
+    assert established_to(jump_port) == 0  # the last node closed the jump connection
 
 
 def test_a_dead_jump_connection_is_made_again_for_the_next_call(

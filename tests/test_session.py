@@ -445,3 +445,59 @@ def test_a_quiet_connection_wakes_its_transport_thread_seldom_and_closes_it(
     assert session.run("echo awake").stdout == "awake\n"  # data still wakes it at once
     session.close()
     wait_until(lambda: not transport.is_alive(), timeout=QUIET_WAKE + 5, what="thread to end")
+
+
+def test_an_identityfile_naming_the_public_key_of_an_agent_key(
+    local_nodes: LocalNodes, node1, tmp_path: Path, ssh_agent: Path
+) -> None:
+    # OpenSSH's way to pick one agent key: IdentityFile id.pub, IdentitiesOnly yes.
+    pub = tmp_path / "agent_key.pub"
+    shutil.copyfile(local_nodes.identity.with_suffix(".pub"), pub)
+    with make_session(
+        f"127.0.0.1:{node1.port}",
+        known_hosts=local_nodes.known_hosts,
+        ssh_config="/dev/null",
+        identity=str(pub),
+    ) as session:
+        assert session.run("echo picked").stdout == "picked\n"
+    subprocess.run(["ssh-add", "-D"], check=True, timeout=30, capture_output=True)
+    with pytest.raises(AuthenticationError, match="a public key whose private half is not in"):
+        make_session(
+            f"127.0.0.1:{node1.port}",
+            known_hosts=local_nodes.known_hosts,
+            ssh_config="/dev/null",
+            identity=str(pub),
+        )
+
+
+def test_ssh_config_switching_publickey_off_is_named(local_nodes: LocalNodes, tmp_path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("PubkeyAuthentication no\n" + local_nodes.ssh_config.read_text())
+    with pytest.raises(AuthenticationError) as caught:
+        make_session("node1", ssh_config=str(config), prompt=None)
+    assert (
+        "it allows publickey, and ssh_config's PreferredAuthentications and *Authentication "
+        "settings leave keyboard-interactive, password" in str(caught.value)
+    )
+    config.write_text("PreferredAuthentications password\n" + local_nodes.ssh_config.read_text())
+    with pytest.raises(AuthenticationError, match="settings leave password[.]$"):
+        make_session("node1", ssh_config=str(config), prompt=None)
+
+
+def test_a_host_that_wants_gssapi_only_says_paramiko_has_none(tmp_path: Path) -> None:
+    # LocalNodes' sshd_config sets neither: a host that takes Kerberos tickets only.
+    gss = LocalNodes.up(
+        1,
+        tmp_path / "gss",
+        sshd_extra="GSSAPIAuthentication yes\nAuthenticationMethods gssapi-with-mic\n",
+    )
+    try:
+        config = tmp_path / "ssh_config"
+        config.write_text("GSSAPIAuthentication yes\n" + gss.ssh_config.read_text())
+        with pytest.raises(AuthenticationError) as caught:
+            make_session("node1", ssh_config=str(config), prompt=None)
+        message = str(caught.value)
+        assert "gssapi-with-mic: GSSAPI (Kerberos) is not available in paramiko" in message
+        assert "transport='openssh'" in message
+    finally:
+        gss.down()
