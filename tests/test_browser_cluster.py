@@ -74,6 +74,8 @@ def lab(cluster: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     yield from jupyterlab_on(NOTEBOOK, served)
 
 
+# Cells are started without waiting for them (run_cell's wait would be unbounded); each
+# wait is for the cell's output, with a timeout.
 @pytest.mark.timeout(300)
 def test_the_one_time_code_is_typed_once_for_64_nodes(cluster: Any, lab: str) -> None:
     with notebook_page(lab, 1100, 1500, failed=str(SHOTS / "cluster_login_failed.png")) as page:
@@ -87,7 +89,7 @@ def test_the_one_time_code_is_typed_once_for_64_nodes(cluster: Any, lab: str) ->
         page.wait_for_function(
             "() => !document.querySelector('#jp-left-stack:not(.lm-mod-hidden)')", timeout=10_000
         )
-        run_cell(page, 1)
+        run_cell(page, 1, wait=False)
         output_of(page, 1).get_by_text(
             f"login node 127.0.0.1:{cluster.login_port}, 64 compute nodes cn01..cn64"
         ).wait_for(timeout=30_000)
@@ -110,11 +112,11 @@ def test_the_one_time_code_is_typed_once_for_64_nodes(cluster: Any, lab: str) ->
         assert re.search(r"cn\[01-64\]: Guile 3\.\S+ \(64 nodes\)", text), text
         assert "FAILED" not in text
         assert text.count("One-time password") == 1, text  # the answered prompt stays shown
-        run_cell(page, 5)
+        run_cell(page, 5, wait=False)
         output_of(page, 5).get_by_text("64 nodes; connections to the login node: 1").wait_for(
             timeout=30_000
         )
-        run_cell(page, 7)
+        run_cell(page, 7, wait=False)
         output_of(page, 7).get_by_text("([0, 1, 4, 9, 16], 408321, True)").wait_for(timeout=90_000)
         assert re.search(
             r"dist_map: 640 item\(s\) on \d+ node\(s\)", output_of(page, 7).inner_text()
@@ -127,6 +129,6 @@ def test_the_one_time_code_is_typed_once_for_64_nodes(cluster: Any, lab: str) ->
         )
         page.wait_for_timeout(500)  # let the windowed notebook draw what scrolled in
         page.screenshot(path=str(SHOTS / "cluster_login_done.png"), clip=down_to(page, 7))
-        run_cell(page, 9)
+        run_cell(page, 9, wait=False)
         output_of(page, 9).get_by_text("nodes closed").wait_for(timeout=30_000)
         assert page.evaluate("() => window.stdinBoxes") == 1
