@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import queue
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -199,3 +203,67 @@ def test_the_rich_output_tour(node1_kernel: str) -> None:
     assert code[3].outputs[0].data["application/json"]["longest"] == 118
     assert code[4].outputs[0].data["text/html"] == "step <b>5</b> of 5"  # updated in place
     assert shown(code[5]) == ['$2 = "no input here"']  # nbclient offers no stdin
+
+
+class AnsweringClient(NotebookClient):
+    """nbclient that answers the kernel's input requests as a person at the notebook
+    would, with ``answer()``, and keeps each request's content in ``asked``.  (nbclient
+    itself turns stdin off: a cell that asks raises StdinNotImplementedError.)"""
+
+    def __init__(self, nb: nbformat.NotebookNode, answer: Callable[[], str], **kw: Any) -> None:
+        super().__init__(nb, **kw)
+        self.answer = answer
+        self.asked: list[dict] = []
+        self._answering: asyncio.Task | None = None
+
+    async def async_start_new_kernel_client(self) -> Any:
+        kc = await super().async_start_new_kernel_client()
+        kc.allow_stdin = True
+        self._answering = asyncio.ensure_future(self._answer_input_requests(kc))
+        return kc
+
+    async def _answer_input_requests(self, kc: Any) -> None:
+        while True:
+            try:
+                msg = await kc.get_stdin_msg(timeout=0.5)
+            except queue.Empty:
+                continue
+            if msg["msg_type"] == "input_request":
+                self.asked.append(msg["content"])
+                kc.input(self.answer())
+
+    async def _async_cleanup_kernel(self) -> None:
+        if self._answering is not None:
+            self._answering.cancel()
+            self._answering = None
+        await super()._async_cleanup_kernel()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a local cluster needs root")
+@pytest.mark.timeout(300)
+def test_the_cluster_login_tour(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sshdist_kernel.localcluster import LocalCluster
+
+    cluster = LocalCluster.up(tmp_path / "cluster", compute=64)
+    try:
+        monkeypatch.setenv("SSHDIST_CLUSTER_DIR", str(cluster.dir))  # the kernel inherits it
+        nb = nbformat.read(NOTEBOOKS / "cluster_login.ipynb", as_version=4)
+        client = AnsweringClient(
+            nb, cluster.totp_code, kernel_name="python3", timeout=120, startup_timeout=60
+        )
+        client.execute()
+    finally:
+        cluster.down()
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert shown(code[0]) == [
+        f"login node 127.0.0.1:{cluster.login_port}, 64 compute nodes cn01..cn64\n"
+    ]
+    # The login node's code, asked once for the 64 nodes, in a password field.
+    assert len(client.asked) == 1 and client.asked[0]["password"] is True
+    assert "(root@login) One-time password" in client.asked[0]["prompt"]
+    ready, versions = shown(code[1])[0].splitlines()
+    assert re.fullmatch(r"64 node\(s\) ready in [\d.]+ s", ready)
+    assert re.fullmatch(r"  cn\[01-64\]: Guile 3\.\S+ \(64 nodes\)", versions)
+    assert shown(code[2]) == ["64 nodes; connections to the login node: 1\n"]
+    assert shown(code[3])[-1] == "([0, 1, 4, 9, 16], 408321, True)"
+    assert shown(code[4]) == ["nodes closed\n"]
