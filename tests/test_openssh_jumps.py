@@ -4,7 +4,10 @@ jump host share one master to it, so one connection there and one one-time code.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -143,3 +146,39 @@ def test_a_chain_of_jumps_shares_at_each_hop(cluster, tmp_path: Path) -> None:
         for n in nodes:
             n.close()
     assert len(person.asked) == 2  # once a hop
+
+
+def test_the_users_own_master_for_the_login_node_is_used_and_left_running(cluster) -> None:
+    folder = Path(tempfile.mkdtemp(prefix="sdu-", dir="/tmp"))
+    path = str(folder / "login")
+    code = folder / "code"
+    code.write_text(f"#!/bin/sh\necho {cluster.totp_code()}\n")
+    code.chmod(0o700)
+    config = folder / "ssh_config"
+    config.write_text(f"Host login\n    ControlPath {path}\n\n" + cluster.ssh_config.read_text())
+    env = {**os.environ, "SSH_ASKPASS": str(code), "SSH_ASKPASS_REQUIRE": "force"}
+    master = subprocess.run(
+        ["ssh", "-F", str(config), "-M", "-fN", "login"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+        env=env,
+    )
+    assert master.returncode == 0, master.stderr
+    check = ["ssh", "-S", path, "-O", "check", "login"]
+    try:
+        person = Person(cluster.totp_code)
+        nodes = make_nodes(["cn01", "cn02"], ssh_config=str(config), prompt=person, **OPENSSH)
+        try:
+            jump = nodes[0].session.jump
+            assert jump.users_master and jump.control_path == path
+            assert _connections_to(cluster.login_port) == 1  # theirs, none of ours
+            assert [with_ssh(n, "(* 6 7)").value for n in nodes] == [42, 42]
+        finally:
+            for n in nodes:
+                n.close()
+        assert person.asked == []
+        assert subprocess.run(check, capture_output=True, timeout=10).returncode == 0
+    finally:
+        subprocess.run(["ssh", "-S", path, "-O", "exit", "login"], capture_output=True, timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
