@@ -50,6 +50,7 @@ REPEATS = 5
 TARGETS = {
     "with_ssh_rtt_ms": ("<=", 0.5),
     "kernel_overhead_ms": ("<=", 0.3),
+    "openssh_kernel_overhead_ms": ("<=", 0.3),
     "make_node_8_ms": ("<=", 500),
     "dist_map_100k_3nodes_ms": ("<=", 250),
     "dist_map_cpu_speedup_2nodes": (">=", 1.8),
@@ -644,19 +645,23 @@ KERNEL_ROUNDS = 10
 turn, so the kernel and its floor see the same noise on a shared machine."""
 
 
-def kernel_rtt(nodes: LocalNodes, runs: int = 500) -> dict[str, float]:
+def kernel_rtt(nodes: LocalNodes, runs: int = 500, transport: str = "paramiko") -> dict[str, float]:
     """execute_request to execute_reply on a warm kernel, via jupyter_client: sshdist's
     for ``(+ 1 2)``, and a do-nothing ipykernel kernel's, the floor under it, timed in
     alternate blocks; ``kernel_overhead_ms`` is what sshdist adds to the floor.  The
     floor flushes output as sshdist does; the same kernel with ipykernel's own flushing
-    (four IOPub round trips a cell) is timed beside them, for what that saves."""
+    (four IOPub round trips a cell) is timed beside them, for what that saves.  With
+    ``transport="openssh"`` the kernel runs ``--transport openssh`` and every figure's
+    name starts with ``openssh_`` (its floor is timed again, beside it)."""
     from jupyter_client.manager import start_new_kernel
 
     from sshdist_kernel import kernelspec
 
     figures = {}
     with tempfile.TemporaryDirectory(prefix="sshdist-bench-jupyter-") as prefix:
-        kernelspec.install("node1", prefix=prefix, ssh_config=str(nodes.ssh_config))
+        kernelspec.install(
+            "node1", prefix=prefix, ssh_config=str(nodes.ssh_config), transport=transport
+        )
         for name, extra in (("echo", []), ("echo-stock", ["--stock"])):
             echo = Path(prefix) / "share" / "jupyter" / "kernels" / name
             echo.mkdir(parents=True)
@@ -692,7 +697,9 @@ def kernel_rtt(nodes: LocalNodes, runs: int = 500) -> dict[str, float]:
     figures["kernel_overhead_ms"] = (
         figures["kernel_execute_rtt_ms"] - figures["ipykernel_floor_rtt_ms"]
     )
-    return figures
+    if transport == "paramiko":
+        return figures
+    return {f"{transport}_{figure}": value for figure, value in figures.items()}
 
 
 def _execute(kc: Any) -> None:
@@ -777,6 +784,7 @@ def main() -> int:
             figures.update(scheduling(nodes))
             figures.update(dist_machinery())
             figures.update(kernel_rtt(nodes))
+            figures.update(kernel_rtt(nodes, transport="openssh"))
             figures.update(guile_ssh(nodes))
         finally:
             nodes.down()

@@ -30,7 +30,7 @@ from .handshakes import GATES, pause_before
 from .knownhosts import HostKeys, read_host_keys
 from .sharedsessions import SharedSessions
 from .sshauth import authenticate
-from .sshconfig import CONNECT_TIMEOUT, SessionOptions, resolve_options
+from .sshconfig import CONNECT_TIMEOUT, SessionOptions, jump_options
 
 # With no handler of the application's, paramiko's transport thread prints tracebacks
 # of failures we turn into errors of our own (a peer that never speaks SSH).
@@ -143,18 +143,10 @@ class Session:
     def _route(self, o: SessionOptions) -> object:
         """How the host is reached: directly, through a ProxyCommand, or through a
         shared jump session (acquired here, released by ``close``)."""
-        if o.proxy_jump:
-            *rest, last = o.proxy_jump.split(",")
-            jump_options = resolve_options(
-                last,
-                ssh_config=o.ssh_config,
-                system_ssh_config=o.system_ssh_config,
-                timeout=o.timeout,
-                proxy_jump=",".join(rest) or None,
-                prompt=o.prompt,
-            )
-            key = jump_options.connection_key()
-            self._jump = JUMPS.acquire(key, lambda: Session(jump_options))
+        jump = jump_options(o)
+        if jump is not None:
+            key = jump.connection_key()
+            self._jump = JUMPS.acquire(key, lambda: Session(jump))
             self._jump_key = key
             return key
         return o.proxy_command

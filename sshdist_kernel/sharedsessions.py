@@ -23,7 +23,7 @@ class _Entry:
         self.lock = threading.Lock()  # held while connecting
         self.session: Any = None
         self.users = 0
-        self.attempts = 0
+        self.attempts = 0  # ended, successfully or not
         self.error: BaseException | None = None
 
 
@@ -52,12 +52,13 @@ class SharedSessions:
                 if entry.session is not None:
                     entry.session.close()
                     entry.session = None
-                entry.attempts += 1
                 try:
                     entry.session = connect()
                 except BaseException as exc:
                     entry.error = exc if isinstance(exc, Exception) else None
                     raise
+                finally:  # counted as it ends: who came while it ran shares its outcome
+                    entry.attempts += 1
                 entry.error = None
                 return entry.session
         except BaseException:

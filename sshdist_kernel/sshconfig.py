@@ -227,6 +227,22 @@ def resolve_options(
     )
 
 
+def jump_options(o: SessionOptions) -> SessionOptions | None:
+    """The options of the last hop of ``o``'s ProxyJump, itself reached through the
+    hops before it: one connection to it serves every host behind it."""
+    if not o.proxy_jump:
+        return None
+    *rest, last = o.proxy_jump.split(",")
+    return resolve_options(
+        last,
+        ssh_config=o.ssh_config,
+        system_ssh_config=o.system_ssh_config,
+        timeout=o.timeout,
+        proxy_jump=",".join(rest) or None,
+        prompt=o.prompt,
+    )
+
+
 def _yes(value: str) -> bool:
     """An ssh_config flag: OpenSSH's yes/true (and, for PubkeyAuthentication, its
     ``unbound``/``host-bound`` forms of yes)."""

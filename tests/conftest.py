@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +41,17 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     cluster = LocalCluster.up(tmp_path_factory.mktemp("cluster"), compute=4)
     yield cluster
     cluster.down()
+
+
+@pytest.fixture(scope="module")
+def private_control_dir() -> Iterator[Path]:
+    """The openssh transport's control sockets in a directory of the module's (short:
+    sockets); a module asks for it with ``pytest.mark.usefixtures``."""
+    folder = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp")) / "cm"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SSHDIST_CONTROL_DIR", str(folder))
+        yield folder
+    shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

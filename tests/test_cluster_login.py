@@ -106,7 +106,9 @@ def test_ctrl_c_while_the_code_is_asked_leaves_nothing_behind(cluster) -> None:
         n.close()
 
 
-def test_a_certificate_named_by_certificatefile_logs_in(cluster, tmp_path: Path) -> None:
+def certified_key(cluster, tmp_path: Path) -> tuple[Path, Path, Path, str]:
+    """A new key, its certificate from the cluster's CA, and an ssh_config (written,
+    and its text) naming the key and not the certificate."""
     key = tmp_path / "id_certified"
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30
@@ -115,6 +117,11 @@ def test_a_certificate_named_by_certificatefile_logs_in(cluster, tmp_path: Path)
     base = cluster.ssh_config.read_text().replace(str(cluster.identity), str(key))
     config = tmp_path / "ssh_config"
     config.write_text(base)
+    return key, cert, config, base
+
+
+def test_a_certificate_named_by_certificatefile_logs_in(cluster, tmp_path: Path) -> None:
+    key, cert, config, base = certified_key(cluster, tmp_path)
     person = Person(cluster.totp_code)
     with pytest.raises(AuthenticationError, match=f"publickey: tried {key}"):
         make_node("login", ssh_config=str(config), prompt=person)  # the key alone: refused

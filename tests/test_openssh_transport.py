@@ -28,6 +28,7 @@ from sshdist_kernel import (
     node_stop_server,
     with_ssh,
 )
+from sshdist_kernel.controlmaster import control_dir
 from sshdist_kernel.errors import (
     AuthenticationError,
     ConnectError,
@@ -37,7 +38,7 @@ from sshdist_kernel.errors import (
     NodeTimeoutError,
 )
 from sshdist_kernel.localnodes import LocalNodes, _free_port
-from sshdist_kernel.opensshsession import OpenSshSession, control_dir
+from sshdist_kernel.opensshsession import OpenSshSession
 from sshdist_kernel.pipechannel import PipeChannel
 from sshdist_kernel.server import UNIX
 from sshdist_kernel.sshconfig import resolve_options
@@ -45,17 +46,9 @@ from sshdist_kernel.transports import make_session
 
 from .conftest import wait_until
 
+pytestmark = pytest.mark.usefixtures("private_control_dir")
+
 OPENSSH = {"transport": "openssh"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def private_control_dir() -> Iterator[Path]:
-    """Our control sockets in a directory of this module's (short: sockets)."""
-    folder = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp")) / "cm"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SSHDIST_CONTROL_DIR", str(folder))
-        yield folder
-    shutil.rmtree(folder.parent, ignore_errors=True)
 
 
 @pytest.fixture
