@@ -127,6 +127,9 @@ class StubTransport:
     def get_remote_server_key(self) -> paramiko.PKey:
         return self._host_key
 
+    def auth_none(self, user: str) -> list[str]:
+        raise paramiko.BadAuthenticationType("publickey only", ["publickey"])
+
     def auth_publickey(self, user: str, key: paramiko.PKey) -> list[str]:
         self._authenticated = True
         return []

@@ -1,22 +1,15 @@
 """How a session logs in, as ``ssh`` does: the methods the server allows, in
 PreferredAuthentications' order, each only once the server asks for it (so
 ``AuthenticationMethods publickey,keyboard-interactive`` gets a key, then a one-time
-code).  Keys: ssh-agent's, then IdentityFile's (an encrypted file or a public key
-used through the agent when the agent holds its key), each certificate (``-cert.pub``
-beside a key, or ``CertificateFile``) offered before its plain key.  Codes and
-passwords are asked of ``SessionOptions.prompt`` on the connecting thread.  Every
-failure is an ``AuthenticationError`` naming the method and what was tried."""
+code).  The keys are ``sshkeys``'.  Codes and passwords are asked of
+``SessionOptions.prompt`` on the connecting thread.  Every failure is an
+``AuthenticationError`` naming the method and what was tried."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import copy
 import os
 import queue
-import struct
 import threading
-from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -25,141 +18,7 @@ from paramiko.auth_handler import AuthHandler
 from .errors import AuthenticationError, ConnectError
 from .prompts import PromptUnavailable
 from .sshconfig import SessionOptions
-from .sshfiles import cached_parse
-
-_DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
-_OPENSSH_MAGIC = b"openssh-key-v1\0"
-
-
-def public_blob(path: str) -> bytes | None:
-    """The public half of a private key file without its passphrase: from ``PATH.pub``,
-    from the OpenSSH private key format, which stores it in the clear, or the file
-    itself when it is a public key (an IdentityFile naming an agent's key)."""
-    for candidate in (path + ".pub", path):
-        blob = _public_key_line(candidate)
-        if blob is not None:
-            return blob
-    try:
-        text = Path(path).read_text(errors="replace")
-        body = text.split("-----BEGIN OPENSSH PRIVATE KEY-----")[1]
-        data = base64.b64decode("".join(body.split("-----END")[0].split()))
-        if not data.startswith(_OPENSSH_MAGIC):
-            return None
-        at = len(_OPENSSH_MAGIC)
-        for _ in range(3):  # cipher name, kdf name, kdf options
-            (length,) = struct.unpack(">I", data[at : at + 4])
-            at += 4 + length
-        (count,) = struct.unpack(">I", data[at : at + 4])
-        (length,) = struct.unpack(">I", data[at + 4 : at + 8])
-        return data[at + 8 : at + 8 + length] if count >= 1 else None
-    except (OSError, IndexError, ValueError, binascii.Error, struct.error):
-        return None
-
-
-def _public_key_line(path: str) -> bytes | None:
-    """The key in a public key file (``ssh-ed25519 AAAA... comment``), or None."""
-    try:
-        with open(path, "rb") as f:
-            words = f.read(16384).split()
-        if len(words) >= 2 and words[0].startswith((b"ssh-", b"ecdsa-", b"sk-")):
-            return base64.b64decode(words[1])
-    except (OSError, ValueError, binascii.Error):
-        pass
-    return None
-
-
-def _load_key(path: str) -> paramiko.PKey:
-    """A key file, read once while it (and its ``-cert.pub``, which paramiko reads
-    beside it) stays the same, or ``ValueError`` saying in a few words why it cannot
-    be used: 64 nodes made with one key load it once, not 64 times."""
-    key = cached_parse(path, _read_key, companions=(path + "-cert.pub",))
-    return _read_key(path) if key is None else key  # None: missing, and _read_key says so
-
-
-def _read_key(path: str) -> paramiko.PKey:
-    try:
-        return paramiko.PKey.from_path(path)
-    except paramiko.PasswordRequiredException:
-        raise ValueError("encrypted: add it to ssh-agent") from None
-    except TypeError as exc:  # paramiko's word for some encrypted files
-        if "password" in str(exc).lower():
-            raise ValueError("encrypted: add it to ssh-agent") from None
-        raise ValueError(f"unreadable key: {exc}") from None
-    except OSError as exc:
-        raise ValueError(exc.strerror or str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - cryptography's errors vary by key type
-        raise ValueError(f"not a usable private key: {type(exc).__name__}") from None
-
-
-def _identity_files(o: SessionOptions) -> list[str]:
-    if o.identity_files:
-        return o.identity_files
-    home = Path("~/.ssh").expanduser()
-    return [str(home / name) for name in _DEFAULT_KEYS if (home / name).is_file()]
-
-
-def _cert_fields(cert: paramiko.PublicBlob) -> bytes:
-    """A certificate's public key fields, to match it with its key: after the
-    certificate's type and nonce, the key's fields come as in the plain key's blob."""
-    msg = paramiko.Message(cert.key_blob)
-    msg.get_string()  # type
-    msg.get_string()  # nonce
-    return cert.key_blob[len(msg.get_so_far()) :]
-
-
-def _key_fields(key: Any) -> bytes:
-    msg = paramiko.Message(key.asbytes())
-    msg.get_string()
-    return key.asbytes()[len(msg.get_so_far()) :]
-
-
-def _with_certificates(
-    candidates: list[tuple[str, Any]], o: SessionOptions, skipped: list[str]
-) -> list[tuple[str, Any]]:
-    """Each CertificateFile offered, before its key, with the key (a file's or the
-    agent's) whose public half it certifies, as OpenSSH pairs them."""
-    out: list[tuple[str, Any]] = []
-    for path in o.certificate_files:
-        try:
-            cert = paramiko.PublicBlob.from_file(path)
-            fields = _cert_fields(cert)
-        except (OSError, ValueError, paramiko.SSHException) as exc:
-            skipped.append(f"certificate {path} ({getattr(exc, 'strerror', None) or exc})")
-            continue
-        match = next((k for _, k in candidates if fields.startswith(_key_fields(k))), None)
-        if match is None:
-            skipped.append(f"certificate {path} (no IdentityFile or agent key matches it)")
-            continue
-        certified = copy.copy(match)
-        try:
-            certified.load_certificate(path)
-        except ValueError as exc:
-            skipped.append(f"certificate {path} ({exc})")
-            continue
-        out.append((f"certificate {path}", certified))
-    return out + candidates
-
-
-def _keys(o: SessionOptions, agent_keys: list[Any]) -> tuple[list[tuple[str, Any]], list[str]]:
-    """The keys to offer, in ssh's order, and the files that could not be used."""
-    candidates: list[tuple[str, Any]] = []
-    skipped: list[str] = []
-    by_blob = {k.asbytes(): k for k in agent_keys}
-    if not o.identities_only:
-        candidates += [(f"agent key {k.get_name()}", k) for k in agent_keys]
-    for path in _identity_files(o):
-        try:
-            candidates.append((path, _load_key(path)))
-        except ValueError as why:
-            held = by_blob.get(public_blob(path) or b"")
-            if held is not None:  # the agent holds this file's key: use it there
-                if o.identities_only:
-                    candidates.append((f"{path} (through ssh-agent)", held))
-            elif _public_key_line(path) is not None:
-                skipped.append(f"{path} (a public key whose private half is not in ssh-agent)")
-            else:
-                skipped.append(f"{path} ({why})")
-    return _with_certificates(candidates, o, skipped), skipped
+from .sshkeys import offered_keys
 
 
 class _Login:
@@ -185,7 +44,7 @@ class _Login:
     # -- methods: each returns the methods allowed next (partial success) or None
 
     def publickey(self, agent_keys: list[Any]) -> list[str] | None:
-        candidates, skipped = _keys(self.o, agent_keys)
+        candidates, skipped = offered_keys(self.o, agent_keys)
         tried: list[str] = []
         seen: set[bytes] = set()
         for label, key in candidates:
