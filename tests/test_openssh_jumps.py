@@ -16,10 +16,11 @@ import pytest
 
 from sshdist_kernel import AuthenticationError, NodeError, make_node, make_nodes, with_ssh
 from sshdist_kernel.controlmaster import alive
+from sshdist_kernel.localnodes import established_to
 from sshdist_kernel.opensshsession import JUMPS
 
 from .conftest import wait_until
-from .test_cluster_login import Person, _connections_to, certified_key
+from .test_cluster_login import Person, certified_key
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a local cluster needs root"),
@@ -33,14 +34,14 @@ OPENSSH = {"transport": "openssh"}
 def cluster(local_cluster):
     yield local_cluster
     wait_until(lambda: not JUMPS._entries, 5, "the jump session to close")
-    wait_until(lambda: _connections_to(local_cluster.login_port) == 0, 5, "the login to end")
+    wait_until(lambda: established_to(local_cluster.login_port) == 0, 5, "the login to end")
 
 
 def _up_behind_the_login_node(cluster, names: list[str]) -> None:
     person = Person(cluster.totp_code)
     nodes = make_nodes(names, ssh_config=str(cluster.ssh_config), prompt=person, **OPENSSH)
     try:
-        assert _connections_to(cluster.login_port) == 1
+        assert established_to(cluster.login_port) == 1
         jumps = {n.session.jump for n in nodes}
         assert len(jumps) == 1 and None not in jumps
         jump = jumps.pop()
@@ -108,7 +109,7 @@ def test_the_jump_master_killed_mid_call_then_the_next_call_asks_again(cluster) 
         assert with_ssh(nodes[1], "'too", timeout=20).value == "too"
         assert nodes[0].session.jump is nodes[1].session.jump
         assert nodes[0].session.jump.master_pid != pid
-        assert _connections_to(cluster.login_port) == 1
+        assert established_to(cluster.login_port) == 1
     finally:
         for n in nodes:
             n.close()
@@ -140,7 +141,7 @@ def test_a_chain_of_jumps_shares_at_each_hop(cluster, tmp_path: Path) -> None:
         first = second.pop().jump
         assert first is not None and first.jump is None
         # Ours to the first hop, and the first hop's own to the second (login to itself).
-        assert _connections_to(cluster.login_port) == 2
+        assert established_to(cluster.login_port) == 2
         assert [with_ssh(n, "(+ 1 2)").value for n in nodes] == [3] * len(nodes)
     finally:
         for n in nodes:
@@ -172,7 +173,7 @@ def test_the_users_own_master_for_the_login_node_is_used_and_left_running(cluste
         try:
             jump = nodes[0].session.jump
             assert jump.users_master and jump.control_path == path
-            assert _connections_to(cluster.login_port) == 1  # theirs, none of ours
+            assert established_to(cluster.login_port) == 1  # theirs, none of ours
             assert [with_ssh(n, "(* 6 7)").value for n in nodes] == [42, 42]
         finally:
             for n in nodes:
