@@ -53,9 +53,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid``: sshd puts each connection in a session of its own,
-    so stopping a node's process group would leave its connections up."""
+def _children() -> dict[int, list[int]]:
+    """Each process's children (from ``/proc``), by parent pid."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -65,6 +64,13 @@ def _descendants(pid: int) -> list[int]:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``: sshd puts each connection in a session of its own,
+    so stopping a node's process group would leave its connections up."""
+    children = _children()
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
