@@ -5,47 +5,17 @@ compute nodes cn01..cnNN that only the login node can reach, all sshds on 127.0.
 
 * the **login node**: an sshd at OpenSSH's default limits (``MaxStartups 10:30:100``,
   ``MaxSessions 10``: nothing raises them), ``AllowTcpForwarding yes``,
-  ``PermitRootLogin yes``, ``UsePAM yes`` and the authentication chosen by ``auth``:
-
-  - ``"publickey+totp"``: ``AuthenticationMethods publickey,keyboard-interactive``, the
-    keyboard-interactive step asking for a TOTP code through PAM (Debian's ``pam_oath``,
-    a users file with a random secret written by the cluster);
-  - ``"totp"``: keyboard-interactive (the TOTP code) alone;
-  - ``"password"``: ``PasswordAuthentication`` through PAM: ``pam_exec`` with
-    ``expose_authtok`` runs a script of the cluster's that compares the password with a
-    file the cluster wrote (``cluster.password``).  The system's password database is
-    neither read nor changed (``pam_pwdfile`` is not in Debian; ``pam_userdb`` would need
-    a Berkeley DB tool);
-  - ``"publickey"``: the cluster's key (or a certificate of its CA) alone.
-
-  sshd names its PAM service after its program name (``__progname``), so the login sshd
-  runs through a symlink ``sshdist-login-<id>`` to sshd (``<id>``: 8 random hex digits,
-  one per cluster) and its PAM stack is ``/etc/pam.d/sshdist-login-<id>``, written by
-  ``up()`` and removed by ``down()``; ``/etc/pam.d/sshd`` is never touched.  One file per
-  cluster, not per mode: two clusters (a test's session cluster and one a test starts)
-  may run at once, each with its own users file.
+  ``PermitRootLogin yes``, ``UsePAM yes`` and the authentication chosen by ``auth``
+  (``"publickey+totp"``, ``"totp"``, ``"password"``, ``"publickey"``): its PAM stack,
+  TOTP codes and password are ``clusterlogin``'s.
 
 * **compute nodes** cn01..cnNN: ``LocalNodes`` (``name_format="cn{:02d}"``) in
   ``<directory>/compute``, publickey only, their own host keys, and reachable from the
-  login node only.  The mechanism, measured on Debian 12 (kernel 6.x, nftables 1.0.6):
-  the login sshd is moved into a cgroup v2 of its own, ``sshdist-cluster-<id>``; every
-  process it forks (the per-connection sshds that open ``direct-tcpip`` channels for
-  ``ProxyJump``, and the shells of its sessions) inherits it, and sockets carry the cgroup
-  of the process that made them.  An nftables table of the cluster's own,
-  ``inet sshdist-cluster-<id>``, has an output chain that accepts TCP to the compute
-  ports on 127.0.0.0/8 from sockets in that cgroup (``socket cgroupv2 level L "..."``)
-  and rejects every other with a TCP reset, so a direct ``ssh`` to a compute node fails
-  at once ("Connection refused") instead of hanging.  Loopback traffic crosses the output
-  hook with the connecting socket attached, which is what the match needs.  The
-  alternatives do not work here: everything runs as root, so ``meta skuid`` cannot tell
-  the login node from the client; the login sshd connects from 127.0.0.1 like any
-  client, so separate loopback addresses with ``Match Address`` cannot either; a network
-  namespace for the compute nodes would still be reachable from the root namespace that
-  holds both the client and the login node.  ``down()`` deletes the table, kills what is
-  left in the cgroup and removes it.  A consequence: a compute port probed from outside
-  the cgroup is refused, so the cluster's ``status()`` sees a compute sshd as running
-  when its process lives and its port is in LISTEN state (``/proc/net/tcp``), not by
-  connecting (``LocalNodes.status()`` of ``cluster.compute`` would say "stopped").
+  login node only: ``clusterfilter`` puts the login sshd in a cgroup of its own and
+  lets only that cgroup's sockets reach the compute ports.  So the cluster's
+  ``status()`` sees a compute sshd as running when its process lives and its port
+  listens, not by connecting (``LocalNodes.status()`` of ``cluster.compute`` would say
+  "stopped").
 
 * a **user CA**: ``issue_certificate(pubkey)`` signs a key; the login node and the
   compute nodes trust it (``TrustedUserCAKeys``; the principal must be the login user).
@@ -54,18 +24,9 @@ compute nodes cn01..cnNN that only the login node can reach, all sshds on 127.0.
   HostName 127.0.0.1, as the login node sees them; ``Host cn*`` with ``ProxyJump login``)
   and ``known_hosts`` with every host key.
 
-**TOTP codes for tests.**  ``pam_oath`` (liboath 2.6.7) refuses a code whose time step is
-not later than the last one accepted, so one code logs in once, and a code of an earlier
-step is refused after a later one.  Its only relevant option is ``window=W``: codes of
-the steps now-W..now+W are accepted (``digits=6``, 30 s steps, ``HOTP/T30``).  The
-cluster sets ``window=totp_window`` (60 by default) and ``cluster.totp_code()`` hands
-out the code of the next unused step: the current step first, then the following ones,
-so W+1 fresh codes are available at once and one more every 30 s after that.  When the
-window is used up, ``totp_code()`` calls ``reset_totp()``, which rewrites the users file
-without pam_oath's record of the last code (under liboath's lock), and starts again
-from the current step.  Codes a test makes itself (``oathtool --totp <secret>``) count
-as used steps too: mixing them with ``totp_code()`` can make the latter's next code a
-replay.
+``up()`` writes ``/etc/pam.d/sshdist-login-<id>``, a cgroup and an nftables table
+(``<id>``: 8 random hex digits, one per cluster, so two clusters may run at once);
+``down()`` removes them.
 """
 
 from __future__ import annotations
@@ -83,10 +44,29 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .clusterfilter import (
+    cgroup2_mount,
+    filter_name,
+    filter_ports,
+    listening,
+    make_cgroup,
+    remove_filter,
+)
+from .clusterlogin import (
+    AUTH_MODES,
+    PAM_DIR,
+    PASSWORD_FILE,
+    TOTP_STEP,
+    pam_service,
+    sshd_auth,
+    totp_code_at,
+    write_auth_files,
+    write_users_file,
+)
+from .clustertool import LocalClusterError, run
 from .localnodes import (
     START_TIMEOUT,
     LocalNodes,
-    LocalNodesError,
     _alive,
     _descendants,
     _free_port,
@@ -95,84 +75,9 @@ from .localnodes import (
     _sshd,
 )
 
+__all__ = ["AUTH_MODES", "DEFAULT_DIR", "TOTP_STEP", "LocalCluster", "LocalClusterError"]
+
 DEFAULT_DIR = Path("~/.cache/sshdist/cluster").expanduser()
-AUTH_MODES = ("publickey+totp", "totp", "password", "publickey")
-TOTP_STEP = 30
-PAM_DIR = Path("/etc/pam.d")
-CGROUP_ROOT = Path("/sys/fs/cgroup")  # nft names a cgroup v2 by its path below this
-
-
-class LocalClusterError(LocalNodesError):
-    """The local cluster could not be started, used or stopped."""
-
-
-def _run(argv: list[str], what: str, stdin: str | None = None) -> str:
-    try:
-        done = subprocess.run(
-            argv,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-        )
-    except FileNotFoundError as exc:
-        raise LocalClusterError(f"{what}: {argv[0]} is not installed ({exc})") from None
-    if done.returncode != 0:
-        raise LocalClusterError(f"{what}: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout
-
-
-def _cgroup2_mount() -> Path:
-    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup (unified) or
-    /sys/fs/cgroup/unified (systemd's hybrid layout, as on this project's test machine)."""
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[2] == "cgroup2":
-            return Path(fields[1])
-    raise LocalClusterError(
-        "no cgroup v2 hierarchy is mounted: the compute nodes' filter needs one"
-    )
-
-
-def _listening(port: int) -> bool:
-    """A socket listens on 127.0.0.1:port (read from /proc, not by connecting: the
-    compute ports refuse connections from outside the login node)."""
-    want = f"0100007F:{port:04X}"
-    try:
-        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    except OSError:
-        return False
-    return any(f[1] == want and f[3] == "0A" for f in (line.split() for line in lines))
-
-
-def _pam_stack(auth: str, login: Path, window: int) -> str:
-    header = "# sshdist local cluster: the login node's PAM service (removed by down())\n"
-    if auth in ("publickey+totp", "totp"):
-        first = (
-            f"auth required pam_oath.so usersfile={login / 'users.oath'} window={window} digits=6"
-        )
-    elif auth == "password":
-        first = (
-            f"auth required pam_exec.so expose_authtok quiet "
-            f"{login / 'check-password'} {login / 'password'}"
-        )
-    else:
-        first = "auth required pam_deny.so"
-    return (
-        header + first + "\n"
-        "account required pam_permit.so\n"
-        "session required pam_permit.so\n"
-        "password required pam_deny.so\n"
-    )
-
-
-_CHECK_PASSWORD = """#!/bin/sh
-# pam_exec expose_authtok: the password arrives on stdin, NUL-terminated; $1 holds the
-# cluster's password.  Written by sshdist's LocalCluster.
-pw=$(tr -d '\\000')
-[ -n "$pw" ] && [ "$pw" = "$(cat "$1")" ]
-"""
 
 
 class LocalCluster:
@@ -249,7 +154,7 @@ class LocalCluster:
     @property
     def pam_service(self) -> str:
         """The login sshd's program name, hence its PAM service."""
-        return f"sshdist-login-{self.id}"
+        return pam_service(self.id)
 
     @property
     def pam_file(self) -> Path:
@@ -258,17 +163,17 @@ class LocalCluster:
     @property
     def nft_table(self) -> str:
         """The nftables table (family inet) that keeps the compute ports to the login node."""
-        return f"sshdist-cluster-{self.id}"
+        return filter_name(self.id)
 
     @property
     def cgroup(self) -> Path:
         """The login node's cgroup v2 directory."""
-        return _cgroup2_mount() / f"sshdist-cluster-{self.id}"
+        return cgroup2_mount() / filter_name(self.id)
 
     @property
     def password(self) -> str | None:
         """The login password (``auth="password"``), else None."""
-        path = self.login_dir / "password"
+        path = self.login_dir / PASSWORD_FILE
         return path.read_text().strip() if self.auth == "password" and path.is_file() else None
 
     @property
@@ -353,9 +258,16 @@ class LocalCluster:
             name_format="cn{:02d}",
             sshd_extra=f"TrustedUserCAKeys {ca_pub}\n",
         )
-        self._make_cgroup()
-        self._filter_compute_ports()
-        self._write_auth_files()
+        make_cgroup(self.cgroup)
+        filter_ports(self.nft_table, self.cgroup, (n.port for n in self.compute.nodes))
+        write_auth_files(
+            self.auth,
+            self.login_dir,
+            self.dir / "totp_secret",
+            self.user,
+            self.pam_file,
+            self.totp_window,
+        )
         self._start_login()
         self._write_client_files()
         self._save()
@@ -380,13 +292,11 @@ class LocalCluster:
         self.login_pid = None
         self.compute.down()
         if self.id:
-            self._remove_cgroup()
-            subprocess.run(
-                ["nft", "delete", "table", "inet", self.nft_table],
-                capture_output=True,
-                timeout=30,
-                stdin=subprocess.DEVNULL,
-            )
+            try:
+                cgroup: Path | None = self.cgroup
+            except LocalClusterError:  # no cgroup v2 mounted: none was made
+                cgroup = None
+            remove_filter(self.nft_table, cgroup)
             self.pam_file.unlink(missing_ok=True)
         if self.dir.is_dir():
             self._save()
@@ -403,7 +313,7 @@ class LocalCluster:
                 "name": n.name,
                 "port": n.port,
                 "pid": n.pid,
-                "running": n.pid is not None and _alive(n.pid) and _listening(n.port),
+                "running": n.pid is not None and _alive(n.pid) and listening(n.port),
             }
             for n in self.compute.nodes
         ]
@@ -411,35 +321,23 @@ class LocalCluster:
 
     # -- TOTP and certificates ----------------------------------------------------
 
-    def _code_at(self, step: int) -> str:
-        secret = self.totp_secret
-        if secret is None:
-            raise LocalClusterError(f"auth={self.auth!r}: this cluster asks for no TOTP code")
-        return _run(
-            ["oathtool", "--totp", "-d", "6", "-N", f"@{step * TOTP_STEP}", secret],
-            "oathtool",
-        ).strip()
-
     def totp_code(self) -> str:
         """A TOTP code the login node accepts, never handed out before by this object:
-        the current step's, then the next steps' (within the window), see the module."""
+        the current step's, then the next steps' (within the window), see clusterlogin."""
         now = int(time.time()) // TOTP_STEP
         step = max(self._last_step + 1, now)
         if step > now + self.totp_window:
             self.reset_totp()
             step = now
         self._last_step = step
-        return self._code_at(step)
+        secret = self.totp_secret
+        if secret is None:
+            raise LocalClusterError(f"auth={self.auth!r}: this cluster asks for no TOTP code")
+        return totp_code_at(secret, step)
 
     def reset_totp(self) -> None:
         """Make pam_oath forget the codes used so far (rewrite the users file fresh)."""
-        # An atomic rename, without liboath's lock: Debian's liboath creates <file>.lock
-        # exclusively and fails a login while that file exists, so it must not exist.
-        users = self.login_dir / "users.oath"
-        fresh = users.with_suffix(".fresh")
-        fresh.write_text(f"HOTP/T30\t{self.user}\t-\t{self.totp_secret}\n")
-        fresh.chmod(0o600)
-        fresh.replace(users)
+        write_users_file(self.login_dir, self.user, str(self.totp_secret))
         self._last_step = -1
 
     def issue_certificate(
@@ -462,7 +360,7 @@ class LocalCluster:
         with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
             copy = Path(scratch) / "key.pub"
             shutil.copyfile(pubkey, copy)
-            _run(
+            run(
                 ["ssh-keygen", "-q", "-s", str(self.ca_key), "-I", f"sshdist-{pubkey.name}"]
                 + ["-n", names, "-V", validity, str(copy)],
                 f"ssh-keygen could not sign {pubkey}",
@@ -472,57 +370,7 @@ class LocalCluster:
 
     # -- pieces of up() -----------------------------------------------------------
 
-    def _make_cgroup(self) -> None:
-        mount = _cgroup2_mount()
-        try:
-            mount.relative_to(CGROUP_ROOT)
-        except ValueError:
-            raise LocalClusterError(
-                f"cgroup v2 is mounted at {mount}, outside {CGROUP_ROOT} where nft looks"
-            ) from None
-        try:
-            self.cgroup.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise LocalClusterError(f"cannot make the login node's cgroup: {exc}") from None
-
-    def _filter_compute_ports(self) -> None:
-        ports = ", ".join(str(n.port) for n in self.compute.nodes)
-        cgroup = self.cgroup.relative_to(CGROUP_ROOT)
-        level = len(self.cgroup.relative_to(_cgroup2_mount()).parts)
-        rules = (
-            f"table inet {self.nft_table} {{\n"
-            "  chain output {\n"
-            "    type filter hook output priority filter; policy accept;\n"
-            f"    ip daddr 127.0.0.0/8 tcp dport {{ {ports} }} "
-            f'socket cgroupv2 level {level} "{cgroup}" accept\n'
-            f"    ip daddr 127.0.0.0/8 tcp dport {{ {ports} }} reject with tcp reset\n"
-            "  }\n"
-            "}\n"
-        )
-        _run(["nft", "-f", "-"], "nft could not add the compute nodes' filter", stdin=rules)
-
-    def _write_auth_files(self) -> None:
-        if "totp" in self.auth:
-            (self.dir / "totp_secret").write_text(secrets.token_hex(20) + "\n")
-            (self.dir / "totp_secret").chmod(0o600)
-            self.reset_totp()
-        if self.auth == "password":
-            password = self.login_dir / "password"
-            password.write_text(secrets.token_hex(12) + "\n")
-            password.chmod(0o600)
-            script = self.login_dir / "check-password"
-            script.write_text(_CHECK_PASSWORD)
-            script.chmod(0o700)
-        self.pam_file.write_text(_pam_stack(self.auth, self.login_dir, self.totp_window))
-
     def _write_login_config(self) -> Path:
-        methods = {
-            "publickey+totp": "publickey,keyboard-interactive",
-            "totp": "keyboard-interactive",
-            "password": "password",
-            "publickey": "publickey",
-        }[self.auth]
-        yes_no = {True: "yes", False: "no"}
         home = self.login_dir
         # No MaxStartups, MaxSessions, LoginGraceTime...: a login node at OpenSSH's defaults.
         self.login_sshd_config.write_text(
@@ -532,12 +380,8 @@ class LocalCluster:
             f"PidFile {home / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
             f"TrustedUserCAKeys {self.ca_key.with_suffix('.pub')}\n"
-            f"PubkeyAuthentication {yes_no['publickey' in self.auth]}\n"
-            f"KbdInteractiveAuthentication {yes_no['totp' in self.auth]}\n"
-            f"PasswordAuthentication {yes_no[self.auth == 'password']}\n"
-            f"AuthenticationMethods {methods}\n"
-            "UsePAM yes\n"
-            "PermitRootLogin yes\n"
+            + sshd_auth(self.auth)
+            + "PermitRootLogin yes\n"
             "StrictModes no\n"
             "AllowTcpForwarding yes\n"
             # As the local nodes' (see LocalNodes): no login user's interactive .bashrc
@@ -588,37 +432,6 @@ class LocalCluster:
             self.login_pid = None
             last_error = log_path.read_text(errors="replace")[-500:]
         raise LocalClusterError(f"the login sshd did not start: {last_error}")
-
-    def _remove_cgroup(self) -> None:
-        try:
-            cgroup = self.cgroup
-        except LocalClusterError:
-            return
-        if not cgroup.is_dir():
-            return
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            procs = (cgroup / "cgroup.procs").read_text().split()
-            if not procs:
-                break
-            if (cgroup / "cgroup.kill").exists():
-                (cgroup / "cgroup.kill").write_text("1\n")
-            else:
-                for pid in procs:
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            time.sleep(0.02)
-        for _ in range(100):
-            try:
-                cgroup.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:  # EBUSY while the last killed processes exit
-                time.sleep(0.05)
-        raise LocalClusterError(f"could not remove the cgroup {cgroup}")
 
     # -- files --------------------------------------------------------------------
 
