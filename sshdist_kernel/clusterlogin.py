@@ -1,6 +1,6 @@
-"""How the local cluster's login node authenticates: its PAM stack, the users file of
-``pam_oath`` and the TOTP codes, the password check, and the sshd_config lines that
-choose the methods.
+"""How the local cluster's login node lets users in: its sshd_config and PAM stack, the
+users file of ``pam_oath`` and the TOTP codes, the password check, and the user CA's
+certificates (trusted by the login node and the compute nodes).
 
 The modes (``auth``):
 
@@ -37,7 +37,11 @@ them with ``totp_code()`` can make the latter's next code a replay.
 
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from .clustertool import run
@@ -81,8 +85,9 @@ def pam_stack(auth: str, login: Path, window: int) -> str:
     )
 
 
-def sshd_auth(auth: str) -> str:
-    """The login sshd_config's lines that choose the methods of ``auth``."""
+def login_sshd_config(auth: str, port: int, home: Path, authorized_keys: Path, ca_key: Path) -> str:
+    """The login sshd's sshd_config: the methods of ``auth`` through PAM, at OpenSSH's
+    default limits (no MaxStartups, MaxSessions, LoginGraceTime...)."""
     methods = {
         "publickey+totp": "publickey,keyboard-interactive",
         "totp": "keyboard-interactive",
@@ -90,13 +95,54 @@ def sshd_auth(auth: str) -> str:
         "publickey": "publickey",
     }[auth]
     yes_no = {True: "yes", False: "no"}
+    runtime = home / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
     return (
+        f"Port {port}\n"
+        "ListenAddress 127.0.0.1\n"
+        f"HostKey {home / 'ssh_host_ed25519_key'}\n"
+        f"PidFile {home / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {authorized_keys}\n"
+        f"TrustedUserCAKeys {ca_key.with_suffix('.pub')}\n"
         f"PubkeyAuthentication {yes_no['publickey' in auth]}\n"
         f"KbdInteractiveAuthentication {yes_no['totp' in auth]}\n"
         f"PasswordAuthentication {yes_no[auth == 'password']}\n"
         f"AuthenticationMethods {methods}\n"
         "UsePAM yes\n"
+        "PermitRootLogin yes\n"
+        "StrictModes no\n"
+        "AllowTcpForwarding yes\n"
+        # As the local nodes' (see LocalNodes): no login user's interactive .bashrc
+        # for ssh commands, one GC marker thread, a runtime directory of its own.
+        f"SetEnv SHLVL=1 GC_MARKERS=1 XDG_RUNTIME_DIR={runtime}\n"
+        "LogLevel VERBOSE\n"
     )
+
+
+def sign_key(
+    ca_key: Path,
+    pubkey: Path,
+    principals: Sequence[str],
+    certificate: str | os.PathLike[str] | None,
+    validity: str,
+    scratch_dir: Path,
+) -> Path:
+    """Sign ``pubkey`` with the user CA ``ca_key``; write ``<key>-cert.pub`` beside it,
+    or ``certificate`` if given.  Returns the certificate's path."""
+    if certificate is None:
+        stem = pubkey.name[: -len(".pub")] if pubkey.name.endswith(".pub") else pubkey.name
+        certificate = pubkey.with_name(f"{stem}-cert.pub")
+    certificate = Path(certificate)
+    with tempfile.TemporaryDirectory(dir=scratch_dir) as scratch:
+        copy = Path(scratch) / "key.pub"
+        shutil.copyfile(pubkey, copy)
+        run(
+            ["ssh-keygen", "-q", "-s", str(ca_key), "-I", f"sshdist-{pubkey.name}"]
+            + ["-n", ",".join(principals), "-V", validity, str(copy)],
+            f"ssh-keygen could not sign {pubkey}",
+        )
+        shutil.copyfile(Path(scratch) / "key-cert.pub", certificate)
+    return certificate
 
 
 def write_auth_files(

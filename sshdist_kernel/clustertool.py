@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 
-from .localnodes import LocalNodesError
+from .localsshd import LocalNodesError
 
 
 class LocalClusterError(LocalNodesError):

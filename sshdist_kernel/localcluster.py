@@ -31,48 +31,30 @@ compute nodes cn01..cnNN that only the login node can reach, all sshds on 127.0.
 
 from __future__ import annotations
 
-import getpass
 import glob
 import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .clusterfilter import (
-    cgroup2_mount,
-    filter_name,
-    filter_ports,
-    listening,
-    make_cgroup,
-    remove_filter,
-)
-from .clusterlogin import (
-    AUTH_MODES,
-    PAM_DIR,
-    PASSWORD_FILE,
-    TOTP_STEP,
-    pam_service,
-    sshd_auth,
-    totp_code_at,
-    write_auth_files,
-    write_users_file,
-)
-from .clustertool import LocalClusterError, run
-from .localnodes import (
-    START_TIMEOUT,
-    LocalNodes,
+from . import clusterfilter, clusterlogin
+from .clusterlogin import AUTH_MODES, TOTP_STEP
+from .clustertool import LocalClusterError
+from .localnodes import LocalNodes
+from .localsshd import (
+    SshdDir,
     _alive,
-    _descendants,
     _free_port,
     _keygen,
+    _known_host,
     _port_open,
+    _spawn,
     _sshd,
+    _stop_tree,
+    _wait_started,
 )
 
 __all__ = ["AUTH_MODES", "DEFAULT_DIR", "TOTP_STEP", "LocalCluster", "LocalClusterError"]
@@ -80,12 +62,15 @@ __all__ = ["AUTH_MODES", "DEFAULT_DIR", "TOTP_STEP", "LocalCluster", "LocalClust
 DEFAULT_DIR = Path("~/.cache/sshdist/cluster").expanduser()
 
 
-class LocalCluster:
-    """A local cluster described by ``cluster.json`` in one directory (see the module)."""
+class LocalCluster(SshdDir):
+    """A local cluster described by ``cluster.json`` in one directory (see the module).
+
+    ``ssh_config`` names ``login`` and ``cn01``.. (through ``ProxyJump login``); the
+    login node and the compute nodes accept the client's key, ``identity``.
+    """
 
     def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR) -> None:
-        self.dir = Path(directory).expanduser().resolve()
-        self.user = getpass.getuser()
+        super().__init__(directory)
         self.auth = "publickey+totp"
         self.id = ""
         self.login_port = 0
@@ -104,20 +89,6 @@ class LocalCluster:
         self.compute = LocalNodes(self.compute_dir)
 
     # -- paths and names ----------------------------------------------------------
-
-    @property
-    def ssh_config(self) -> Path:
-        """Client config: ``Host login`` and ``Host cn01``.. (through ``ProxyJump login``)."""
-        return self.dir / "ssh_config"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.dir / "known_hosts"
-
-    @property
-    def identity(self) -> Path:
-        """The client's private key (accepted by the login node and the compute nodes)."""
-        return self.dir / "id_ed25519"
 
     @property
     def login_host(self) -> str:
@@ -154,26 +125,26 @@ class LocalCluster:
     @property
     def pam_service(self) -> str:
         """The login sshd's program name, hence its PAM service."""
-        return pam_service(self.id)
+        return clusterlogin.pam_service(self.id)
 
     @property
     def pam_file(self) -> Path:
-        return PAM_DIR / self.pam_service
+        return clusterlogin.PAM_DIR / self.pam_service
 
     @property
     def nft_table(self) -> str:
         """The nftables table (family inet) that keeps the compute ports to the login node."""
-        return filter_name(self.id)
+        return clusterfilter.filter_name(self.id)
 
     @property
     def cgroup(self) -> Path:
         """The login node's cgroup v2 directory."""
-        return cgroup2_mount() / filter_name(self.id)
+        return clusterfilter.cgroup2_mount() / clusterfilter.filter_name(self.id)
 
     @property
     def password(self) -> str | None:
         """The login password (``auth="password"``), else None."""
-        path = self.login_dir / PASSWORD_FILE
+        path = self.login_dir / clusterlogin.PASSWORD_FILE
         return path.read_text().strip() if self.auth == "password" and path.is_file() else None
 
     @property
@@ -225,10 +196,7 @@ class LocalCluster:
         cluster.login_pid = None
         cluster.login_port = 0
         cluster._last_step = -1
-        for folder in reversed([cluster.dir, *cluster.dir.parents]):
-            if not folder.exists():
-                folder.mkdir(mode=0o700)
-        cluster.dir.chmod(0o700)
+        cluster._make_dir()
         cluster.login_dir.mkdir(mode=0o700, exist_ok=True)
         cluster.compute_dir.mkdir(mode=0o700, exist_ok=True)
         cluster._save()
@@ -258,15 +226,11 @@ class LocalCluster:
             name_format="cn{:02d}",
             sshd_extra=f"TrustedUserCAKeys {ca_pub}\n",
         )
-        make_cgroup(self.cgroup)
-        filter_ports(self.nft_table, self.cgroup, (n.port for n in self.compute.nodes))
-        write_auth_files(
-            self.auth,
-            self.login_dir,
-            self.dir / "totp_secret",
-            self.user,
-            self.pam_file,
-            self.totp_window,
+        clusterfilter.make_cgroup(self.cgroup)
+        clusterfilter.filter_ports(self.nft_table, self.cgroup, self.compute_ports.values())
+        secret = self.dir / "totp_secret"
+        clusterlogin.write_auth_files(
+            self.auth, self.login_dir, secret, self.user, self.pam_file, self.totp_window
         )
         self._start_login()
         self._write_client_files()
@@ -279,16 +243,7 @@ class LocalCluster:
     def down(self) -> None:
         """Stop every sshd and remove the nft table, the cgroup and the PAM file."""
         if self.login_pid:
-            for pid in [self.login_pid, *_descendants(self.login_pid)]:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 5
-            while _alive(self.login_pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if _alive(self.login_pid):
-                os.kill(self.login_pid, signal.SIGKILL)
+            _stop_tree(self.login_pid)
         self.login_pid = None
         self.compute.down()
         if self.id:
@@ -296,7 +251,7 @@ class LocalCluster:
                 cgroup: Path | None = self.cgroup
             except LocalClusterError:  # no cgroup v2 mounted: none was made
                 cgroup = None
-            remove_filter(self.nft_table, cgroup)
+            clusterfilter.remove_filter(self.nft_table, cgroup)
             self.pam_file.unlink(missing_ok=True)
         if self.dir.is_dir():
             self._save()
@@ -313,7 +268,7 @@ class LocalCluster:
                 "name": n.name,
                 "port": n.port,
                 "pid": n.pid,
-                "running": n.pid is not None and _alive(n.pid) and listening(n.port),
+                "running": n.pid is not None and _alive(n.pid) and clusterfilter.listening(n.port),
             }
             for n in self.compute.nodes
         ]
@@ -333,11 +288,11 @@ class LocalCluster:
         secret = self.totp_secret
         if secret is None:
             raise LocalClusterError(f"auth={self.auth!r}: this cluster asks for no TOTP code")
-        return totp_code_at(secret, step)
+        return clusterlogin.totp_code_at(secret, step)
 
     def reset_totp(self) -> None:
         """Make pam_oath forget the codes used so far (rewrite the users file fresh)."""
-        write_users_file(self.login_dir, self.user, str(self.totp_secret))
+        clusterlogin.write_users_file(self.login_dir, self.user, str(self.totp_secret))
         self._last_step = -1
 
     def issue_certificate(
@@ -351,50 +306,18 @@ class LocalCluster:
         """Sign ``pubkey`` with the cluster's user CA for ``principals`` (default: the
         login user); write ``<key>-cert.pub`` beside it, or ``certificate`` if given.
         Returns the certificate's path."""
-        pubkey = Path(pubkey)
-        if certificate is None:
-            stem = pubkey.name[: -len(".pub")] if pubkey.name.endswith(".pub") else pubkey.name
-            certificate = pubkey.with_name(f"{stem}-cert.pub")
-        certificate = Path(certificate)
-        names = ",".join(principals or [self.user])
-        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
-            copy = Path(scratch) / "key.pub"
-            shutil.copyfile(pubkey, copy)
-            run(
-                ["ssh-keygen", "-q", "-s", str(self.ca_key), "-I", f"sshdist-{pubkey.name}"]
-                + ["-n", names, "-V", validity, str(copy)],
-                f"ssh-keygen could not sign {pubkey}",
-            )
-            shutil.copyfile(Path(scratch) / "key-cert.pub", certificate)
-        return certificate
+        return clusterlogin.sign_key(
+            self.ca_key, Path(pubkey), principals or [self.user], certificate, validity, self.dir
+        )
 
     # -- pieces of up() -----------------------------------------------------------
 
     def _write_login_config(self) -> Path:
-        home = self.login_dir
-        # No MaxStartups, MaxSessions, LoginGraceTime...: a login node at OpenSSH's defaults.
-        self.login_sshd_config.write_text(
-            f"Port {self.login_port}\n"
-            "ListenAddress 127.0.0.1\n"
-            f"HostKey {home / 'ssh_host_ed25519_key'}\n"
-            f"PidFile {home / 'sshd.pid'}\n"
-            f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
-            f"TrustedUserCAKeys {self.ca_key.with_suffix('.pub')}\n"
-            + sshd_auth(self.auth)
-            + "PermitRootLogin yes\n"
-            "StrictModes no\n"
-            "AllowTcpForwarding yes\n"
-            # As the local nodes' (see LocalNodes): no login user's interactive .bashrc
-            # for ssh commands, one GC marker thread, a runtime directory of its own.
-            f"SetEnv SHLVL=1 GC_MARKERS=1 XDG_RUNTIME_DIR={self._runtime_dir()}\n"
-            "LogLevel VERBOSE\n"
+        config = clusterlogin.login_sshd_config(
+            self.auth, self.login_port, self.login_dir, self.dir / "authorized_keys", self.ca_key
         )
+        self.login_sshd_config.write_text(config)
         return self.login_sshd_config
-
-    def _runtime_dir(self) -> Path:
-        runtime = self.login_dir / "run"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        return runtime
 
     def _start_login(self) -> None:
         program = self.login_dir / self.pam_service  # sshd's __progname: the PAM service
@@ -406,29 +329,14 @@ class LocalCluster:
         for _attempt in range(5):
             self.login_port = _free_port()
             config = self._write_login_config()
-            with open(log_path, "ab") as log:
-                proc = subprocess.Popen(
-                    [str(program), "-D", "-e", "-f", str(config)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                )
+            proc = _spawn([str(program), "-D", "-e", "-f", str(config)], log_path)
             self.login_pid = proc.pid
             # Into the login node's cgroup before it accepts anyone: every connection's
             # sshd, forked from this one, is then allowed to reach the compute nodes.
             (self.cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
             self._save()
-            deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    break
-                if _port_open(self.login_port):
-                    return
-                time.sleep(0.02)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            if _wait_started(proc, self.login_port):
+                return
             self.login_pid = None
             last_error = log_path.read_text(errors="replace")[-500:]
         raise LocalClusterError(f"the login sshd did not start: {last_error}")
@@ -447,23 +355,13 @@ class LocalCluster:
         (self.dir / "cluster.json").write_text(json.dumps(data, indent=1))
 
     def _write_client_files(self) -> None:
-        common = (
-            f"    User {self.user}\n"
-            f"    IdentityFile {self.identity}\n"
-            "    IdentitiesOnly yes\n"
-            f"    UserKnownHostsFile {self.known_hosts}\n"
-            "    StrictHostKeyChecking yes\n"
-        )
-        blocks = [f"Host {self.login_host}\n    HostName 127.0.0.1\n    Port {self.login_port}\n"]
-        blocks[0] += common
-        pub = (self.login_dir / "ssh_host_ed25519_key.pub").read_text().split()
-        hosts = [f"[127.0.0.1]:{self.login_port} {pub[0]} {pub[1]}\n"]
+        blocks = [self._host(self.login_host, self.login_port)]
+        hosts = [_known_host(self.login_port, self.login_dir)]
         for node in self.compute.nodes:
             # The compute HostName as the login node sees it: its sshd connects there.
-            blocks.append(f"Host {node.name}\n    HostName 127.0.0.1\n    Port {node.port}\n")
-            pub = (self.compute_dir / node.name / "ssh_host_ed25519_key.pub").read_text().split()
-            hosts.append(f"[127.0.0.1]:{node.port} {pub[0]} {pub[1]}\n")
-        blocks.append(f"Host cn*\n    ProxyJump {self.login_host}\n" + common)
+            blocks.append(self._host(node.name, node.port, client=False))
+            hosts.append(_known_host(node.port, self.compute_dir / node.name))
+        blocks.append(f"Host cn*\n    ProxyJump {self.login_host}\n" + self._client())
         self.ssh_config.write_text("\n".join(blocks))
         self.known_hosts.write_text("".join(hosts))
 

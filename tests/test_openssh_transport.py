@@ -37,7 +37,8 @@ from sshdist_kernel.errors import (
     NodeReplError,
     NodeTimeoutError,
 )
-from sshdist_kernel.localnodes import LocalNodes, _children, _free_port
+from sshdist_kernel.localnodes import LocalNodes, _free_port
+from sshdist_kernel.localsshd import _children
 from sshdist_kernel.opensshsession import OpenSshSession
 from sshdist_kernel.pipechannel import PipeChannel
 from sshdist_kernel.server import UNIX
