@@ -5,47 +5,17 @@ compute nodes cn01..cnNN that only the login node can reach, all sshds on 127.0.
 
 * the **login node**: an sshd at OpenSSH's default limits (``MaxStartups 10:30:100``,
   ``MaxSessions 10``: nothing raises them), ``AllowTcpForwarding yes``,
-  ``PermitRootLogin yes``, ``UsePAM yes`` and the authentication chosen by ``auth``:
-
-  - ``"publickey+totp"``: ``AuthenticationMethods publickey,keyboard-interactive``, the
-    keyboard-interactive step asking for a TOTP code through PAM (Debian's ``pam_oath``,
-    a users file with a random secret written by the cluster);
-  - ``"totp"``: keyboard-interactive (the TOTP code) alone;
-  - ``"password"``: ``PasswordAuthentication`` through PAM: ``pam_exec`` with
-    ``expose_authtok`` runs a script of the cluster's that compares the password with a
-    file the cluster wrote (``cluster.password``).  The system's password database is
-    neither read nor changed (``pam_pwdfile`` is not in Debian; ``pam_userdb`` would need
-    a Berkeley DB tool);
-  - ``"publickey"``: the cluster's key (or a certificate of its CA) alone.
-
-  sshd names its PAM service after its program name (``__progname``), so the login sshd
-  runs through a symlink ``sshdist-login-<id>`` to sshd (``<id>``: 8 random hex digits,
-  one per cluster) and its PAM stack is ``/etc/pam.d/sshdist-login-<id>``, written by
-  ``up()`` and removed by ``down()``; ``/etc/pam.d/sshd`` is never touched.  One file per
-  cluster, not per mode: two clusters (a test's session cluster and one a test starts)
-  may run at once, each with its own users file.
+  ``PermitRootLogin yes``, ``UsePAM yes`` and the authentication chosen by ``auth``
+  (``"publickey+totp"``, ``"totp"``, ``"password"``, ``"publickey"``): its PAM stack,
+  TOTP codes and password are ``clusterlogin``'s.
 
 * **compute nodes** cn01..cnNN: ``LocalNodes`` (``name_format="cn{:02d}"``) in
   ``<directory>/compute``, publickey only, their own host keys, and reachable from the
-  login node only.  The mechanism, measured on Debian 12 (kernel 6.x, nftables 1.0.6):
-  the login sshd is moved into a cgroup v2 of its own, ``sshdist-cluster-<id>``; every
-  process it forks (the per-connection sshds that open ``direct-tcpip`` channels for
-  ``ProxyJump``, and the shells of its sessions) inherits it, and sockets carry the cgroup
-  of the process that made them.  An nftables table of the cluster's own,
-  ``inet sshdist-cluster-<id>``, has an output chain that accepts TCP to the compute
-  ports on 127.0.0.0/8 from sockets in that cgroup (``socket cgroupv2 level L "..."``)
-  and rejects every other with a TCP reset, so a direct ``ssh`` to a compute node fails
-  at once ("Connection refused") instead of hanging.  Loopback traffic crosses the output
-  hook with the connecting socket attached, which is what the match needs.  The
-  alternatives do not work here: everything runs as root, so ``meta skuid`` cannot tell
-  the login node from the client; the login sshd connects from 127.0.0.1 like any
-  client, so separate loopback addresses with ``Match Address`` cannot either; a network
-  namespace for the compute nodes would still be reachable from the root namespace that
-  holds both the client and the login node.  ``down()`` deletes the table, kills what is
-  left in the cgroup and removes it.  A consequence: a compute port probed from outside
-  the cgroup is refused, so the cluster's ``status()`` sees a compute sshd as running
-  when its process lives and its port is in LISTEN state (``/proc/net/tcp``), not by
-  connecting (``LocalNodes.status()`` of ``cluster.compute`` would say "stopped").
+  login node only: ``clusterfilter`` puts the login sshd in a cgroup of its own and
+  lets only that cgroup's sockets reach the compute ports.  So the cluster's
+  ``status()`` sees a compute sshd as running when its process lives and its port
+  listens, not by connecting (``LocalNodes.status()`` of ``cluster.compute`` would say
+  "stopped").
 
 * a **user CA**: ``issue_certificate(pubkey)`` signs a key; the login node and the
   compute nodes trust it (``TrustedUserCAKeys``; the principal must be the login user).
@@ -54,133 +24,53 @@ compute nodes cn01..cnNN that only the login node can reach, all sshds on 127.0.
   HostName 127.0.0.1, as the login node sees them; ``Host cn*`` with ``ProxyJump login``)
   and ``known_hosts`` with every host key.
 
-**TOTP codes for tests.**  ``pam_oath`` (liboath 2.6.7) refuses a code whose time step is
-not later than the last one accepted, so one code logs in once, and a code of an earlier
-step is refused after a later one.  Its only relevant option is ``window=W``: codes of
-the steps now-W..now+W are accepted (``digits=6``, 30 s steps, ``HOTP/T30``).  The
-cluster sets ``window=totp_window`` (60 by default) and ``cluster.totp_code()`` hands
-out the code of the next unused step: the current step first, then the following ones,
-so W+1 fresh codes are available at once and one more every 30 s after that.  When the
-window is used up, ``totp_code()`` calls ``reset_totp()``, which rewrites the users file
-without pam_oath's record of the last code (under liboath's lock), and starts again
-from the current step.  Codes a test makes itself (``oathtool --totp <secret>``) count
-as used steps too: mixing them with ``totp_code()`` can make the latter's next code a
-replay.
+``up()`` writes ``/etc/pam.d/sshdist-login-<id>``, a cgroup and an nftables table
+(``<id>``: 8 random hex digits, one per cluster, so two clusters may run at once);
+``down()`` removes them.
 """
 
 from __future__ import annotations
 
-import getpass
 import glob
 import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .localnodes import (
-    START_TIMEOUT,
-    LocalNodes,
-    LocalNodesError,
+from . import clusterfilter, clusterlogin
+from .clusterlogin import AUTH_MODES, TOTP_STEP
+from .clustertool import LocalClusterError
+from .localnodes import LocalNodes
+from .localsshd import (
+    SshdDir,
     _alive,
-    _descendants,
     _free_port,
     _keygen,
+    _known_host,
     _port_open,
+    _spawn,
     _sshd,
+    _stop_tree,
+    _wait_started,
 )
 
+__all__ = ["AUTH_MODES", "DEFAULT_DIR", "TOTP_STEP", "LocalCluster", "LocalClusterError"]
+
 DEFAULT_DIR = Path("~/.cache/sshdist/cluster").expanduser()
-AUTH_MODES = ("publickey+totp", "totp", "password", "publickey")
-TOTP_STEP = 30
-PAM_DIR = Path("/etc/pam.d")
-CGROUP_ROOT = Path("/sys/fs/cgroup")  # nft names a cgroup v2 by its path below this
 
 
-class LocalClusterError(LocalNodesError):
-    """The local cluster could not be started, used or stopped."""
+class LocalCluster(SshdDir):
+    """A local cluster described by ``cluster.json`` in one directory (see the module).
 
-
-def _run(argv: list[str], what: str, stdin: str | None = None) -> str:
-    try:
-        done = subprocess.run(
-            argv,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=None if stdin is not None else subprocess.DEVNULL,
-        )
-    except FileNotFoundError as exc:
-        raise LocalClusterError(f"{what}: {argv[0]} is not installed ({exc})") from None
-    if done.returncode != 0:
-        raise LocalClusterError(f"{what}: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout
-
-
-def _cgroup2_mount() -> Path:
-    """Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup (unified) or
-    /sys/fs/cgroup/unified (systemd's hybrid layout, as on this project's test machine)."""
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if len(fields) > 2 and fields[2] == "cgroup2":
-            return Path(fields[1])
-    raise LocalClusterError(
-        "no cgroup v2 hierarchy is mounted: the compute nodes' filter needs one"
-    )
-
-
-def _listening(port: int) -> bool:
-    """A socket listens on 127.0.0.1:port (read from /proc, not by connecting: the
-    compute ports refuse connections from outside the login node)."""
-    want = f"0100007F:{port:04X}"
-    try:
-        lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
-    except OSError:
-        return False
-    return any(f[1] == want and f[3] == "0A" for f in (line.split() for line in lines))
-
-
-def _pam_stack(auth: str, login: Path, window: int) -> str:
-    header = "# sshdist local cluster: the login node's PAM service (removed by down())\n"
-    if auth in ("publickey+totp", "totp"):
-        first = (
-            f"auth required pam_oath.so usersfile={login / 'users.oath'} window={window} digits=6"
-        )
-    elif auth == "password":
-        first = (
-            f"auth required pam_exec.so expose_authtok quiet "
-            f"{login / 'check-password'} {login / 'password'}"
-        )
-    else:
-        first = "auth required pam_deny.so"
-    return (
-        header + first + "\n"
-        "account required pam_permit.so\n"
-        "session required pam_permit.so\n"
-        "password required pam_deny.so\n"
-    )
-
-
-_CHECK_PASSWORD = """#!/bin/sh
-# pam_exec expose_authtok: the password arrives on stdin, NUL-terminated; $1 holds the
-# cluster's password.  Written by sshdist's LocalCluster.
-pw=$(tr -d '\\000')
-[ -n "$pw" ] && [ "$pw" = "$(cat "$1")" ]
-"""
-
-
-class LocalCluster:
-    """A local cluster described by ``cluster.json`` in one directory (see the module)."""
+    ``ssh_config`` names ``login`` and ``cn01``.. (through ``ProxyJump login``); the
+    login node and the compute nodes accept the client's key, ``identity``.
+    """
 
     def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR) -> None:
-        self.dir = Path(directory).expanduser().resolve()
-        self.user = getpass.getuser()
+        super().__init__(directory)
         self.auth = "publickey+totp"
         self.id = ""
         self.login_port = 0
@@ -199,20 +89,6 @@ class LocalCluster:
         self.compute = LocalNodes(self.compute_dir)
 
     # -- paths and names ----------------------------------------------------------
-
-    @property
-    def ssh_config(self) -> Path:
-        """Client config: ``Host login`` and ``Host cn01``.. (through ``ProxyJump login``)."""
-        return self.dir / "ssh_config"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.dir / "known_hosts"
-
-    @property
-    def identity(self) -> Path:
-        """The client's private key (accepted by the login node and the compute nodes)."""
-        return self.dir / "id_ed25519"
 
     @property
     def login_host(self) -> str:
@@ -249,26 +125,26 @@ class LocalCluster:
     @property
     def pam_service(self) -> str:
         """The login sshd's program name, hence its PAM service."""
-        return f"sshdist-login-{self.id}"
+        return clusterlogin.pam_service(self.id)
 
     @property
     def pam_file(self) -> Path:
-        return PAM_DIR / self.pam_service
+        return clusterlogin.PAM_DIR / self.pam_service
 
     @property
     def nft_table(self) -> str:
         """The nftables table (family inet) that keeps the compute ports to the login node."""
-        return f"sshdist-cluster-{self.id}"
+        return clusterfilter.filter_name(self.id)
 
     @property
     def cgroup(self) -> Path:
         """The login node's cgroup v2 directory."""
-        return _cgroup2_mount() / f"sshdist-cluster-{self.id}"
+        return clusterfilter.cgroup2_mount() / clusterfilter.filter_name(self.id)
 
     @property
     def password(self) -> str | None:
         """The login password (``auth="password"``), else None."""
-        path = self.login_dir / "password"
+        path = self.login_dir / clusterlogin.PASSWORD_FILE
         return path.read_text().strip() if self.auth == "password" and path.is_file() else None
 
     @property
@@ -320,10 +196,7 @@ class LocalCluster:
         cluster.login_pid = None
         cluster.login_port = 0
         cluster._last_step = -1
-        for folder in reversed([cluster.dir, *cluster.dir.parents]):
-            if not folder.exists():
-                folder.mkdir(mode=0o700)
-        cluster.dir.chmod(0o700)
+        cluster._make_dir()
         cluster.login_dir.mkdir(mode=0o700, exist_ok=True)
         cluster.compute_dir.mkdir(mode=0o700, exist_ok=True)
         cluster._save()
@@ -353,9 +226,12 @@ class LocalCluster:
             name_format="cn{:02d}",
             sshd_extra=f"TrustedUserCAKeys {ca_pub}\n",
         )
-        self._make_cgroup()
-        self._filter_compute_ports()
-        self._write_auth_files()
+        clusterfilter.make_cgroup(self.cgroup)
+        clusterfilter.filter_ports(self.nft_table, self.cgroup, self.compute_ports.values())
+        secret = self.dir / "totp_secret"
+        clusterlogin.write_auth_files(
+            self.auth, self.login_dir, secret, self.user, self.pam_file, self.totp_window
+        )
         self._start_login()
         self._write_client_files()
         self._save()
@@ -367,26 +243,15 @@ class LocalCluster:
     def down(self) -> None:
         """Stop every sshd and remove the nft table, the cgroup and the PAM file."""
         if self.login_pid:
-            for pid in [self.login_pid, *_descendants(self.login_pid)]:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 5
-            while _alive(self.login_pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if _alive(self.login_pid):
-                os.kill(self.login_pid, signal.SIGKILL)
+            _stop_tree(self.login_pid)
         self.login_pid = None
         self.compute.down()
         if self.id:
-            self._remove_cgroup()
-            subprocess.run(
-                ["nft", "delete", "table", "inet", self.nft_table],
-                capture_output=True,
-                timeout=30,
-                stdin=subprocess.DEVNULL,
-            )
+            try:
+                cgroup: Path | None = self.cgroup
+            except LocalClusterError:  # no cgroup v2 mounted: none was made
+                cgroup = None
+            clusterfilter.remove_filter(self.nft_table, cgroup)
             self.pam_file.unlink(missing_ok=True)
         if self.dir.is_dir():
             self._save()
@@ -403,7 +268,7 @@ class LocalCluster:
                 "name": n.name,
                 "port": n.port,
                 "pid": n.pid,
-                "running": n.pid is not None and _alive(n.pid) and _listening(n.port),
+                "running": n.pid is not None and _alive(n.pid) and clusterfilter.listening(n.port),
             }
             for n in self.compute.nodes
         ]
@@ -411,35 +276,23 @@ class LocalCluster:
 
     # -- TOTP and certificates ----------------------------------------------------
 
-    def _code_at(self, step: int) -> str:
-        secret = self.totp_secret
-        if secret is None:
-            raise LocalClusterError(f"auth={self.auth!r}: this cluster asks for no TOTP code")
-        return _run(
-            ["oathtool", "--totp", "-d", "6", "-N", f"@{step * TOTP_STEP}", secret],
-            "oathtool",
-        ).strip()
-
     def totp_code(self) -> str:
         """A TOTP code the login node accepts, never handed out before by this object:
-        the current step's, then the next steps' (within the window), see the module."""
+        the current step's, then the next steps' (within the window), see clusterlogin."""
         now = int(time.time()) // TOTP_STEP
         step = max(self._last_step + 1, now)
         if step > now + self.totp_window:
             self.reset_totp()
             step = now
         self._last_step = step
-        return self._code_at(step)
+        secret = self.totp_secret
+        if secret is None:
+            raise LocalClusterError(f"auth={self.auth!r}: this cluster asks for no TOTP code")
+        return clusterlogin.totp_code_at(secret, step)
 
     def reset_totp(self) -> None:
         """Make pam_oath forget the codes used so far (rewrite the users file fresh)."""
-        # An atomic rename, without liboath's lock: Debian's liboath creates <file>.lock
-        # exclusively and fails a login while that file exists, so it must not exist.
-        users = self.login_dir / "users.oath"
-        fresh = users.with_suffix(".fresh")
-        fresh.write_text(f"HOTP/T30\t{self.user}\t-\t{self.totp_secret}\n")
-        fresh.chmod(0o600)
-        fresh.replace(users)
+        clusterlogin.write_users_file(self.login_dir, self.user, str(self.totp_secret))
         self._last_step = -1
 
     def issue_certificate(
@@ -453,104 +306,18 @@ class LocalCluster:
         """Sign ``pubkey`` with the cluster's user CA for ``principals`` (default: the
         login user); write ``<key>-cert.pub`` beside it, or ``certificate`` if given.
         Returns the certificate's path."""
-        pubkey = Path(pubkey)
-        if certificate is None:
-            stem = pubkey.name[: -len(".pub")] if pubkey.name.endswith(".pub") else pubkey.name
-            certificate = pubkey.with_name(f"{stem}-cert.pub")
-        certificate = Path(certificate)
-        names = ",".join(principals or [self.user])
-        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
-            copy = Path(scratch) / "key.pub"
-            shutil.copyfile(pubkey, copy)
-            _run(
-                ["ssh-keygen", "-q", "-s", str(self.ca_key), "-I", f"sshdist-{pubkey.name}"]
-                + ["-n", names, "-V", validity, str(copy)],
-                f"ssh-keygen could not sign {pubkey}",
-            )
-            shutil.copyfile(Path(scratch) / "key-cert.pub", certificate)
-        return certificate
+        return clusterlogin.sign_key(
+            self.ca_key, Path(pubkey), principals or [self.user], certificate, validity, self.dir
+        )
 
     # -- pieces of up() -----------------------------------------------------------
 
-    def _make_cgroup(self) -> None:
-        mount = _cgroup2_mount()
-        try:
-            mount.relative_to(CGROUP_ROOT)
-        except ValueError:
-            raise LocalClusterError(
-                f"cgroup v2 is mounted at {mount}, outside {CGROUP_ROOT} where nft looks"
-            ) from None
-        try:
-            self.cgroup.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise LocalClusterError(f"cannot make the login node's cgroup: {exc}") from None
-
-    def _filter_compute_ports(self) -> None:
-        ports = ", ".join(str(n.port) for n in self.compute.nodes)
-        cgroup = self.cgroup.relative_to(CGROUP_ROOT)
-        level = len(self.cgroup.relative_to(_cgroup2_mount()).parts)
-        rules = (
-            f"table inet {self.nft_table} {{\n"
-            "  chain output {\n"
-            "    type filter hook output priority filter; policy accept;\n"
-            f"    ip daddr 127.0.0.0/8 tcp dport {{ {ports} }} "
-            f'socket cgroupv2 level {level} "{cgroup}" accept\n'
-            f"    ip daddr 127.0.0.0/8 tcp dport {{ {ports} }} reject with tcp reset\n"
-            "  }\n"
-            "}\n"
-        )
-        _run(["nft", "-f", "-"], "nft could not add the compute nodes' filter", stdin=rules)
-
-    def _write_auth_files(self) -> None:
-        if "totp" in self.auth:
-            (self.dir / "totp_secret").write_text(secrets.token_hex(20) + "\n")
-            (self.dir / "totp_secret").chmod(0o600)
-            self.reset_totp()
-        if self.auth == "password":
-            password = self.login_dir / "password"
-            password.write_text(secrets.token_hex(12) + "\n")
-            password.chmod(0o600)
-            script = self.login_dir / "check-password"
-            script.write_text(_CHECK_PASSWORD)
-            script.chmod(0o700)
-        self.pam_file.write_text(_pam_stack(self.auth, self.login_dir, self.totp_window))
-
     def _write_login_config(self) -> Path:
-        methods = {
-            "publickey+totp": "publickey,keyboard-interactive",
-            "totp": "keyboard-interactive",
-            "password": "password",
-            "publickey": "publickey",
-        }[self.auth]
-        yes_no = {True: "yes", False: "no"}
-        home = self.login_dir
-        # No MaxStartups, MaxSessions, LoginGraceTime...: a login node at OpenSSH's defaults.
-        self.login_sshd_config.write_text(
-            f"Port {self.login_port}\n"
-            "ListenAddress 127.0.0.1\n"
-            f"HostKey {home / 'ssh_host_ed25519_key'}\n"
-            f"PidFile {home / 'sshd.pid'}\n"
-            f"AuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
-            f"TrustedUserCAKeys {self.ca_key.with_suffix('.pub')}\n"
-            f"PubkeyAuthentication {yes_no['publickey' in self.auth]}\n"
-            f"KbdInteractiveAuthentication {yes_no['totp' in self.auth]}\n"
-            f"PasswordAuthentication {yes_no[self.auth == 'password']}\n"
-            f"AuthenticationMethods {methods}\n"
-            "UsePAM yes\n"
-            "PermitRootLogin yes\n"
-            "StrictModes no\n"
-            "AllowTcpForwarding yes\n"
-            # As the local nodes' (see LocalNodes): no login user's interactive .bashrc
-            # for ssh commands, one GC marker thread, a runtime directory of its own.
-            f"SetEnv SHLVL=1 GC_MARKERS=1 XDG_RUNTIME_DIR={self._runtime_dir()}\n"
-            "LogLevel VERBOSE\n"
+        config = clusterlogin.login_sshd_config(
+            self.auth, self.login_port, self.login_dir, self.dir / "authorized_keys", self.ca_key
         )
+        self.login_sshd_config.write_text(config)
         return self.login_sshd_config
-
-    def _runtime_dir(self) -> Path:
-        runtime = self.login_dir / "run"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        return runtime
 
     def _start_login(self) -> None:
         program = self.login_dir / self.pam_service  # sshd's __progname: the PAM service
@@ -562,63 +329,17 @@ class LocalCluster:
         for _attempt in range(5):
             self.login_port = _free_port()
             config = self._write_login_config()
-            with open(log_path, "ab") as log:
-                proc = subprocess.Popen(
-                    [str(program), "-D", "-e", "-f", str(config)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    start_new_session=True,
-                )
+            proc = _spawn([str(program), "-D", "-e", "-f", str(config)], log_path)
             self.login_pid = proc.pid
             # Into the login node's cgroup before it accepts anyone: every connection's
             # sshd, forked from this one, is then allowed to reach the compute nodes.
             (self.cgroup / "cgroup.procs").write_text(f"{proc.pid}\n")
             self._save()
-            deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    break
-                if _port_open(self.login_port):
-                    return
-                time.sleep(0.02)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            if _wait_started(proc, self.login_port):
+                return
             self.login_pid = None
             last_error = log_path.read_text(errors="replace")[-500:]
         raise LocalClusterError(f"the login sshd did not start: {last_error}")
-
-    def _remove_cgroup(self) -> None:
-        try:
-            cgroup = self.cgroup
-        except LocalClusterError:
-            return
-        if not cgroup.is_dir():
-            return
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            procs = (cgroup / "cgroup.procs").read_text().split()
-            if not procs:
-                break
-            if (cgroup / "cgroup.kill").exists():
-                (cgroup / "cgroup.kill").write_text("1\n")
-            else:
-                for pid in procs:
-                    try:
-                        os.kill(int(pid), signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-            time.sleep(0.02)
-        for _ in range(100):
-            try:
-                cgroup.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:  # EBUSY while the last killed processes exit
-                time.sleep(0.05)
-        raise LocalClusterError(f"could not remove the cgroup {cgroup}")
 
     # -- files --------------------------------------------------------------------
 
@@ -634,23 +355,13 @@ class LocalCluster:
         (self.dir / "cluster.json").write_text(json.dumps(data, indent=1))
 
     def _write_client_files(self) -> None:
-        common = (
-            f"    User {self.user}\n"
-            f"    IdentityFile {self.identity}\n"
-            "    IdentitiesOnly yes\n"
-            f"    UserKnownHostsFile {self.known_hosts}\n"
-            "    StrictHostKeyChecking yes\n"
-        )
-        blocks = [f"Host {self.login_host}\n    HostName 127.0.0.1\n    Port {self.login_port}\n"]
-        blocks[0] += common
-        pub = (self.login_dir / "ssh_host_ed25519_key.pub").read_text().split()
-        hosts = [f"[127.0.0.1]:{self.login_port} {pub[0]} {pub[1]}\n"]
+        blocks = [self._host(self.login_host, self.login_port)]
+        hosts = [_known_host(self.login_port, self.login_dir)]
         for node in self.compute.nodes:
             # The compute HostName as the login node sees it: its sshd connects there.
-            blocks.append(f"Host {node.name}\n    HostName 127.0.0.1\n    Port {node.port}\n")
-            pub = (self.compute_dir / node.name / "ssh_host_ed25519_key.pub").read_text().split()
-            hosts.append(f"[127.0.0.1]:{node.port} {pub[0]} {pub[1]}\n")
-        blocks.append(f"Host cn*\n    ProxyJump {self.login_host}\n" + common)
+            blocks.append(self._host(node.name, node.port, client=False))
+            hosts.append(_known_host(node.port, self.compute_dir / node.name))
+        blocks.append(f"Host cn*\n    ProxyJump {self.login_host}\n" + self._client())
         self.ssh_config.write_text("\n".join(blocks))
         self.known_hosts.write_text("".join(hosts))
 

@@ -6,23 +6,29 @@ The default for demos and the fixture for tests: both run exactly this code.
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .localsshd import (
+    LocalNodesError,
+    SshdDir,
+    _alive,
+    _free_port,
+    _keygen,
+    _known_host,
+    _port_open,
+    _spawn,
+    _sshd,
+    _stop_tree,
+    _wait_started,
+)
+from .localsshd import established_to as established_to  # the tests' and bench's
+
 DEFAULT_DIR = Path("~/.cache/sshdist/nodes").expanduser()
-START_TIMEOUT = 10.0
-
-
-class LocalNodesError(RuntimeError):
-    """The local nodes could not be started, found or stopped."""
 
 
 @dataclass
@@ -37,89 +43,7 @@ class LocalNode:
         return self.pid is not None and _alive(self.pid) and _port_open(self.port)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)  # reap our own children so they are not zombies
-        if done:
-            return False
-    except ChildProcessError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid``: sshd puts each connection in a session of its own,
-    so stopping a node's process group would leave its connections up."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def established_to(port: int) -> int:
-    """TCP connections on this machine to 127.0.0.1:``port`` that are up (from
-    ``/proc/net/tcp``): how many logins a local sshd holds, without asking it."""
-    count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "01" and int(fields[2].split(":")[1], 16) == port:
-            count += 1
-    return count
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _sshd() -> str:
-    path = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not os.path.isfile(path):
-        raise LocalNodesError("sshd is not installed: apt-get install openssh-server")
-    return path
-
-
-def _keygen(path: Path, comment: str) -> None:
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        if done.returncode != 0:
-            raise LocalNodesError(f"ssh-keygen could not write {path}: {done.stderr.strip()}")
-
-
-class LocalNodes:
+class LocalNodes(SshdDir):
     """A set of local nodes described by ``nodes.json`` in one directory.
 
     ``name_format`` names node i (``"node{}"``: node1, node2...; a local cluster's compute
@@ -129,9 +53,8 @@ class LocalNodes:
     """
 
     def __init__(self, directory: str | os.PathLike[str] = DEFAULT_DIR) -> None:
-        self.dir = Path(directory).expanduser().resolve()
+        super().__init__(directory)
         self.nodes: list[LocalNode] = []
-        self.user = getpass.getuser()
         self.name_format = "node{}"
         self.sshd_extra = ""
         state = self.dir / "nodes.json"
@@ -141,18 +64,6 @@ class LocalNodes:
             self.nodes = [LocalNode(**n) for n in data["nodes"]]
             self.name_format = data.get("name_format", self.name_format)
             self.sshd_extra = data.get("sshd_extra", self.sshd_extra)
-
-    @property
-    def ssh_config(self) -> Path:
-        return self.dir / "ssh_config"
-
-    @property
-    def known_hosts(self) -> Path:
-        return self.dir / "known_hosts"
-
-    @property
-    def identity(self) -> Path:
-        return self.dir / "id_ed25519"
 
     @property
     def names(self) -> list[str]:
@@ -183,14 +94,7 @@ class LocalNodes:
             )
         nodes.name_format = name_format
         nodes.sshd_extra = sshd_extra
-        # Folders made here are the user's alone, whatever the umask: the default's
-        # parent is ~/.cache/sshdist, where a node keeps its compiled loop only if
-        # nobody else can write there.
-        for folder in reversed([nodes.dir, *nodes.dir.parents]):
-            if not folder.exists():
-                folder.mkdir(mode=0o700)
-                folder.chmod(0o700)
-        nodes.dir.chmod(0o700)
+        nodes._make_dir()
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
         _keygen(nodes.identity, "sshdist local nodes client")
@@ -277,27 +181,13 @@ class LocalNodes:
             if fresh_port or not node.port:
                 node.port = _free_port()
             config = self._write_sshd_config(node)
-            log = open(self.dir / node.name / "sshd.log", "ab")
-            proc = subprocess.Popen(
-                [_sshd(), "-D", "-e", "-f", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
+            proc = _spawn(
+                [_sshd(), "-D", "-e", "-f", str(config)], self.dir / node.name / "sshd.log"
             )
-            log.close()
             node.pid = proc.pid
-            deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    break
-                if _port_open(node.port):
-                    self._save()
-                    return node
-                time.sleep(0.02)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
+            if _wait_started(proc, node.port):
+                self._save()
+                return node
             last_error = (self.dir / node.name / "sshd.log").read_text(errors="replace")[-500:]
             if not fresh_port:
                 break
@@ -307,16 +197,7 @@ class LocalNodes:
         """Stop one node's sshd and the connections it serves (to test failures, pass SIGKILL)."""
         node = self._node(name)
         if node.pid:
-            for pid in [node.pid, *_descendants(node.pid)]:
-                try:
-                    os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
-            deadline = time.monotonic() + 5
-            while _alive(node.pid) and time.monotonic() < deadline:
-                time.sleep(0.01)
-            if _alive(node.pid):
-                os.kill(node.pid, signal.SIGKILL)
+            _stop_tree(node.pid, sig)
         node.pid = None
         self._save()
 
@@ -343,20 +224,8 @@ class LocalNodes:
         (self.dir / "nodes.json").write_text(json.dumps(data, indent=1))
 
     def _write_client_files(self) -> None:
-        blocks, hosts = [], []
-        for node in self.nodes:
-            blocks.append(
-                f"Host {node.name}\n"
-                "    HostName 127.0.0.1\n"
-                f"    Port {node.port}\n"
-                f"    User {self.user}\n"
-                f"    IdentityFile {self.identity}\n"
-                "    IdentitiesOnly yes\n"
-                f"    UserKnownHostsFile {self.known_hosts}\n"
-                "    StrictHostKeyChecking yes\n"
-            )
-            pub = (self.dir / node.name / "ssh_host_ed25519_key.pub").read_text().split()
-            hosts.append(f"[127.0.0.1]:{node.port} {pub[0]} {pub[1]}\n")
+        blocks = [self._host(node.name, node.port) for node in self.nodes]
+        hosts = [_known_host(node.port, self.dir / node.name) for node in self.nodes]
         self.ssh_config.write_text("\n".join(blocks))
         self.known_hosts.write_text("".join(hosts))
 

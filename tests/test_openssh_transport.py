@@ -38,6 +38,7 @@ from sshdist_kernel.errors import (
     NodeTimeoutError,
 )
 from sshdist_kernel.localnodes import LocalNodes, _free_port
+from sshdist_kernel.localsshd import _children
 from sshdist_kernel.opensshsession import OpenSshSession
 from sshdist_kernel.pipechannel import PipeChannel
 from sshdist_kernel.server import UNIX
@@ -69,16 +70,7 @@ def onodes(ssh_config: str) -> Iterator[list[Node]]:
 def connections(local_nodes: LocalNodes, name: str) -> int:
     """How many connections node ``name``'s sshd serves now (its child processes)."""
     pid = next(n.pid for n in local_nodes.nodes if n.name == name)
-    count = 0
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                count += 1
-    return count
+    return len(_children().get(pid, []))
 
 
 def alive(pid: int) -> bool:
