@@ -56,7 +56,7 @@ class _Login:
             try:
                 following = self.transport.auth_publickey(self.o.user, key)
             except paramiko.BadAuthenticationType:
-                break
+                raise
             except paramiko.AuthenticationException:
                 continue
             if self.transport.is_authenticated() or following:
@@ -113,8 +113,7 @@ class _Login:
             try:
                 following = handler_owner.wait_for_response(finished)
             except paramiko.BadAuthenticationType:
-                self.notes["keyboard-interactive"] = "the server stopped offering it"
-                return None
+                raise
             except paramiko.AuthenticationException:
                 if not self.transport.is_active():
                     break
@@ -152,7 +151,7 @@ class _Login:
             try:
                 following = self.transport.auth_password(o.user, secret, fallback=False)
             except paramiko.BadAuthenticationType:
-                break
+                raise
             except paramiko.AuthenticationException:
                 if not self.transport.is_active():
                     break
@@ -199,16 +198,15 @@ class _SignalledEvent(threading.Event):
         self._wake.put(None)
 
 
-def _allowed(transport: paramiko.Transport, user: str) -> list[str] | None:
-    """The methods the server allows (asked with method "none", as ssh does), or None
-    when "none" itself let us in."""
+def _methods_allowed(transport: paramiko.Transport, user: str) -> list[str]:
+    """The methods the server allows now, asked with method "none" (as ssh does)."""
     try:
         transport.auth_none(user)
     except paramiko.BadAuthenticationType as exc:
         return list(exc.allowed_types)
     except paramiko.AuthenticationException:
-        return ["publickey", "keyboard-interactive", "password"]
-    return None if transport.is_authenticated() else []
+        pass
+    return []
 
 
 def authenticate(transport: paramiko.Transport, o: SessionOptions) -> None:
@@ -216,10 +214,11 @@ def authenticate(transport: paramiko.Transport, o: SessionOptions) -> None:
     the login is complete; ``AuthenticationError`` naming each method and why not."""
     agent = None
     login = _Login(transport, o)
+    # What the server allows is learnt from its answers, not asked first with method
+    # "none" as ssh does: that costs a round trip per connection (and CPU per node).
+    allowed = list(o.auth_methods)
+    told = False  # whether ``allowed`` is the server's word yet
     try:
-        allowed = _allowed(transport, o.user)
-        if allowed is None:
-            return
         agent_keys: list[Any] = []
         if o.allow_agent and os.environ.get("SSH_AUTH_SOCK"):
             try:
@@ -233,16 +232,25 @@ def authenticate(transport: paramiko.Transport, o: SessionOptions) -> None:
             if method is None:
                 break
             done.add(method)
-            if method == "publickey":
-                following = login.publickey(agent_keys)
-            elif method == "keyboard-interactive":
-                following = login.keyboard_interactive()
-            elif method == "password":
-                following = login.password()
-            else:
-                following = login.gssapi()
+            if method == "password" and not told:
+                # Never ask a person for a password the server would not take.
+                allowed, told = _methods_allowed(transport, o.user), True
+                if method not in allowed:
+                    continue
+            try:
+                if method == "publickey":
+                    following = login.publickey(agent_keys)
+                elif method == "keyboard-interactive":
+                    following = login.keyboard_interactive()
+                elif method == "password":
+                    following = login.password()
+                else:
+                    following = login.gssapi()
+            except paramiko.BadAuthenticationType as exc:  # not this one: these are
+                allowed, told = list(exc.allowed_types), True
+                continue
             if following:  # partial success: the server wants another method too
-                allowed = list(following)
+                allowed, told = list(following), True
                 if method in following:  # the same method again (two keys, say)
                     done.discard(method)
     except PromptUnavailable as why:
