@@ -25,7 +25,7 @@ test: system $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	bash scripts/install-system-deps guile-ssh
+	bash scripts/install-system-deps guile-ssh nftables libpam-oath oathtool  # the anchor; the local cluster of the cluster rows
 	$(PY) bench/run.py
 
 lint: $(STAMP)

@@ -49,7 +49,7 @@ from .controlmaster import (
 )
 from .errors import ConnectError, NodeError
 from .pipechannel import PipeChannel
-from .session import Session
+from .sessionbase import SessionBase
 from .sharedsessions import SharedSessions
 from .sshconfig import SessionOptions, jump_options
 
@@ -62,10 +62,8 @@ def _quoted(value: str) -> str:
     return f'"{value}"' if any(c.isspace() for c in value) else value
 
 
-class OpenSshSession:
+class OpenSshSession(SessionBase):
     """The interface of ``session.Session`` over OpenSSH's ``ssh`` and a ControlMaster."""
-
-    run = Session.run  # open_exec and the options are all it uses
 
     def __init__(self, options: SessionOptions) -> None:
         self.options = options
@@ -81,18 +79,6 @@ class OpenSshSession:
         self._channels: weakref.WeakSet[PipeChannel] = weakref.WeakSet()
         self._lock = threading.Lock()
         self.connect()
-
-    @property
-    def host(self) -> str:
-        return self.options.hostname
-
-    @property
-    def port(self) -> int:
-        return self.options.port
-
-    @property
-    def user(self) -> str:
-        return self.options.user
 
     def is_connected(self) -> bool:
         """Our master lives, and so does the jump host's it reaches the host through
@@ -320,12 +306,6 @@ class OpenSshSession:
             jump, self.jump = self.jump, None
         if jump is not None:
             JUMPS.release(self._jump_key)
-
-    def __enter__(self) -> OpenSshSession:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected() else "closed"

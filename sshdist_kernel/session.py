@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +24,13 @@ from .errors import (
     ConnectError,
     HostKeyError,
     NodeError,
-    NodeTimeoutError,
 )
 from .handshakes import GATES, pause_before
 from .knownhosts import HostKeys, read_host_keys
+from .sessionbase import SessionBase
 from .sharedsessions import SharedSessions
 from .sshauth import authenticate
-from .sshconfig import CONNECT_TIMEOUT, SessionOptions, jump_options
+from .sshconfig import SessionOptions, jump_options
 
 # With no handler of the application's, paramiko's transport thread prints tracebacks
 # of failures we turn into errors of our own (a peer that never speaks SSH).
@@ -52,22 +52,13 @@ class _Dropped(Exception):
     """The server closed the connection before its banner (MaxStartups, most likely)."""
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    """The exit status and output of one command run on the host."""
-
-    status: int
-    stdout: str
-    stderr: str
-
-
 def fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's SHA256 fingerprint of a host key, as ``ssh-keygen -l`` prints it."""
     digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
     return f"{key.get_name()} SHA256:{digest}"
 
 
-class Session:
+class Session(SessionBase):
     """An authenticated SSH connection to one host (the chapter's session)."""
 
     def __init__(self, options: SessionOptions) -> None:
@@ -78,18 +69,6 @@ class Session:
         self._probe_lock = threading.Lock()
         self._probe: threading.Event | None = None
         self.connect()
-
-    @property
-    def host(self) -> str:
-        return self.options.hostname
-
-    @property
-    def port(self) -> int:
-        return self.options.port
-
-    @property
-    def user(self) -> str:
-        return self.options.user
 
     def is_connected(self) -> bool:
         """Up, and so is the jump host's connection it runs over (whose loss this
@@ -342,40 +321,6 @@ class Session:
                 f"{exc or type(exc).__name__}. Is the REPL server running there?"
             ) from None
 
-    def run(
-        self, command: str, timeout: float = CONNECT_TIMEOUT, what: str | None = None
-    ) -> CommandResult:
-        """Run ``command`` to its end and return its status and output; ``what``
-        names the command in errors (long scripts would make unreadable ones)."""
-        what = what or (command if len(command) <= 60 else command[:57] + "...")
-        channel = self.open_exec(command, timeout)
-        deadline = time.monotonic() + timeout
-        out, err = bytearray(), bytearray()
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise NodeTimeoutError(
-                        f"{what} on {self.options.target} did not finish within {timeout:g} s"
-                    )
-                channel.settimeout(min(left, 0.2))
-                try:
-                    chunk = channel.recv(65536)
-                except TimeoutError:
-                    chunk = None
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(65536)
-                if chunk == b"":
-                    break
-                out += chunk or b""
-            finished = channel.status_event.wait(max(deadline - time.monotonic(), 0.1))
-            status = channel.recv_exit_status() if finished else -1
-            while channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-        finally:
-            channel.close()
-        return CommandResult(status, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
-
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
@@ -386,12 +331,6 @@ class Session:
         if self._jump is not None:
             self._jump = None
             JUMPS.release(self._jump_key)
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "connected" if self.is_connected() else "closed"
