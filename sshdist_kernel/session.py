@@ -197,7 +197,7 @@ class Session:
                     f"SSH ({exc}): is sshd listening there?"
                 ) from None
             raise ConnectError(
-                f"SSH handshake with {o.target} failed: {exc or type(exc).__name__}"
+                f"SSH handshake with {o.target} failed: {str(exc) or type(exc).__name__}"
             ) from None
         transport.set_keepalive(15)
         return transport
@@ -212,7 +212,7 @@ class Session:
             except (paramiko.SSHException, OSError, AttributeError) as exc:
                 raise ConnectError(
                     f"jump host {self._jump.options.alias} could not reach {o.target}: "
-                    f"{exc or type(exc).__name__}"
+                    f"{str(exc) or type(exc).__name__}"
                 ) from None
         if o.proxy_command:
             try:
@@ -324,7 +324,7 @@ class Session:
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise NodeError(
-                f"{self.options.target} would not run a command: {exc or type(exc).__name__}"
+                f"{self.options.target} would not run a command: {str(exc) or type(exc).__name__}"
             ) from None
         return channel
 
@@ -339,7 +339,7 @@ class Session:
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise NodeError(
                 f"{self.options.target} could not connect to {host}:{port}: "
-                f"{exc or type(exc).__name__}. Is the REPL server running there?"
+                f"{str(exc) or type(exc).__name__}. Is the REPL server running there?"
             ) from None
 
     def run(
