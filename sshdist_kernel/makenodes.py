@@ -98,9 +98,9 @@ def connect_all(
         threading.Thread(target=work, daemon=True, name="sshdist connecting")
         for _ in range(min(max_connecting, len(hosts)))
     ]
-    for t in threads:
-        t.start()
     try:
+        for t in threads:  # a Ctrl-C here too: the started workers may be asking already
+            t.start()
         if relay is not None:
             relay.serve(lambda: not any(t.is_alive() for t in threads))
         for t in threads:
@@ -109,6 +109,8 @@ def connect_all(
         with lock:
             state["abandoned"] = state["stop"] = True
             made = [r for r in results if r is not None and not isinstance(r, BaseException)]
+        if relay is not None:
+            relay.interrupted()
         for m in made:
             m.close()
         raise

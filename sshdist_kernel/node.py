@@ -79,6 +79,7 @@ class Node:
         """Why the last replaced REPL was given up."""
         self.closed = False
         """``close()`` was called, and no call has reopened the node since."""
+        self._closings = 0  # close() calls: a reconnect under way sees one came
 
     def __repr__(self) -> str:
         port = "exec" if self.repl_port is None else self.repl_port
@@ -156,7 +157,15 @@ class Node:
         try:
             if self._rrepl is None or self._rrepl.broken:
                 old, self._rrepl = self._rrepl, None
-                self._rrepl = self.open_rrepl(timeout=min(left, START_TIMEOUT))
+                closings = self._closings
+                try:
+                    self._rrepl = self.open_rrepl(timeout=min(left, START_TIMEOUT))
+                finally:
+                    closed_meanwhile = self._closings != closings
+                    if closed_meanwhile:  # what was made (or half made) goes too
+                        self.close()
+                if closed_meanwhile:
+                    raise NodeError(f"{self.name} was closed while it connected")
                 self.closed = False
                 if old is not None:
                     self.restarts += 1
@@ -260,19 +269,23 @@ class Node:
         is not opened (the next call opens a fresh one when the old one went with it)."""
         if not self._lock.acquire(timeout=timeout):
             raise NodeTimeoutError(f"{self.name} is still opening its REPL")
+        closings = self._closings
         try:
             if not self.session.is_connected():
                 self.session.connect(timeout=timeout)
         finally:
+            if self._closings != closings:  # close() did not wait for this: undo it
+                self.session.close()
             self._lock.release()
 
     def close(self) -> None:
-        """Close the REPL and the session."""
+        """Close the REPL and the session, now: a reconnect under way (waiting on a person
+        typing the login node's code, say) is not waited for; it closes what it made."""
         self.closed = True
-        with self._lock:
-            if self._rrepl is not None:
-                self._rrepl.close()
-                self._rrepl = None
+        self._closings += 1
+        rrepl, self._rrepl = self._rrepl, None
+        if rrepl is not None:
+            rrepl.close()
         self.session.close()
 
     def __enter__(self) -> Node:

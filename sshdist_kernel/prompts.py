@@ -61,7 +61,7 @@ class _Question:
 
     def __init__(self, text: str, echo: bool) -> None:
         self.text, self.echo = text, echo
-        self.answer: str | None = None
+        self.answer: Any = None
         self.error: BaseException | None = None
         self.done = threading.Event()
 
@@ -93,11 +93,12 @@ class PromptRelay:
                 return self.prompt(text, echo)
         question = _Question(text, echo)
         self._questions.put(question)
-        question.done.wait()
+        while not question.done.wait(1.0):
+            if self._interrupted:  # put just after the queue was emptied for good
+                raise PromptUnavailable("the call that asked was interrupted")
         if question.error is not None:
             raise question.error
-        assert question.answer is not None
-        return question.answer
+        return question.answer  # as the prompt gave it: sshauth names a None or a non-str
 
     def finished(self) -> None:
         """Wake ``serve`` to see whether its work is done (called as each worker ends)."""
@@ -129,12 +130,21 @@ class PromptRelay:
             self._interrupted = True
             raise
         finally:
-            self._serving = None
-            while True:  # questions that arrive after an interrupt are answered 'nobody'
-                try:
-                    item = self._questions.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not _FINISHED:
-                    item.error = PromptUnavailable("the call that asked was interrupted")
-                    item.done.set()
+            self._stop_serving()
+
+    def interrupted(self) -> None:
+        """The call was interrupted, perhaps before ``serve`` ran: questions waiting and
+        to come are answered 'nobody' (else their workers wait for ever)."""
+        self._interrupted = True
+        self._stop_serving()
+
+    def _stop_serving(self) -> None:
+        self._serving = None
+        while True:  # questions that arrive after an interrupt are answered 'nobody'
+            try:
+                item = self._questions.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _FINISHED:
+                item.error = PromptUnavailable("the call that asked was interrupted")
+                item.done.set()

@@ -176,7 +176,7 @@ class Session(SessionBase):
                     f"SSH ({exc}): is sshd listening there?"
                 ) from None
             raise ConnectError(
-                f"SSH handshake with {o.target} failed: {exc or type(exc).__name__}"
+                f"SSH handshake with {o.target} failed: {str(exc) or type(exc).__name__}"
             ) from None
         transport.set_keepalive(15)
         return transport
@@ -191,7 +191,7 @@ class Session(SessionBase):
             except (paramiko.SSHException, OSError, AttributeError) as exc:
                 raise ConnectError(
                     f"jump host {self._jump.options.alias} could not reach {o.target}: "
-                    f"{exc or type(exc).__name__}"
+                    f"{str(exc) or type(exc).__name__}"
                 ) from None
         if o.proxy_command:
             try:
@@ -303,7 +303,7 @@ class Session(SessionBase):
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise NodeError(
-                f"{self.options.target} would not run a command: {exc or type(exc).__name__}"
+                f"{self.options.target} would not run a command: {str(exc) or type(exc).__name__}"
             ) from None
         return channel
 
@@ -318,7 +318,7 @@ class Session(SessionBase):
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise NodeError(
                 f"{self.options.target} could not connect to {host}:{port}: "
-                f"{exc or type(exc).__name__}. Is the REPL server running there?"
+                f"{str(exc) or type(exc).__name__}. Is the REPL server running there?"
             ) from None
 
     def close(self) -> None:

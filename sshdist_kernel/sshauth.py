@@ -39,7 +39,19 @@ class _Login:
             raise PromptUnavailable("BatchMode is on in ssh_config")
         if o.prompt is None:
             raise PromptUnavailable("no prompt was given")
-        return o.prompt(text, echo)
+        # A prompt of the caller's that breaks is named as such, not as a broken
+        # handshake; what it returns goes into paramiko's thread, which a non-str kills.
+        try:
+            answer = o.prompt(text, echo)
+        except PromptUnavailable:
+            raise
+        except Exception as exc:
+            raise PromptUnavailable(f"the prompt failed: {type(exc).__name__}: {exc}") from None
+        if answer is None:
+            raise PromptUnavailable("the prompt gave no answer")
+        if not isinstance(answer, (str, bytes)):
+            raise PromptUnavailable(f"the prompt returned {_a(type(answer).__name__)}, not a str")
+        return answer
 
     # -- methods: each returns the methods allowed next (partial success) or None
 
@@ -183,6 +195,10 @@ class _Login:
             self.passed.append("gssapi-with-mic")
             return following
         return None
+
+
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "aeiou" else f"a {noun}"
 
 
 class _SignalledEvent(threading.Event):

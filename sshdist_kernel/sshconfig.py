@@ -86,6 +86,8 @@ class SessionOptions:
     @property
     def target(self) -> str:
         label = f"{self.user}@{self.hostname}:{self.port}"
+        if self.proxy_jump:  # its loss is the jump host's, as often as not: say which
+            label += f" through {self.proxy_jump}"
         return label if self.alias == self.hostname else f"{self.alias} ({label})"
 
 

@@ -81,6 +81,32 @@ def test_no_one_to_ask_is_a_clear_error_not_a_hang(cluster) -> None:
     assert "prompt=" in message
 
 
+def _broken_prompt(text: str, echo: bool) -> str:
+    raise RuntimeError("the dialog broke")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "why"),
+    [
+        (_broken_prompt, "the prompt failed: RuntimeError: the dialog broke"),
+        (lambda text, echo: None, "the prompt gave no answer"),
+        (lambda text, echo: 123456, "the prompt returned an int, not a str"),
+    ],
+)
+def test_a_prompt_that_fails_is_named_as_the_prompt_not_as_the_handshake(
+    cluster, prompt, why: str
+) -> None:
+    """They were 'SSH handshake with login failed: ' and then the exception's text:
+    empty for None, "object of type 'int' has no len()" for a number."""
+    made = make_nodes(
+        ["cn01", "cn02"], ssh_config=str(cluster.ssh_config), prompt=prompt, on_error="skip"
+    )
+    assert len(made) == 0 and len(set(made.failed.values())) == 1
+    message = made.failed["cn01"]
+    assert "login (" in message and "asked for a one-time code" in message, message
+    assert why in message and "handshake" not in message, message
+
+
 def test_batch_mode_asks_nobody(cluster, tmp_path: Path) -> None:
     config = tmp_path / "ssh_config"
     config.write_text("BatchMode yes\n" + cluster.ssh_config.read_text())

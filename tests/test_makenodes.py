@@ -146,3 +146,40 @@ def test_known_hosts_is_parsed_once_for_all_the_nodes(ssh_config: str, monkeypat
     _close(made)
     files = [p for p in resolve_options("node1", ssh_config=ssh_config).known_hosts]
     assert len(parses) == len([p for p in files if os.path.isfile(p)])
+
+
+def test_ctrl_c_while_the_workers_start_answers_their_questions_nobody(monkeypatch) -> None:
+    """A Ctrl-C before the relay is served (while the threads start) must still tell a
+    worker waiting on a question that nobody answers: it hung, holding its jump host."""
+    from sshdist_kernel import makenodes
+    from sshdist_kernel.prompts import PromptRelay, PromptUnavailable
+
+    relay = PromptRelay(lambda text, echo: "code")
+    outcomes: list[BaseException] = []
+    asked = threading.Event()
+
+    def make(host: str) -> object:
+        try:
+            asked.set()
+            return relay.ask("code: ", False)
+        except BaseException as exc:
+            outcomes.append(exc)
+            raise
+
+    workers: list[threading.Thread] = []
+
+    class InterruptedStart(threading.Thread):
+        def start(self) -> None:
+            workers.append(self)
+            super().start()
+            if len(workers) == 2:  # the first worker is asking by now
+                asked.wait(5)
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(makenodes.threading, "Thread", InterruptedStart)
+    with pytest.raises(KeyboardInterrupt):
+        makenodes.connect_all(["a", "b", "c"], make, max_connecting=3, relay=relay)
+    for t in workers:
+        t.join(5)
+    assert not any(t.is_alive() for t in workers)
+    assert outcomes and all(isinstance(e, PromptUnavailable) for e in outcomes)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -422,3 +423,37 @@ def test_two_threads_on_one_node_take_turns(node: Node) -> None:
         assert [r.output for r in results[k]] == [str(i) for i in range(50)]
     nums = sorted(r.eval_num for k in (0, 1) for r in results[k] if r.eval_num is not None)
     assert nums == sorted(set(nums))  # no value numbered twice
+
+
+def test_close_does_not_wait_for_a_reconnect_under_way(node: Node, monkeypatch) -> None:
+    """A reconnect may wait on a person typing a code for the login node; close() from
+    another thread waited for them too (29 s of a 30 s answer), then the node."""
+    node.session.close()  # the connection dropped: the next call reconnects
+    entered, answer = threading.Event(), threading.Event()
+    connect = node.session.connect
+
+    def slow_connect(timeout: float | None = None) -> None:
+        entered.set()
+        answer.wait(10)
+        connect(timeout=timeout)
+
+    monkeypatch.setattr(node.session, "connect", slow_connect)
+    failed: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            with_ssh(node, "(+ 1 2)")
+        except NodeError as exc:
+            failed.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    assert entered.wait(5)
+    started = time.monotonic()
+    node.close()
+    took = time.monotonic() - started
+    answer.set()
+    caller.join(10)
+    assert took < 1
+    assert len(failed) == 1 and "closed while" in str(failed[0]), failed
+    assert node.closed and not node.session.is_connected() and not node.ready

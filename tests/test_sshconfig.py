@@ -37,7 +37,14 @@ def test_ssh_config_fills_in_what_the_caller_leaves_out(config: Path) -> None:
     assert o.known_hosts[0] == "/etc/hpc_known_hosts"
     assert o.host_key_policy == "accept-new"
     assert o.known_hosts_name == "[10.1.2.3]:2222"
-    assert o.target == "hpc1 (alice@10.1.2.3:2222)"
+    assert o.target == "hpc1 (alice@10.1.2.3:2222 through gate)"
+
+
+def test_a_host_behind_a_jump_host_is_named_with_it(config: Path) -> None:
+    """When the login node's connection dies, 8 nodes behind it said 'the remote REPL
+    on cn05 (root@...) ended' each, and nothing named the login node."""
+    assert "through gate" in resolve_options("hpc1", ssh_config=config).target
+    assert "through" not in resolve_options("gate", ssh_config=config).target
 
 
 def test_arguments_win_over_ssh_config(config: Path) -> None:
