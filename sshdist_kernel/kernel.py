@@ -47,6 +47,13 @@ OUTSTREAM = "sshdist_kernel.outputbarrier.QuietOutStream"
 """The kernel's sys.stdout and sys.stderr: flushed only when written to."""
 
 
+_FRONT_END_ADVICE = (
+    "run the cell from a front end that takes input (JupyterLab, Notebook, jupyter "
+    "console), where the code is asked in a password box; nbconvert and other runs "
+    "without input cannot answer it"
+)
+
+
 def repl_lines(form: FormResult) -> str:
     """A form's values as the Guile REPL prints them: ``$N = value``, one a line; a value
     left out of the history (number 0) is printed alone, as with the history off."""
@@ -113,11 +120,15 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
         ``input_request`` (a password field unless ``echo``) while a cell runs; at start
         nobody is there to answer, so a login that asks waits for the first cell."""
         if threading.current_thread() is not threading.main_thread() or not self._allow_stdin:
-            raise PromptUnavailable("the kernel asks in a cell, from a front end that takes input")
+            raise PromptUnavailable(
+                "the kernel asks in a cell, from a front end that takes input", _FRONT_END_ADVICE
+            )
         try:
             return self.raw_input(text) if echo else self.getpass(text)
         except StdinNotImplementedError:
-            raise PromptUnavailable("this front end does not take input") from None
+            raise PromptUnavailable(
+                "this front end does not take input", _FRONT_END_ADVICE
+            ) from None
 
     def _ready_node(self) -> Node:
         """The node, connected; a failed connection is tried again for this cell."""

@@ -104,10 +104,7 @@ class Node:
             self.session.connect(timeout=left())
         where = self.session.options.target
         if self.repl_port is None:
-            channel = self.session.open_exec(self.language.command(), timeout=left())
-            return Rrepl(
-                channel, where=where, language=self.language, alive=self._alive, timeout=left()
-            )
+            return self._exec_rrepl(where, left)
         if self.start_server and not node_server_running(self):
             node_run_server(self)
         if self.repl_port == UNIX:
@@ -118,6 +115,24 @@ class Node:
         else:
             return open_server_port(self, where, left())
         return self.server_rrepl(channel, left())
+
+    def _exec_rrepl(self, where: str, left: Callable[[], float]) -> Rrepl:
+        """A REPL on an exec channel.  A connection that died between the look at it
+        and the channel's start (a killed ControlMaster takes a moment to be gone) is
+        made again, once, within the time left."""
+        for attempt in (1, 2):
+            try:
+                channel = self.session.open_exec(self.language.command(), timeout=left())
+                return Rrepl(
+                    channel, where=where, language=self.language, alive=self._alive, timeout=left()
+                )
+            except NodeTimeoutError:
+                raise
+            except NodeError:
+                if attempt == 2 or self.session.is_connected():
+                    raise
+                self.session.connect(timeout=left())
+        raise AssertionError("unreachable")
 
     def server_rrepl(self, channel: Any, timeout: float) -> Rrepl:
         """The REPL a server serves on ``channel``: interrupted through a second channel."""

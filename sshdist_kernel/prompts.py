@@ -27,7 +27,12 @@ _TERMINAL_GETPASS = tuple(
 
 class PromptUnavailable(Exception):
     """A login needs an answer and nobody can give one here (no terminal, no notebook
-    front end that takes input, BatchMode)."""
+    front end that takes input, BatchMode).  ``advice`` says what to do instead, where
+    the asker knows better than the general advice."""
+
+    def __init__(self, why: str, advice: str | None = None) -> None:
+        super().__init__(why)
+        self.advice = advice
 
 
 def _has_terminal() -> bool:

@@ -287,11 +287,11 @@ def authenticate(transport: paramiko.Transport, o: SessionOptions) -> None:
 def _unanswered(login: _Login, why: PromptUnavailable) -> str:
     o = login.o
     first = f"{o.target} accepted {', '.join(login.passed)}, then" if login.passed else o.target
-    return (
-        f"{first} asked for a one-time code or password as {o.user} ({why}): make the "
-        "node in a terminal or a notebook cell, which asks for it, or pass "
+    advice = why.advice or (
+        "make the node in a terminal or a notebook cell, which asks for it, or pass "
         "prompt=lambda text, echo: ... to make_node/make_nodes"
     )
+    return f"{first} asked for a one-time code or password as {o.user} ({why}): {advice}"
 
 
 def _refusal(login: _Login, allowed: list[str]) -> str:

@@ -219,6 +219,12 @@ def test_the_guile_kernel_asks_for_the_code_in_the_first_cell_once(
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
     km, kc = start_new_kernel(kernel_name="sshdist-cn01", startup_timeout=60)
     try:
+        msg_id = kc.execute("(+ 1 2)", allow_stdin=False)  # nbconvert's way: no input
+        reply, requests = _answer_code_requests(kc, msg_id, cluster.totp_code)
+        assert reply["status"] == "error" and requests == []
+        assert "(root@login) One-time password" not in reply["evalue"]
+        assert "from a front end that takes input" in reply["evalue"]
+        assert "password box" in reply["evalue"] and "prompt=" not in reply["evalue"]
         msg_id = kc.execute("(+ 1 2)", allow_stdin=True)
         reply, requests = _answer_code_requests(kc, msg_id, cluster.totp_code)
         assert reply["status"] == "ok", reply
