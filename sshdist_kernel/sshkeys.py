@@ -9,6 +9,7 @@ import base64
 import binascii
 import copy
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,34 @@ def _key_fields(key: Any) -> bytes:
     return key.asbytes()[len(msg.get_so_far()) :]
 
 
+_FOREVER = 2**64 - 1
+
+
+def _outside_validity(after_key: bytes) -> str | None:
+    """Why a certificate is not valid now (its fields after the key's: serial, type,
+    key id, principals, valid after, valid before), or None: the server would only say
+    it refused it."""
+    try:
+        msg = paramiko.Message(after_key)
+        msg.get_int64()  # serial
+        msg.get_int()  # user or host
+        msg.get_string()  # key id
+        msg.get_string()  # principals
+        after, before = msg.get_int64(), msg.get_int64()
+    except Exception:  # noqa: BLE001 - a short or odd certificate: the server decides
+        return None
+    now = time.time()
+    if before != _FOREVER and now >= before:
+        return f"expired on {_utc(before)}"
+    if now < after:
+        return f"not valid before {_utc(after)}"
+    return None
+
+
+def _utc(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
 def _with_certificates(
     candidates: list[tuple[str, Any]], o: SessionOptions, skipped: list[str]
 ) -> list[tuple[str, Any]]:
@@ -119,6 +148,10 @@ def _with_certificates(
         match = next((k for _, k in candidates if fields.startswith(_key_fields(k))), None)
         if match is None:
             skipped.append(f"certificate {path} (no IdentityFile or agent key matches it)")
+            continue
+        late = _outside_validity(fields[len(_key_fields(match)) :])
+        if late:
+            skipped.append(f"certificate {path} ({late})")
             continue
         certified = copy.copy(match)
         try:

@@ -286,3 +286,15 @@ def test_a_terminal_asks_with_getpass_and_ctrl_c_there_stops_the_call(cluster) -
     finally:
         child.close(force=True)
     assert child.exitstatus != 0
+
+
+def test_an_expired_certificate_is_named_expired(cluster, tmp_path: Path) -> None:
+    key, _, config, base = certified_key(cluster, tmp_path)
+    expired = cluster.issue_certificate(
+        key.with_suffix(".pub"), certificate=tmp_path / "old.pub", validity="-2d:-1d"
+    )
+    config.write_text(f"Host *\n    CertificateFile {expired}\n\n" + base)
+    with pytest.raises(AuthenticationError) as caught:
+        make_node("login", ssh_config=str(config), prompt=Person(cluster.totp_code))
+    assert f"could not use certificate {expired} (expired on 20" in str(caught.value)
+    assert "UTC)" in str(caught.value)
