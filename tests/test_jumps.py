@@ -18,6 +18,8 @@ from sshdist_kernel import ConnectError, make_nodes, make_session, with_ssh
 from sshdist_kernel.localnodes import LocalNodes, established_to
 from sshdist_kernel.session import JUMPS
 
+from .conftest import wait_until
+
 
 def _behind(local_nodes: LocalNodes, tmp_path: Path, jump: str, count: int) -> Path:
     """ssh_config with ``b1..bN``: node2's and node3's sshd reached through ``jump``."""
@@ -63,10 +65,8 @@ def test_nodes_behind_one_jump_host_share_one_connection(
     finally:
         for n in nodes:
             n.close()
-    deadline = time.monotonic() + 5
-    while established_to(jump_port) > 0 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert established_to(jump_port) == 0  # the last node closed the jump connection
+    # The last node closed the jump connection.
+    wait_until(lambda: established_to(jump_port) == 0, 5, "the jump connection to close")
 
 
 def test_a_dead_jump_connection_is_made_again_for_the_next_call(

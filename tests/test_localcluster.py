@@ -19,6 +19,8 @@ import pytest
 
 from sshdist_kernel.localcluster import TOTP_STEP, LocalCluster
 
+from .conftest import wait_until
+
 pytestmark = [
     pytest.mark.skipif(
         os.geteuid() != 0,
@@ -327,14 +329,15 @@ def test_publickey_mode_and_down_ends_sessions(tmp_path: Path, ssh) -> None:
             start_new_session=True,
         )
         procs = cluster.cgroup / "cgroup.procs"
-        deadline = time.monotonic() + 15
-        while not any(
-            Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
-            for pid in procs.read_text().split()
-            if Path(f"/proc/{pid}/comm").exists()
-        ):
-            assert time.monotonic() < deadline, "the login session's sleep never started"
-            time.sleep(0.05)
+        wait_until(
+            lambda: any(
+                Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
+                for pid in procs.read_text().split()
+                if Path(f"/proc/{pid}/comm").exists()
+            ),
+            15,
+            "the login session's sleep to start",
+        )
     finally:
         cluster.down()
         if session is not None:

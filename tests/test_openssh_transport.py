@@ -370,7 +370,9 @@ node = make_node("node1", ssh_config=sys.argv[1], transport="openssh")
 repl, master = node.rrepl.pid, node.session.master_pid
 print("ready", flush=True)
 try:
-    with_ssh(node, "(begin (sleep 20) 'slept)", timeout=30)
+    evaluating = lambda stream, text: print("evaluating", flush=True)  # noqa: E731
+    slow = '(begin (display "1\n") (sleep 20) (quote slept))'
+    with_ssh(node, slow, timeout=30, on_output=evaluating)
     print("not interrupted", flush=True)
 except KeyboardInterrupt:
     print("ctrl-c", flush=True)
@@ -395,7 +397,7 @@ def test_ctrl_c_in_python_leaves_the_ssh_children_running(ssh_config: str) -> No
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
-        time.sleep(0.5)  # into the evaluation
+        assert child.stdout.readline().strip() == "evaluating"  # the node sleeps now
         os.killpg(child.pid, signal.SIGINT)
         out, err = child.communicate(timeout=30)
     finally:
