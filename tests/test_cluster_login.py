@@ -37,6 +37,8 @@ class Person:
 def cluster(local_cluster):
     yield local_cluster
     wait_until(lambda: not JUMPS._entries, 5, "the login connection to close")
+    # A kernel or a terminal child of the test may still be closing its own.
+    wait_until(lambda: established_to(local_cluster.login_port) == 0, 10, "the logins to end")
 
 
 def test_64_nodes_behind_a_2fa_login_node_one_connection_one_code(tmp_path: Path) -> None:
