@@ -120,15 +120,11 @@ class PromptRelay:
                 try:
                     with self._lock:
                         item.answer = self.prompt(item.text, item.echo)
-                except BaseException as exc:
-                    item.error = (
-                        exc
-                        if isinstance(exc, Exception)
-                        else PromptUnavailable("the question was interrupted")
-                    )
-                    if not isinstance(exc, Exception):
-                        self._interrupted = True
-                        raise
+                except Exception as exc:
+                    item.error = exc
+                except BaseException:  # Ctrl-C: raised here, below
+                    item.error = PromptUnavailable("the question was interrupted")
+                    raise
                 finally:
                     item.done.set()
         except BaseException:

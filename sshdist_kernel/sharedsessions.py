@@ -78,8 +78,3 @@ class SharedSessions:
             session = entry.session
         if session is not None:
             session.close()
-
-    def users(self, key: Hashable) -> int:
-        with self._lock:
-            entry = self._entries.get(key)
-            return entry.users if entry else 0

@@ -53,6 +53,14 @@ class _Login:
             raise PromptUnavailable(f"the prompt returned {_a(type(answer).__name__)}, not a str")
         return answer
 
+    def _through(self, what: str, following: list[str]) -> bool:
+        """Whether ``what`` let us in, or part way (the server wants another method:
+        ``following``); either way it is one of the methods that passed."""
+        if self.transport.is_authenticated() or following:
+            self.passed.append(what)
+            return True
+        return False
+
     # -- methods: each returns the methods allowed next (partial success) or None
 
     def publickey(self, agent_keys: list[Any]) -> list[str] | None:
@@ -71,8 +79,7 @@ class _Login:
                 raise
             except paramiko.AuthenticationException:
                 continue
-            if self.transport.is_authenticated() or following:
-                self.passed.append(f"publickey ({label})")
+            if self._through(f"publickey ({label})", following):
                 return following
         detail = f"tried {', '.join(tried)}" if tried else "no key to offer"
         if skipped:
@@ -133,8 +140,7 @@ class _Login:
                 if not asked:  # refused without asking anything: asking again cannot help
                     break
                 continue
-            if self.transport.is_authenticated() or following:
-                self.passed.append("keyboard-interactive")
+            if self._through("keyboard-interactive", following):
                 return following
         what = " and ".join(dict.fromkeys(asked)) or "its questions"
         self.notes["keyboard-interactive"] = (
@@ -171,8 +177,7 @@ class _Login:
                 continue
             finally:
                 del secret
-            if self.transport.is_authenticated() or following:
-                self.passed.append("password")
+            if self._through("password", following):
                 return following
         self.notes["password"] = f"the password was refused {refused} time(s)"
         return None
@@ -191,10 +196,7 @@ class _Login:
         except paramiko.AuthenticationException as exc:
             self.notes["gssapi-with-mic"] = f"refused ({exc})"
             return None
-        if self.transport.is_authenticated() or following:
-            self.passed.append("gssapi-with-mic")
-            return following
-        return None
+        return following if self._through("gssapi-with-mic", following) else None
 
 
 def _a(noun: str) -> str:
