@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from . import sexp
+from . import packing, sexp
 from .chunks import ChunkSizer, check_chunksize
 from .distcall import DistCall
 from .distresult import (
@@ -113,7 +113,8 @@ def _map_call(
     if packed is not None:  # packed once; chunks are slices of it, sent as they are
         items, bytes_per_item = packed, 8.0
     else:  # a value with no Scheme datum fails here, before any node is busy
-        bytes_per_item = len(sexp.write(items)) / max(len(items), 1)
+        size = len(packing.pack(items) or sexp.write(items))
+        bytes_per_item = size / max(len(items), 1)
     return _new_call("map", node_list, items, proc, bytes_per_item, DistList, options)
 
 

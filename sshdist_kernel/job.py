@@ -11,7 +11,7 @@ from array import array
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import sexp
+from . import packing, sexp
 from .errors import NodeReplError
 from .node import Node
 from .rrepl import DEFAULT_EVAL_TIMEOUT
@@ -144,7 +144,7 @@ def packed_numbers(data: Any) -> array | None:
         if kinds == {int}:
             return array("q", data)
         if kinds == {float}:
-            return array("d", data)
+            return packing.doubles(data)
     except OverflowError:  # an integer beyond 64 bits: send the text
         pass
     return None
@@ -206,14 +206,18 @@ def hand_out_job(
 
 def job_request(job: Job) -> tuple[str, bytes | None]:
     """What ``hand_out_job`` sends: the work of ``job_to_sexp``, with a map job's
-    numbers as raw bytes beside the source, and integer results coming back as bytes."""
+    numbers as raw bytes beside the source, or its data packed (see ``packing``), and
+    results coming back as bytes when Guile's ``packed-result`` finds them so."""
     if job.type == "eval":
         if job.size > 1:  # what each expression prints ends its line (see eval-forms)
             return f"((@ (sshdist rrepl) eval-forms) {_quoted_forms(job)})", None
         return job_to_sexp(job), None
     packed = packed_numbers(job.data)
-    if packed is None:
-        return f"((@ (sshdist rrepl) packed-result) {job_to_sexp(job)})", None
-    kind, attachment = _attachment(packed)
+    if packed is not None:
+        kind, attachment = _attachment(packed)
+    else:
+        kind, attachment = "pack", packing.pack(job.data)
+        if attachment is None:  # a shape packing does not carry: the text path
+            return f"((@ (sshdist rrepl) packed-result) {job_to_sexp(job)})", None
     data = f"((@ (sshdist rrepl) attachment-list) (quote {kind}))"
     return f"((@ (sshdist rrepl) packed-result) (map {job.proc} {data}))", attachment

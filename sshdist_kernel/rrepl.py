@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import sexp
+from . import packing, sexp
 from .displaydata import DisplayData, display_data
 from .errors import EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .records import CANCEL_POLL, RecordStream, checked_timeout, deadline_after, seconds_left
@@ -347,9 +347,9 @@ class Rrepl:
                 texts.append(text)
                 values.append(_read_value(text))
             elif tag == "b":
-                num, kind, value = _unpack_value(payload)
+                num, text, value = _unpack_value(payload)
                 nums.append(num)
-                texts.append(f"#<{len(value)} {kind} integers>")
+                texts.append(text)
                 values.append(value)
             elif tag == "f":
                 form = FormResult(tuple(values), tuple(nums), tuple(texts))
@@ -530,18 +530,25 @@ def _read_value(text: str) -> Any:
     return sexp.read_value(text)
 
 
-def _unpack_value(payload: bytes) -> tuple[int, str, list[int]]:
-    """A ``b`` record: ``N\\nTYPE\\n`` and a list's items as raw little-endian bytes."""
+def _unpack_value(payload: bytes) -> tuple[int, str, list[Any]]:
+    """A ``b`` record: ``N\\nTYPE\\n`` and a list's items as raw little-endian bytes
+    (TYPE s64) or packed (TYPE pack, see ``packing``); with a text to show for it."""
     first = payload.index(b"\n")
     second = payload.index(b"\n", first + 1)
     kind = payload[first + 1 : second].decode()
+    if kind == "pack":
+        try:
+            packed = packing.unpack(payload[second + 1 :])
+        except packing.PackingError as e:
+            raise NodeError(f"the REPL sent a packed value that does not add up: {e}") from None
+        return int(payload[:first]), packing.preview(packed), packed
     if kind != "s64":
         raise NodeError(f"the REPL sent a value of unknown type {kind!r}")
     items = array("q")
     items.frombytes(payload[second + 1 :])
     if sys.byteorder == "big":
         items.byteswap()
-    return int(payload[:first]), kind, items.tolist()
+    return int(payload[:first]), f"#<{len(items)} {kind} integers>", items.tolist()
 
 
 def rrepl_eval(rrepl: Rrepl, expr: str, **options: Any) -> EvalResult:
