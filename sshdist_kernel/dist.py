@@ -110,11 +110,13 @@ def _map_call(
     _check_source("proc", proc, one_datum=True)
     items: Any = list(lst)
     packed = packed_numbers(items) if items else None
+    lot = packing.PackedList.of(items) if items and packed is None else None
     if packed is not None:  # packed once; chunks are slices of it, sent as they are
         items, bytes_per_item = packed, 8.0
+    elif lot is not None:  # packed once too; chunks cut its columns where they can
+        items, bytes_per_item = lot, len(lot.tobytes()) / len(items)
     else:  # a value with no Scheme datum fails here, before any node is busy
-        size = len(packing.pack(items) or sexp.write(items))
-        bytes_per_item = size / max(len(items), 1)
+        bytes_per_item = len(sexp.write(items)) / max(len(items), 1)
     return _new_call("map", node_list, items, proc, bytes_per_item, DistList, options)
 
 

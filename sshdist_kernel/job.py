@@ -87,7 +87,9 @@ def split(lst: list[Any], count: int) -> list[list[Any]]:
     item repeated or lost, no empty chunk, and ``split([], n)`` is ``[]``."""
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"split needs a count of at least 1, not {count!r}")
-    items = list(lst)
+    # A list, an array or a PackedList slices into its own kind; chunks of the last
+    # two are sent as they are.
+    items = lst if isinstance(lst, (list, array, packing.PackedList)) else list(lst)
     if not items:
         return []
     # Guile's round/: to nearest, ties to even, in exact arithmetic.
@@ -212,12 +214,18 @@ def job_request(job: Job) -> tuple[str, bytes | None]:
         if job.size > 1:  # what each expression prints ends its line (see eval-forms)
             return f"((@ (sshdist rrepl) eval-forms) {_quoted_forms(job)})", None
         return job_to_sexp(job), None
-    packed = packed_numbers(job.data)
-    if packed is not None:
-        kind, attachment = _attachment(packed)
-    else:
-        kind, attachment = "pack", packing.pack(job.data)
-        if attachment is None:  # a shape packing does not carry: the text path
-            return f"((@ (sshdist rrepl) packed-result) {job_to_sexp(job)})", None
+    kind, attachment = _packed_data(job.data)
+    if attachment is None:  # a shape packing does not carry: the text path
+        return f"((@ (sshdist rrepl) packed-result) {job_to_sexp(job)})", None
     data = f"((@ (sshdist rrepl) attachment-list) (quote {kind}))"
     return f"((@ (sshdist rrepl) packed-result) (map {job.proc} {data}))", attachment
+
+
+def _packed_data(data: Any) -> tuple[str, bytes | None]:
+    """A map job's data as an attachment: its type for ``attachment-list`` and the bytes."""
+    if isinstance(data, packing.PackedList):
+        return "pack", data.tobytes()
+    numbers = packed_numbers(data)
+    if numbers is not None:
+        return _attachment(numbers)
+    return "pack", packing.pack(data)

@@ -20,6 +20,7 @@ import threading
 from array import array
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from itertools import accumulate, chain, compress, islice, repeat
 from operator import sub
 from typing import Any
@@ -64,20 +65,123 @@ def pack(items: Sequence[Any]) -> bytes | None:
     """``items`` packed, or None when one of them is of a shape the text path carries:
     then ``sexp.write`` also gives any error a bad value deserves."""
     try:
-        shapes, atoms = _flattened(items)
-        tags, ints, floats, texts = _columns(atoms)
-        lengths, blob = _text(texts)
+        return _columns_of(items).tobytes()
     except _NotPacked:
         return None
-    header = array(
-        "q",
-        [len(items), len(atoms), len(shapes), len(tags), len(ints), len(floats)]
-        + [len(texts), len(lengths), len(blob)],
-    )
-    return b"".join(
-        [_little(header), _little(shapes), _little(ints), _little(floats), _little(lengths)]
-        + [bytes(tags), blob]
-    )
+
+
+class PackedList(Sequence):
+    """A map call's data, packed once for the whole call, which also checks it.  The
+    call's chunks are slices: when all items have one shape and all atoms one kind
+    (strings, pairs of numbers...), a slice cuts the columns instead of packing its
+    items again.  Indexing and iteration give the items."""
+
+    __slots__ = ("_items", "_columns", "_bytes")
+
+    def __init__(self, items: list[Any], columns: _Columns | None) -> None:
+        self._items = items
+        self._columns = columns
+        self._bytes: bytes | None = None
+
+    @classmethod
+    def of(cls, items: list[Any]) -> PackedList | None:
+        """``items`` packed, or None as for ``pack``."""
+        try:
+            packed = cls(items, _columns_of(items))
+            packed._bytes = packed._columns.tobytes()
+        except _NotPacked:
+            return None
+        return packed
+
+    def tobytes(self) -> bytes:
+        """The packed bytes, as ``pack`` gives them."""
+        if self._bytes is None:
+            self._bytes = (self._columns or _columns_of(self._items)).tobytes()
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._items)
+
+    def __getitem__(self, index: Any) -> Any:
+        if not isinstance(index, slice):
+            return self._items[index]
+        start, stop, step = index.indices(len(self._items))
+        if step != 1:
+            return self._items[index]
+        cut = self._columns and self._columns.cut(start, stop)
+        return PackedList(self._items[start:stop], cut or None)
+
+    def __repr__(self) -> str:
+        return f"PackedList({self._items!r})"
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """A list as the columns of its packed bytes."""
+
+    count: int
+    atoms: int
+    shapes: array
+    tags: bytes
+    ints: array
+    floats: array
+    texts: list[Any]
+
+    def tobytes(self) -> bytes:
+        lengths, blob = _text(self.texts)
+        header = array(
+            "q",
+            [self.count, self.atoms, len(self.shapes), len(self.tags), len(self.ints)]
+            + [len(self.floats), len(self.texts), len(lengths), len(blob)],
+        )
+        return b"".join(
+            [_little(header), _little(self.shapes), _little(self.ints), _little(self.floats)]
+            + [_little(lengths), self.tags, blob]
+        )
+
+    def cut(self, start: int, stop: int) -> _Columns | None:
+        """The columns of items ``start`` to ``stop`` when all items have one shape, so
+        that the atoms are cut in one place, and each column in one place too (found
+        by counting tags); else None."""
+        if len(self.shapes) > 1 or stop <= start:
+            return None
+        size = _container(self.shapes[0])[1] if self.shapes else 1
+        first, last = start * size, stop * size
+        if len(self.tags) <= 1:
+            tags, columns = self.tags, [(first, last)] * 3
+        else:
+            tags = self.tags[first:last]
+            if tags.count(tags[0]) == len(tags):
+                tags = tags[:1]
+            columns = [_place(self.tags, kinds, first, last) for kinds in _COLUMN_TAGS]
+        (i, j), (f, g), (t, u) = columns
+        return _Columns(
+            stop - start,
+            last - first,
+            self.shapes,
+            tags,
+            self.ints[i:j],
+            self.floats[f:g],
+            self.texts[t:u],
+        )
+
+
+_COLUMN_TAGS = ((INT,), (FLOAT,), tuple(TEXT_TAGS))
+
+
+def _place(tags: bytes, kinds: tuple[int, ...], first: int, last: int) -> tuple[int, int]:
+    """Where the atoms ``first`` to ``last`` of the given tags are in their column."""
+    start = sum(tags.count(kind, 0, first) for kind in kinds)
+    return start, start + sum(tags.count(kind, first, last) for kind in kinds)
+
+
+def _columns_of(items: Sequence[Any]) -> _Columns:
+    shapes, atoms = _flattened(items)
+    tags, ints, floats, texts = _columns(atoms)
+    return _Columns(len(items), len(atoms), shapes, tags, ints, floats, texts)
 
 
 def _flattened(items: Sequence[Any]) -> tuple[array, list[Any]]:

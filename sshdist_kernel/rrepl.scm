@@ -1055,17 +1055,22 @@ it from the text of the same list."
                 (else (error "unpack-list: unknown tag" tag))))))))
 
 (define (unpack-shapes atoms shapes)
-  ;; The items: atoms, or lists and vectors of the atoms that follow.
+  ;; The items: atoms, or lists and vectors of the atoms that follow.  ATOMS is a
+  ;; fresh list of unpack-list's own, so a list is cut out of it in place.
   (let loop ((shapes shapes) (atoms atoms) (out '()))
     (if (null? shapes)
         (reverse! out)
-        (let* ((shape (car shapes))
-               (size (cond ((= shape -1) 1) ((>= shape 0) shape) (else (- -2 shape)))))
-          (loop (cdr shapes) (list-tail atoms size)
-                (cons (cond ((= shape -1) (car atoms))
-                            ((>= shape 0) (list-head atoms size))
-                            (else (list->vector (list-head atoms size))))
-                      out))))))
+        (let ((shape (car shapes)))
+          (cond ((= shape -1) (loop (cdr shapes) (cdr atoms) (cons (car atoms) out)))
+                ((= shape 0) (loop (cdr shapes) atoms (cons '() out)))
+                ((> shape 0)
+                 (let* ((last (list-tail atoms (1- shape))) (rest (cdr last)))
+                   (set-cdr! last '())
+                   (loop (cdr shapes) rest (cons atoms out))))
+                (else
+                 (let ((size (- -2 shape)))
+                   (loop (cdr shapes) (list-tail atoms size)
+                         (cons (list->vector (list-head atoms size)) out)))))))))
 
 (define (bytevector-append a b)
   (let ((out (make-bytevector (+ (bytevector-length a) (bytevector-length b)))))

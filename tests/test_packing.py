@@ -13,8 +13,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from sshdist_kernel import Char, Keyword, Node, NodeError, Pair, Symbol, make_job, sexp
-from sshdist_kernel.job import job_request
-from sshdist_kernel.packing import HEADER, PackingError, pack, preview, unpack
+from sshdist_kernel.job import job_request, split
+from sshdist_kernel.packing import HEADER, PackedList, PackingError, pack, preview, unpack
 from sshdist_kernel.rrepl import _unpack_value
 from sshdist_kernel.sexp import SexpError
 
@@ -199,3 +199,25 @@ def test_a_b_record_of_a_packed_list() -> None:
 def test_a_preview_stops_after_about_200_characters() -> None:
     assert preview(["x" * 150, "y" * 150, "z"]) == '("' + "x" * 150 + '" "' + "y" * 150 + '" ...)'
     assert preview([]) == "()"
+
+
+@given(packable, st.integers(min_value=0, max_value=14), st.integers(min_value=0, max_value=14))
+@example(["a", "b\0", "c"], 0, 1)  # a slice with no NUL in its texts: separated again
+@example([[1, 2], [3, 4], [5, 6]], 1, 3)
+def test_a_slice_of_a_packed_list_packs_as_the_slice_would(
+    value: list[Any], start: int, stop: int
+) -> None:
+    whole = PackedList.of(value)
+    assert whole is not None and whole.tobytes() == pack(value)
+    part = whole[start:stop]
+    assert isinstance(part, PackedList) and list(part) == value[start:stop]
+    assert len(part) == len(value[start:stop]) and part.tobytes() == pack(value[start:stop])
+
+
+def test_split_keeps_a_packed_list_packed() -> None:
+    whole = PackedList.of([str(i) for i in range(7)])
+    assert whole is not None
+    chunks = split(whole, 3)
+    assert all(isinstance(c, PackedList) for c in chunks)
+    assert [list(c) for c in chunks] == split([str(i) for i in range(7)], 3)
+    assert PackedList.of([[[1]]]) is None and PackedList.of(["\ud800"]) is None
