@@ -114,7 +114,7 @@ def _map_call(
     if packed is not None:  # packed once; chunks are slices of it, sent as they are
         items, bytes_per_item = packed, 8.0
     elif lot is not None:  # packed once too; chunks cut its columns where they can
-        items, bytes_per_item = lot, len(lot.tobytes()) / len(items)
+        items, bytes_per_item = lot, lot.nbytes / len(items)
     else:  # a value with no Scheme datum fails here, before any node is busy
         bytes_per_item = len(sexp.write(items)) / max(len(items), 1)
     return _new_call("map", node_list, items, proc, bytes_per_item, DistList, options)

@@ -72,32 +72,31 @@ def pack(items: Sequence[Any]) -> bytes | None:
 
 class PackedList(Sequence):
     """A map call's data, packed once for the whole call, which also checks it.  The
-    call's chunks are slices: when all items have one shape and all atoms one kind
-    (strings, pairs of numbers...), a slice cuts the columns instead of packing its
-    items again.  Indexing and iteration give the items."""
+    call's chunks are slices: when all items have one shape (strings, pairs of
+    numbers, a mixed list of atoms...), a slice cuts the columns instead of packing
+    its items again.  Indexing and iteration give the items."""
 
-    __slots__ = ("_items", "_columns", "_bytes")
+    __slots__ = ("_items", "_columns", "nbytes")
 
     def __init__(self, items: list[Any], columns: _Columns | None) -> None:
         self._items = items
         self._columns = columns
-        self._bytes: bytes | None = None
+        self.nbytes: int | None = None  # the packed size, known for the whole list
 
     @classmethod
     def of(cls, items: list[Any]) -> PackedList | None:
         """``items`` packed, or None as for ``pack``."""
         try:
             packed = cls(items, _columns_of(items))
-            packed._bytes = packed._columns.tobytes()
+            packed.nbytes = len(packed.tobytes())  # the texts' UTF-8 checked too
         except _NotPacked:
             return None
         return packed
 
     def tobytes(self) -> bytes:
-        """The packed bytes, as ``pack`` gives them."""
-        if self._bytes is None:
-            self._bytes = (self._columns or _columns_of(self._items)).tobytes()
-        return self._bytes
+        """The packed bytes, as ``pack`` gives them (made anew each time: a chunk kept
+        for a retry does not keep its bytes too)."""
+        return (self._columns or _columns_of(self._items)).tobytes()
 
     def __len__(self) -> int:
         return len(self._items)
