@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from . import packing, sexp
+from . import sexp, unpacking
 from .displaydata import DisplayData, display_data
 from .errors import EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .records import CANCEL_POLL, RecordStream, checked_timeout, deadline_after, seconds_left
@@ -532,16 +532,16 @@ def _read_value(text: str) -> Any:
 
 def _unpack_value(payload: bytes) -> tuple[int, str, list[Any]]:
     """A ``b`` record: ``N\\nTYPE\\n`` and a list's items as raw little-endian bytes
-    (TYPE s64) or packed (TYPE pack, see ``packing``); with a text to show for it."""
+    (TYPE s64) or packed (TYPE pack, see ``unpacking``); with a text to show for it."""
     first = payload.index(b"\n")
     second = payload.index(b"\n", first + 1)
     kind = payload[first + 1 : second].decode()
     if kind == "pack":
         try:
-            packed = packing.unpack(payload[second + 1 :])
-        except packing.PackingError as e:
+            packed = unpacking.unpack(payload[second + 1 :])
+        except unpacking.PackingError as e:
             raise NodeError(f"the REPL sent a packed value that does not add up: {e}") from None
-        return int(payload[:first]), packing.preview(packed), packed
+        return int(payload[:first]), unpacking.preview(packed), packed
     if kind != "s64":
         raise NodeError(f"the REPL sent a value of unknown type {kind!r}")
     items = array("q")

@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from sshdist_kernel import Char, Keyword, Node, NodeError, Pair, Symbol, make_job, sexp
 from sshdist_kernel.job import job_request, split
-from sshdist_kernel.packing import HEADER, PackedList, PackingError, pack, preview, unpack
+from sshdist_kernel.packing import HEADER, PackedList, pack
 from sshdist_kernel.rrepl import _unpack_value
 from sshdist_kernel.sexp import SexpError
+from sshdist_kernel.unpacking import PackingError, preview, unpack
 
 # What the packed path carries: atoms, and flat lists and vectors (tuples) of atoms.
 atoms = st.one_of(

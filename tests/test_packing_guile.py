@@ -27,8 +27,9 @@ from sshdist_kernel import (
     make_node,
     with_ssh,
 )
-from sshdist_kernel.packing import pack, unpack
+from sshdist_kernel.packing import pack
 from sshdist_kernel.sexp import SexpError, quote
+from sshdist_kernel.unpacking import unpack
 
 from .test_packing import packable, same
 from .test_sexp_guile import _guile_prints_unreadably
