@@ -172,17 +172,19 @@ def _place(tags: bytes, kinds: tuple[int, ...], first: int, last: int) -> tuple[
 
 
 def _columns_of(items: Sequence[Any]) -> _Columns:
-    shapes, atoms = _flattened(items)
-    tags, ints, floats, texts = _columns(atoms)
+    kinds = set(map(type, items))
+    if kinds.isdisjoint(_CONTAINERS):  # all atoms: their kinds are known already
+        shapes, atoms = array("q"), list(items)
+    else:
+        shapes, atoms = _flattened(items, kinds)
+        kinds = set(map(type, atoms))
+    tags, ints, floats, texts = _columns(atoms, kinds)
     return _Columns(len(items), len(atoms), shapes, tags, ints, floats, texts)
 
 
-def _flattened(items: Sequence[Any]) -> tuple[array, list[Any]]:
-    """The items' shapes (none when all are atoms, one when all share it) and the
-    atoms, those of flat containers in place."""
-    kinds = set(map(type, items))
-    if kinds.isdisjoint(_CONTAINERS):
-        return array("q"), list(items)
+def _flattened(items: Sequence[Any], kinds: set[type]) -> tuple[array, list[Any]]:
+    """The shapes of items of these ``kinds``, some of them containers (one shape when
+    all share it), and the atoms, those of the containers in place."""
     if len(kinds) == 1:
         shift = _CONTAINERS[kinds.pop()]
         sizes = set(map(len, items))
@@ -210,9 +212,9 @@ def _shape(shift: int, size: int) -> int:
     return size if shift == 0 else shift - size
 
 
-def _columns(atoms: list[Any]) -> tuple[bytes, array, array, list[str]]:
-    """The atoms' tags (one byte when they are all of one kind) and their columns."""
-    kinds = set(map(type, atoms))
+def _columns(atoms: list[Any], kinds: set[type]) -> tuple[bytes, array, array, list[str]]:
+    """The tags of atoms of these ``kinds`` (one byte when they are all of one kind)
+    and their columns."""
     if not kinds <= _TAG_OF_TYPE.keys():
         raise _NotPacked
     ints, floats, texts = array("q"), array("d"), []

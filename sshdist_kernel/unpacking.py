@@ -163,7 +163,7 @@ def _shaped(atoms: list[Any], shapes: array, count: int) -> list[Any]:
         with _collector_paused():
             if size == 0:
                 return [make() for _ in range(count)]
-            return list(map(make, zip(*[iter(atoms)] * size, strict=True)))
+            return list(map(make, zip(*[iter(atoms)] * size, strict=False)))  # sizes checked
     sizes = [1 if s == ATOM else s if s >= 0 else -2 - s for s in shapes]
     if sum(sizes) != len(atoms) or min(sizes) < 0:
         raise PackingError(f"shapes for {sum(sizes)} atoms, not {len(atoms)}")
