@@ -1,7 +1,8 @@
-"""Packed lists read back (see ``packing``): a node's results, and what tests compare.
+"""Packed lists read back (see ``packing``): a node's results, as the text path gives them.
 
-Built with C-speed operations a list, as the packing is; only lists and tuples are
-made one by one, with the cycle collector paused (see ``_collector_paused``).
+Read with a few C-speed operations a list, as they are packed; only a list's flat
+lists and tuples are made one by one, with the cycle collector paused (see
+``_collector_paused``).  Bytes that do not add up raise ``PackingError``.
 """
 
 from __future__ import annotations
