@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -16,9 +17,12 @@ from sshdist_kernel import (
     NodeReplError,
     dist_map,
     dist_map_async,
+    make_nodes,
     with_ssh,
 )
+from sshdist_kernel.delayrelay import DelayRelay
 from sshdist_kernel.errors import EvalCancelled
+from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.records import deadline_after
 
 from .conftest import wait_until
@@ -120,3 +124,23 @@ def test_cancel_interrupts_what_every_node_holds(nodes: list[Node]) -> None:
     # or two (1 and 2 items) of the 15 items it held (chunks of 1, 2, 4 and 8).
     assert sum(counts) <= 9
     assert [with_ssh(n, "done-here", timeout=5).value for n in nodes] == counts
+
+
+def test_a_long_round_trip_makes_chunks_bigger_not_one_item_each(
+    local_nodes: LocalNodes, tmp_path: Path
+) -> None:
+    # 50 ms each way.  The old sizing took the round trip for the node's speed and sent
+    # one item a chunk for ever (300 chunks for 300 items).
+    with DelayRelay([n.port for n in local_nodes.nodes[:3]], 0.05) as relay:
+        config = local_nodes.config_through(relay.ports, tmp_path)
+        nodes = make_nodes(local_nodes.names[:3], ssh_config=str(config))
+        try:
+            sizes: list[int] = []
+            on_event = lambda e: sizes.append(e.job.size) if e.kind == "done" else None  # noqa: E731
+            result = dist_map(nodes, "(lambda (x) (usleep 2000) x)", range(300), on_event=on_event)
+        finally:
+            for n in nodes:
+                n.close()
+    assert result == list(range(300))
+    assert sum(sizes) == 300 and len(sizes) < 100
+    assert max(sizes) >= 20  # 0.1 s of 2 ms items, at the least
