@@ -98,12 +98,20 @@ class ChunkSizer:
             size = min(size, max(self.total // max(live, 1) // UNMEASURED_SHARE, 1))
             size = min(size, math.ceil(remaining / max(live, 1)))
             return self._bounded(node, size, remaining)
-        median = self._sorted[len(self._sorted) // 2]
-        together = self._sum + max(live - len(self._sorted), 0) * median
-        shortest = max(MIN_SECONDS, self.rtts.get(node, 0.0) / 8)
-        seconds = min(self.target(node), max(remaining / together / 2, shortest))
+        seconds = self._chunk_seconds(node, remaining, live)
         size = min(max(int(seconds * rate), 1), self.last.get(node, FIRST_CHUNK) * GROWTH)
         return self._bounded(node, size, remaining)
+
+    def _chunk_seconds(self, node: Hashable, remaining: int, live: int) -> float:
+        """The work a chunk for a measured ``node`` holds: the target, shrinking in
+        the last stretch of the list so that every node runs out at once."""
+        shortest = max(MIN_SECONDS, self.rtts.get(node, 0.0) / 8)
+        return min(self.target(node), max(remaining / self._together(live) / 2, shortest))
+
+    def _together(self, live: int) -> float:
+        """Items a second of the ``live`` nodes together (the median for the unmeasured)."""
+        median = self._sorted[len(self._sorted) // 2]
+        return self._sum + max(live - len(self._sorted), 0) * median
 
     def _bounded(self, node: Hashable, size: int, remaining: int, most: float | None = None) -> int:
         size = int(min(size, remaining, self.max_items if most is None else most))
@@ -112,10 +120,23 @@ class ChunkSizer:
             self._unmeasured[node] = self._unmeasured.get(node, 0) + size
         return size
 
-    def wants_more(self, node: Hashable, items: int, chunks: int, live: int) -> bool:
-        """Whether ``node``, holding ``chunks`` chunks of ``items`` items not answered
-        yet, should be sent one more now: while what it holds is less work than a
-        round trip and a chunk, so the next is there before it runs out."""
+    def wants_more(
+        self,
+        node: Hashable,
+        *,
+        held: int,
+        waiting: int,
+        chunks: int,
+        live: int,
+        remaining: int,
+        everyone_held: int,
+    ) -> bool:
+        """Whether ``node``, holding ``chunks`` chunks (``held`` items) not answered
+        yet, ``waiting`` of those items behind the one it works on, should be sent one
+        more now: while the work waiting is less than a round trip and a chunk, so the
+        next is there before it runs out.  In the list's last stretch (``remaining``
+        items to hand out, ``everyone_held`` held by all the nodes), never more than
+        its share of all that is left: the nodes finish together."""
         if chunks == 0:
             return True
         if chunks >= MAX_WINDOW:
@@ -126,7 +147,10 @@ class ChunkSizer:
                 return False
             share = max(self.total // max(live, 1) // UNMEASURED_SHARE, 1)
             return self._unmeasured.get(node, 0) < share
-        return items / rate < self.rtts.get(node, 0.0) + self.target(node)
+        ahead = self.rtts.get(node, 0.0) + self._chunk_seconds(node, remaining, live)
+        if waiting / rate >= ahead:
+            return False
+        return held / rate < (remaining + everyone_held) / self._together(live)
 
     def record(
         self, node: Hashable, items: int, seconds: float, round_trip: float | None = None

@@ -118,6 +118,7 @@ class DistCall(Future):
         # Attempts sent and not answered, by id(attempt), in the order of their `started`.
         self._running: dict[int, _Attempt] = {}
         self._held: dict[int, deque[_Attempt]] = {}  # the same, by id(node), oldest first
+        self._held_items = 0  # items of all those attempts
         self._idle_nodes: list[Node] = []  # live nodes whose driver ended for want of work
         self._to_start: list[Node] = []  # idle nodes given work, to start after the lock
         self._watcher: int | None = None  # the idle node that waits for a straggler
@@ -432,7 +433,15 @@ class DistCall(Future):
             if (
                 self._finished
                 or key not in self._alive
-                or not self._sizer.wants_more(key, items, len(held), len(self._alive))
+                or not self._sizer.wants_more(
+                    key,
+                    held=items,
+                    waiting=items - (held[0].job.size if held else 0),
+                    chunks=len(held),
+                    live=len(self._alive),
+                    remaining=self.total - self._carved,
+                    everyone_held=self._held_items,
+                )
             ):
                 return None
             attempt = self._choose_fresh(node, time.monotonic(), events)
@@ -449,6 +458,7 @@ class DistCall(Future):
         attempt.alone = not held
         attempt.sent = attempt.started
         held.append(attempt)
+        self._held_items += attempt.job.size
         self._running[id(attempt)] = attempt
 
     def _log(self, event: DistEvent) -> None:
@@ -631,6 +641,7 @@ class DistCall(Future):
         back = []
         for attempt in held:
             self._running.pop(id(attempt), None)
+            self._held_items -= attempt.job.size
             chunk = attempt.chunk
             chunk.attempts.remove(attempt)
             if chunk.values is None and not chunk.attempts:
@@ -656,6 +667,7 @@ class DistCall(Future):
         with self._lock:
             held = self._held[id(node)]
             held.popleft()
+            self._held_items -= attempt.job.size
             self._running.pop(id(attempt), None)
             begun = held[0] if held else None
             if begun is not None:  # the node works on its next chunk now
