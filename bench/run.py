@@ -26,7 +26,9 @@ from types import SimpleNamespace
 from typing import Any, NoReturn
 
 from cluster import cluster_figures
+from latency import latency_figures
 from stubssh import machinery as stub_machinery
+from timing import median_ms
 
 from sshdist_kernel import (
     Node,
@@ -70,19 +72,17 @@ TARGETS = {
     "cluster_login_connections": ("<=", 1),
     "cluster_codes_asked_64": ("<=", 1),
     "one_sshd_default_limits_64_sessions_up": (">=", 64),
+    # issue 19: at 5 and 50 ms one way (bench/latency.py)
+    "lat5_with_ssh_rtts": ("<=", 1.1),
+    "lat5_distribute_8_rtts": ("<=", 1.5),
+    "lat5_dist_map_300x10ms_ratio": ("<=", 1.05),
+    "lat5_dist_map_100k_extra_rtts": ("<=", 3),
+    "lat50_dist_map_300x10ms_ratio": ("<=", 1.15),
+    "lat50_dist_map_100k_extra_rtts": ("<=", 5),
 }
 
 CALL_TIMEOUT = 120.0
 """Seconds any one distributed call of the scheduling figures may take: no wait is unbounded."""
-
-
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
 
 
 def make_and_close(names: list[str], repl_port: object, ssh_config: str) -> None:
@@ -814,6 +814,7 @@ def main() -> int:
             figures.update(ordinary_data(nodes))
             figures.update(openssh_rtt(nodes))
             figures.update(scheduling(nodes))
+            figures.update(latency_figures(nodes, where))  # at 5 and 50 ms one way
             figures.update(dist_machinery())
             figures.update(kernel_rtt(nodes))
             figures.update(kernel_rtt(nodes, transport="openssh"))

@@ -98,7 +98,7 @@ class StubChannel:
                 self._out += _record(b"i", b"")
             elif tag in (b"e", b"q"):
                 self._out += _record(b"g", b"") + self._evaluate(payload.decode())
-                self._out += _record(b"p", b"(guile-user)\nscheme")
+                self._out += _record(b"p", b"(guile-user)\nscheme\n0")
             # a (attachment), w (input allowed), s (input): nothing to answer
 
     def _evaluate(self, source: str) -> bytes:

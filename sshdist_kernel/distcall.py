@@ -1,7 +1,9 @@
 """A distributed call with a life: a ``concurrent.futures.Future`` whose work is handed
 out in chunks from one shared queue to per-node workers.
 
-A node asks for its next chunk when it finishes one, so fast nodes do more.  When the
+A node holds a small window of chunks sent ahead of their answers (see ``chunks``), so
+it never waits a round trip for its next one, and asks for more as answers come, so
+fast nodes do more.  When the
 queue is empty, a chunk that has run much longer than its peers is copied to an idle
 node and the first answer wins (a stopped or unreachable node is worked around so).
 A ``NodeError`` puts the node's chunk back in the queue for the others; a
@@ -26,10 +28,10 @@ from typing import Any
 from .chunks import ChunkSizer
 from .distresult import DistEvent, EventCallback, JobMove, NodeFailure, NodeOutput
 from .errors import AllNodesFailedError, EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
-from .job import Job, hand_out_job
+from .job import Job, check_job_language, job_request, job_values
 from .node import Node
 from .nodeworkers import run_on, waiting_work
-from .rrepl import DEFAULT_EVAL_TIMEOUT
+from .rrepl import DEFAULT_EVAL_TIMEOUT, Pipeline
 
 log = logging.getLogger("sshdist_kernel.dist")
 
@@ -69,8 +71,10 @@ class _Chunk:
 class _Attempt:
     chunk: _Chunk
     job: Job
-    started: float
+    started: float  # when it was sent, then when the node began it (it reached the head)
     copy_of: Node | None = None  # a straggler copy: the slow node it races
+    sent: float = 0.0
+    alone: bool = False  # sent when its node held nothing else: its answer times a round trip
     cancel: threading.Event = field(default_factory=threading.Event)
     printed: list[NodeOutput] = field(default_factory=list)  # kept if this attempt counts
 
@@ -111,7 +115,10 @@ class DistCall(Future):
         self._carved = 0  # items already cut into chunks
         self._chunks: list[_Chunk] = []
         self._waiting: deque[_Chunk] = deque()  # chunks to do again (their node failed)
-        self._running: dict[int, _Attempt] = {}  # by id(node)
+        # Attempts sent and not answered, by id(attempt), in the order of their `started`.
+        self._running: dict[int, _Attempt] = {}
+        self._held: dict[int, deque[_Attempt]] = {}  # the same, by id(node), oldest first
+        self._held_items = 0  # items of all those attempts
         self._idle_nodes: list[Node] = []  # live nodes whose driver ended for want of work
         self._to_start: list[Node] = []  # idle nodes given work, to start after the lock
         self._watcher: int | None = None  # the idle node that waits for a straggler
@@ -301,15 +308,37 @@ class DistCall(Future):
     # So each node costs at most one thread hand-off a call.
 
     def _drive(self, node: Node) -> None:
+        pipe: Pipeline | None = None
         try:
-            while (attempt := self._take(node)) is not None:
-                self._run(node, attempt)
+            while True:
+                pipe = self._send_more(node, pipe)
+                if pipe is None or not pipe.outstanding:
+                    break
+                pipe = self._receive(node, pipe)
         finally:
+            if pipe is not None:
+                pipe.close()
             with self._lock:
                 self._drivers -= 1
                 stopped = self._drivers == 0 and self._finished
             if stopped:
                 self._stopped.set()
+
+    def _send_more(self, node: Node, pipe: Pipeline | None) -> Pipeline | None:
+        """Send ``node`` work while its window is open; the pipeline it is on after."""
+        while True:
+            if pipe is None or not pipe.outstanding:
+                if pipe is not None and pipe.others_waiting:  # let them in between chunks
+                    pipe.close()
+                    pipe = None
+                attempt = self._take(node)
+            elif pipe.others_waiting or not pipe.rrepl.pipelines:
+                return pipe
+            else:
+                attempt = self._take_more(node)
+            if attempt is None:
+                return pipe
+            pipe = self._send(node, pipe, attempt)
 
     def _grow(self, count: int) -> None:
         """Under the lock: start drivers for up to ``count`` unstarted nodes, the tree's
@@ -360,7 +389,7 @@ class DistCall(Future):
                     return None
                 attempt, wake_at = self._choose(node, events)
                 if attempt is not None:
-                    self._running[key] = attempt
+                    self._hold(node, attempt)
                     self._grow(FAN_OUT)  # work begins: the drivers start as a tree
                     if self._watcher == key:
                         self._watcher = None
@@ -393,6 +422,45 @@ class DistCall(Future):
                     self._start_drivers()
                     return None
 
+    def _take_more(self, node: Node) -> _Attempt | None:
+        """One more chunk for ``node``, which holds some already, if its window is open
+        (no straggler copy: those go to nodes with nothing to do)."""
+        key = id(node)
+        events: list[DistEvent] = []
+        with self._lock:
+            held = self._held.get(key, ())
+            items = sum(a.job.size for a in held)
+            if (
+                self._finished
+                or key not in self._alive
+                or not self._sizer.wants_more(
+                    key,
+                    held=items,
+                    waiting=items - (held[0].job.size if held else 0),
+                    chunks=len(held),
+                    live=len(self._alive),
+                    remaining=self.total - self._carved,
+                    everyone_held=self._held_items,
+                )
+            ):
+                return None
+            attempt = self._choose_fresh(node, time.monotonic(), events)
+            if attempt is not None:
+                self._hold(node, attempt)
+        for event in events:
+            self._log(event)
+            self._emit(event)
+        return attempt
+
+    def _hold(self, node: Node, attempt: _Attempt) -> None:
+        """Under the lock: ``attempt`` is on its way to ``node``, behind what it holds."""
+        held = self._held.setdefault(id(node), deque())
+        attempt.alone = not held
+        attempt.sent = attempt.started
+        held.append(attempt)
+        self._held_items += attempt.job.size
+        self._running[id(attempt)] = attempt
+
     def _log(self, event: DistEvent) -> None:
         if event.kind == "moved":
             log.warning(
@@ -409,25 +477,33 @@ class DistCall(Future):
     def _choose(self, node: Node, events: list[DistEvent]) -> tuple[_Attempt | None, float | None]:
         """Under the lock: the work ``node`` should do now, or when to look again."""
         now = time.monotonic()
+        attempt = self._choose_fresh(node, now, events)
+        if attempt is not None:
+            return attempt, None
+        return self._straggler(node, now, events)
+
+    def _choose_fresh(self, node: Node, now: float, events: list[DistEvent]) -> _Attempt | None:
+        """Under the lock: ``node``'s own job, a chunk to do again, or a new chunk."""
         reserved = self._reserved.get(id(node))
         if reserved:
-            return self._attempt(reserved.popleft(), node, now), None
+            return self._attempt(reserved.popleft(), node, now)
         if self._waiting:
             chunk = self._waiting.popleft()
             attempt = self._attempt(chunk, node, now)
-            move = JobMove(attempt.job, chunk.failed_on, node)  # type: ignore[arg-type]
-            chunk.failed_on = None
-            self.moves.append(move)
-            events.append(DistEvent("moved", attempt.job, move.from_node, node))
-            return attempt, None
+            if chunk.failed_on is not None:  # else it comes back from a node that let go
+                move = JobMove(attempt.job, chunk.failed_on, node)
+                chunk.failed_on = None
+                self.moves.append(move)
+                events.append(DistEvent("moved", attempt.job, move.from_node, node))
+            return attempt
         if self._carved < self.total:
             size = self._sizer.next_size(id(node), self.total - self._carved, len(self._alive))
             start = self._carved
             chunk = _Chunk(len(self._chunks), start, self._items[start : start + size])
             self._carved += size
             self._chunks.append(chunk)
-            return self._attempt(chunk, node, now), None
-        return self._straggler(node, now, events)
+            return self._attempt(chunk, node, now)
+        return None
 
     def _straggler(
         self, node: Node, now: float, events: list[DistEvent]
@@ -473,15 +549,47 @@ class DistCall(Future):
         chunk.attempts.append(attempt)
         return attempt
 
-    def _attempt_timeout(self) -> float | None:
+    def _send_deadline(self) -> float:
+        """When sending a chunk (and waiting for the REPL to be free) must be done by."""
         limits = [t for t in (self._job_timeout, DEFAULT_EVAL_TIMEOUT) if t is not None]
-        if self._deadline is not None:
-            limits.append(max(self._deadline - time.monotonic(), 0.001))
-        return min(limits)
+        deadline = time.monotonic() + min(limits)
+        return deadline if self._deadline is None else min(deadline, self._deadline)
 
-    def _run(self, node: Node, attempt: _Attempt) -> None:
+    def _head_deadline(self, head: _Attempt) -> float:
+        """When the chunk a node works on must be answered: its job timeout from when
+        the node began it, within the call's."""
+        limits = [t for t in (self._job_timeout, DEFAULT_EVAL_TIMEOUT) if t is not None]
+        deadline = head.started + min(limits)
+        return deadline if self._deadline is None else min(deadline, self._deadline)
+
+    def _send(self, node: Node, pipe: Pipeline | None, attempt: _Attempt) -> Pipeline | None:
+        """Send ``attempt`` to ``node``: on ``pipe``, or on a pipeline opened for it."""
         job = attempt.job
-        self._emit(DistEvent("start", job, node))
+        if pipe is None or not pipe.outstanding:
+            self._emit(DistEvent("start", job, node))  # else once the node begins it
+        try:
+            source, attachment = job_request(job)
+            if pipe is None:
+                return node.open_pipeline(
+                    source,
+                    attachment,
+                    deadline=self._send_deadline(),
+                    cancel=attempt.cancel,
+                    on_start=lambda: check_job_language(node),
+                )
+            pipe.send(source, attachment, self._send_deadline())
+            return pipe
+        except BaseException as exc:  # noqa: BLE001 - the caller's, through the future
+            if pipe is not None:
+                pipe.close()
+            self._failed(node, attempt, exc)
+            return None
+
+    def _receive(self, node: Node, pipe: Pipeline) -> Pipeline | None:
+        """Read the answer to the chunk ``node`` works on; the pipeline, while usable."""
+        with self._lock:
+            attempt = self._held[id(node)][0]
+        job = attempt.job
 
         def on_output(stream: str, text: str) -> None:
             out = NodeOutput(job.index, stream, text)
@@ -489,27 +597,32 @@ class DistCall(Future):
             self._emit(DistEvent("output", job, node, out))
 
         try:
-            values = hand_out_job(
-                job, timeout=self._attempt_timeout(), on_output=on_output, cancel=attempt.cancel
-            )
-        except EvalCancelled:
-            self._let_go(node, attempt)
-        except (NodeError, NodeReplError) as exc:
-            if attempt.cancel.is_set():  # it lost a race, or the call ended: no news
-                self._let_go(node, attempt)
-            elif isinstance(exc, NodeTimeoutError) and self._past_deadline():
-                self._let_go(node, attempt)
-                self._time_out()
-            elif isinstance(exc, NodeError):
-                self._node_failed(node, attempt, exc)
-            else:
-                self._let_go(node, attempt)  # what it printed is on the error
-                self._finish(self._job_error(node, attempt, exc))
+            result = pipe.answer(self._head_deadline(attempt), on_output, attempt.cancel)
+            values = job_values(job, result)
         except BaseException as exc:  # noqa: BLE001 - the caller's, through the future
-            self._let_go(node, attempt)
-            self._finish(exc)
+            pipe.close()  # what it still holds is interrupted
+            self._failed(node, attempt, exc)
+            return None
+        self._chunk_done(node, attempt, values, result.node_seconds)
+        return pipe
+
+    def _failed(self, node: Node, attempt: _Attempt, exc: BaseException) -> None:
+        """``attempt`` ended with ``exc`` and ``node`` let go of every chunk it held."""
+        if isinstance(exc, EvalCancelled):
+            self._let_go(node)
+        elif isinstance(exc, (NodeError, NodeReplError)) and attempt.cancel.is_set():
+            self._let_go(node)  # it lost a race, or the call ended: no news
+        elif isinstance(exc, NodeTimeoutError) and self._past_deadline():
+            self._let_go(node)
+            self._time_out()
+        elif isinstance(exc, NodeError):
+            self._node_failed(node, attempt, exc)
+        elif isinstance(exc, NodeReplError):
+            self._let_go(node)  # what it printed is on the error
+            self._finish(self._job_error(node, attempt, exc))
         else:
-            self._chunk_done(node, attempt, values)
+            self._let_go(node)
+            self._finish(exc)
 
     def _past_deadline(self) -> bool:
         return self._deadline is not None and time.monotonic() >= self._deadline - 0.01
@@ -520,23 +633,56 @@ class DistCall(Future):
         if attempt.printed:
             self.outputs.setdefault(node.name, []).extend(attempt.printed)
 
-    def _let_go(self, node: Node, attempt: _Attempt) -> None:
-        with self._lock:
-            self._running.pop(id(node), None)
-            attempt.chunk.attempts.remove(attempt)
+    def _drop_held(self, node: Node, failed: bool) -> int:
+        """Under the lock: forget every attempt ``node`` holds; the chunks left with no
+        attempt and no answer go back to the queue (``failed``: as moving from it).
+        How many went back."""
+        held = self._held.pop(id(node), ())
+        back = []
+        for attempt in held:
+            self._running.pop(id(attempt), None)
+            self._held_items -= attempt.job.size
+            chunk = attempt.chunk
+            chunk.attempts.remove(attempt)
+            if chunk.values is None and not chunk.attempts:
+                chunk.failed_on = node if failed else None
+                back.append(chunk)
+        self._waiting.extendleft(reversed(back))  # first in line, in their order
+        return len(back)
 
-    def _chunk_done(self, node: Node, attempt: _Attempt, values: list[Any]) -> None:
-        took = time.monotonic() - attempt.started
+    def _let_go(self, node: Node) -> None:
+        with self._lock:
+            back = self._drop_held(node, failed=False)
+            if back and not self._finished:
+                self._wake_idle(back)
+        if back:
+            self._start_drivers()
+
+    def _chunk_done(
+        self, node: Node, attempt: _Attempt, values: list[Any], node_seconds: float | None
+    ) -> None:
+        now = time.monotonic()
+        took = now - attempt.started
         chunk = attempt.chunk
         with self._lock:
-            self._running.pop(id(node), None)
+            held = self._held[id(node)]
+            held.popleft()
+            self._held_items -= attempt.job.size
+            self._running.pop(id(attempt), None)
+            begun = held[0] if held else None
+            if begun is not None:  # the node works on its next chunk now
+                del self._running[id(begun)]
+                begun.started = now
+                self._running[id(begun)] = begun
             first = chunk.values is None
             if first:
                 chunk.values = values
                 self._done_items += len(values)
                 bisect.insort(self._durations, took)
                 self._keep_printed(node, attempt)
-                self._sizer.record(id(node), len(values), took)
+                worked = took if node_seconds is None else node_seconds
+                round_trip = now - attempt.sent - worked if attempt.alone else None
+                self._sizer.record(id(node), len(values), worked, round_trip)
                 losers = [a for a in chunk.attempts if a is not attempt]
                 if attempt.copy_of is not None:
                     self.moves.append(JobMove(attempt.job, attempt.copy_of, node, "straggler"))
@@ -544,28 +690,23 @@ class DistCall(Future):
             complete = self._done_items == self.total
             # A watcher that began before any chunk finished waits without a clock.
             wake = first and len(self._durations) == 1
-        if not first:
-            return
-        for loser in losers:
-            loser.cancel.set()
-        if wake:
-            self._watch.set()
-        self._emit(DistEvent("done", attempt.job, node, took))
-        if complete:
+        if first:
+            for loser in losers:
+                loser.cancel.set()
+            if wake:
+                self._watch.set()
+            self._emit(DistEvent("done", attempt.job, node, took))
+        if begun is not None:
+            self._emit(DistEvent("start", begun.job, node))
+        if first and complete:
             self._finish(None)
 
     def _node_failed(self, node: Node, attempt: _Attempt, error: NodeError) -> None:
-        chunk = attempt.chunk
         with self._lock:
-            self._running.pop(id(node), None)
-            chunk.attempts.remove(attempt)
             self._alive.discard(id(node))
             self._sizer.forget(id(node))
             self.failures.append(NodeFailure(node, error, attempt.job))
-            orphaned = chunk.values is None and not chunk.attempts
-            if orphaned:
-                chunk.failed_on = node
-                self._waiting.append(chunk)
+            self._drop_held(node, failed=True)
             for other in self._reserved.pop(id(node), ()):  # its next jobs, too
                 other.failed_on = node
                 self._waiting.append(other)

@@ -14,7 +14,7 @@ from typing import Any
 from . import packing, sexp
 from .errors import NodeReplError
 from .node import Node
-from .rrepl import DEFAULT_EVAL_TIMEOUT
+from .rrepl import DEFAULT_EVAL_TIMEOUT, EvalResult
 
 JOB_TYPES = ("map", "eval")
 
@@ -171,29 +171,36 @@ def hand_out_job(
     if job.size == 0:
         return []
     source, attachment = job_request(job)
-    node = job.node
-
-    def speaks_scheme() -> None:
-        # A job is Scheme.  Switching the REPL back and forth behind its user's back
-        # would leave it in Scheme whenever a job is interrupted between the two, so a
-        # REPL the user set to another language (,L ecmascript) is theirs to set back.
-        if node.repl_language != "scheme":
-            raise NodeReplError(
-                f"the REPL on {node.name} reads {node.repl_language} (set with "
-                f",L {node.repl_language}), and a job is Scheme: switch it back with "
-                f",L scheme on {node.name}",
-                key="repl-language",
-                node=node.name,
-            )
-
-    result = node.eval(
+    result = job.node.eval(
         source,
         timeout=timeout,
         attachment=attachment,
         quiet=True,
-        on_start=speaks_scheme,
+        on_start=lambda: check_job_language(job.node),
         **eval_options,
     )
+    return job_values(job, result)
+
+
+def check_job_language(node: Node) -> None:
+    """``NodeReplError`` unless ``node``'s REPL reads Scheme, as a job is.
+
+    Switching the REPL back and forth behind its user's back would leave it in Scheme
+    whenever a job is interrupted between the two, so a REPL the user set to another
+    language (,L ecmascript) is theirs to set back."""
+    if node.repl_language != "scheme":
+        raise NodeReplError(
+            f"the REPL on {node.name} reads {node.repl_language} (set with "
+            f",L {node.repl_language}), and a job is Scheme: switch it back with "
+            f",L scheme on {node.name}",
+            key="repl-language",
+            node=node.name,
+        )
+
+
+def job_values(job: Job, result: EvalResult) -> list[Any]:
+    """The job's results in the node's answer: a list of one value an item (or an
+    expression); ``NodeReplError`` if the answer is anything else."""
     values = result.value
     if not isinstance(values, list) or len(values) != job.size:
         # Guile's own text: str() of the value can fail (huge integers, deep lists).

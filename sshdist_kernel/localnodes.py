@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -228,6 +229,24 @@ class LocalNodes(SshdDir):
         hosts = [_known_host(node.port, self.dir / node.name) for node in self.nodes]
         self.ssh_config.write_text("\n".join(blocks))
         self.known_hosts.write_text("".join(hosts))
+
+    def config_through(
+        self, relay_ports: Mapping[int, int], directory: str | os.PathLike[str]
+    ) -> Path:
+        """An ssh_config in ``directory`` naming the nodes as ours does, each reached at
+        the port ``relay_ports`` maps its own port to (a ``DelayRelay``'s), and a
+        known_hosts beside it that holds each node's host key for that port: through a
+        relay, host keys are checked as strictly as ever.  Returns the ssh_config."""
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        known = folder / "known_hosts"
+        relayed = [n for n in self.nodes if n.port in relay_ports]
+        blocks = [self._host(n.name, relay_ports[n.port], known_hosts=known) for n in relayed]
+        hosts = [_known_host(relay_ports[n.port], self.dir / n.name) for n in relayed]
+        config = folder / "ssh_config"
+        config.write_text("\n".join(blocks))
+        known.write_text("".join(hosts))
+        return config
 
     def describe(self) -> str:
         """How to use these nodes, as ``sshdist nodes up`` prints it."""

@@ -174,18 +174,20 @@ class SshdDir:
                 folder.chmod(0o700)
         self.dir.chmod(0o700)
 
-    def _host(self, name: str, port: int, *, client: bool = True) -> str:
+    def _host(
+        self, name: str, port: int, *, client: bool = True, known_hosts: Path | None = None
+    ) -> str:
         """An ssh_config block for ``name`` at 127.0.0.1:``port``; ``client``: with the
         user, key and known_hosts (else a ``Host`` pattern below gives them)."""
         block = f"Host {name}\n    HostName 127.0.0.1\n    Port {port}\n"
-        return block + self._client() if client else block
+        return block + self._client(known_hosts) if client else block
 
-    def _client(self) -> str:
+    def _client(self, known_hosts: Path | None = None) -> str:
         return (
             f"    User {self.user}\n"
             f"    IdentityFile {self.identity}\n"
             "    IdentitiesOnly yes\n"
-            f"    UserKnownHostsFile {self.known_hosts}\n"
+            f"    UserKnownHostsFile {known_hosts or self.known_hosts}\n"
             "    StrictHostKeyChecking yes\n"
         )
 

@@ -24,6 +24,7 @@ from .rrepl import (
     DEFAULT_EVAL_TIMEOUT,
     START_TIMEOUT,
     EvalResult,
+    Pipeline,
     ReplLanguage,
     Rrepl,
     _ReplClosed,
@@ -253,6 +254,33 @@ class Node:
             if on_start is not None:
                 on_start()
             return rrepl.eval(source, timeout=timeout, deadline=deadline, **options)
+
+    def open_pipeline(
+        self,
+        source: str,
+        attachment: bytes | None,
+        *,
+        deadline: float | None,
+        cancel: threading.Event | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> Pipeline:
+        """The node's REPL taken for requests sent ahead of their answers, with
+        ``source`` (and its ``attachment``) sent first; a REPL found closed is opened
+        again once, as ``eval`` does.  See ``Pipeline``."""
+        for last_try in (False, True):
+            rrepl = self._rrepl
+            if rrepl is None or rrepl.broken:
+                rrepl = self._ready_rrepl(seconds_left(deadline))
+            if on_start is not None:
+                on_start()
+            try:
+                pipeline = rrepl.open_pipeline(deadline, cancel)
+                pipeline.send(source, attachment, deadline)
+                return pipeline
+            except _ReplClosed:
+                if last_try:
+                    raise
+        raise AssertionError("unreachable")
 
     def stop_outcome(self) -> str:
         """What became of an evaluation that was interrupted or timed out, in words:

@@ -72,6 +72,8 @@ class EvalResult:
     error_output: str = ""
     forms: tuple[FormResult, ...] = field(default=(), repr=False)
     displays: tuple[DisplayData, ...] = field(default=(), repr=False)
+    node_seconds: float | None = field(default=None, repr=False)
+    """How long the node worked on the request, the round trip left out."""
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.value, self.eval_num, self.module, self.language))
@@ -143,7 +145,9 @@ class Rrepl:
         self._interrupter = interrupter
         self._lock = threading.Lock()  # one evaluation at a time
         self._acks_due = 0  # interrupt requests not yet answered (i records)
-        self._answer_due = False  # a request was sent and its p record not yet read
+        self._answers_due = 0  # requests sent whose p record is not read yet
+        self._waiters = 0  # callers waiting for the lock
+        self._node_seconds: float | None = None  # the last p record's time
         self._settled = threading.Event()  # clear while an abandoned evaluation stops
         self._settled.set()
         self._stray: list[tuple[str, bytes]] = []  # o, e, d records a quiet request kept
@@ -177,9 +181,11 @@ class Rrepl:
         if tag == "i":  # an interrupt request was handled
             self._acks_due = max(self._acks_due - 1, 0)
         elif tag == "p":  # the request is answered: the module and language it left
-            self._answer_due = False
-            module, _, language = payload.decode("utf-8", "replace").partition("\n")
+            self._answers_due = max(self._answers_due - 1, 0)
+            module, _, rest = payload.decode("utf-8", "replace").partition("\n")
+            language, _, micros = rest.partition("\n")
             self.module, self.repl_language = module, language
+            self._node_seconds = int(micros) / 1e6 if micros.isdigit() else None
         return tag, payload
 
     # -- evaluation -------------------------------------------------------------
@@ -232,15 +238,12 @@ class Rrepl:
         try:
             if self.broken:
                 raise _ReplClosed(f"the REPL on {self.where} is closed; open a new one")
-            if self._answer_due or self._acks_due:
+            if self._answers_due or self._acks_due:
                 self._settle(deadline)
-            data = source.encode("utf-8")
-            request = (b"q%d\n" if quiet else b"e%d\n") % len(data) + data
-            if attachment is not None:
-                request = b"a%d\n" % len(attachment) + attachment + request
+            request = _request(source, attachment, quiet)
             if on_input is not None:
                 request = b"w0\n" + request
-            self._answer_due = True
+            self._answers_due += 1
             try:
                 self._stream.send(request, deadline, "sending the request")
             except NodeTimeoutError:
@@ -288,20 +291,48 @@ class Rrepl:
             if owner:
                 self._lock.release()
 
+    @property
+    def pipelines(self) -> bool:
+        """Whether requests may be sent ahead of the answers (``open_pipeline``): an
+        in-band interrupt cancels the waiting ones too; a REPL server's client is
+        interrupted over another connection, which would leave them to run."""
+        return self._interrupter is None
+
+    def open_pipeline(
+        self, deadline: float | None, cancel: threading.Event | None = None
+    ) -> Pipeline:
+        """Take the REPL for a run of quiet requests sent ahead of their answers;
+        ``NodeTimeoutError`` if it stays busy past ``deadline``."""
+        if not self._acquire(deadline, cancel):
+            raise NodeTimeoutError(f"{self.where} stayed busy for the whole time allowed")
+        try:
+            if self.broken:
+                raise _ReplClosed(f"the REPL on {self.where} is closed; open a new one")
+            if self._answers_due or self._acks_due:
+                self._settle(deadline)
+        except BaseException:
+            self._lock.release()
+            raise
+        return Pipeline(self)
+
     def _acquire(self, deadline: float | None, cancel: threading.Event | None) -> bool:
         """Take the REPL for one evaluation before ``deadline``; ``EvalCancelled`` if
         ``cancel`` is set first."""
-        if cancel is None:
-            left = seconds_left(deadline)
-            return self._lock.acquire(timeout=-1 if left is None else left)
-        while not cancel.is_set():
-            left = seconds_left(deadline)
-            if left is not None and left <= 0:
-                return False
-            slice_ = CANCEL_POLL if left is None else min(left, CANCEL_POLL)
-            if self._lock.acquire(timeout=slice_):
-                return True
-        raise EvalCancelled(f"the wait for {self.where} was cancelled before it was free")
+        self._waiters += 1  # a pipeline stops sending ahead for it (see Pipeline)
+        try:
+            if cancel is None:
+                left = seconds_left(deadline)
+                return self._lock.acquire(timeout=-1 if left is None else left)
+            while not cancel.is_set():
+                left = seconds_left(deadline)
+                if left is not None and left <= 0:
+                    return False
+                slice_ = CANCEL_POLL if left is None else min(left, CANCEL_POLL)
+                if self._lock.acquire(timeout=slice_):
+                    return True
+            raise EvalCancelled(f"the wait for {self.where} was cancelled before it was free")
+        finally:
+            self._waiters -= 1
 
     def _read_answer(
         self, deadline, on_output, on_form, on_display, on_input, quiet=False
@@ -393,6 +424,7 @@ class Rrepl:
             error_output,
             tuple(forms),
             tuple(displays),
+            self._node_seconds,
         )
 
     def _answer_input(
@@ -416,7 +448,7 @@ class Rrepl:
     def _resync(self, deadline: float | None) -> None:
         """Read and drop records until the last request is answered and every
         interrupt acknowledged: the REPL then waits for input."""
-        while self._answer_due or self._acks_due:
+        while self._answers_due or self._acks_due:
             self._next_record(deadline, "waiting for the prompt")
 
     def _settle(self, deadline: float | None) -> None:
@@ -432,7 +464,7 @@ class Rrepl:
     def skip_to_prompt(self, timeout: float = 5.0) -> None:
         """Read and drop records until the REPL shows its prompt, ready for input
         (``rrepl-skip-to-prompt``): for a request sent by hand on the channel."""
-        self._answer_due = True
+        self._answers_due = max(self._answers_due, 1)
         self._resync(deadline_after(timeout))
 
     def _abandon(self, wait: float) -> str:
@@ -519,6 +551,106 @@ class Rrepl:
     def __repr__(self) -> str:
         state = "closed" if self.broken else f"pid {self.pid}"
         return f"#<rrepl {self.where} {state}>"
+
+
+class Pipeline:
+    """Quiet requests sent ahead on one REPL, answered in order: a distributed call
+    keeps a node's next chunk waiting there, so no round trip is idle time.  Holds the
+    REPL until ``close``; one with answers still due is interrupted then (its waiting
+    requests are cancelled) and settles in the background, as an abandoned evaluation."""
+
+    def __init__(self, rrepl: Rrepl) -> None:
+        self.rrepl = rrepl
+        self.outstanding = 0  # requests sent whose answer is not read yet
+        self.sent = 0
+        self._open = True
+
+    @property
+    def others_waiting(self) -> bool:
+        """Another caller waits for the REPL: send no more ahead, let it in between."""
+        return self.rrepl._waiters > 0
+
+    def send(self, source: str, attachment: bytes | None, deadline: float | None) -> None:
+        """Send one more request.  A REPL found closed before this pipeline sent anything
+        raises ``_ReplClosed`` (nothing was evaluated: a node may open a new one)."""
+        rrepl = self.rrepl
+        rrepl._answers_due += 1
+        try:
+            rrepl._stream.send(_request(source, attachment, True), deadline, "sending a request")
+        except NodeTimeoutError:
+            self.close()
+            raise
+        except NodeError as exc:
+            self._release()
+            if self.sent == 0:
+                raise _ReplClosed(str(exc)) from None
+            raise
+        except BaseException:  # Ctrl-C: what went out is stopped in the background
+            self.outstanding += 1
+            self.close()
+            raise
+        self.outstanding += 1
+        self.sent += 1
+
+    def answer(
+        self,
+        deadline: float | None,
+        on_output: OutputCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> EvalResult:
+        """The oldest request's answer.  ``NodeReplError`` (the code failed) leaves the
+        pipeline open; ``EvalCancelled``, ``NodeTimeoutError`` or Ctrl-C close it (the
+        node is interrupted), and so does a ``NodeError`` (the REPL broke)."""
+        rrepl = self.rrepl
+        rrepl._stream.cancel = cancel
+        try:
+            result = rrepl._read_answer(deadline, on_output, None, None, None, quiet=True)
+        except NodeReplError:
+            self.outstanding -= 1
+            raise
+        except NodeTimeoutError:
+            outcome = self.close()
+            raise NodeTimeoutError(
+                f"{rrepl.where} did not finish the evaluation in time; {outcome}"
+            ) from None
+        except EvalCancelled:
+            self.close()
+            raise
+        except NodeError:  # the connection broke: nothing to interrupt
+            self._release()
+            raise
+        except BaseException:  # Ctrl-C
+            self.close()
+            raise
+        finally:
+            rrepl._stream.cancel = None
+        self.outstanding -= 1
+        return result
+
+    def close(self) -> str:
+        """Let the REPL go: at once when every answer is read, else once the node has
+        been interrupted (in the background); says how that went."""
+        if not self._open:
+            return self.rrepl.state_after_abandon()
+        if self.outstanding == 0:
+            self._release()
+            return ""
+        self._open = False
+        return self.rrepl._abandon(wait=0)  # the recovery releases the lock
+
+    def _release(self) -> None:
+        if self._open:
+            self._open = False
+            self.rrepl._lock.release()
+
+
+def _request(source: str, attachment: bytes | None, quiet: bool) -> bytes:
+    """An ``e`` (or ``q``) request, after its ``a`` attachment if it has one."""
+    data = source.encode("utf-8")
+    request = (b"q%d\n" if quiet else b"e%d\n") % len(data) + data
+    if attachment is not None:
+        request = b"a%d\n" % len(attachment) + attachment + request
+    return request
 
 
 def _read_value(text: str) -> Any:

@@ -11,11 +11,15 @@
 ;;;   h  hello: "PID\nGUILE-VERSION\nCLIENT"  o  printed on standard output
 ;;;   e  printed on standard error            v  a value: "N\nWRITTEN-VALUE"
 ;;;   f  one form is done                     x  an error: "KEY\nMESSAGE"
-;;;   p  request done: "MODULE\nLANGUAGE"     i  an interrupt request was handled
+;;;   p  request done: "MODULE\nLANGUAGE\nMICROSECONDS" (how long the loop worked on it)
+;;;   i  an interrupt request was handled
 ;;; i<LEN>\n<CLIENT> interrupts an evaluation: on the REPL of an exec channel it
 ;;; may be sent while the evaluation runs (CLIENT is ignored: it is a Ctrl-C for
 ;;; the REPL's process group); a REPL server's client sends it on a second
 ;;; connection, naming the client to interrupt.  Every i request gets one i record.
+;;; Requests may be sent before the last one is answered (a distributed call keeps
+;;; a node's next chunk waiting there): they are answered in order, and an in-band
+;;; i also cancels those still waiting, each answered with x (key interrupted) and p.
 ;;; q<LEN>\n<SOURCE> evaluates as e does but leaves the value history alone (N is 0):
 ;;; for completion and inspection, which must not renumber the user's values.
 ;;; a<LEN>\n<BYTES> attaches raw bytes to the next e request, unanswered: code reads
@@ -403,6 +407,7 @@
     (primitive-_exit 0)))
 
 (define requests-read 0)                ; the loop's requests so far
+(define cancelled-through 0)            ; requests up to this one are not to begin
 (define interrupt-wanted #f)            ; the request an in-band interrupt is for
 (define own-sigint #f)                  ; the request our last group SIGINT was for
 (define interrupted #f)                 ; the request an interrupt was last sent to
@@ -1094,31 +1099,49 @@ it from the text of the same list."
                    (else (cons (string-ref header 0) (utf8->string bv)))))))
      (else (read-request in)))))
 
+(define (cancelled-request? busy)
+  ;; A request that was waiting behind the running one when an in-band interrupt
+  ;; came: the interrupt was meant for it too.
+  (and (eq? busy main-busy) (<= requests-read cancelled-through)))
+
 (define (handle-request repl request out busy)
   ;; Answer one e, q or i request with its records, ending in p (or i for i).
-  (if (eqv? (car request) #\i)
-      (begin
-        (interrupt-client! (string->number (cdr request)))
-        (send-record out "i" ""))
-      (begin
-        ;; Records before g are earlier code's (a thread that printed after its
-        ;; request ended): the client keeps them apart from this request's own.
-        (send-record out "g" "")
-        (catch #t
-          (lambda ()
-            (hashq-remove! interrupts-asked busy)
-            (run-source repl (cdr request) out busy (eqv? (car request) #\e)))
-          (lambda (key . args)
-            (leave-if-forked!)
-            (catch #t flush-printed (lambda _ #f))
-            (if (eq? key 'quit)
-                (send-record out "x" "quit\nThe REPL was asked to quit; it keeps running.")
-                (send-record out "x" (string-append (symbol->string key) "\n"
-                                                    (error-text key args)))))
-          note-error-frame)
-        (when (eqv? interrupted requests-read) (settle-interrupt!))
-        (send-record out "p" (prompt-payload (current-module)
-                                             (language-name (repl-language repl)))))))
+  (define start (get-internal-real-time))
+  (define (prompt-record)
+    (send-record out "p" (bytevector-append
+                          (prompt-payload (current-module) (language-name (repl-language repl)))
+                          (string->utf8
+                           (string-append
+                            "\n" (number->string
+                                   (quotient (* 1000000 (- (get-internal-real-time) start))
+                                             internal-time-units-per-second)))))))
+  (cond
+   ((eqv? (car request) #\i)
+    (interrupt-client! (string->number (cdr request)))
+    (send-record out "i" ""))
+   ((cancelled-request? busy)
+    (send-record out "g" "")
+    (send-record out "x" "interrupted\nInterrupted before it began (it waited behind an interrupted request).")
+    (when (eqv? interrupted requests-read) (settle-interrupt!))
+    (prompt-record))
+   (else
+    ;; Records before g are earlier code's (a thread that printed after its
+    ;; request ended): the client keeps them apart from this request's own.
+    (send-record out "g" "")
+    (catch #t
+      (lambda ()
+        (hashq-remove! interrupts-asked busy)
+        (run-source repl (cdr request) out busy (eqv? (car request) #\e)))
+      (lambda (key . args)
+        (leave-if-forked!)
+        (catch #t flush-printed (lambda _ #f))
+        (if (eq? key 'quit)
+            (send-record out "x" "quit\nThe REPL was asked to quit; it keeps running.")
+            (send-record out "x" (string-append (symbol->string key) "\n"
+                                                (error-text key args)))))
+      note-error-frame)
+    (when (eqv? interrupted requests-read) (settle-interrupt!))
+    (prompt-record))))
 
 (define prompt-payload
   ;; "MODULE\nLANGUAGE" as bytes, the module's name as written, remembered for
@@ -1232,6 +1255,7 @@ default the evaluating thread reads IN itself."
     ;; the input still reaches the pump (it keeps reading), so nothing outlives it.
     (cond ((eof-object? request) (set! queued (append queued (list request))) #t)
           ((eqv? (car request) #\i)
+           (set! cancelled-through (+ requests-read (length queued)))
            (interrupt-main!)
            (send-record out "i" "")
            #f)

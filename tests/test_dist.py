@@ -140,7 +140,7 @@ def test_failover_when_the_remote_guile_is_killed(nodes: list[Node], attempt: in
     result = dist_map(nodes, SLOW_DOUBLE, range(60), on_event=hook)
     assert result == [2 * x for x in range(60)]
     assert [f.node for f in result.failures] == [victim]
-    assert [m.from_node for m in result.moves] == [victim]
+    assert result.moves and {m.from_node for m in result.moves} == {victim}  # what it held
 
 
 @pytest.mark.parametrize("attempt", range(20))

@@ -187,7 +187,8 @@ def test_a_failover_is_shown_as_it_happens(ip, capsys) -> None:
     out = capsys.readouterr().out
     assert "  node2 failed: " in out
     assert "moved from node2 to node" in out
-    assert "dist_map: 60 item(s) on 3 node(s), 1 failover(s), in " in out
+    # Each chunk node2 held (the one it ran and those sent ahead) moved: one failover each.
+    assert re.search(r"dist_map: 60 item\(s\) on 3 node\(s\), [1-9]\d* failover\(s\), in ", out)
 
 
 def printed_blocks(text: str) -> dict[str, list[str]]:
@@ -303,7 +304,12 @@ def test_a_straggler_copy_is_shown_on_the_rows_and_in_the_summary(ip, capsys) ->
     out = capsys.readouterr().out
     assert re.search(r"^  job (\d+) runs long on node3: a copy runs on node[12]$", out, re.M)
     assert re.search(r"^  job \d+ done by the copy on node[12], before node3$", out, re.M)
-    assert "dist_map: 150 item(s) on 3 node(s), 0 failover(s), 1 straggler copy, in " in out
+    # node3 held a chunk or two sent ahead when it stopped: each is copied.
+    assert re.search(
+        r"dist_map: 150 item\(s\) on 3 node\(s\), 0 failover\(s\), (1 straggler copy|[2-9] "
+        r"straggler copies), in ",
+        out,
+    )
     assert run(ip, "%dist_map nodes 1+ range(6)").result == list(range(1, 7))
 
 

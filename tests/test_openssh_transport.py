@@ -266,7 +266,7 @@ def test_dist_map_moves_work_off_a_node_whose_master_dies(onodes: list[Node]) ->
     result = dist_map(onodes, proc, range(60), on_event=on_event, timeout=120)
     assert result == [2 * x for x in range(60)]
     assert [f.node for f in result.failures] == [victim]
-    assert [m.from_node for m in result.moves] == [victim]
+    assert result.moves and {m.from_node for m in result.moves} == {victim}  # what it held
     assert with_ssh(victim, "'back", timeout=20).value == "back"
 
 
