@@ -4,8 +4,8 @@ A node's speed is its own work, measured on the node (``node_seconds``), apart f
 round trip to it: a long round trip never makes chunks smaller.  Instead a node holds
 a small window of chunks sent ahead, enough work to cover the round trip, so it never
 waits for its next chunk.  Before a node's speed is known it gets chunks of 1, 2, 4 ...
-items, at most a quarter of its share of the list, so slow items still spread over the
-nodes.  Chunks are sized to about ``TARGET_SECONDS`` of work (longer on a long round
+items (one at a time under a ``job_timeout``), at most a quarter of its share of the
+list, so slow items still spread over the nodes.  Chunks are sized to about ``TARGET_SECONDS`` of work (longer on a long round
 trip), shrinking as the list runs out so the nodes finish together.  Pure bookkeeping:
 the caller holds the call's lock and says what happened."""
 
@@ -94,7 +94,9 @@ class ChunkSizer:
         rate = self.rates.get(node)
         if rate is None:
             last = self.last.get(node)
-            size = FIRST_CHUNK if last is None else last * 2
+            # Under a job_timeout an unmeasured chunk keeps to one item: more might
+            # outlast it on every node.
+            size = FIRST_CHUNK if last is None or self.limit < math.inf else last * 2
             size = min(size, max(self.total // max(live, 1) // UNMEASURED_SHARE, 1))
             size = min(size, math.ceil(remaining / max(live, 1)))
             return self._bounded(node, size, remaining)

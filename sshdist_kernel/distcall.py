@@ -328,17 +328,31 @@ class DistCall(Future):
         """Send ``node`` work while its window is open; the pipeline it is on after."""
         while True:
             if pipe is None or not pipe.outstanding:
-                if pipe is not None and pipe.others_waiting:  # let them in between chunks
+                if pipe is not None:  # free between chunks: _take may wait (a watcher)
                     pipe.close()
                     pipe = None
                 attempt = self._take(node)
-            elif pipe.others_waiting or not pipe.rrepl.pipelines:
+            elif pipe.others_waiting:  # another caller: it gets in after the running chunk
+                self._cancel_waiting(node, pipe)
+                return pipe
+            elif not pipe.rrepl.pipelines:
                 return pipe
             else:
                 attempt = self._take_more(node)
             if attempt is None:
                 return pipe
             pipe = self._send(node, pipe, attempt)
+
+    def _cancel_waiting(self, node: Node, pipe: Pipeline) -> None:
+        """Ask ``node`` to drop the chunks waiting behind its running one (each comes
+        back as cancelled and goes back in the queue); a failure is the node's."""
+        try:
+            pipe.cancel_waiting(self._send_deadline())
+        except NodeError as exc:
+            with self._lock:
+                head = self._held[id(node)][0]
+            pipe.close()
+            self._failed(node, head, exc)
 
     def _grow(self, count: int) -> None:
         """Under the lock: start drivers for up to ``count`` unstarted nodes, the tree's
@@ -599,12 +613,42 @@ class DistCall(Future):
         try:
             result = pipe.answer(self._head_deadline(attempt), on_output, attempt.cancel)
             values = job_values(job, result)
+        except NodeReplError as exc:
+            if exc.key == "interrupted" and pipe.waiting_cancelled:  # see _cancel_waiting
+                self._give_back(node, attempt)
+                return pipe
+            pipe.close()  # what it still holds is interrupted
+            self._failed(node, attempt, exc)
+            return None
         except BaseException as exc:  # noqa: BLE001 - the caller's, through the future
             pipe.close()  # what it still holds is interrupted
             self._failed(node, attempt, exc)
             return None
-        self._chunk_done(node, attempt, values, result.node_seconds)
+        begins = not pipe.waiting_cancelled  # else the next one comes back unbegun
+        if not pipe.outstanding:  # free before the events: on_event may use the node
+            pipe.close()
+            pipe = None
+        self._chunk_done(node, attempt, values, result.node_seconds, begins)
         return pipe
+
+    def _give_back(self, node: Node, attempt: _Attempt) -> None:
+        """``node`` dropped ``attempt`` unbegun (``_cancel_waiting``): its chunk goes
+        back in the queue, first in line."""
+        with self._lock:
+            held = self._held[id(node)]
+            held.popleft()
+            self._held_items -= attempt.job.size
+            self._running.pop(id(attempt), None)
+            chunk = attempt.chunk
+            chunk.attempts.remove(attempt)
+            if chunk.values is None and not chunk.attempts:
+                chunk.failed_on = None
+                self._waiting.appendleft(chunk)
+            if held:  # the next one was dropped too: it begins nothing
+                begun = held[0]
+                del self._running[id(begun)]
+                begun.started = time.monotonic()
+                self._running[id(begun)] = begun
 
     def _failed(self, node: Node, attempt: _Attempt, exc: BaseException) -> None:
         """``attempt`` ended with ``exc`` and ``node`` let go of every chunk it held."""
@@ -659,7 +703,12 @@ class DistCall(Future):
             self._start_drivers()
 
     def _chunk_done(
-        self, node: Node, attempt: _Attempt, values: list[Any], node_seconds: float | None
+        self,
+        node: Node,
+        attempt: _Attempt,
+        values: list[Any],
+        node_seconds: float | None,
+        begins: bool = True,
     ) -> None:
         now = time.monotonic()
         took = now - attempt.started
@@ -696,7 +745,7 @@ class DistCall(Future):
             if wake:
                 self._watch.set()
             self._emit(DistEvent("done", attempt.job, node, took))
-        if begun is not None:
+        if begun is not None and begins:
             self._emit(DistEvent("start", begun.job, node))
         if first and complete:
             self._finish(None)

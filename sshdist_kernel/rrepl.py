@@ -147,6 +147,7 @@ class Rrepl:
         self._acks_due = 0  # interrupt requests not yet answered (i records)
         self._answers_due = 0  # requests sent whose p record is not read yet
         self._waiters = 0  # callers waiting for the lock
+        self._pipeline_thread: int | None = None  # the thread whose Pipeline holds the lock
         self._node_seconds: float | None = None  # the last p record's time
         self._settled = threading.Event()  # clear while an abandoned evaluation stops
         self._settled.set()
@@ -225,6 +226,12 @@ class Rrepl:
         the evaluation is interrupted in the background, as after a timeout."""
         timeout = checked_timeout(timeout)
         self.language.check_input(source, self.repl_language)
+        if self._pipeline_thread == threading.get_ident():
+            raise NodeError(
+                f"{self.where} is holding chunks of a distributed call sent ahead, for this "
+                "very thread (an on_event callback, say): evaluate on it from another "
+                "thread, which gets in between chunks, or after the call"
+            )
         if deadline is None:
             deadline = deadline_after(timeout)
         # Free and not cancellable (nearly always): taken without working out a wait.
@@ -313,6 +320,7 @@ class Rrepl:
         except BaseException:
             self._lock.release()
             raise
+        self._pipeline_thread = threading.get_ident()
         return Pipeline(self)
 
     def _acquire(self, deadline: float | None, cancel: threading.Event | None) -> bool:
@@ -563,6 +571,7 @@ class Pipeline:
         self.rrepl = rrepl
         self.outstanding = 0  # requests sent whose answer is not read yet
         self.sent = 0
+        self.waiting_cancelled = False  # cancel_waiting was sent
         self._open = True
 
     @property
@@ -591,6 +600,14 @@ class Pipeline:
             raise
         self.outstanding += 1
         self.sent += 1
+
+    def cancel_waiting(self, deadline: float | None) -> None:
+        """Let the running request finish and cancel those waiting behind it: each is
+        answered at once with ``NodeReplError`` key ``interrupted`` (another caller
+        waits for the REPL, and should not wait for all of them)."""
+        if self.outstanding > 1 and not self.waiting_cancelled and self.rrepl.pipelines:
+            self.waiting_cancelled = True
+            self.rrepl._stream.send(b"c0\n", deadline, "cancelling requests sent ahead")
 
     def answer(
         self,
@@ -636,11 +653,13 @@ class Pipeline:
             self._release()
             return ""
         self._open = False
+        self.rrepl._pipeline_thread = None
         return self.rrepl._abandon(wait=0)  # the recovery releases the lock
 
     def _release(self) -> None:
         if self._open:
             self._open = False
+            self.rrepl._pipeline_thread = None
             self.rrepl._lock.release()
 
 

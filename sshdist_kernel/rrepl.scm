@@ -20,6 +20,7 @@
 ;;; Requests may be sent before the last one is answered (a distributed call keeps
 ;;; a node's next chunk waiting there): they are answered in order, and an in-band
 ;;; i also cancels those still waiting, each answered with x (key interrupted) and p.
+;;; c<LEN>\n (empty) cancels them so too, unanswered, and lets the running one finish.
 ;;; q<LEN>\n<SOURCE> evaluates as e does but leaves the value history alone (N is 0):
 ;;; for completion and inspection, which must not renumber the user's values.
 ;;; a<LEN>\n<BYTES> attaches raw bytes to the next e request, unanswered: code reads
@@ -1090,7 +1091,7 @@ it from the text of the same list."
     (cond
      ((eof-object? header) header)
      ((and (> (string-length header) 1)
-           (memv (string-ref header 0) '(#\e #\q #\i #\a #\w #\s))
+           (memv (string-ref header 0) '(#\e #\q #\i #\a #\w #\s #\c))
            (string->number (substring header 1)))
       => (lambda (len)
            (let ((bv (if (zero? len) (make-bytevector 0) (get-bytevector-n in len))))
@@ -1194,8 +1195,8 @@ default the evaluating thread reads IN itself."
              ((eqv? (car request) #\w)
               (fluid-set! code-input (asking-input-port out next-reply))
               (loop streams))
-             ((eqv? (car request) #\s)   ; an answer to a read that was interrupted
-              (loop streams))
+             ((memv (car request) '(#\s #\c))  ; an answer to an interrupted read,
+              (loop streams))                    ; or nothing waits to be cancelled
              (else
               (let ((streams (usable-streams streams out)))
                 (handle-request repl request out busy)
@@ -1258,6 +1259,9 @@ default the evaluating thread reads IN itself."
            (set! cancelled-through (+ requests-read (length queued)))
            (interrupt-main!)
            (send-record out "i" "")
+           #f)
+          ((eqv? (car request) #\c)
+           (set! cancelled-through (+ requests-read (length queued)))
            #f)
           ((eqv? (car request) #\s)
            (pump-reply! request)
