@@ -5,9 +5,11 @@ round trip to it: a long round trip never makes chunks smaller.  Instead a node 
 a small window of chunks sent ahead, enough work to cover the round trip, so it never
 waits for its next chunk.  Before a node's speed is known it gets chunks of 1, 2, 4 ...
 items (one at a time under a ``job_timeout``), at most a quarter of its share of the
-list, so slow items still spread over the nodes.  Chunks are sized to about ``TARGET_SECONDS`` of work (longer on a long round
-trip), shrinking as the list runs out so the nodes finish together.  Pure bookkeeping:
-the caller holds the call's lock and says what happened."""
+list, so slow items still spread over the nodes.  Chunks are sized to about
+``TARGET_SECONDS`` of work (longer on a long round trip), shrinking as the list runs
+out; in the last stretch a node holds no more than its share of what is left, so the
+nodes finish together.  Pure bookkeeping: the caller holds the call's lock and says
+what happened."""
 
 from __future__ import annotations
 

@@ -119,6 +119,7 @@ class DistCall(Future):
         self._running: dict[int, _Attempt] = {}
         self._held: dict[int, deque[_Attempt]] = {}  # the same, by id(node), oldest first
         self._held_items = 0  # items of all those attempts
+        self._given: set[int] = set()  # nodes handed a chunk so far, by id
         self._idle_nodes: list[Node] = []  # live nodes whose driver ended for want of work
         self._to_start: list[Node] = []  # idle nodes given work, to start after the lock
         self._watcher: int | None = None  # the idle node that waits for a straggler
@@ -447,6 +448,9 @@ class DistCall(Future):
             if (
                 self._finished
                 or key not in self._alive
+                # Sent blind (its speed unknown) only once every node has its first chunk:
+                # slow first items then spread over the nodes, not behind one another.
+                or (key not in self._sizer.rates and not self._alive <= self._given)
                 or not self._sizer.wants_more(
                     key,
                     held=items,
@@ -473,6 +477,7 @@ class DistCall(Future):
         attempt.sent = attempt.started
         held.append(attempt)
         self._held_items += attempt.job.size
+        self._given.add(id(node))
         self._running[id(attempt)] = attempt
 
     def _log(self, event: DistEvent) -> None:

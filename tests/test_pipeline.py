@@ -144,3 +144,20 @@ def test_a_long_round_trip_makes_chunks_bigger_not_one_item_each(
     assert result == list(range(300))
     assert sum(sizes) == 300 and len(sizes) < 100
     assert max(sizes) >= 20  # 0.1 s of 2 ms items, at the least
+
+
+def test_slow_first_items_go_to_different_nodes_not_behind_one_another(
+    nodes: list[Node],
+) -> None:
+    # Nothing is sent blind to a node before every node has its first chunk: the three
+    # slow items, first in the list, run at once on three nodes.
+    where: dict[int, str] = {}
+
+    def on_event(event: DistEvent) -> None:
+        if event.kind == "done":
+            for item in event.job.data:
+                where[item] = event.node.name
+
+    proc = "(lambda (x) (if (< x 3) (usleep 300000)) x)"
+    assert dist_map(nodes, proc, range(300), on_event=on_event) == list(range(300))
+    assert len({where[0], where[1], where[2]}) == 3
