@@ -385,6 +385,14 @@ class _StubNode(Node):
         count = len(attachment) // 8 if isinstance(attachment, bytes) else source.count("(begin ")
         return EvalResult([3] * count, 1, "(guile-user)", "scheme")
 
+    def open_pipeline(self, source: str, attachment: bytes | None, **options: Any) -> Any:
+        on_start = options.get("on_start")
+        if callable(on_start):
+            on_start()
+        pipe = _StubPipeline(self)
+        pipe.send(source, attachment, None)
+        return pipe
+
     def open_rrepl(self, timeout: float = 0) -> NoReturn:
         raise RuntimeError("a stub node has no REPL")
 
@@ -413,6 +421,35 @@ class _StubNode(Node):
 
     def drop_rrepl(self) -> None:
         pass
+
+
+class _StubPipeline:
+    """A stub node's answers to requests sent ahead: at once, in order."""
+
+    rrepl = SimpleNamespace(pipelines=True)
+    others_waiting = False
+    waiting_cancelled = False
+
+    def __init__(self, node: _StubNode) -> None:
+        self.node = node
+        self.answers: list[EvalResult] = []
+
+    @property
+    def outstanding(self) -> int:
+        return len(self.answers)
+
+    def send(self, source: str, attachment: bytes | None, deadline: float | None) -> None:
+        self.answers.append(self.node.eval(source, attachment=attachment))
+
+    def answer(self, deadline: float | None, *rest: object) -> EvalResult:
+        return self.answers.pop(0)
+
+    def cancel_waiting(self, deadline: float | None) -> None:
+        pass
+
+    def close(self) -> str:
+        self.answers.clear()
+        return ""
 
 
 def dist_machinery() -> dict[str, float]:
