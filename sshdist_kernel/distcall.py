@@ -31,7 +31,8 @@ from .errors import AllNodesFailedError, EvalCancelled, NodeError, NodeReplError
 from .job import Job, check_job_language, job_request, job_values
 from .node import Node
 from .nodeworkers import run_on, waiting_work
-from .rrepl import DEFAULT_EVAL_TIMEOUT, Pipeline
+from .pipeline import Pipeline
+from .rrepl import DEFAULT_EVAL_TIMEOUT
 
 log = logging.getLogger("sshdist_kernel.dist")
 

@@ -18,13 +18,13 @@ from .errors import NodeError, NodeTimeoutError
 from .guile import GuileRepl
 from .hostlist import expand_hosts
 from .makenodes import MAX_CONNECTING, MadeNodes, connect_all
+from .pipeline import Pipeline, open_pipeline
 from .prompts import PromptRelay, ask_person
 from .records import checked_timeout, deadline_after, seconds_left
 from .rrepl import (
     DEFAULT_EVAL_TIMEOUT,
     START_TIMEOUT,
     EvalResult,
-    Pipeline,
     ReplLanguage,
     Rrepl,
     _ReplClosed,
@@ -274,7 +274,7 @@ class Node:
             if on_start is not None:
                 on_start()
             try:
-                pipeline = rrepl.open_pipeline(deadline, cancel)
+                pipeline = open_pipeline(rrepl, deadline, cancel)
                 pipeline.send(source, attachment, deadline)
                 return pipeline
             except _ReplClosed:
