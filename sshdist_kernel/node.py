@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import NodeError, NodeTimeoutError
 from .guile import GuileRepl
@@ -38,6 +38,8 @@ from .server import (
 )
 from .session import Session
 from .transports import make_session
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -240,20 +242,35 @@ class Node:
         (``on_output``, ``on_display``, ``on_input``, ``quiet``, ...) go to ``Rrepl.eval``."""
         timeout = checked_timeout(timeout)
         deadline = deadline_after(timeout)
-        rrepl = self._rrepl
-        # An open REPL is taken without the node's lock, which only guards opening one
-        # (one that breaks meanwhile fails the call below, as it would after the lock).
-        if rrepl is None or rrepl.broken:
-            rrepl = self._ready_rrepl(seconds_left(deadline))
-        if on_start is not None:
-            on_start()
-        try:
-            return rrepl.eval(source, timeout=timeout, deadline=deadline, **options)
-        except _ReplClosed:  # nothing was evaluated: once more, on a fresh REPL
-            rrepl = self._ready_rrepl(seconds_left(deadline))
+        return self._on_rrepl(
+            deadline,
+            on_start,
+            lambda rrepl: rrepl.eval(source, timeout=timeout, deadline=deadline, **options),
+        )
+
+    def _on_rrepl(
+        self,
+        deadline: float | None,
+        on_start: Callable[[], None] | None,
+        use: Callable[[Rrepl], _T],
+    ) -> _T:
+        """``use`` the node's REPL, opened first if need be and ``on_start`` called; a
+        REPL found closed before anything was evaluated (``_ReplClosed``) is opened again,
+        once."""
+        for last_try in (False, True):
+            rrepl = self._rrepl
+            # An open REPL is taken without the node's lock, which only guards opening
+            # one (one that breaks meanwhile fails the call, as it would after the lock).
+            if rrepl is None or rrepl.broken:
+                rrepl = self._ready_rrepl(seconds_left(deadline))
             if on_start is not None:
                 on_start()
-            return rrepl.eval(source, timeout=timeout, deadline=deadline, **options)
+            try:
+                return use(rrepl)
+            except _ReplClosed:
+                if last_try:
+                    raise
+        raise AssertionError("unreachable")
 
     def open_pipeline(
         self,
@@ -267,20 +284,13 @@ class Node:
         """The node's REPL taken for requests sent ahead of their answers, with
         ``source`` (and its ``attachment``) sent first; a REPL found closed is opened
         again once, as ``eval`` does.  See ``Pipeline``."""
-        for last_try in (False, True):
-            rrepl = self._rrepl
-            if rrepl is None or rrepl.broken:
-                rrepl = self._ready_rrepl(seconds_left(deadline))
-            if on_start is not None:
-                on_start()
-            try:
-                pipeline = open_pipeline(rrepl, deadline, cancel)
-                pipeline.send(source, attachment, deadline)
-                return pipeline
-            except _ReplClosed:
-                if last_try:
-                    raise
-        raise AssertionError("unreachable")
+
+        def first_request(rrepl: Rrepl) -> Pipeline:
+            pipeline = open_pipeline(rrepl, deadline, cancel)
+            pipeline.send(source, attachment, deadline)
+            return pipeline
+
+        return self._on_rrepl(deadline, on_start, first_request)
 
     def stop_outcome(self) -> str:
         """What became of an evaluation that was interrupted or timed out, in words:

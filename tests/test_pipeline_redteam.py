@@ -70,6 +70,26 @@ def assert_in_step(nodes: list[Node], restarted: tuple[Node, ...] = ()) -> None:
         assert with_ssh(n, f"(+ kept {i})", timeout=10).value == 42 + i
 
 
+def kill_while_holding_then_cancel(made: list[Node], victim: Node) -> None:
+    """Kill ``victim``'s guile once it holds a chunk waiting: the call completes, in
+    order, with only ``victim`` failed; then cancel a call while chunks are held."""
+    pid = victim.rrepl.pid
+    killed = threading.Event()
+
+    def on_event(event: DistEvent) -> None:
+        if not killed.is_set() and event.node is victim and holds([victim]):
+            killed.set()
+            os.kill(pid, signal.SIGKILL)
+
+    result = dist_map(made, "(lambda (x) (usleep 20000) x)", range(150), on_event=on_event)
+    assert killed.is_set() and result == list(range(150))
+    assert [f.node for f in result.failures] == [victim]
+    define_kept(made)
+    call = dist_map_async(made, "(lambda (x) (usleep 3000) x)", range(3000))
+    wait_until(lambda: holds(made), what="a chunk waiting")
+    assert call.cancel() and call.wait_stopped(10)
+
+
 def parent_pid(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as f:
         return int(f.read().rsplit(")", 1)[1].split()[1])
@@ -380,24 +400,7 @@ def test_a_repl_server_node_does_not_send_ahead_and_still_works(ssh_config: str)
 def test_openssh_transport_kill_and_cancel_with_chunks_held(ssh_config: str) -> None:
     onodes = make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config, transport="openssh")
     try:
-        victim = onodes[1]
-        pid = victim.rrepl.pid
-        killed = threading.Event()
-
-        def on_event(event: DistEvent) -> None:
-            if not killed.is_set() and event.node is victim and holds([victim]):
-                killed.set()
-                os.kill(pid, signal.SIGKILL)
-
-        result = dist_map(onodes, "(lambda (x) (usleep 20000) x)", range(150), on_event=on_event)
-        assert killed.is_set()
-        assert result == list(range(150))
-        assert [f.node for f in result.failures] == [victim]
-        define_kept(onodes)
-        call = dist_map_async(onodes, "(lambda (x) (usleep 3000) x)", range(3000))
-        wait_until(lambda: holds(onodes), what="a chunk waiting")
-        assert call.cancel()
-        assert call.wait_stopped(10)
+        kill_while_holding_then_cancel(onodes, onodes[1])
         assert_in_step(onodes)
     finally:
         for n in onodes:
@@ -456,22 +459,7 @@ def test_guile_22_nodes_kill_and_cancel_with_chunks_held(ssh_config: str) -> Non
     old = make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config, guile="guile-2.2")
     try:
         assert all(n.version.startswith("2.2") for n in old)
-        victim = old[0]
-        pid = victim.rrepl.pid
-        killed = threading.Event()
-
-        def on_event(event: DistEvent) -> None:
-            if not killed.is_set() and event.node is victim and holds([victim]):
-                killed.set()
-                os.kill(pid, signal.SIGKILL)
-
-        result = dist_map(old, "(lambda (x) (usleep 20000) x)", range(150), on_event=on_event)
-        assert killed.is_set() and result == list(range(150))
-        assert all(f.node is victim for f in result.failures)
-        define_kept(old)
-        call = dist_map_async(old, "(lambda (x) (usleep 3000) x)", range(3000))
-        wait_until(lambda: holds(old), what="a chunk waiting")
-        assert call.cancel() and call.wait_stopped(10)
+        kill_while_holding_then_cancel(old, old[0])
         with pytest.raises(NodeReplError, match="item"):
             dist_map(old, "(lambda (x) (usleep 1000) (if (= x 57) (car '()) x))", range(300))
         assert_in_step(old)
