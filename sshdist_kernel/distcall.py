@@ -451,7 +451,7 @@ class DistCall(Future):
                 or key not in self._alive
                 # Sent blind (its speed unknown) only once every node has its first chunk:
                 # slow first items then spread over the nodes, not behind one another.
-                or (key not in self._sizer.rates and not self._alive <= self._given)
+                or (key not in self._sizer.rates and not self._all_given())
                 or not self._sizer.wants_more(
                     key,
                     held=items,
@@ -470,6 +470,10 @@ class DistCall(Future):
             self._log(event)
             self._emit(event)
         return attempt
+
+    def _all_given(self) -> bool:
+        """Under the lock: every live node has had a chunk (counted before compared)."""
+        return len(self._given) >= len(self._alive) and self._alive <= self._given
 
     def _hold(self, node: Node, attempt: _Attempt) -> None:
         """Under the lock: ``attempt`` is on its way to ``node``, behind what it holds."""
