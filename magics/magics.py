@@ -8,7 +8,6 @@ show as a few lines (node, job, Guile's message), never a library traceback.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -312,9 +311,10 @@ class SshdistMagics(Magics):
         return _in_notebook(self.shell) and have_ipywidgets()
 
     def _say_if_busy(self, nodes: list[Node]) -> None:
+        """A note, not an error: on standard output (a notebook shows stderr in red)."""
         note = describe_busy(self._background, nodes)
         if note:
-            print(note, file=sys.stderr, flush=True)
+            print(note, flush=True)
 
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
