@@ -39,6 +39,17 @@ def _seconds(s: float) -> str:
     return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
+def node_row(node: Node) -> str:
+    """``node2        root@10.0.0.2:22         ready   Guile 3.0.9``: where a node is,
+    whether its REPL is open, which Guile (what a person asks, not a memory address)."""
+    s = node.session
+    where = f"{s.user}@{s.host}:{s.port}"
+    if node.repl_port is not None:
+        where += f" (REPL server {node.repl_port})"
+    state = "closed" if node.closed else "ready" if node.ready else "no REPL"
+    return f"{node.name:12} {where:28} {state:8} Guile {node.version or '?'}"
+
+
 class NodeTable:
     """The nodes of a node list, one row each, then one row for each host that failed."""
 
@@ -61,9 +72,7 @@ class NodeTable:
                 f"{len(self.failed)} host(s) failed"
             ]
         if len(self.nodes) + len(self.failed) <= TABLE_ROWS_UP_TO:
-            for n in self.nodes:
-                version = n.version or "?"
-                out.append(f"  {n.name:12} {n!r:50} Guile {version}")
+            out += [f"  {node_row(n)}" for n in self.nodes]
             for host, why in self.failed.items():
                 out.append(f"  {host:12} FAILED: {why}")
             return out

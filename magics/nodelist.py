@@ -24,7 +24,7 @@ from sshdist_kernel import (
 )
 from sshdist_kernel.localnodes import LocalNodes, LocalNodesError
 
-from .display import NodeTable
+from .display import NodeTable, node_row
 from .errors import SshdistError, connecting_stopped, explain
 
 
@@ -34,6 +34,15 @@ class NodeList(MadeNodes):
     ``--local`` (``nodes.local.stop("node2")`` stops one)."""
 
     local: LocalNodes | None = None
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        """Shown at the prompt or as a cell's value: a row a node, never a repr."""
+        if cycle:
+            p.text("[...]")
+            return
+        rows = [self.summary()] + [f"  {node_row(n)}" for n in self]
+        rows += [f"  {host:12} FAILED: {why}" for host, why in self.failed.items()]
+        p.text("\n".join(rows))
 
 
 def named_hosts(

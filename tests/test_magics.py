@@ -80,11 +80,20 @@ def test_nodes_makes_a_list_and_shows_a_table(ip, capsys) -> None:
     run(ip, "%nodes -o nodes -F $cfg node1 node2 node3")
     out = capsys.readouterr().out
     assert out.startswith("3 node(s) ready in ")
-    assert "node2        #<node " in out and "Guile 3." in out
+    # Each row: where the node is, its state, its Guile; never a repr (a memory address).
+    assert re.search(r"^  node2 +root@127\.0\.0\.1:\d+ +ready +Guile 3\.", out, re.M), out
+    assert "#<node" not in out
     nodes = ip.user_ns["nodes"]
     assert [n.name for n in nodes] == ["node1", "node2", "node3"]
     assert all(isinstance(n, Node) for n in nodes)
+    # The list shown as a cell's value reads the same way.
+    shown = ip.display_formatter.format(nodes)[0]["text/plain"]
+    assert shown.startswith("3 node(s) up\n  node1 ") and "#<node" not in shown
     assert run(ip, "nl = %nodes -F $cfg node1\nlen(nl)").result == 1
+    one = ip.user_ns["nl"]
+    one[0].close()
+    closed = ip.display_formatter.format(one)[0]["text/plain"]
+    assert re.search(r"^  node1 +root@127\.0\.0\.1:\d+ +closed ", closed, re.M), closed
 
 
 def test_with_ssh_shows_values_streams_output_and_stores_the_value(ip, capsys) -> None:
