@@ -17,7 +17,7 @@ from typing import Any
 from sshdist_kernel import DistCall, EventCallback, Node
 
 from .display import QUIET_SECONDS, Progress, StatusLine
-from .errors import SshdistError, explain
+from .errors import explain
 from .follow import STOP_WAIT, TICK, CallEvents, drain, draw_until_ended, settle
 from .printed import show_by_node
 from .progressview import ProgressView
@@ -154,13 +154,13 @@ def show_result(call: DistCall, bg: BackgroundCall | None) -> Any:
         if not call.cancelled():
             print(bg.progress.summary(final_state(call)))
     order = [n.name for n in nodes]
-    if call.cancelled():
+    if call.cancelled():  # a CancelledError, as job.result() raises
         if bg is not None:
-            raise SshdistError(bg.ending)
+            raise explain(futures.CancelledError(bg.ending)) from None
         try:
             call.exception(0)
         except futures.CancelledError as exc:  # it says how far the call had got
-            raise SshdistError(f"{exc}; {settle(nodes)}") from None
+            raise explain(futures.CancelledError(f"{exc}; {settle(nodes)}")) from None
     exc = call.exception()
     if exc is not None:
         show_by_node(getattr(exc, "outputs", {}), order)

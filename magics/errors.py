@@ -33,11 +33,41 @@ def connecting_stopped(hosts: list[str]) -> CallStopped:
 
 def explain(exc: BaseException, shown: bool = False) -> SshdistError:
     """The error as a few lines; what the failed code printed is added unless ``shown``
-    (streamed already), and the jobs that moved on the way."""
+    (streamed already), and the jobs that moved on the way.
+
+    It is both a ``SshdistError`` and ``exc``'s own class, with ``exc``'s attributes
+    (``key``, ``node``, ``failures`` ...): ``except NodeReplError`` (or
+    ``CancelledError``, ``AllNodesFailedError`` ...) around a magic catches it as it
+    would around the library's call, and it is shown by that name."""
     text = str(exc)
     if isinstance(exc, NodeReplError) and exc.output and not shown:
         text += f"\nprinted before the error: {exc.output[-500:]!r}"
     moves = getattr(exc, "moves", ())
     if moves:
         text += "\n" + "\n".join(f"  {m}" for m in moves)
-    return SshdistError(text)
+    try:
+        kind = _explained(type(exc))
+        error = kind.__new__(kind)
+        Exception.__init__(error, text)
+        error.__dict__.update(getattr(exc, "__dict__", {}))
+        return error
+    except TypeError:  # a class that cannot be mixed in (a built-in with a layout)
+        return SshdistError(text)
+
+
+_EXPLAINED: dict[type, type] = {}
+
+
+def _explained(cls: type) -> type:
+    """``cls`` with ``SshdistError``'s way of being shown, under ``cls``'s own name."""
+    if isinstance(cls, type) and issubclass(cls, SshdistError):
+        return cls
+    kind = _EXPLAINED.get(cls)
+    if kind is None:
+        body = {"__str__": _text, "__module__": cls.__module__, "__qualname__": cls.__qualname__}
+        kind = _EXPLAINED[cls] = type(cls.__name__, (SshdistError, cls), body)
+    return kind
+
+
+def _text(error: BaseException) -> str:
+    return str(error.args[0]) if error.args else ""

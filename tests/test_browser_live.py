@@ -65,7 +65,8 @@ def test_a_background_call_is_cancelled_from_its_widget(lab: str) -> None:
         ).wait_for(timeout=30_000)
         assert cancel.is_disabled()
         run_cell(page, 8)  # %dist_result job
-        output_of(page, 8).get_by_text("SshdistError: dist_map cancelled").wait_for(timeout=30_000)
+        cancelled = output_of(page, 8).get_by_text("CancelledError: dist_map cancelled")
+        cancelled.wait_for(timeout=30_000)
         for index in (10, 11, 12):
             run_cell(page, index)
         output_of(page, 12).get_by_text("(3, 'DONE')").wait_for(timeout=30_000)

@@ -161,7 +161,7 @@ def test_the_live_calls_notebook() -> None:
     assert re.fullmatch(r"meanwhile: \d+ of 30 items done, running: True\n", shown(code[2])[0])
     assert shown(code[3]) == ["True"]  # job.cancel()
     assert re.fullmatch(
-        r"SshdistError: dist_map cancelled: \d+ of 30 items done on 3 nodes; nodes ready",
+        r"CancelledError: dist_map cancelled: \d+ of 30 items done on 3 nodes; nodes ready",
         shown(code[4])[0],
     )
     assert shown(code[6]) == ["(3, 'DONE')"]  # await forms
