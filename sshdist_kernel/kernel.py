@@ -250,9 +250,10 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
             )
 
         def on_input(prompt: str) -> str | None:
-            # ipykernel asks the front end (input_request) and waits, Ctrl-C included.
+            # ipykernel asks the front end (input_request) and waits, Ctrl-C included;
+            # Guile's read-line asks nothing, so the box says which node reads.
             try:
-                return self.raw_input(prompt)
+                return self.raw_input(prompt or f"{node.name}> ")
             except EOFError:
                 return None
 

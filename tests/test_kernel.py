@@ -474,7 +474,7 @@ def test_reading_input_asks_the_front_end_and_eof_without_stdin(kernel) -> None:
         prompts.append(request["content"]["prompt"])
         kc.input(answer)
     assert shell_reply(kc, msg_id)["content"]["status"] == "ok"
-    assert prompts == ["", ""]
+    assert prompts == ["node1> ", "node1> "]  # the node that reads, in the input box
     assert texts(run(kc, "got")[1]) == [("result", '$2 = ("first line" "second")')]
     msg_id = kc.execute("(eof-object? (read-line))", allow_stdin=False)
     assert shell_reply(kc, msg_id)["content"]["status"] == "ok"
