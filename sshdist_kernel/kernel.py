@@ -145,8 +145,16 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
     def banner(self) -> str:  # type: ignore[override]
         version = self._node.version if self._node else None
         guile = f"GNU Guile {version}" if version else "GNU Guile"
-        where = repr(self._node) if self._node else self.host
-        return f"{guile} on {where}, over SSH (sshdist-kernel {__version__})"
+        node = self._node
+        where = self.host
+        if node is not None:
+            s = node.session
+            where = f"{node.name} ({s.user}@{s.host}:{s.port})"
+        return (
+            f"{guile} on {where}, over SSH (sshdist-kernel "
+            f"{__version__}).\nValues are numbered by Guile ($1, $2 ...): a cell without a "
+            "value takes no number, so $N and the cell's count part ways."
+        )
 
     # -- messages ----------------------------------------------------------------------
 

@@ -78,6 +78,13 @@ def test_the_node_table_of_many_nodes_is_a_host_list_per_guile_and_the_failures(
     # None came up: there is no node list to look in.
     nothing = NodeTable([], 3.0, failed).rows()
     assert nothing[-1] == "  and 4 more that failed: cn[317-320]"
-    # A few nodes: a row each, as before.
-    few = NodeTable(up[:3], 1.0).rows()  # type: ignore[arg-type]
-    assert len(few) == 4 and few[1].startswith("  cn001 ")
+    # A few nodes: a row each, where it is, its state and its Guile.
+    session = SimpleNamespace(user="u", host="10.0.0.1", port=22)
+    three = [
+        SimpleNamespace(name=n.name, version=n.version, session=session, repl_port=None,
+                        closed=False, ready=True)
+        for n in up[:3]
+    ]  # fmt: skip
+    few = NodeTable(three, 1.0).rows()  # type: ignore[arg-type]
+    assert len(few) == 4
+    assert few[1].split() == ["cn001", "u@10.0.0.1:22", "ready", "Guile", "3.0.8"]
