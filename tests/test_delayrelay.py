@@ -36,6 +36,7 @@ class Server:
         self.conns: list[socket.socket] = []
         self.threads: list[threading.Thread] = []
         self.errors: list[BaseException] = []
+        self.closing = False  # from then on a connection's failure is close()'s doing
         self.accepting = threading.Thread(target=self._accept, daemon=True)
         self.accepting.start()
 
@@ -55,10 +56,12 @@ class Server:
         try:
             self.serve(conn)
         except BaseException as e:  # noqa: BLE001 - reported by close()
-            self.errors.append(e)
+            if not self.closing:  # close()'s shutdown makes the echo's own fail (ENOTCONN)
+                self.errors.append(e)
 
     def close(self) -> None:
         # shutdown wakes a thread blocked in accept or recv; close alone would not
+        self.closing = True
         for sock in [self.sock, *self.conns]:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
