@@ -52,6 +52,10 @@ STRAGGLER_ALONE = 5.0
 """Seconds a chunk runs before it is copied when no chunk has finished to compare it with."""
 
 WATCH_SLICE = 0.2
+
+HANDOFF_WAIT = 0.5
+"""Seconds a node's driver waits, between chunks, for another caller waiting for the
+node's REPL to take it (a lock is not fair: the driver would take it back at once)."""
 """Seconds between a watcher's looks at whether another call waits for its node."""
 
 
@@ -331,8 +335,11 @@ class DistCall(Future):
         while True:
             if pipe is None or not pipe.outstanding:
                 if pipe is not None:  # free between chunks: _take may wait (a watcher)
+                    waiting, rrepl = pipe.others_waiting, pipe.rrepl
                     pipe.close()
                     pipe = None
+                    if waiting:  # it gets the REPL first, not this thread again
+                        rrepl.let_waiter_in(HANDOFF_WAIT)
                 attempt = self._take(node)
             elif pipe.others_waiting:  # another caller: it gets in after the running chunk
                 self._cancel_waiting(node, pipe)
@@ -643,7 +650,7 @@ class DistCall(Future):
 
     def _give_back(self, node: Node, attempt: _Attempt) -> None:
         """``node`` dropped ``attempt`` unbegun (``_cancel_waiting``): its chunk goes
-        back in the queue, first in line."""
+        back in the queue, before the later chunks there."""
         with self._lock:
             held = self._held[id(node)]
             held.popleft()
@@ -651,9 +658,10 @@ class DistCall(Future):
             self._running.pop(id(attempt), None)
             chunk = attempt.chunk
             chunk.attempts.remove(attempt)
-            if chunk.values is None and not chunk.attempts:
+            if chunk.values is None and not chunk.attempts:  # in line by its place
                 chunk.failed_on = None
-                self._waiting.appendleft(chunk)
+                at = next((i for i, c in enumerate(self._waiting) if c.index > chunk.index), None)
+                self._waiting.insert(len(self._waiting) if at is None else at, chunk)
             if held:  # the next one was dropped too: it begins nothing
                 begun = held[0]
                 del self._running[id(begun)]

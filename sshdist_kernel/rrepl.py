@@ -305,6 +305,13 @@ class Rrepl:
         interrupted over another connection, which would leave them to run."""
         return self._interrupter is None
 
+    def let_waiter_in(self, timeout: float) -> None:
+        """Just after letting the REPL go: wait up to ``timeout`` seconds until a caller
+        that waited for it has taken it (or none waits)."""
+        deadline = time.monotonic() + timeout
+        while self._waiters and not self._lock.locked() and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
     def take_for_pipeline(self, deadline: float | None, cancel: threading.Event | None) -> None:
         """Take the REPL, settled, for a ``pipeline.Pipeline`` on this thread (which lets
         it go); ``NodeTimeoutError`` if it stays busy past ``deadline``."""
