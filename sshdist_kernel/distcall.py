@@ -652,21 +652,27 @@ class DistCall(Future):
         """``node`` dropped ``attempt`` unbegun (``_cancel_waiting``): its chunk goes
         back in the queue, before the later chunks there."""
         with self._lock:
-            held = self._held[id(node)]
-            held.popleft()
-            self._held_items -= attempt.job.size
-            self._running.pop(id(attempt), None)
+            self._pop_head(node, attempt, time.monotonic())  # the next was dropped too
             chunk = attempt.chunk
             chunk.attempts.remove(attempt)
             if chunk.values is None and not chunk.attempts:  # in line by its place
                 chunk.failed_on = None
                 at = next((i for i, c in enumerate(self._waiting) if c.index > chunk.index), None)
                 self._waiting.insert(len(self._waiting) if at is None else at, chunk)
-            if held:  # the next one was dropped too: it begins nothing
-                begun = held[0]
-                del self._running[id(begun)]
-                begun.started = time.monotonic()
-                self._running[id(begun)] = begun
+
+    def _pop_head(self, node: Node, attempt: _Attempt, now: float) -> _Attempt | None:
+        """Under the lock: ``node``'s running ``attempt`` is answered; the next it holds,
+        if any, begins now (it moves to the end of ``_running``, kept in start order)."""
+        held = self._held[id(node)]
+        held.popleft()
+        self._held_items -= attempt.job.size
+        self._running.pop(id(attempt), None)
+        begun = held[0] if held else None
+        if begun is not None:
+            del self._running[id(begun)]
+            begun.started = now
+            self._running[id(begun)] = begun
+        return begun
 
     def _failed(self, node: Node, attempt: _Attempt, exc: BaseException) -> None:
         """``attempt`` ended with ``exc`` and ``node`` let go of every chunk it held."""
@@ -732,15 +738,7 @@ class DistCall(Future):
         took = now - attempt.started
         chunk = attempt.chunk
         with self._lock:
-            held = self._held[id(node)]
-            held.popleft()
-            self._held_items -= attempt.job.size
-            self._running.pop(id(attempt), None)
-            begun = held[0] if held else None
-            if begun is not None:  # the node works on its next chunk now
-                del self._running[id(begun)]
-                begun.started = now
-                self._running[id(begun)] = begun
+            begun = self._pop_head(node, attempt, now)  # the node works on it now
             first = chunk.values is None
             if first:
                 chunk.values = values
