@@ -142,6 +142,19 @@ def wait_for(call: DistCall, bg: BackgroundCall | None) -> None:
             line.clear()
 
 
+def stopped_waiting(call: DistCall, name: str | None, bg: BackgroundCall | None) -> str:
+    """Ctrl-C in ``%dist_result``: the wait stops, the call goes on (as a
+    ``Future.result()`` or ipyparallel's ``wait()`` interrupted); how to stop it."""
+    what = bg.progress.what if bg is not None else call.name
+    stop = f"{name}.cancel()" if name else "its cancel()"
+    if bg is not None and bg.view is not None:
+        stop += " or its Cancel button"
+    return (
+        f"stopped waiting for the {what} ({call.done_text()}); it goes on: "
+        f"%dist_result{f' {name}' if name else ''} waits again, {stop} stops it"
+    )
+
+
 def show_result(call: DistCall, bg: BackgroundCall | None) -> Any:
     """An ended call as ``%dist_result`` shows it: the summary, what the nodes printed;
     its results, or its error as ``SshdistError``."""
@@ -154,13 +167,12 @@ def show_result(call: DistCall, bg: BackgroundCall | None) -> Any:
         if not call.cancelled():
             print(bg.progress.summary(final_state(call)))
     order = [n.name for n in nodes]
-    if call.cancelled():  # a CancelledError, as job.result() raises
-        if bg is not None:
-            raise explain(futures.CancelledError(bg.ending)) from None
+    if call.cancelled():  # a CancelledError, as job.result() raises, with its partial
         try:
             call.exception(0)
         except futures.CancelledError as exc:  # it says how far the call had got
-            raise explain(futures.CancelledError(f"{exc}; {settle(nodes)}")) from None
+            exc.args = (bg.ending if bg is not None else f"{exc}; {settle(nodes)}",)
+            raise explain(exc) from None
     exc = call.exception()
     if exc is not None:
         show_by_node(getattr(exc, "outputs", {}), order)

@@ -27,13 +27,21 @@ from sshdist_kernel import (
 )
 from sshdist_kernel.transports import TRANSPORTS
 
-from .background import BackgroundCall, describe_busy, show_result, still_busy, wait_for
+from .background import (
+    BackgroundCall,
+    describe_busy,
+    show_result,
+    still_busy,
+    stopped_waiting,
+    wait_for,
+)
 from .display import have_ipywidgets
 from .errors import CallStopped, SshdistError, explain
-from .follow import STOP_WAIT, finished_well, follow_here, settle
+from .follow import finished_well, follow_here
 from .loadavg import LoadMonitor
 from .magicline import leading_options, python_expression_end
 from .nodelist import Hosts, ReplacedRepls
+from .partial import say_partial
 from .withssh import run_on_node
 
 KEPT_CALLS = 20
@@ -63,6 +71,7 @@ class SshdistMagics(Magics):
         super().__init__(shell)
         self.hosts = Hosts()
         self._background: list[BackgroundCall] = []  # the latest last
+        self._latest: DistCall | None = None  # the latest call, run here or in the background
         self.replaced = ReplacedRepls()
 
     # -- nodes -------------------------------------------------------------------------
@@ -277,6 +286,12 @@ class SshdistMagics(Magics):
         its results (or the call) in ``-o NAME`` or returned."""
         self.replaced.say(nodes)
         self._say_if_busy(nodes)
+        begin = start
+
+        def start(on_event: EventCallback) -> DistCall:  # the latest, for --partial
+            self._latest = begin(on_event)
+            return self._latest
+
         if args.bg:
             if args.stream:
                 raise SshdistError("--stream shows output live in the cell: not with --bg")
@@ -293,15 +308,21 @@ class SshdistMagics(Magics):
                     f"%dist_result{name} waits for it and shows the results"
                 )
         else:
-            result = follow_here(
-                what,
-                nodes,
-                total,
-                start,
-                stream=args.stream,
-                widgets=_in_notebook(self.shell),
-                on_end=lambda: self.replaced.say(nodes),
-            )
+            before = self._latest
+            try:
+                result = follow_here(
+                    what,
+                    nodes,
+                    total,
+                    start,
+                    stream=args.stream,
+                    widgets=_in_notebook(self.shell),
+                    on_end=lambda: self.replaced.say(nodes),
+                )
+            except (SshdistError, KeyboardInterrupt) as exc:
+                if self._latest is not before:  # the call began
+                    self._keep_partial(exc)
+                raise
         if args.output:
             self.shell.user_ns[args.output] = result
             return None
@@ -319,14 +340,23 @@ class SshdistMagics(Magics):
     @magic_arguments()
     @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
     @argument(
+        "--partial",
+        action="store_true",
+        help="the values done so far, by index (of a call cancelled, failed or running)",
+    )
+    @argument(
         "call", nargs="?", help="the call (a variable set by --bg -o); the latest --bg call if none"
     )
     @line_magic
     def dist_result(self, line: str) -> Any:
         """Wait for a background call (``%dist_map --bg``, ``%%distribute --bg``) and show
         it as a call run here would: the summary, what the nodes printed, the results.
-        Ctrl-C stops the call."""
+        Ctrl-C stops the wait, not the call (its ``cancel()`` or Cancel button does).
+        ``--partial``: the values done so far, as a dict index -> value, of that call or
+        (with no name) of the latest call, run here or in the background."""
         args = parse_argstring(self.dist_result, line)
+        if args.partial:
+            return self._store(self._partial_call(args.call).partial(), args.output)
         call, bg = self._background_call(args.call)
         nodes = bg.nodes if bg is not None else call.nodes
         try:
@@ -335,18 +365,20 @@ class SshdistMagics(Magics):
             finally:
                 self.replaced.say(nodes)
         except KeyboardInterrupt:
-            if finished_well(call):  # Ctrl-C came after the call's end: show its result
-                return self._store(show_result(call, bg), args.output)
-            call.cancel()
-            call.wait_stopped(STOP_WAIT)
-            if bg is None:
-                what = "dist_map" if call.kind == "map" else "distribute"
-                raise CallStopped(
-                    f"{what} interrupted: {call.done_text()}; {settle(nodes)}"
-                ) from None
-            bg.ended.wait(STOP_WAIT)
-            raise CallStopped(bg.progress.stopped("interrupted", settle(nodes))) from None
-        return self._store(show_result(call, bg), args.output)
+            if not call.done():
+                raise CallStopped(stopped_waiting(call, args.call, bg)) from None
+        try:
+            return self._store(show_result(call, bg), args.output)
+        except SshdistError:
+            say_partial(call, args.call)
+            raise
+
+    def _keep_partial(self, exc: BaseException) -> None:
+        """A call run here ended short: its values stay reachable."""
+        call = self._latest
+        if call is not None and call.done() and not finished_well(call):
+            exc.partial = call.partial()  # type: ignore[attr-defined]
+            say_partial(call)
 
     def _store(self, results: Any, output: str | None) -> Any:
         """Results into ``-o NAME`` (and nothing to print), or returned to be shown."""
@@ -354,6 +386,13 @@ class SshdistMagics(Magics):
             self.shell.user_ns[output] = results
             return None
         return results
+
+    def _partial_call(self, name: str | None) -> DistCall:
+        if name:
+            return self._background_call(name)[0]
+        if self._latest is None:
+            raise SshdistError("no call yet: --partial gives the values of a call made before")
+        return self._latest
 
     def _background_call(self, name: str | None) -> tuple[DistCall, BackgroundCall | None]:
         if not name:

@@ -204,8 +204,9 @@ def _wait(call: DistCall) -> Any:
         )
     try:
         return call.start().result()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         call.stop(KeyboardInterrupt(), wait=STOP_WAIT)
+        interrupt.partial = call.partial()  # type: ignore[attr-defined]
         raise
     except BaseException:
         call.wait_stopped(STOP_WAIT)  # the nodes have been told to stop: give them a moment

@@ -177,6 +177,11 @@ class DistCall(Future):
         self._start_drivers()
 
     @property
+    def name(self) -> str:
+        """``dist_map`` or ``distribute``: what the call is, as messages name it."""
+        return _CALL_NAMES.get(self.kind, self.kind)
+
+    @property
     def progress(self) -> int:
         """Items (or expressions) done so far."""
         return self._done_items
@@ -190,7 +195,7 @@ class DistCall(Future):
         with self._lock:
             if self._finished:
                 return False
-            text = f"{_CALL_NAMES.get(self.kind, self.kind)} cancelled: {self.done_text()}"
+            text = f"{self.name} cancelled: {self.done_text()}"
         self._cancelled_text = text  # before the waiters wake
         if not super().cancel():
             return False
@@ -201,22 +206,35 @@ class DistCall(Future):
         """``6 of 30 items done on 3 nodes``."""
         count = len(self.nodes)
         return (
-            f"{self._done_items} of {self.total} {self._what} done on {count} "
+            f"{self._done_items} of {self.total} {self.unit} done on {count} "
             f"node{'' if count == 1 else 's'}"
         )
 
+    def partial(self) -> dict[int, Any]:
+        """The values of the items (or expressions) done so far, by their index: what a
+        cancelled or failed call had made, or a running one has made until now."""
+        with self._lock:
+            done = [(c.start, c.values) for c in self._chunks if c.values is not None]
+        return {start + i: v for start, values in sorted(done) for i, v in enumerate(values)}
+
     def result(self, timeout: float | None = None) -> Any:
-        """The results; ``CancelledError`` saying how far a cancelled call had got."""
+        """The results; ``CancelledError`` saying how far a cancelled call had got (its
+        ``partial`` has the values done by then)."""
         try:
             return super().result(timeout)
         except CancelledError:
-            raise CancelledError(self._cancelled_text) from None
+            raise self._cancelled_error() from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         try:
             return super().exception(timeout)
         except CancelledError:
-            raise CancelledError(self._cancelled_text) from None
+            raise self._cancelled_error() from None
+
+    def _cancelled_error(self) -> CancelledError:
+        error = CancelledError(self._cancelled_text)
+        error.partial = self.partial()  # type: ignore[attr-defined]
+        return error
 
     def __await__(self) -> Any:
         """``await call`` in a running event loop (IPython's autoawait, Jupyter); a
@@ -228,7 +246,9 @@ class DistCall(Future):
             return await asyncio.wrap_future(self)
         except asyncio.CancelledError:
             if self.cancelled():
-                raise asyncio.CancelledError(self._cancelled_text) from None
+                error = asyncio.CancelledError(self._cancelled_text)
+                error.partial = self.partial()  # type: ignore[attr-defined]
+                raise error from None
             raise
 
     def __repr__(self) -> str:
@@ -238,9 +258,9 @@ class DistCall(Future):
             state = "running"
         else:
             state = "failed" if self.exception() is not None else "done"
-        count, name = len(self.nodes), _CALL_NAMES.get(self.kind, self.kind)
+        count, name = len(self.nodes), self.name
         return (
-            f"<DistCall {name}: {self.progress}/{self.total} {self._what} on {count} "
+            f"<DistCall {name}: {self.progress}/{self.total} {self.unit} on {count} "
             f"node{'' if count == 1 else 's'}, {state}>"
         )
 
@@ -260,12 +280,13 @@ class DistCall(Future):
         self._finish(
             NodeTimeoutError(
                 f"the call did not finish within {self.timeout:g} s: "
-                f"{done} of {self.total} {self._what} done"
+                f"{done} of {self.total} {self.unit} done"
             )
         )
 
     @property
-    def _what(self) -> str:
+    def unit(self) -> str:
+        """``items`` (dist_map) or ``expressions`` (distribute)."""
         return "items" if self.kind == "map" else "expressions"
 
     def _finish(self, error: BaseException | None) -> None:
@@ -281,6 +302,7 @@ class DistCall(Future):
             error.failures = failures  # type: ignore[attr-defined]
             error.moves = moves  # type: ignore[attr-defined]
             error.outputs = outputs  # type: ignore[attr-defined]
+            error.partial = self.partial()  # type: ignore[attr-defined]
             outcome: Any = error
         else:
             outcome = self._make_result(chain.from_iterable(c.values or () for c in self._chunks))

@@ -274,16 +274,85 @@ def test_a_cancelled_call_says_how_far_it_got_awaited_or_shown(ip, capsys) -> No
     assert type(error).__name__ == "CancelledError" and re.fullmatch(said, str(error)), error
     with pytest.raises(futures.CancelledError, match=said):
         job.result()
-    # A call made with dist_map_async, its %dist_result interrupted: the counts too.
+    # A call made with dist_map_async: %dist_result shows it the same way.
     run(ip, "from sshdist_kernel import dist_map_async")
     run(ip, "direct = dist_map_async(nodes, '(lambda (x) (sleep 1) x)', range(30))")
+    direct = ip.user_ns["direct"]
+    wait_until(lambda: direct.progress >= 3, 5, "three items done")
+    assert direct.cancel()
+    error = run(ip, "%dist_result direct").error_in_exec
+    assert type(error).__name__ == "CancelledError", error
+    assert re.fullmatch(said + "; nodes ready", str(error)), error
+
+
+def test_ctrl_c_in_dist_result_stops_the_wait_and_the_call_goes_on(ip, capsys) -> None:  # noqa: F811
+    nodes_in(ip)
+    run(ip, "%dist_map --bg -o going nodes (lambda (x) (usleep 100000) x) range(30)")
+    job = ip.user_ns["going"]
     capsys.readouterr()
-    with ctrl_c_into_the_cell(ip, 1.5):
-        result = run(ip, "%dist_result direct")
+    with ctrl_c_into_the_cell(ip, 0.3):
+        result = run(ip, "%dist_result going")
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     seen = capsys.readouterr()
     assert re.fullmatch(
-        r"dist_map interrupted: \d+ of 30 items done on 3 nodes; nodes ready\n", seen.out + seen.err
+        r"stopped waiting for the dist_map \(\d+ of 30 items done on 3 nodes\); it goes on: "
+        r"%dist_result going waits again, going\.cancel\(\) stops it\n",
+        seen.out + seen.err,
     ), seen
-    error = run(ip, "%dist_result direct").error_in_exec
-    assert re.fullmatch(said + "; nodes ready", str(error)), error
+    assert not job.cancelled()
+    # The call went on to its end: waiting again gives every result.
+    assert run(ip, "%dist_result -o got going").result is None
+    assert ip.user_ns["got"] == list(range(30)) and not job.cancelled()
+
+
+def test_after_a_cancel_the_values_done_are_kept_and_dist_result_says_where(ip, capsys) -> None:  # noqa: F811
+    nodes_in(ip)
+    run(ip, "%dist_map --bg -o cut nodes (lambda (x) (usleep 200000) (* 10 x)) range(40)")
+    job = ip.user_ns["cut"]
+    wait_until(lambda: job.progress >= 6, 10, "six items done")
+    assert job.cancel()
+    capsys.readouterr()
+    error = run(ip, "%dist_result cut").error_in_exec
+    assert type(error).__name__ == "CancelledError", error
+    done = error.partial  # the error carries them too
+    assert 6 <= len(done) < 40 and all(v == 10 * k for k, v in done.items()), done
+    out = capsys.readouterr().out
+    assert (
+        f"{len(done)} of 40 items were done: "
+        "%dist_result --partial cut gives their values, by index\n" in out
+    )
+    assert run(ip, "%dist_result --partial cut").result == done
+    assert run(ip, "%dist_result -o kept --partial cut").result is None
+    assert ip.user_ns["kept"] == done == job.partial()
+
+
+def test_after_a_failure_the_values_done_are_kept(ip, capsys) -> None:  # noqa: F811
+    nodes_in(ip)
+    capsys.readouterr()
+    code = (
+        "try:\n"
+        '    %dist_map nodes (lambda (x) (if (= x 25) (error "no 25") (* 2 x))) range(40)\n'
+        "except NodeReplError as e:\n"
+        "    caught = e\n"
+    )
+    run(ip, "from sshdist_kernel import NodeReplError")
+    assert run(ip, code).success
+    caught = ip.user_ns["caught"]
+    assert 25 not in caught.partial and all(v == 2 * k for k, v in caught.partial.items())
+    out = capsys.readouterr().out
+    # The node that ran item 25 had answered an earlier chunk first.
+    assert len(caught.partial) >= 1
+    assert f"{len(caught.partial)} of 40 items were done: %dist_result --partial gives" in out
+    assert run(ip, "%dist_result --partial").result == caught.partial
+
+
+def test_partial_needs_a_call(ip) -> None:  # noqa: F811
+    ip.run_line_magic("load_ext", "sshdist_magics")
+    magics = ip.magics_manager.registry["SshdistMagics"]
+    saved, magics._latest = magics._latest, None
+    try:
+        error = run(ip, "%dist_result --partial").error_in_exec
+        assert isinstance(error, SshdistError)
+        assert str(error) == "no call yet: --partial gives the values of a call made before"
+    finally:
+        magics._latest = saved

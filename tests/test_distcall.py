@@ -129,6 +129,24 @@ def test_cancel_stops_the_nodes_and_keeps_their_definitions(nodes: list[Node]) -
     assert time.monotonic() - ready < 1.0
 
 
+def test_the_values_done_are_kept_when_a_call_ends_short(nodes: list[Node]) -> None:
+    call = dist_map_async(nodes, "(lambda (x) (usleep 100000) (* x x))", range(60))
+    wait_until(lambda: call.progress >= 4, what="four items done")
+    running = call.partial()  # a snapshot, by index, while it runs
+    assert len(running) >= 4 and all(v == k * k for k, v in running.items())
+    assert call.cancel()
+    with pytest.raises(Exception) as caught:  # CancelledError
+        call.result(timeout=1)
+    assert caught.value.partial == call.partial()
+    assert running.items() <= call.partial().items() and len(call.partial()) < 60
+    # A failure: the error carries what was done before it, not the failed item.
+    with pytest.raises(Exception) as failed:  # NodeReplError
+        distribute(nodes, "(+ 1 1)", "(car '())", "(* 3 3)", "(usleep 300000)")
+    assert type(failed.value).__name__ == "NodeReplError"
+    assert 1 not in failed.value.partial
+    assert set(failed.value.partial.items()) <= {(0, 2), (2, 9)}
+
+
 def test_an_exception_from_on_event_ends_the_call(nodes: list[Node]) -> None:
     def on_event(event: DistEvent) -> None:
         if event.kind == "done":

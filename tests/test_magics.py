@@ -349,12 +349,18 @@ def test_ctrl_c_stops_the_call_and_the_nodes_in_one_line(ip, capsys) -> None:
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     assert time.monotonic() - started < 1.5 + 1.5
     seen = capsys.readouterr()
-    *progress, last = (seen.out + seen.err).splitlines()
+    *progress, note, last = (seen.out + seen.err).splitlines()
     assert all(line.startswith("  dist_map: ") for line in progress), progress
     # 1 s items, first chunks of one item: 3 done at 1 s, 6 at 2 s (and none lost)
     assert re.fullmatch(
         r"dist_map interrupted: [36] of 30 items done on 3 nodes; nodes ready", last
     )
+    done = result.error_in_exec.partial  # and their values kept
+    assert (
+        note
+        == f"{len(done)} of 30 items were done: %dist_result --partial gives their values, by index"
+    )
+    assert len(done) in (3, 6) and all(k == v for k, v in done.items())
     # ready at once, the definitions kept, and the stopped call prints nothing later
     started = time.monotonic()
     assert [n.eval("kept", timeout=5).value for n in nodes] == [42, 42, 42]

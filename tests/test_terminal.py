@@ -72,7 +72,9 @@ def test_ctrl_c_prints_one_line_and_nothing_later(terminal) -> None:
     terminal.expect(PROMPT)
     last = terminal.before.split("\r\x1b[K")[-1]
     assert re.fullmatch(
-        r"(\^C)?dist_map interrupted: \d+ of 60 items done on 3 nodes; nodes ready\r\n\r\n", last
+        r"(\^C)?(\d+ of 60 items were done: %dist_result --partial gives their values, "
+        r"by index\r\n)dist_map interrupted: \d+ of 60 items done on 3 nodes; nodes ready\r\n\r\n",
+        last,
     ), repr(last)
     assert "Traceback" not in terminal.before
     # the nodes answer at once, and the stopped call prints nothing at later prompts
