@@ -8,9 +8,11 @@ nothing that follows (the result, the next line) is glued to it.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
 from typing import TextIO
 
 from sshdist_kernel import NodeOutput
+from sshdist_kernel.hostlist import compress_hosts
 
 STREAMS = ("stdout", "stderr")
 
@@ -20,23 +22,54 @@ def _file(stream: str) -> TextIO:
     return sys.stderr if stream == "stderr" else sys.stdout
 
 
-def show_by_node(outputs: dict[str, list[NodeOutput]], order: list[str]) -> None:
+FOLD_PAST = 8
+"""Calls on more nodes than this fold what the nodes printed alike (``clush -b``)."""
+
+
+def show_by_node(
+    outputs: dict[str, list[NodeOutput]], order: list[str], fold: bool | None = None
+) -> None:
     """Each node's printed text under a ``[stream:node]`` header, nodes in ``order``
     (then any others), stdout before stderr; what each job printed ends its own line,
-    so two jobs' texts never run together."""
+    so two jobs' texts never run together.  Folded (``fold``, or by default on more
+    than ``FOLD_PAST`` nodes), a text several nodes printed shows once, under the host
+    list of those nodes: ``[stdout:node[01-12,15]]``."""
     names = list(dict.fromkeys([*order, *outputs]))
-    for name in names:
-        for stream in STREAMS:
-            by_job: dict[int, str] = {}
-            for o in outputs.get(name, ()):
-                if o.stream == stream:
-                    by_job[o.job] = by_job.get(o.job, "") + o.text
-            text = "".join(t if t.endswith("\n") else t + "\n" for t in by_job.values() if t)
-            if not text:
+    texts = {
+        (name, stream): text
+        for name in names
+        for stream in STREAMS
+        if (text := _printed(outputs.get(name, ()), stream))
+    }
+    if fold is None:
+        fold = len(names) > FOLD_PAST
+    shown: set[tuple[str, str]] = set()  # folded: the texts shown already
+    for (name, stream), text in texts.items():
+        alike = [name]
+        if fold:
+            if (stream, text) in shown:
                 continue
-            sys.stdout.flush()  # a terminal shows both files: keep their order
-            _file(stream).write(f"[{stream}:{name}]\n{text}")
-            _file(stream).flush()
+            shown.add((stream, text))
+            alike = [n for (n, s), t in texts.items() if (s, t) == (stream, text)]
+        sys.stdout.flush()  # a terminal shows both files: keep their order
+        _file(stream).write(f"[{stream}:{_host_list(alike)}]\n{text}")
+        _file(stream).flush()
+
+
+def _printed(outputs: Iterable[NodeOutput], stream: str) -> str:
+    """What one node printed on ``stream``, each job's text ending its own line."""
+    by_job: dict[int, str] = {}
+    for o in outputs:
+        if o.stream == stream:
+            by_job[o.job] = by_job.get(o.job, "") + o.text
+    return "".join(t if t.endswith("\n") else t + "\n" for t in by_job.values() if t)
+
+
+def _host_list(names: list[str]) -> str:
+    try:
+        return compress_hosts(names)
+    except ValueError:  # a name a host list cannot hold
+        return ",".join(names)
 
 
 class LiveLines:
