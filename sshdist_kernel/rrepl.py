@@ -146,6 +146,8 @@ class Rrepl:
         self._lock = threading.Lock()  # one evaluation at a time
         self._acks_due = 0  # interrupt requests not yet answered (i records)
         self._answers_due = 0  # requests sent whose p record is not read yet
+        self._mark: bytes | None = None  # skip_to_prompt's m request, until its m record
+        self._marks = 0  # m requests sent (each mark is new)
         self._waiters = 0  # callers waiting for the lock
         self._pipeline_thread: int | None = None  # the thread whose Pipeline holds the lock
         self._node_seconds: float | None = None  # the last p record's time
@@ -182,11 +184,15 @@ class Rrepl:
         if tag == "i":  # an interrupt request was handled
             self._acks_due = max(self._acks_due - 1, 0)
         elif tag == "p":  # the request is answered: the module and language it left
-            self._answers_due = max(self._answers_due - 1, 0)
+            if self._mark is None:  # (else it may be a request sent by hand: not counted)
+                self._answers_due = max(self._answers_due - 1, 0)
             module, _, rest = payload.decode("utf-8", "replace").partition("\n")
             language, _, micros = rest.partition("\n")
             self.module, self.repl_language = module, language
             self._node_seconds = int(micros) / 1e6 if micros.isdigit() else None
+        elif tag == "m" and payload == self._mark:  # every request before it is answered
+            self._mark = None
+            self._answers_due = 0
         return tag, payload
 
     # -- evaluation -------------------------------------------------------------
@@ -475,9 +481,32 @@ class Rrepl:
 
     def skip_to_prompt(self, timeout: float = 5.0) -> None:
         """Read and drop records until the REPL shows its prompt, ready for input
-        (``rrepl-skip-to-prompt``): for a request sent by hand on the channel."""
-        self._answers_due = max(self._answers_due, 1)
-        self._resync(deadline_after(timeout))
+        (``rrepl-skip-to-prompt``), past answers to requests sent by hand on the
+        channel: an m request goes after them and its m record is the prompt, so an
+        idle REPL answers at once.  ``NodeTimeoutError`` if what was sent by hand runs
+        longer than ``timeout``: the REPL stays in step (the next evaluation waits for
+        it; ``interrupt()`` stops it)."""
+        deadline = deadline_after(timeout)
+        if not self._acquire(deadline, None):
+            raise NodeTimeoutError(f"{self.where} stayed busy for the whole {timeout:g} s allowed")
+        try:
+            if self.broken:
+                raise NodeError(f"the REPL on {self.where} is closed; open a new one")
+            if self._mark is None:
+                self._marks += 1
+                self._mark = b"%d" % self._marks
+                self._answers_due += 1  # the m record ends the wait, as a p would
+                self._stream.send(b"m%d\n" % len(self._mark) + self._mark, deadline, "asking")
+            try:
+                self._resync(deadline)
+            except NodeTimeoutError:
+                raise NodeTimeoutError(
+                    f"{self.where} did not show its prompt within {timeout:g} s: what was "
+                    "sent to it still runs (interrupt() stops it; the next evaluation waits "
+                    "for it)"
+                ) from None
+        finally:
+            self._lock.release()
 
     def _abandon(self, wait: float) -> str:
         """Stop waiting for an evaluation: interrupt it and resynchronise in the

@@ -37,6 +37,9 @@
 ;;;   g  the request begins: what comes before it is earlier code's (a thread's)
 ;;;   r  the code reads its current input port and waits for one s request; the
 ;;;      payload is a prompt (empty today).  Sent only after a w request.
+;;; m<LEN>\n<MARK> is answered with an m record of the same MARK once every request
+;;; sent before it is answered (never cancelled, nothing evaluated): the client's
+;;; rrepl-skip-to-prompt, past requests it did not count (sent by hand).
 ;;; w<LEN>\n (empty) lets the next e or q request ask for input, unanswered:
 ;;; without it, reading the current input port gives the end of file at once.
 ;;; s<LEN>\n<TEXT> answers an r record with TEXT (UTF-8, a line with its newline);
@@ -1091,7 +1094,7 @@ it from the text of the same list."
     (cond
      ((eof-object? header) header)
      ((and (> (string-length header) 1)
-           (memv (string-ref header 0) '(#\e #\q #\i #\a #\w #\s #\c))
+           (memv (string-ref header 0) '(#\e #\q #\i #\a #\w #\s #\c #\m))
            (string->number (substring header 1)))
       => (lambda (len)
            (let ((bv (if (zero? len) (make-bytevector 0) (get-bytevector-n in len))))
@@ -1106,7 +1109,7 @@ it from the text of the same list."
   (and (eq? busy main-busy) (<= requests-read cancelled-through)))
 
 (define (handle-request repl request out busy)
-  ;; Answer one e, q or i request with its records, ending in p (or i for i).
+  ;; Answer one e, q, i or m request with its records, ending in p (i for i, m for m).
   (define start (get-internal-real-time))
   (define (prompt-record)
     (send-record out "p" (bytevector-append
@@ -1120,6 +1123,9 @@ it from the text of the same list."
    ((eqv? (car request) #\i)
     (interrupt-client! (string->number (cdr request)))
     (send-record out "i" ""))
+   ((eqv? (car request) #\m)  ; never cancelled: what came before it is answered
+    (send-record out "m" (cdr request))
+    (when (eqv? interrupted requests-read) (settle-interrupt!)))
    ((cancelled-request? busy)
     (send-record out "g" "")
     (send-record out "x" "interrupted\nInterrupted before it began (it waited behind an interrupted request).")

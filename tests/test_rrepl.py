@@ -386,6 +386,27 @@ def test_skip_to_prompt_drops_an_answer_nobody_waited_for(node: Node) -> None:
     assert rrepl_eval(r, "(+ 2 2)").eval_num == 2
 
 
+def test_skip_to_prompt_on_an_idle_repl_returns_and_leaves_it_usable(node: Node) -> None:
+    r = node.rrepl
+    before = rrepl_eval(r, "(+ 1 1)").eval_num
+    for _ in range(3):
+        rrepl_skip_to_prompt(r, timeout=1)  # nothing was sent: the prompt is there
+    assert rrepl_eval(r, "(+ 2 2)", timeout=5).eval_num == before + 1
+    assert node.restarts == 0
+
+
+def test_skip_to_prompt_past_a_long_request_sent_by_hand_times_out_in_step(node: Node) -> None:
+    r = node.rrepl
+    r.channel.sendall(b"e26\n(begin (usleep 1500000) 5)" + b"e7\n(+ 1 2)")
+    with pytest.raises(NodeTimeoutError, match="did not show its prompt within 0.3 s"):
+        rrepl_skip_to_prompt(r, timeout=0.3)
+    # The next evaluation waits for those two answers and reads its own.
+    result = rrepl_eval(r, "(* 6 7)", timeout=10)
+    assert result.value == 42
+    rrepl_skip_to_prompt(r, timeout=1)
+    assert rrepl_eval(r, "(+ 1 1)", timeout=5).value == 2 and node.restarts == 0
+
+
 def test_a_failing_output_callback_leaves_the_repl_in_step(node: Node) -> None:
     def broken(stream: str, text: str) -> None:
         raise RuntimeError("the display went away")
