@@ -35,6 +35,11 @@ RECOVERY_TRIES = 3
 RECOVERY_WAIT = 2.0
 """Seconds an interrupted evaluation has to come back to the prompt, per interrupt."""
 
+ACK_WAIT = 1.5
+"""Seconds the REPL has to acknowledge an interrupt (its pump thread answers at once,
+whatever the code does): one that does not is stopped (SIGSTOP) or hung, and is given
+up at once, so the next call gets a fresh REPL within its own timeout."""
+
 OutputCallback = Callable[[str, str], None]
 """Called as ``on_output(stream, text)`` with stream ``"stdout"`` or ``"stderr"``."""
 
@@ -112,6 +117,10 @@ class ReplLanguage(Protocol):
 
 class _ReplClosed(NodeError):
     """The REPL was closed before the request was sent: a node may open a new one."""
+
+
+class _NoAck(Exception):
+    """The REPL did not acknowledge an interrupt in time: it is given up."""
 
 
 class _InputFailed(Exception):
@@ -537,20 +546,38 @@ class Rrepl:
         return self._settled.wait(timeout)
 
     def _recover(self) -> None:
-        for _ in range(RECOVERY_TRIES):
+        for attempt in range(RECOVERY_TRIES):
             try:
                 self.interrupt()
+                if attempt == 0 and self._interrupter is None:
+                    self._await_ack()
                 self._resync(time.monotonic() + RECOVERY_WAIT)
                 return
+            except _NoAck:
+                self._stream.lost = (
+                    f"the REPL on {self.where} did not acknowledge an interrupt within "
+                    f"{ACK_WAIT:g} s (its guile stopped or hung)"
+                )
+                break
             except NodeTimeoutError:
                 continue
             except Exception:  # noqa: BLE001 - whatever went wrong, the REPL is given up
                 break
         if not self.broken:
-            self._stream.lost = (
+            self._stream.lost = self._stream.lost or (
                 f"the evaluation on {self.where} did not stop after {RECOVERY_TRIES} interrupts"
             )
             self.close()
+
+    def _await_ack(self) -> None:
+        """Read (and drop) records until the interrupts sent are acknowledged; ``_NoAck``
+        if that takes over ``ACK_WAIT`` seconds."""
+        deadline = time.monotonic() + ACK_WAIT
+        try:
+            while self._acks_due:
+                self._next_record(deadline, "waiting for the interrupt to be acknowledged")
+        except NodeTimeoutError:
+            raise _NoAck() from None
 
     def state_after_abandon(self) -> str:
         """What became of an abandoned evaluation, in words for an error message."""

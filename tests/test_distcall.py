@@ -286,10 +286,11 @@ def test_calls_reuse_one_worker_thread_per_node(nodes: list[Node]) -> None:
 
 
 def test_a_dropped_node_ends_its_worker_thread_once_collected(ssh_config: str) -> None:
+    before = set(threading.enumerate())  # earlier tests' nodes may still have workers
     dropped = make_nodes(["node1", "node2"], ssh_config=ssh_config)
     assert dist_map(dropped, "1+", range(4)) == [1, 2, 3, 4]
     names = {f"sshdist {n.name}" for n in dropped}
-    workers = [t for t in threading.enumerate() if t.name in names]
+    workers = [t for t in set(threading.enumerate()) - before if t.name in names]
     assert workers
     for n in dropped:
         n.close()

@@ -72,6 +72,24 @@ def test_a_timeout_holds_when_the_remote_guile_is_stopped(node: Node, stopped: l
     assert node.restarts == 0
 
 
+def test_a_stopped_guile_is_given_up_so_the_next_call_gets_a_fresh_repl_in_its_time(
+    node: Node, stopped: list[int]
+) -> None:
+    with_ssh(node, "(define kept 'yes)")
+    pid = node.rrepl.pid
+    os.kill(pid, signal.SIGSTOP)
+    stopped.append(pid)
+    with pytest.raises(NodeTimeoutError, match="within 2 s"):
+        node_eval(node, "(+ 1 2)", timeout=2)
+    # It never acknowledges the interrupt: the REPL is given up, and the next call,
+    # within its own timeout, runs on a fresh one (without the definition).
+    assert node_eval(node, "(+ 40 2)", timeout=5).value == 42
+    assert node.restarts == 1
+    assert "did not acknowledge an interrupt within 1.5 s" in node.last_loss
+    with pytest.raises(NodeReplError, match="kept"):
+        with_ssh(node, "kept", timeout=5)
+
+
 def test_dist_map_works_around_a_stopped_node_and_keeps_its_timeout(
     ssh_config: str, stopped: list[int]
 ) -> None:
@@ -84,7 +102,13 @@ def test_dist_map_works_around_a_stopped_node_and_keeps_its_timeout(
         assert result == [x * x for x in range(10)]
         assert time.monotonic() - started < 4  # a copy, not the 30 s timeout
         assert all(m.from_node is nodes[0] and m.reason == "straggler" for m in result.moves)
-        # Alone, the stopped node fails the call within its timeout.
+        # Its guile never acknowledged the interrupt of the copied chunk: its REPL was
+        # given up, and it works again on a fresh one.
+        assert dist_map(nodes[:1], "(lambda (x) (* x x))", range(3), timeout=5) == [0, 1, 4]
+        assert nodes[0].restarts == 1
+        # Alone, a stopped node fails the call within its timeout.
+        os.kill(nodes[0].rrepl.pid, signal.SIGSTOP)
+        stopped.append(nodes[0].rrepl.pid)
         started = time.monotonic()
         with pytest.raises(NodeError):
             dist_map(nodes[:1], "(lambda (x) (* x x))", range(10), timeout=2)
