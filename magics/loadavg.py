@@ -307,7 +307,8 @@ class LoadMonitor:
         """The table for a terminal: one line per node, the sparkline's top at its cores."""
         head = ["node", "state", "guile", "cores", "1 min", "5 min", "15 min", "read at"]
         lines = ["{:10} {:8} {:6} {:>5} {:>11} {:>11} {:>11}  {:8}".format(*head)]
-        lines[0] += f"  last {TEXT_SAMPLES} samples of the 1 min load (full: cores; ! past them)"
+        lines[0] += f"  last {TEXT_SAMPLES} samples of the 1 min load (full: cores)"
+        lines[0] += "; a load past the cores has a !"
         for r in self.rows:
             # A row has a load only once it has its cores: they are read first.
             loads = [f"{v:5.2f} {overload_words(v, r.cores):5}" for v in r.load] if r.load else []

@@ -231,7 +231,7 @@ def test_a_load_past_the_cores_shows_how_far_past(nodes) -> None:
     assert at["colour"] != OVER_TEXT
     # The terminal's table says the same in plain text: a share and a ``!`` past the cores.
     table = mon.text().splitlines()
-    assert "! past them" in table[0]
+    assert table[0].endswith("; a load past the cores has a !")
     assert table[1].split()[4:10] == ["2.00", "100%", "1.00", "50%", "1.00", "50%"]
     draw_load(mon, 0, (12.7, 3.3, 1.0))
     assert mon.text().splitlines()[1].split()[4:10] == [
