@@ -13,13 +13,13 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from functools import partial
 from html import escape
 from typing import Any
 
 from sshdist_kernel import Node, NodeError, NodeTimeoutError
 from sshdist_kernel.node import read_cpu_count, read_loadavg
 
+from .loadbar import bar_scale, load_bar, overload_words
 from .loadgrid import load_grid
 from .progressview import GRID_EVERY, ROWS_UP_TO
 
@@ -35,8 +35,24 @@ MAX_BACKOFF = 30.0
 SPARKS = "▁▂▃▄▅▆▇█"
 TEXT_SAMPLES = 20  # the terminal's sparkline: the most recent samples only
 RUNNING, STOPPED, LINE, CORES = "#2e7d32", "#c62828", "#1565c0", "#ef6c00"
-COLUMNS = {"node": 64, "state": 64, "guile": 48, "cores": 44, "1 min": 124, "5 min": 124}
-COLUMNS |= {"15 min": 124, "1 min load": 224, "read at": 64}  # the widget rows' widths
+COLUMNS = {"node": 64, "state": 64, "guile": 48, "cores": 44, "1 min": 120, "5 min": 120}
+COLUMNS |= {"15 min": 120, "1 min load": 248, "read at": 64}  # the widget rows' widths
+FONT = 11  # px: the chart's labels, legible at JupyterLab's default zoom
+PLOT = (26, 218, 7, 50)  # the chart's plot box: x0, x1, y0, y1; labels around it
+CHART_W, CHART_H = COLUMNS["1 min load"] - 4, 66
+
+
+def span_words(seconds: float) -> str:
+    """A time span as a person says it: 12 s, 2 min, 1.5 h, 60 days."""
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
+def chart_title(every: float) -> str:
+    """The chart's column head: what it draws and the span it covers."""
+    return f"1 min load, last {span_words((HISTORY - 1) * every)}"
 
 
 def sparkline(values: list[float | None], cores: int) -> str:
@@ -53,11 +69,12 @@ def chart(
     ages: list[float] | None = None,
 ) -> str:
     """The recent 1-minute load as an SVG line against time, now at the right, and a
-    dashed line at the core count (the scale grows past it only when the load does).
+    dashed line at the core count, labelled at its right end, clear of the axis' 0
+    (the scale grows past it only when the load does).
     ``ages`` are the samples' seconds before now (one ``every`` apart when not given):
     a time with no readings shows as a gap as long as it lasted, and samples older
     than the chart's ``(HISTORY - 1) * every`` seconds leave it."""
-    w, h, x0, x1, y0, y1 = COLUMNS["1 min load"] - 4, 56, 20, 216, 5, 43  # the plot's box
+    w, h, (x0, x1, y0, y1) = CHART_W, CHART_H, PLOT
     window = (HISTORY - 1) * every
     if ages is None:
         ages = [(len(history) - 1 - i) * every for i in range(len(history))]
@@ -67,10 +84,11 @@ def chart(
     def y(v: float) -> float:
         return y1 - v / scale * (y1 - y0)
 
-    def text(x: float, at: float, s: object, fill: str = "#666", end: str = "end") -> str:
+    def text(x: float, at: float, s: object, fill: str = "#555", end: str = "end") -> str:
         halo = 'stroke="#fafafa" stroke-width="3" paint-order="stroke"'  # legible over a line
         return f'<text x="{x}" y="{at:.1f}" fill="{fill}" text-anchor="{end}" {halo}>{s}</text>'
 
+    middle = FONT * 0.36  # from a label's middle to its baseline
     segments: list[list[str]] = [[]]
     previous = None
     for v, age in shown:
@@ -82,16 +100,16 @@ def chart(
     line = "#9e9e9e" if stopped else LINE  # a stopped node's line is history
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-        'style="display:block;font:9px sans-serif">',
+        f'style="display:block;font:{FONT}px sans-serif">',
         f'<rect x="{x0}" y="{y0}" width="{x1 - x0}" height="{y1 - y0}" '
         'fill="#fafafa" stroke="#ccc"/>',
         f'<line x1="{x0}" x2="{x1}" y1="{y(cores):.1f}" y2="{y(cores):.1f}" '
         f'stroke="{CORES}" stroke-dasharray="3,2"/>',
-        text(x0 - 3, y(cores) + 3, cores, CORES),
-        text(x0 - 3, y1 + 3, 0),
-        text(x0 - 3, y0 + 6, scale) if scale > cores else "",
-        text(x0, h - 2, f"−{window:g} s", end="start"),
-        text(x1, h - 2, "now"),
+        text(x1 + 3, y(cores) + middle, cores, CORES, "start"),  # right of the plot
+        text(x0 - 3, y1 + middle, 0),
+        text(x0 - 3, y0 + middle, scale) if scale > cores else "",
+        text(x0, h - 3, f"−{span_words(window)}", end="start"),
+        text(x1, h - 3, "now"),
     ]
     out += [
         f'<polyline points="{" ".join(s)}" fill="none" stroke="{line}" stroke-width="1.5"/>'
@@ -102,7 +120,7 @@ def chart(
         cx, cy = segments[-1][-1].split(",")
         out.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{STOPPED if stopped else LINE}"/>')
     if stopped:
-        out.append(text(x0 + 4, y0 + 11, escape(stopped), STOPPED, "start"))
+        out.append(text(x0 + 4, y0 + FONT + 1, escape(stopped), STOPPED, "start"))
     return "".join(out) + "</svg>"
 
 
@@ -288,15 +306,17 @@ class LoadMonitor:
     def text(self) -> str:
         """The table for a terminal: one line per node, the sparkline's top at its cores."""
         head = ["node", "state", "guile", "cores", "1 min", "5 min", "15 min", "read at"]
-        lines = ["{:10} {:8} {:6} {:>5} {:>10} {:>10} {:>10}  {:8}".format(*head)]
+        lines = ["{:10} {:8} {:6} {:>5} {:>11} {:>11} {:>11}  {:8}".format(*head)]
         lines[0] += f"  last {TEXT_SAMPLES} samples of the 1 min load (full: cores)"
+        lines[0] += "; a load past the cores has a !"
         for r in self.rows:
             # A row has a load only once it has its cores: they are read first.
-            loads = [f"{v:5.2f} {v / r.cores:4.0%}" for v in r.load] if r.load else ["-"] * 3
+            loads = [f"{v:5.2f} {overload_words(v, r.cores):5}" for v in r.load] if r.load else []
+            loads = loads or ["-"] * 3
             spark = sparkline(list(r.history)[-TEXT_SAMPLES:], r.cores) if r.cores else ""
             line = (
                 f"{r.node.name:10} {r.state():8} {r.version:6} {r.cores or '?':>5} "
-                + " ".join(f"{v:>10}" for v in loads)
+                + " ".join(f"{v:>11}" for v in loads)
                 + f"  {r.seen():8}  {spark:{TEXT_SAMPLES}}"
             )
             lines.append(line.rstrip() if r.running else f"{line}  ({r.problem})")
@@ -315,8 +335,7 @@ class LoadMonitor:
                 self._draw_grid(now=True)
             return self._box
         if self._view is None:
-            bar = partial(w.FloatProgress, min=0.0, max=1.0, style={"description_width": "46px"})
-            kinds = [w.HTML, w.HTML, w.Label, w.Label, bar, bar, bar, w.HTML, w.Label]
+            kinds = [w.HTML, w.HTML, w.Label, w.Label, w.HTML, w.HTML, w.HTML, w.HTML, w.Label]
             self._title = w.HTML()
             self._view = {
                 id(r): [
@@ -325,9 +344,10 @@ class LoadMonitor:
                 ]
                 for r in self.rows
             }
+            titles = [*COLUMNS][:-2] + [chart_title(self.every), "read at"]
             head = [
                 w.HTML(f"<span style='color:#666'>{t}</span>", layout=w.Layout(width=f"{px}px"))
-                for t, px in COLUMNS.items()
+                for t, px in zip(titles, COLUMNS.values(), strict=True)
             ]
             self._box = w.VBox(
                 [self._title, w.HBox(head)]
@@ -344,7 +364,8 @@ class LoadMonitor:
             what = (
                 "a square per node, by its 1 minute load against its cores"
                 if self._grid is not None
-                else "bars are full at the node's core count (the chart's dashed line)"
+                else "bars run to twice the node's cores (further if the load does), the mark"
+                " at its cores (the chart's dashed line), orange past them"
             )
             self._title.value = (
                 f"<b>load average</b> &nbsp;<span style='color:#666'>{how}; {what}</span>"
@@ -383,12 +404,9 @@ class LoadMonitor:
             )
             version.value = row.version
             cores_label.value = str(row.cores or "?")
-            for bar, v in zip(bars, row.load or (0.0, 0.0, 0.0), strict=True):
-                bar.max, bar.value = float(cores), v  # a value past max shows a full bar
-                bar.description = f"{v:.2f}" if row.load else "-"
-                bar.tooltip = f"{v:.2f}: {v / cores:.0%} of {cores} core(s)"
-                bar.bar_style = "warning" if v >= cores else ""
-                bar.style.bar_color = None if row.running else "#bdbdbd"
+            scale = bar_scale(row.load or (), cores)  # the row's three bars share it
+            for bar, v in zip(bars, row.load or (None, None, None), strict=True):
+                bar.value = load_bar(v, cores, scale, row.running)
             stopped = "" if row.running else f"stopped: {row.problem}"
             graph.value = chart(list(row.history), cores, self.every, stopped, row.ages())
             seen.value = row.seen()

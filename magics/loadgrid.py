@@ -1,18 +1,20 @@
 """The load dashboard for many nodes: a square per node coloured by its 1-minute load
-against its cores, under a line that counts the nodes and names the busiest.  Hundreds
-of rows of bars and charts would neither draw quickly nor read."""
+against its cores (with two colours past them, so a node at twice its cores stands out
+from one just over), under a line that counts the nodes and names the busiest.
+Hundreds of rows of bars and charts would neither draw quickly nor read."""
 
 from __future__ import annotations
 
 from html import escape
 from typing import Any
 
-LOAD_COLOURS = (  # (load per core below which, colour, words for the legend)
-    (0.25, "#c8e6c9", "<25%"),
-    (0.5, "#81c784", "<50%"),
-    (0.75, "#fdd835", "<75%"),
-    (1.0, "#fb8c00", "<100%"),
-    (float("inf"), "#c62828", "cores full"),
+LOAD_COLOURS = (  # (load per core up to which, colour, words for the legend)
+    (0.25, "#c8e6c9", "≤25%"),
+    (0.5, "#81c784", "≤50%"),
+    (0.75, "#fdd835", "≤75%"),
+    (1.0, "#fb8c00", "≤100%"),
+    (2.0, "#c62828", ">100%: overloaded"),
+    (float("inf"), "#4a148c", ">200%"),
 )
 STOPPED_COLOUR, UNREAD_COLOUR = "#616161", "#eeeeee"
 
@@ -23,7 +25,7 @@ def _colour(row: Any) -> str:
     if not row.load or not row.cores:
         return UNREAD_COLOUR
     per_core = row.load[0] / row.cores
-    return next(colour for below, colour, _ in LOAD_COLOURS if per_core < below)
+    return next(colour for upto, colour, _ in LOAD_COLOURS if per_core <= upto)
 
 
 def _hover(row: Any) -> str:
@@ -35,7 +37,8 @@ def _hover(row: Any) -> str:
     one, five, fifteen = row.load
     return (
         f"{name}: {one:.2f} {five:.2f} {fifteen:.2f} on {row.cores} cores "
-        f"({one / row.cores:.0%}), Guile {row.version}, read at {row.seen()}"
+        f"({one / row.cores:.0%}{', overloaded' if one > row.cores else ''}), "
+        f"Guile {row.version}, read at {row.seen()}"
     )
 
 

@@ -138,29 +138,57 @@ def notebook_page(url: str, width: int, height: int, *, failed: str) -> Iterator
             browser.close()
 
 
-@pytest.mark.timeout(300)
+@contextmanager
+def machine_overloaded(processes: int, seconds: int) -> Iterator[None]:
+    """``processes`` busy loops at the lowest priority (they count in the load average
+    yet yield the cores to anyone else), each ended after ``seconds`` whatever happens
+    to the test, and stopped when the block ends."""
+    busy = [
+        subprocess.Popen(
+            ["timeout", str(seconds), "nice", "-n", "19", "yes"],
+            stdout=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        for _ in range(processes)
+    ]
+    try:
+        yield
+    finally:
+        for p in busy:
+            p.terminate()  # timeout passes it on to its yes
+        for p in busy:
+            p.wait(10)
+
+
+@pytest.mark.timeout(480)
 def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
+    from .test_browser_live import output_of, run_cell  # that module imports this one
+
+    cores = os.cpu_count() or 1  # the local nodes' cores: they run on this machine
     with notebook_page(
         jupyterlab, 1400, 1000, failed=str(SCREENSHOT.with_name("failed.png"))
     ) as page:
-        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        rows = page.locator(".widget-hbox:has(.widget-hprogress)")
-        rows.first.wait_for(timeout=90_000)
+        run_cell(page, 1)  # %nodes: three local nodes
+        run_cell(page, 2)  # %loadavg --every 1 -o mon nodes
+        rows = page.locator(".widget-hbox:has(.sshdist-loadbar)")
         page.wait_for_function(
-            "() => document.querySelectorAll('.widget-hprogress').length >= 9", timeout=60_000
+            "() => document.querySelectorAll('.sshdist-loadbar').length >= 9", timeout=60_000
         )
         names = [rows.nth(i).locator(".widget-html").first.inner_text() for i in range(3)]
         assert names == ["node1", "node2", "node3"]
+        heads = output_of(page, 2).inner_text()
+        assert "1 min load, last 1 min" in heads  # --every 1: 60 samples a second apart
 
-        def sparklines() -> list[str]:
+        def read_at() -> list[str]:
             return [rows.nth(i).locator(".widget-label").last.inner_text() for i in range(3)]
 
-        first = sparklines()
+        first = read_at()
         deadline = time.monotonic() + 60
-        while sparklines() == first and time.monotonic() < deadline:
+        while read_at() == first and time.monotonic() < deadline:
             page.wait_for_timeout(500)
-        assert sparklines() != first, "the load rows did not refresh"
-        # After the notebook stops node3, its row turns stopped; the others run on.
+        assert read_at() != first, "the load rows did not refresh"
+        run_cell(page, 4)  # the nodes busy for a few seconds
+        run_cell(page, 6)  # node3 stopped: its row turns stopped; the others run on
         page.wait_for_function(
             "() => [...document.querySelectorAll('.widget-html')]"
             ".some(e => e.innerText.trim() === 'stopped')",
@@ -168,4 +196,27 @@ def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
         )
         states = [rows.nth(i).locator(".widget-html").nth(1).inner_text() for i in range(3)]
         assert states[2] == "stopped"
-        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        # Now the machine the nodes share is overloaded: twice as many busy loops as it
+        # has cores and more, until node1's 1 minute load is well past its cores.
+        with machine_overloaded(4 * cores, 300):
+            page.wait_for_function(
+                """(cores) => {
+                    const one = document.querySelector('.sshdist-loadbar-number');
+                    return one && parseFloat(one.innerText) > 1.5 * cores;
+                }""",
+                arg=cores,
+                timeout=240_000,
+            )
+            node1 = rows.nth(0)
+            over = node1.locator(".sshdist-loadbar-number").first
+            colour = over.evaluate("e => getComputedStyle(e).color")
+            assert colour == "rgb(230, 81, 0)", colour  # orange past the cores
+            # The part past the cores is drawn: a bar to 4x the cores with the mark at 1x
+            # (or further out), not a full bar.
+            mark = node1.locator(".sshdist-loadbar-mark").first.bounding_box()
+            parts = node1.locator(".sshdist-loadbar").first.locator(".sshdist-loadbar-part")
+            past = parts.nth(1).bounding_box()
+            assert past["x"] == pytest.approx(mark["x"], abs=2) and past["width"] > 3
+            output_of(page, 2).scroll_into_view_if_needed()
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        run_cell(page, 7)  # mon.stop()

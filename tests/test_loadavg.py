@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from sshdist_magics.loadavg import LoadMonitor, LoadRow, _reason, chart
+from sshdist_magics.loadavg import FONT, PLOT, LoadMonitor, LoadRow, _reason, chart, chart_title
+from sshdist_magics.loadbar import OVER, OVER_TEXT
+from sshdist_magics.loadgrid import load_grid
 
 from sshdist_kernel import Node, NodeError, make_nodes
 from sshdist_kernel.localnodes import LocalNodes
@@ -57,6 +59,28 @@ def polyline_points(svg: str) -> list[list[tuple[float, float]]]:
     ]
 
 
+def bar_shown(html: str) -> dict[str, object]:
+    """What a load bar shows: its number and colour, the blue and orange parts' widths
+    (fractions of the bar) and where the cores' mark stands."""
+    number = re.search(
+        r'class="sshdist-loadbar-number" style="[^"]*color:(#\w+)[^"]*">([^<]*)<', html
+    )
+    parts = re.findall(
+        r'data-left="([\d.]+)" data-width="([\d.]+)" style="[^"]*background:(#\w+)', html
+    )
+    mark = re.search(r'class="sshdist-loadbar-mark" data-left="([\d.]+)"', html)
+    assert number and mark, html
+    return {
+        "number": number[2],
+        "colour": number[1],
+        "parts": [(float(left), float(width), fill) for left, width, fill in parts],
+        "filled": sum(float(width) for _, width, _ in parts),
+        "past cores": sum(float(w) for _, w, fill in parts if fill == OVER),
+        "mark": float(mark[1]),
+        "hover": re.search(r'title="([^"]*)"', html)[1],
+    }
+
+
 def row_widgets(mon: LoadMonitor, i: int) -> dict[str, object]:
     """One node's row of the dashboard, by what each widget shows."""
     row = mon.widget().children[2 + i].children  # after the title and the column heads
@@ -83,7 +107,8 @@ def test_in_a_terminal_a_table_shows_the_load_as_numbers_and_against_the_cores(
         assert int(fields[3]) == CORES
         for load, share in zip(fields[4:10:2], fields[5:10:2], strict=True):
             assert re.fullmatch(r"\d+\.\d\d", load)
-            assert share == f"{float(load) / CORES:.0%}"
+            over = "!" if float(load) > CORES else ""  # past the cores: marked
+            assert share == f"{float(load) / CORES:.0%}{over}"
         assert re.fullmatch(r"\d\d:\d\d:\d\d", fields[10])
         assert re.fullmatch(r"[▁▂▃▄▅▆▇█]", fields[11])  # one sample so far
     assert "LoadMonitor" not in "\n".join(lines)
@@ -145,22 +170,87 @@ def test_the_widget_rows_show_numbers_cores_bars_and_a_chart_of_the_history(node
         row = row_widgets(mon, i)
         assert row["name"].value == f"<b>node{i + 1}</b>" and ">running<" in row["state"].value
         assert row["version"].value.startswith("3.") and row["cores"].value == str(CORES)
-        assert [b.description for b in row["bars"]] == [f"{v:.2f}" for v in r.load]
-        assert [b.max for b in row["bars"]] == [CORES] * 3
+        bars = [bar_shown(b.value) for b in row["bars"]]
+        assert [b["number"] for b in bars] == [f"{v:.2f}" for v in r.load]
+        if max(r.load) <= 2 * CORES:  # the bars run to twice the cores: the mark halfway
+            assert [b["mark"] for b in bars] == [0.5] * 3
+        assert all(0 < b["filled"] <= 1 for b in bars if float(b["number"]) > 0)
         svg = row["chart"].value
         assert svg.startswith("<svg") and "stopped" not in svg
         (line,) = polyline_points(svg)
         assert len(line) == 2 == len(r.history)
         assert re.search(f'fill="#ef6c00"[^>]*>{CORES}</text>', svg)  # marks the cores' line
-    # A burst on one node: its 1-minute bar is full at the cores, the others do not move.
+    # A burst on one node: its 1-minute bar goes past the mark, in orange; the bars
+    # of its row run to 4x the cores now (3x is past 2x), the mark a quarter along.
     r = mon.rows[0]
     r.answered((3 * CORES, 0.25, 0.5))
     mon._draw(r)
-    bars = row_widgets(mon, 0)["bars"]
-    assert [b.max for b in bars] == [CORES] * 3
-    assert [b.value for b in bars] == [CORES, 0.25, 0.5]
-    assert [b.description for b in bars] == [f"{3 * CORES:.2f}", "0.25", "0.50"]
-    assert bars[0].bar_style == "warning" and bars[1].bar_style == ""
+    one, five, fifteen = (bar_shown(b.value) for b in row_widgets(mon, 0)["bars"])
+    assert [one["number"], five["number"], fifteen["number"]] == [
+        f"{3 * CORES:.2f}",
+        "0.25",
+        "0.50",
+    ]
+    assert one["mark"] == five["mark"] == 0.25
+    assert one["filled"] == pytest.approx(0.75) and one["past cores"] == pytest.approx(0.5)
+    assert one["colour"] == OVER_TEXT and five["colour"] != OVER_TEXT
+    assert five["past cores"] == 0 and five["filled"] == pytest.approx(0.25 / (4 * CORES), abs=1e-4)
+    # The other nodes' rows keep their own scale (the machine's real load permitting).
+    if max(mon.rows[1].load) <= 2 * CORES:
+        assert all(bar_shown(b.value)["mark"] == 0.5 for b in row_widgets(mon, 1)["bars"])
+
+
+def draw_load(mon: LoadMonitor, i: int, load: tuple[float, float, float]) -> list[dict]:
+    """Feed one node's row a reading and return its bars as drawn."""
+    row = mon.rows[i]
+    row.cores = 2
+    row.answered(load)
+    mon._draw(row)
+    return [bar_shown(b.value) for b in row_widgets(mon, i)["bars"]]
+
+
+def test_a_load_past_the_cores_shows_how_far_past(nodes) -> None:
+    mon = LoadMonitor(nodes[:1], every=1)
+    mon.widget()
+    light, just_over, far_over = (draw_load(mon, 0, (v, 1.0, 1.0))[0] for v in (1.5, 3.3, 12.7))
+    # Below the cores: blue only, short of the mark, the number in its plain colour.
+    assert light["past cores"] == 0 and light["filled"] == pytest.approx(1.5 / 4, abs=1e-4)
+    assert light["colour"] != OVER_TEXT and "overloaded" not in light["hover"]
+    # 3.3 and 12.7 on 2 cores: both orange past the mark, but not alike.
+    assert just_over["colour"] == far_over["colour"] == OVER_TEXT
+    assert just_over["mark"] == 0.5  # on a bar to 4 (twice the cores)
+    assert far_over["mark"] == 0.125  # on a bar to 16: 12.7 is past 8
+    assert just_over["past cores"] == pytest.approx((3.3 - 2) / 4, abs=1e-4)
+    assert far_over["past cores"] == pytest.approx((12.7 - 2) / 16, abs=1e-4)
+    assert far_over["past cores"] - just_over["past cores"] > 0.3  # a third of the bar
+    assert "x1.6 the cores: overloaded" in just_over["hover"]
+    assert "x6.3 the cores: overloaded" in far_over["hover"]
+    # Exactly at the cores is full, not over.
+    at = draw_load(mon, 0, (2.0, 1.0, 1.0))[0]
+    assert at["filled"] == pytest.approx(0.5) and at["past cores"] == 0
+    assert at["colour"] != OVER_TEXT
+    # The terminal's table says the same in plain text: a share and a ``!`` past the cores.
+    table = mon.text().splitlines()
+    assert table[0].endswith("; a load past the cores has a !")
+    assert table[1].split()[4:10] == ["2.00", "100%", "1.00", "50%", "1.00", "50%"]
+    draw_load(mon, 0, (12.7, 3.3, 1.0))
+    assert mon.text().splitlines()[1].split()[4:10] == [
+        "12.70", "635%!", "3.30", "165%!", "1.00", "50%",
+    ]  # fmt: skip
+    # A stopped node's bars are grey, its overload still marked by the number's place.
+    mon.rows[0].running = False
+    mon._draw(mon.rows[0])
+    stopped = bar_shown(row_widgets(mon, 0)["bars"][0].value)
+    assert stopped["colour"] != OVER_TEXT and OVER not in [f for *_, f in stopped["parts"]]
+
+
+def test_the_chart_column_says_the_span_it_draws(nodes) -> None:
+    for every, span in ((1, "last 1 min"), (2, "last 2 min"), (0.2, "last 12 s")):
+        mon = LoadMonitor(nodes[:1], every=every)
+        heads = [h.value for h in mon.widget().children[1].children]
+        assert span in heads[-2] and heads[-2].endswith(f">{chart_title(every)}</span>")
+        axis = "−" + span.removeprefix("last ")
+        assert f">{axis}</text>" in chart([1.0], cores=2, every=every)
 
 
 def test_the_chart_scales_to_the_cores_and_breaks_where_the_node_was_away() -> None:
@@ -181,10 +271,11 @@ def test_the_chart_is_drawn_against_time() -> None:
     first, second = polyline_points(chart([1.0] * 6, cores=2, every=1.0, ages=ages))
     xs = [x for x, _ in first + second]
     assert len(first) == 4 and len(second) == 2
-    per_second = (216 - 20) / 60  # the plot's width over its 60 s
+    x0, x1, _, _ = PLOT
+    per_second = (x1 - x0) / 60  # the plot's width over its 60 s
     assert xs[1] - xs[0] == pytest.approx(per_second, abs=0.1)
     assert xs[4] - xs[3] == pytest.approx(10 * per_second, abs=0.1)
-    assert xs[-1] == pytest.approx(216)  # now, at the right
+    assert xs[-1] == pytest.approx(x1)  # now, at the right
     # Readings older than the chart's minute have left it.
     (kept,) = polyline_points(chart([1.0, 2.0, 3.0], cores=2, every=1.0, ages=[90.0, 1.0, 0.0]))
     assert len(kept) == 2
@@ -334,7 +425,9 @@ def test_many_nodes_are_a_grid_of_squares_with_the_busiest_named(
         assert shown.startswith('<div style="font-size:12px">18 nodes: 18 running, 0 stopped; ')
         hovers = re.findall(r'<span title="([^"]*)" style="display:inline-block', shown)
         assert len(hovers) == 18
-        read = rf"node\d: [\d.]+ [\d.]+ [\d.]+ on {CORES} cores \(\d+%\), Guile 3\..*"
+        read = (
+            rf"node\d: [\d.]+ [\d.]+ [\d.]+ on {CORES} cores \(\d+%(, overloaded)?\), Guile 3\..*"
+        )
         assert all(re.fullmatch(read, h) for h in hovers), hovers
         assert repr(mon).endswith(", ... (18 nodes), every 1 s, not refreshing>")
         # One node stops: its square turns grey, and the count says so at the next redraw.
@@ -355,3 +448,53 @@ def test_a_stopped_rows_reason_is_whole_unless_very_long() -> None:
     long = _reason(NodeError("x" * 500), 2.0)
     assert len(long) == 120 and long.endswith("…")
     assert _reason(NodeError("the connection was refused"), 2.0) == "connection refused"
+
+
+def label_boxes(svg: str) -> list[tuple[str, float, float, float, float]]:
+    """Each SVG label's text and box (left, top, right, bottom), from the coordinates
+    and anchor the chart gives it: glyphs at most 0.64 em wide (DejaVu Sans' digits),
+    0.75 em above the baseline and 0.25 em below."""
+    boxes = []
+    for x, y, anchor, words in re.findall(
+        r'<text x="([\d.]+)" y="([\d.]+)"[^>]*text-anchor="(\w+)"[^>]*>([^<]*)</text>', svg
+    ):
+        width, left = 0.64 * FONT * len(words), float(x)
+        left -= {"start": 0, "middle": width / 2, "end": width}[anchor]
+        boxes.append((words, left, float(y) - 0.75 * FONT, left + width, float(y) + 0.25 * FONT))
+    return boxes
+
+
+@pytest.mark.parametrize(
+    ("history", "cores"),
+    [([1.0], 2), ([2.5], 2), ([12.7], 2), ([99.0], 2), ([0.5, 300.0], 64), ([1.0], 128)],
+)
+def test_the_charts_labels_are_legible_and_none_overlaps(history, cores) -> None:
+    svg = chart(history, cores=cores, every=2.0, stopped="stopped: gone")
+    assert f"font:{FONT}px" in svg and FONT >= 11
+    width, height = (float(v) for v in re.search(r'width="(\d+)" height="(\d+)"', svg).groups())
+    boxes = label_boxes(svg)
+    words = [b[0] for b in boxes]
+    assert {"0", str(cores), "−2 min", "now"} <= set(words), words
+    for i, (a, *box) in enumerate(boxes):
+        left, top, right, bottom = box
+        assert 0 <= left and right <= width and 0 <= top and bottom <= height, (a, box)
+        for b, *other in boxes[i + 1 :]:
+            apart = right <= other[0] or other[2] <= left or bottom <= other[1] or other[3] <= top
+            assert apart, f"{a!r} {box} overlaps {b!r} {other}"
+    # The cores' label stands at the right end of the dashed line, not by the axis' 0.
+    (cores_label,) = [b for b in boxes if b[0] == str(cores) and b[1] >= PLOT[1]]
+    line = re.search(r'<line x1="[\d.]+" x2="([\d.]+)" y1="([\d.]+)"', svg)
+    assert cores_label[1] > float(line[1]) and cores_label[2] < float(line[2]) < cores_label[4]
+
+
+def test_the_grid_of_many_nodes_tells_overload_from_full(nodes) -> None:
+    rows = [LoadRow(n) for n in nodes]
+    for row, one in zip(rows, (1.9, 3.3, 12.7), strict=True):
+        row.cores = 2
+        row.answered((one, 1.0, 1.0))
+    shown = load_grid(rows)
+    colours = re.findall(r'display:inline-block;[^"]*background:(#\w+)', shown)
+    assert len(set(colours)) == 3  # full, over, and far over: three colours
+    hovers = re.findall(r'<span title="([^"]*)"', shown)
+    assert [", overloaded" in h for h in hovers] == [False, True, True]
+    assert "&gt;100%: overloaded" in shown and "&gt;200%" in shown
