@@ -22,7 +22,7 @@ from traitlets import Float
 from . import __version__, sexp
 from .abortorder import AbortBeforeReply
 from .displaydata import DisplayData
-from .errors import NodeError, NodeReplError
+from .errors import EvalCancelled, NodeError, NodeReplError
 from .guile import GuileRepl
 from .history import CellHistory
 from .interruptwindow import InterruptOnlyWhileRunning
@@ -31,6 +31,9 @@ from .node import Node, make_node
 from .outputbarrier import OutputBeforeReply
 from .prompts import PromptUnavailable
 from .rrepl import EvalResult, FormResult
+
+INTERRUPT_SETTLE = 1.0
+"""Seconds an interrupted cell waits for the node to stop before it says how it went."""
 
 CONNECT_WAIT = 60.0
 """Seconds the first cell waits for the connection begun when the kernel started."""
@@ -261,14 +264,16 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
             # ipykernel asks the front end (input_request) and waits, Ctrl-C included;
             # Guile's read-line asks nothing, so the box says which node reads.
             try:
-                return self.raw_input(prompt or f"{node.name}> ")
+                with self.raising():
+                    return self.raw_input(prompt or f"{node.name}> ")
             except EOFError:
                 return None
 
         # The evaluation runs here, blocking, as IPython's own cells do: Jupyter's
-        # interrupt is a SIGINT to this process, which lands here as KeyboardInterrupt
-        # (only here: see interruptwindow), and the REPL protocol then interrupts the
+        # interrupt is a SIGINT to this process, which sets ``cancel`` (only here: see
+        # interruptwindow); the REPL's reader sees it and the protocol interrupts the
         # remote evaluation too.
+        cancel = threading.Event()
         known_restarts = [node.restarts]
 
         def say_if_replaced() -> None:
@@ -282,10 +287,11 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
                 )
 
         try:
-            with self.interruptible():
+            with self.interruptible(cancel):
                 result: EvalResult = node.eval(
                     code,
                     timeout=None,
+                    cancel=cancel,
                     on_output=None if silent else self._stream,
                     on_form=on_form,
                     on_start=say_if_replaced,
@@ -294,7 +300,8 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
                     # Silent cells and those kept out of the history take no $N.
                     quiet=not storing,
                 )
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, EvalCancelled):
+            node.settle(INTERRUPT_SETTLE)  # as a KeyboardInterrupt inside the REPL waited
             return self._error(
                 "signal", "User interrupt", [f"signal: User interrupt: {node.stop_outcome()}"]
             )

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import sexp, unpacking
+from .ctrlc import CtrlCCancels
 from .displaydata import DisplayData, display_data
 from .errors import EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .records import CANCEL_POLL, RecordStream, checked_timeout, deadline_after, seconds_left
@@ -34,6 +35,9 @@ RECOVERY_TRIES = 3
 
 RECOVERY_WAIT = 2.0
 """Seconds an interrupted evaluation has to come back to the prompt, per interrupt."""
+
+INTERRUPT_WAIT = 1.0
+"""Seconds a caller stopped by Ctrl-C waits for its evaluation to be interrupted."""
 
 ACK_WAIT = 1.5
 """Seconds the REPL has to acknowledge an interrupt (its pump thread answers at once,
@@ -238,7 +242,46 @@ class Rrepl:
         ``NodeTimeoutError`` at once.  ``deadline`` (a ``time.monotonic()`` instant)
         replaces it for a caller that spent part of its ``timeout`` already.  Once
         ``cancel`` is set the caller stops waiting (``EvalCancelled``, within 50 ms) and
-        the evaluation is interrupted in the background, as after a timeout."""
+        the evaluation is interrupted in the background, as after a timeout.
+
+        On the main thread a Ctrl-C sets the cancel (``ctrlc``) rather than raising
+        wherever the thread is (inside paramiko it could leave a lock held): the
+        caller gets its ``KeyboardInterrupt`` once the evaluation is interrupted."""
+        with CtrlCCancels(cancel) as ctrl_c:
+            try:
+                return self._eval(
+                    source,
+                    timeout=timeout,
+                    on_output=on_output,
+                    on_form=on_form,
+                    on_display=on_display,
+                    on_input=ctrl_c.raising(on_input),
+                    attachment=attachment,
+                    quiet=quiet,
+                    deadline=deadline,
+                    cancel=ctrl_c.event,
+                )
+            except EvalCancelled:
+                if not ctrl_c.hit:
+                    raise
+                self.wait_settled(INTERRUPT_WAIT)  # as when Ctrl-C raised in the reader
+        raise KeyboardInterrupt
+
+    def _eval(
+        self,
+        source: str,
+        *,
+        timeout: float | None = DEFAULT_EVAL_TIMEOUT,
+        on_output: OutputCallback | None = None,
+        on_form: Callable[[FormResult], None] | None = None,
+        on_display: DisplayCallback | None = None,
+        on_input: InputCallback | None = None,
+        attachment: bytes | None = None,
+        quiet: bool = False,
+        deadline: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> EvalResult:
+        """``eval`` itself."""
         timeout = checked_timeout(timeout)
         self.language.check_input(source, self.repl_language)
         if self._pipeline_thread == threading.get_ident():

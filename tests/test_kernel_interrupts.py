@@ -1,0 +1,104 @@
+"""Ctrl-C at random moments, a thousand cells long: every cell gets its reply (its value
+or a "User interrupt"), the kernel never wedges and the node keeps its REPL.
+
+A thread inside the kernel sends it SIGINT every few milliseconds, so interrupts land
+everywhere: in paramiko's reads and sends, in zmq, between cells, in the reply.  Raised
+as ``KeyboardInterrupt`` inside paramiko, one could leave a lock held and wedge the
+kernel (it did, twice, in a stress like this one)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+
+from .conftest import script_kernel
+
+REPLY_WAIT = 30  # seconds: a cell's reply later than this is a wedge
+CELLS = 1000
+
+INTERRUPTING = """
+import os
+import random
+import signal
+import threading
+import time
+
+flag = os.environ["SSHDIST_TEST_INTERRUPTS"]  # interrupts while this file exists
+
+def interrupt_at_random():
+    rng = random.Random(7)
+    while True:
+        time.sleep(rng.uniform(0.001, 0.012))
+        if os.path.exists(flag):
+            os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=interrupt_at_random, daemon=True).start()
+
+from sshdist_kernel.kernel import main
+main()
+"""
+
+
+@pytest.fixture
+def interrupted_kernel(
+    ssh_config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[BlockingKernelClient, Path]]:
+    flag = tmp_path / "interrupting"
+    monkeypatch.setenv("SSHDIST_TEST_INTERRUPTS", str(flag))
+    with script_kernel(INTERRUPTING, "sshdist-ri", ssh_config, tmp_path, monkeypatch) as kc:
+        yield kc, flag
+
+
+def reply_to(kc: BlockingKernelClient, code: str) -> dict:
+    msg_id = kc.execute(code)
+    while True:
+        reply = kc.get_shell_msg(timeout=REPLY_WAIT)  # queue.Empty: a wedge
+        if reply["parent_header"].get("msg_id") == msg_id:
+            return reply["content"]
+
+
+def outputs_of(kc: BlockingKernelClient, code: str) -> list[str]:
+    """What a cell showed: its streams' texts and its result's text."""
+    msg_id = kc.execute(code)
+    shown = []
+    while True:
+        msg = kc.get_iopub_msg(timeout=REPLY_WAIT)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            shown.append(content["text"])
+        elif kind == "execute_result":
+            shown.append(content["data"]["text/plain"])
+        elif kind == "status" and content["execution_state"] == "idle":
+            return shown
+
+
+def test_a_thousand_cells_under_random_ctrl_c_all_get_their_reply(interrupted_kernel) -> None:
+    kc, flag = interrupted_kernel
+    assert reply_to(kc, "(define kept 'yes)")["status"] == "ok"
+    rng = random.Random(11)
+    seen: Counter[str] = Counter()
+    flag.touch()
+    try:
+        for i in range(CELLS):
+            pause = rng.choice((0, 0, 500, 2000, 5000))  # microseconds of work
+            reply = reply_to(kc, f"(begin (usleep {pause}) (+ {i} 1))")
+            if reply["status"] == "ok":
+                seen["ok"] += 1
+            else:
+                assert (reply["ename"], reply["evalue"]) == ("signal", "User interrupt"), reply
+                seen["interrupted"] += 1
+    finally:
+        flag.unlink()
+    assert seen["interrupted"] >= CELLS // 20, seen  # the interrupts did land
+    assert seen["ok"] >= CELLS // 10, seen
+    # The node kept its REPL and its definitions through all of it.
+    shown = outputs_of(kc, "kept")
+    assert shown and shown[-1].endswith("= yes"), shown
+    assert not any("replaced" in text for text in shown), shown
