@@ -71,7 +71,7 @@ def node_grid(rows: list[Any]) -> str:
 
 class ProgressView:
     """ipywidgets: the total (a bar of all items, items/s, time left), then one row per
-    node (a bar of the items done there, of all the call's items, and its status).  A
+    node (a bar of the items done there, of the items it was given, and its status).  A
     background call's view also has a Cancel button (``on_cancel``) and the latest
     failover and copy lines (``log``)."""
 
@@ -141,16 +141,17 @@ class ProgressView:
         w = self._w
         for key, row in progress.rows.items():
             if key not in self.bars:
-                self.bars[key] = w.IntProgress(
-                    min=0, max=self.total_bar.max, description=row.node.name
-                )
+                self.bars[key] = w.IntProgress(min=0, max=1, description=row.node.name)
                 self.labels[key] = w.Label()
                 self.rows.children = (
                     *self.rows.children,
                     w.HBox([self.bars[key], self.labels[key]]),
                 )
             bar = self.bars[key]
+            if row.given > bar.max:  # raised before the value, which may not pass it
+                bar.max = row.given
             bar.value = row.done
+            bar.max = max(row.given, 1)
             if row.failed:
                 bar.bar_style = "danger"
             elif row.slow:
