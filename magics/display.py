@@ -383,8 +383,9 @@ class Progress:
         )
 
     def close(self, state: str = "done", say: bool = True) -> None:
-        """The call ended: the view shows its final state, and (``say``) the summary
-        line is printed."""
+        """The call ended: the view shows its final state (in a notebook, a static
+        summary in its place, which starts with the summary line), and (``say``) the
+        summary line is printed where no such summary shows it."""
         if self.ended is None:
             self.ended = time.monotonic()
         for row in self.rows.values():
@@ -395,9 +396,8 @@ class Progress:
                 row.status = "not needed"
         if self.line is not None:
             self.line.clear()
-        if self.view is not None:
-            self.view.update(self, final=state)
-        if say:
+        shown = self.view is not None and self.view.finish(self, state)
+        if say and not shown:  # else the summary that replaced the widget says it
             self._print(self.summary(state))
 
 

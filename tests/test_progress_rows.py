@@ -1,11 +1,13 @@
 """A call's rows as its events make them: each node's bar of its own share, row text
-that stays true while a node holds several chunks, failovers counted by node."""
+that stays true while a node holds several chunks, failovers counted by node, and the
+static summary an ended call leaves in the notebook."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 from sshdist_magics.display import Progress
+from sshdist_magics.finalview import summary_bundle
 from sshdist_magics.progressview import ProgressView
 
 from sshdist_kernel import DistEvent, NodeError
@@ -77,3 +79,22 @@ def test_a_failed_node_is_one_failover_however_many_chunks_it_gave_back() -> Non
     one.hear(event("moved", 2, 4, x, y))
     assert one.rows[id(x)].status == "FAILED: job 2 moved to node2"
     assert "1 failover(s) (1 job, 4 items moved)" in one.summary()
+
+
+def test_the_static_summary_has_a_row_per_node_and_a_text_twin() -> None:
+    progress, (a, b, c) = call_of(["node1", "node2", "node3"], 30)
+    run_job(progress, 0, 10, a)
+    run_job(progress, 1, 10, a)
+    run_job(progress, 2, 10, b)
+    progress.close("done", say=False)
+    bundle = summary_bundle(progress, "done", [])
+    text = bundle["text/plain"].splitlines()
+    assert text[0].startswith("dist_map: 30 item(s) on 2 node(s), 0 failover(s), in ")
+    assert text[1:] == [
+        "  node1  20 items in 2 jobs, done",
+        "  node2  10 items in 1 job, done",
+        "  node3  0 items in 0 jobs, not needed",
+    ]
+    page = bundle["text/html"]
+    assert page.count("<tr>") == 3 and "width:100%" in page and "not needed" in page
+    assert "VBox" not in page and "VBox" not in bundle["text/plain"]
