@@ -337,18 +337,24 @@ class Progress:
             )
         return text
 
+    def show(self) -> None:
+        """Put the widget on the page now, if it is not (and widgets are drawn): with
+        ``--stream`` it comes first, above the lines the nodes print."""
+        if self.widgets and self.view is None:
+            from .progressview import ProgressView
+
+            self.view = ProgressView(self.what, self.total)
+            self.view.show()
+            self.view.update(self)
+
     def tick(self) -> None:
         """Called often from the thread that draws: show or refresh the progress."""
         now = time.monotonic()
         if self.view is None and now - self.started < QUIET_SECONDS:
             return
         if self.widgets:
-            if self.view is None:
-                from .progressview import ProgressView
-
-                self.view = ProgressView(self.what, self.total)
-                self.view.show()
-            self.view.update(self, now)
+            self.show()
+            self.view.update(self, now)  # type: ignore[union-attr]
         elif self.line is not None:
             self.line.show(self.status(now), now)
 

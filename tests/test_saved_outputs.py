@@ -60,3 +60,14 @@ def test_a_saved_notebook_keeps_each_calls_summary_and_no_widget_view(saved: lis
     # The summary line is said once: by the summary, not printed again under it.
     printed = "".join(o.text for o in saved[1].outputs if o.output_type == "stream")
     assert "dist_map: 120 item(s)" not in printed
+
+
+@pytest.mark.timeout(300)
+def test_stream_lines_come_after_the_progress_display(saved: list) -> None:
+    kinds = [o.output_type for o in saved[2].outputs]
+    assert kinds[0] == "display_data", kinds  # the progress, then the streamed lines
+    assert set(kinds[1:]) == {"stream"}
+    lines = "".join(o.text for o in saved[2].outputs[1:]).splitlines()
+    numbers = sorted(int(line.split()[1]) for line in lines if line.startswith("[node"))
+    assert numbers == list(range(60))
+    assert summary_of(saved[2]).data["text/plain"].startswith("dist_map: 60 item(s) on ")
