@@ -114,6 +114,7 @@ class NodeProgress:
         self.job: int | None = None  # the job it runs now
         self.size = 0  # that job's items
         self.moved_away = 0  # items of jobs it held when it failed, run elsewhere
+        self.unfinished = 0  # items of the job it was in when it failed or was stopped
         self.moved_jobs: list[int] = []
         self.moved_to: list[str] = []
         self.status = "waiting"
@@ -126,11 +127,18 @@ class NodeProgress:
 
     @property
     def given(self) -> int:
-        """The items its bar is of: those it was given (done, running, or given back when
-        it failed), not the whole call's, so a node that finished its share is full."""
-        if self.failed:  # the jobs it gave back (moved ones are told after the failure)
-            return self.done + max(self.moved_away, self.size)
-        return self.done + (self.size if self.job is not None else 0)
+        """The items its bar is of: those it was given (done, running, left unfinished
+        when it failed or the call stopped, given back), not the whole call's, so a node
+        that finished its share is full."""
+        running = self.size if self.job is not None else 0
+        # The job it failed in is among those it gave back (told after the failure).
+        return self.done + running + max(self.moved_away, self.unfinished)
+
+    def ends_job(self) -> None:
+        """Its job ended unfinished (it failed, or the call was stopped)."""
+        if self.job is not None:
+            self.unfinished += self.size
+            self.job = None
 
     @property
     def fraction(self) -> float:
@@ -263,7 +271,7 @@ class Progress:
             self._race_ends(job.index, node)
         elif kind == "failed":
             row = self._row(node)
-            row.job = None
+            row.ends_job()
             if isinstance(event.detail, NodeError):  # the node broke; its job moves on
                 row.failed = True
                 if not row.moved_jobs:
@@ -397,7 +405,7 @@ class Progress:
         for row in self.rows.values():
             if row.job is not None and state != "done":  # its evaluation was interrupted
                 row.status = f"stopped in job {row.job}"
-                row.job = None
+                row.ends_job()
             elif not row.used and not row.failed:
                 row.status = "not needed"
         if self.line is not None:

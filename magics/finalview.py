@@ -69,7 +69,8 @@ def _html_row(row: NodeProgress) -> str:
         f'<div style="width:{width}%;height:10px;background:{colour}"></div></div>'
     )
     cells = [html.escape(row.node.name), bar, _done_text(row), html.escape(_state_text(row))]
-    return "<tr>" + "".join(f'<td style="padding:1px 6px">{c}</td>' for c in cells) + "</tr>"
+    td = '<td style="padding:1px 6px;text-align:left">'
+    return "<tr>" + "".join(f"{td}{c}</td>" for c in cells) + "</tr>"
 
 
 def summary_bundle(progress: Progress, state: str, log: list[str]) -> dict[str, Any]:

@@ -42,6 +42,10 @@ def test_a_node_that_finished_its_share_has_a_full_bar_and_the_total_counts_the_
     assert progress.rows[id(a)].fraction == 20 / 30
     view.update(progress)
     assert (bars[0].value, bars[0].max) == (20, 30)
+    # Stopped in it: the job stays in its bar, unfinished.
+    progress.close("stopped", say=False)
+    assert progress.rows[id(a)].fraction == 20 / 30
+    assert progress.rows[id(a)].status == "stopped in job 3"
 
 
 def test_a_node_told_of_its_next_job_still_says_what_it_runs() -> None:
