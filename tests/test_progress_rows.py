@@ -102,3 +102,13 @@ def test_the_static_summary_has_a_row_per_node_and_a_text_twin() -> None:
     page = bundle["text/html"]
     assert page.count("<tr>") == 3 and "width:100%" in page and "not needed" in page
     assert "VBox" not in page and "VBox" not in bundle["text/plain"]
+
+
+def test_the_static_summary_of_many_nodes_is_the_grid_and_a_count_by_state() -> None:
+    progress, nodes = call_of([f"cn{i:02}" for i in range(20)], 40)
+    for i, node in enumerate(nodes[:10]):
+        run_job(progress, i, 4, node)
+    progress.close("done", say=False)
+    bundle = summary_bundle(progress, "done", [])
+    assert bundle["text/plain"].splitlines()[1:] == ["  20 nodes: 10 done, 10 not needed"]
+    assert "<tr>" not in bundle["text/html"] and bundle["text/html"].count('title="cn') == 20
