@@ -77,11 +77,11 @@ class BackgroundCall:
             draw_until_ended(self._events, self.progress, None)
             self.call.wait_stopped(STOP_WAIT)
             drain(self._events, self.progress, None)
-            self.progress.close(final_state(self.call), say=False)
-            if self.call.cancelled():
+            if self.call.cancelled():  # said before the close: the summary keeps it
                 self.ending = self.progress.stopped("cancelled", settle(self.nodes))
                 if self.view is not None:
                     self.view.log(self.ending)
+            self.progress.close(final_state(self.call), say=False)
         finally:
             self.ended.set()
 

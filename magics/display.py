@@ -97,39 +97,88 @@ class NodeTable:
 
 
 class NodeProgress:
-    """One node's row: items done there, what it is doing, and what became of it."""
+    """One node's row: items done there, what it is doing, and what became of it.
+
+    Since pipelining a node holds several chunks: ``start`` comes when one reaches the
+    head of its queue, so a failover's or a copy's job is noted as coming next, never as
+    what the node runs while it still runs another."""
 
     def __init__(self, node: Node, unit: str = "item") -> None:
         self.node = node
         self.unit = unit  # what the call counts: "item" (dist_map) or "expression"
         self.done = 0
+        self.chunks = 0  # jobs (chunks) finished here
         self.used = False
         self.failed = False
         self.slow = False  # a copy of its job runs elsewhere
         self.job: int | None = None  # the job it runs now
+        self.size = 0  # that job's items
+        self.moved_away = 0  # items of jobs it held when it failed, run elsewhere
+        self.unfinished = 0  # items of the job it was in when it failed or was stopped
+        self.moved_jobs: list[int] = []
+        self.moved_to: list[str] = []
         self.status = "waiting"
-        self._next: tuple[int, str] | None = None  # (job, why) for the start that follows
+        self._next: dict[int, str] = {}  # job -> why, for the starts that follow
+        self._running = ""  # what it runs, as its status said when it began
 
     @property
     def label(self) -> str:
         return f"{_count(self.done, self.unit)}, {self.status}"
 
+    @property
+    def given(self) -> int:
+        """The items its bar is of: those it was given (done, running, left unfinished
+        when it failed or the call stopped, given back), not the whole call's, so a node
+        that finished its share is full."""
+        running = self.size if self.job is not None else 0
+        # The job it failed in is among those it gave back (told after the failure).
+        return self.done + running + max(self.moved_away, self.unfinished)
+
+    def ends_job(self) -> None:
+        """Its job ended unfinished (it failed, or the call was stopped)."""
+        if self.job is not None:
+            self.unfinished += self.size
+            self.job = None
+
+    @property
+    def fraction(self) -> float:
+        """How full its bar is."""
+        return self.done / self.given if self.given else 0.0
+
     def starts(self, job: int, size: int) -> None:
-        self.used, self.job, self.slow = True, job, False
+        self.used, self.job, self.size, self.slow = True, job, size, False
         self.status = f"running job {job} ({_count(size, self.unit)})"
-        if self._next is not None and self._next[0] == job:
-            self.status += f", {self._next[1]}"
-        self._next = None
+        why = self._next.pop(job, None)
+        if why is not None:
+            self.status += f", {why}"
+        self._running = self.status
+        if self._next:
+            self.status += f"; {self._then()}"
 
     def will_run(self, job: int, why: str) -> None:
-        """A failover or a straggler copy: ``job`` is this node's next, for ``why``."""
-        self._next = (job, why)
-        self.status = f"taking job {job}, {why}"
+        """A failover or a straggler copy: ``job`` is among this node's next, for ``why``
+        (what it runs now, if anything, goes on first)."""
+        self._next[job] = why
+        self.status = f"{self._running}; {self._then()}" if self.job is not None else self._then()
+
+    def _then(self) -> str:
+        return "next: " + "; ".join(f"job {job}, {why}" for job, why in self._next.items())
 
     def finishes(self, job: int, size: int) -> None:
         self.done += size
+        self.chunks += 1
         self.job, self.slow = None, False
         self.status = f"finished job {job}"
+
+    def gives_up(self, job: int, size: int, to: str) -> None:
+        """It failed holding ``job``, which moves to the node ``to``."""
+        self.failed = True
+        self.moved_away += size
+        self.moved_jobs.append(job)
+        self.moved_to = list(dict.fromkeys([*self.moved_to, to]))
+        jobs = self.moved_jobs
+        which = f"job {jobs[0]}" if len(jobs) == 1 else f"jobs {', '.join(map(str, jobs))}"
+        self.status = f"FAILED: {which} moved to {', '.join(self.moved_to)}"
 
 
 class StatusLine:
@@ -187,7 +236,8 @@ class Progress:
         self.nodes = list(nodes)
         self.rows = {id(n): NodeProgress(n, self.unit) for n in nodes}
         self.done = 0
-        self.failovers = 0
+        self.moved_chunks = 0  # jobs a failed node gave back, each run elsewhere
+        self.moved_items = 0
         self.copies = 0
         self.started = time.monotonic()
         self.ended: float | None = None  # when the call ended, once it has
@@ -221,17 +271,19 @@ class Progress:
             self._race_ends(job.index, node)
         elif kind == "failed":
             row = self._row(node)
-            row.job = None
+            row.ends_job()
             if isinstance(event.detail, NodeError):  # the node broke; its job moves on
                 row.failed = True
-                row.status = "FAILED"
+                if not row.moved_jobs:
+                    row.status = "FAILED"
                 self.say(f"  {node.name} failed: {event.detail}")
             else:  # the code failed: the call's error says the rest
                 row.status = f"error in job {job.index}"
         elif kind == "moved":
             to = event.detail
-            self.failovers += 1
-            self._row(node).status = f"FAILED: job {job.index} moved to {to.name}"
+            self.moved_chunks += 1
+            self.moved_items += job.size
+            self._row(node).gives_up(job.index, job.size, to.name)
             self._row(to).will_run(job.index, f"from {node.name}")
             self.say(f"  job {job.index} moved from {node.name} to {to.name}")
         elif kind == "copied":
@@ -243,6 +295,11 @@ class Progress:
             slow_row.status = f"job {job.index} runs long: a copy runs on {node.name}"
             self._row(node).will_run(job.index, f"a copy: {slow.name} is slow")
             self.say(f"  job {job.index} runs long on {slow.name}: a copy runs on {node.name}")
+
+    @property
+    def failovers(self) -> int:
+        """Nodes that failed and whose jobs moved on (one node may give back several)."""
+        return sum(1 for r in self.rows.values() if r.moved_jobs)
 
     def _race_ends(self, job: int, winner: Node) -> None:
         """A job that had a straggler copy is done: the other runner stops."""
@@ -288,31 +345,41 @@ class Progress:
             )
         return text
 
+    def show(self) -> None:
+        """Put the widget on the page now, if it is not (and widgets are drawn): with
+        ``--stream`` it comes first, above the lines the nodes print."""
+        if self.widgets and self.view is None:
+            from .progressview import ProgressView
+
+            self.view = ProgressView(self.what, self.total)
+            self.view.show()
+            self.view.update(self)
+
     def tick(self) -> None:
         """Called often from the thread that draws: show or refresh the progress."""
         now = time.monotonic()
         if self.view is None and now - self.started < QUIET_SECONDS:
             return
         if self.widgets:
-            if self.view is None:
-                from .progressview import ProgressView
-
-                self.view = ProgressView(self.what, self.total)
-                self.view.show()
-            self.view.update(self, now)
+            self.show()
+            self.view.update(self, now)  # type: ignore[union-attr]
         elif self.line is not None:
             self.line.show(self.status(now), now)
 
     def summary(self, state: str = "done") -> str:
-        """``dist_map: 60 item(s) on 3 node(s), 1 failover(s), in 2.31 s``; ``state`` is
-        ``"done"``, ``"failed"`` or ``"stopped"``; the time is the call's, however long
-        after its end this is asked (``%dist_result``)."""
+        """``dist_map: 60 item(s) on 3 node(s), 1 failover(s) (3 jobs, 12 items moved),
+        in 2.31 s``: a failover is a node that failed, however many jobs it gave back;
+        ``state`` is ``"done"``, ``"failed"`` or ``"stopped"``; the time is the call's,
+        however long after its end this is asked (``%dist_result``)."""
         seconds = (time.monotonic() if self.ended is None else self.ended) - self.started
         used = sum(1 for r in self.rows.values() if r.used)
         text = (
             f"{self.what}: {self.total} {self.unit}(s) on {used} node(s), "
             f"{self.failovers} failover(s)"
         )
+        if self.moved_chunks:
+            moved = _count(self.moved_chunks, "job")
+            text += f" ({moved}, {_count(self.moved_items, self.unit)} moved)"
         if self.copies:
             text += f", {self.copies} straggler cop{'y' if self.copies == 1 else 'ies'}"
         if state == "done":
@@ -330,21 +397,21 @@ class Progress:
         )
 
     def close(self, state: str = "done", say: bool = True) -> None:
-        """The call ended: the view shows its final state, and (``say``) the summary
-        line is printed."""
+        """The call ended: the view shows its final state (in a notebook, a static
+        summary in its place, which starts with the summary line), and (``say``) the
+        summary line is printed where no such summary shows it."""
         if self.ended is None:
             self.ended = time.monotonic()
         for row in self.rows.values():
             if row.job is not None and state != "done":  # its evaluation was interrupted
                 row.status = f"stopped in job {row.job}"
-                row.job = None
+                row.ends_job()
             elif not row.used and not row.failed:
                 row.status = "not needed"
         if self.line is not None:
             self.line.clear()
-        if self.view is not None:
-            self.view.update(self, final=state)
-        if say:
+        shown = self.view is not None and self.view.finish(self, state)
+        if say and not shown:  # else the summary that replaced the widget says it
             self._print(self.summary(state))
 
 

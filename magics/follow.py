@@ -151,6 +151,8 @@ def follow_here(
         call = start(events.put)
     except (NodeError, ValueError, TypeError) as exc:  # its arguments: nothing ran or showed
         raise explain(exc) from None
+    if live is not None:
+        progress.show()  # the widget above the streamed lines, not amid them after a second
     try:
         try:
             results = follow(call, events, progress, live)

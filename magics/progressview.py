@@ -69,11 +69,19 @@ def node_grid(rows: list[Any]) -> str:
     )
 
 
+def _close(widget: Any) -> None:
+    """Close a widget and every widget inside it."""
+    for child in getattr(widget, "children", ()):
+        _close(child)
+    widget.close()
+
+
 class ProgressView:
     """ipywidgets: the total (a bar of all items, items/s, time left), then one row per
-    node (a bar of the items done there, of all the call's items, and its status).  A
+    node (a bar of the items done there, of the items it was given, and its status).  A
     background call's view also has a Cancel button (``on_cancel``) and the latest
-    failover and copy lines (``log``)."""
+    failover and copy lines (``log``).  When the call ends (``finish``) the widget is
+    replaced in place by the static summary and its models closed."""
 
     def __init__(
         self, what: str, total: int, on_cancel: Callable[[], object] | None = None
@@ -81,6 +89,8 @@ class ProgressView:
         import ipywidgets as w
 
         self._w = w
+        self.what = what
+        self.handle: Any = None  # the display, once shown: finish() replaces it
         self.total_bar = w.IntProgress(min=0, max=max(total, 1), description="all")
         self.total_label = w.Label()
         self.bars: dict[int, Any] = {}
@@ -106,9 +116,27 @@ class ProgressView:
         )
 
     def show(self) -> None:
+        """Display the widget, with a text/plain of its own (not ``VBox(children=...``)
+        for a notebook saved while the call runs."""
         from IPython.display import display
 
-        display(self.box)
+        bundle = self.box._repr_mimebundle_()
+        bundle["text/plain"] = f"{self.what}: running (its progress is a widget)"
+        self.handle = display(bundle, raw=True, display_id=True)
+
+    def finish(self, progress: Progress, state: str) -> bool:
+        """The call ended (``state``: done, failed, stopped): draw its end, replace the
+        display by the static summary, close the widgets (no model is left for a saved
+        notebook to miss).  Whether the summary took the widget's place."""
+        from .finalview import summary_bundle
+
+        self.update(progress, final=state)
+        if self.handle is None:  # never shown, or finished already
+            return False
+        self.handle.update(summary_bundle(progress, state, self.lines), raw=True)
+        self.handle = None
+        _close(self.box)
+        return True
 
     def log(self, text: str) -> None:
         """Add a failover or copy line under the rows (the latest ``LOG_LINES`` stay)."""
@@ -141,16 +169,17 @@ class ProgressView:
         w = self._w
         for key, row in progress.rows.items():
             if key not in self.bars:
-                self.bars[key] = w.IntProgress(
-                    min=0, max=self.total_bar.max, description=row.node.name
-                )
+                self.bars[key] = w.IntProgress(min=0, max=1, description=row.node.name)
                 self.labels[key] = w.Label()
                 self.rows.children = (
                     *self.rows.children,
                     w.HBox([self.bars[key], self.labels[key]]),
                 )
             bar = self.bars[key]
+            if row.given > bar.max:  # raised before the value, which may not pass it
+                bar.max = row.given
             bar.value = row.done
+            bar.max = max(row.given, 1)
             if row.failed:
                 bar.bar_style = "danger"
             elif row.slow:

@@ -1,9 +1,11 @@
 """live_calls.ipynb in JupyterLab in headless Chromium, run a cell at a time as a person
 would: a --bg dist_map, a cell run while it works, the Cancel button clicked, and the
-load dashboard.  Screenshots land in build/screenshots/."""
+load dashboard; then saved, closed and reopened with a new kernel, its calls' summaries
+still there.  Screenshots land in build/screenshots/."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,7 @@ from .test_browser import (
     SHOTS,
     jupyterlab_on,
     notebook_page,
+    open_notebook,
     pytestmark,  # noqa: F401 - skipped where the browser test is
 )
 
@@ -63,7 +66,10 @@ def test_a_background_call_is_cancelled_from_its_widget(lab: str) -> None:
         output_of(page, 3).get_by_text(
             re.compile(r"dist_map cancelled: \d+ of 30 items done on 3 nodes; nodes ready")
         ).wait_for(timeout=30_000)
-        assert cancel.is_disabled()
+        # The widget gave way to the call's static summary: no Cancel button is left.
+        summary = output_of(page, 3).locator(".sshdist-summary")
+        summary.get_by_text(re.compile(r"^dist_map: 30 item\(s\) on ")).wait_for(timeout=30_000)
+        assert cancel.count() == 0
         run_cell(page, 8)  # %dist_result job
         cancelled = output_of(page, 8).get_by_text("CancelledError: dist_map cancelled")
         cancelled.wait_for(timeout=30_000)
@@ -89,3 +95,55 @@ def test_a_background_call_is_cancelled_from_its_widget(lab: str) -> None:
         )
         board.scroll_into_view_if_needed()
         board.screenshot(path=str(SHOTS / "live_calls_load.png"))
+
+
+def saved_outputs(path: Path, index: int) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["cells"][index]["outputs"]
+
+
+@pytest.mark.timeout(300)
+def test_a_saved_notebook_reopened_with_a_new_kernel_shows_the_calls_summaries(
+    lab: str, tmp_path: Path
+) -> None:
+    with notebook_page(lab, 1400, 1100, failed=str(SHOTS / "reopened_failed.png")) as page:
+        run_cell(page, 1)
+        output_of(page, 1).get_by_text("3 node(s) ready").wait_for(timeout=90_000)
+        run_cell(page, 3)  # %dist_map --bg: its widget, until the call ends
+        output_of(page, 3).get_by_role("button", name="Cancel").wait_for(timeout=30_000)
+        run_cell(page, 15)  # a dist_map followed in its cell
+        output_of(page, 15).get_by_text(re.compile(r"^dist_map: 12 item")).wait_for(timeout=90_000)
+        ended = output_of(page, 3).locator(".sshdist-summary")
+        ended.get_by_text(re.compile(r"^dist_map: 30 item\(s\) on 3 node\(s\)")).wait_for(
+            timeout=60_000
+        )
+        page.evaluate(
+            """async () => {
+                const panel = window.jupyterapp.shell.currentWidget;
+                await panel.context.save();
+                await panel.sessionContext.shutdown();
+                panel.dispose();
+            }"""
+        )
+        # What was saved: each call's summary, no widget view for a new kernel to miss.
+        saved = tmp_path / NOTEBOOK
+        for index in (3, 15):
+            for out in saved_outputs(saved, index):
+                assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {})
+        (summary,) = [o for o in saved_outputs(saved, 3) if o["output_type"] == "display_data"]
+        assert "sshdist-summary" in "".join(summary["data"]["text/html"])
+        assert "".join(summary["data"]["text/plain"]).startswith("dist_map: 30 item(s) on 3 ")
+        open_notebook(page, lab)  # a fresh kernel, as a person reopening it the next day
+        reopened = output_of(page, 3).locator(".sshdist-summary")
+        reopened.get_by_text(re.compile(r"^dist_map: 30 item\(s\) on 3 node\(s\)")).wait_for(
+            timeout=60_000
+        )
+        for name in ("node1", "node2", "node3"):
+            assert reopened.get_by_text(name, exact=True).count() == 1
+        output_of(page, 15).get_by_text(re.compile(r"^dist_map: 12 item")).wait_for()
+        page.wait_for_function(  # the new kernel is up: widgets would have been looked for
+            """() => window.jupyterapp.shell.currentWidget.sessionContext.session
+                ?.kernel?.status === 'idle'""",
+            timeout=60_000,
+        )
+        assert "model not found" not in page.locator(".jp-Notebook").inner_text()
+        page.screenshot(path=str(SHOTS / "reopened_calls.png"), full_page=True)

@@ -111,7 +111,16 @@ def test_the_failover_demo() -> None:
     code = execute_python_notebook("failover_demo.ipynb")
     out = "".join(shown(code[1]))
     assert "  node2 failed: " in out and "moved from node2 to node" in out
-    assert re.search(r"[1-9]\d* failover\(s\)", out)  # a failover for each chunk node2 held
+    # The rows gave way to the call's summary, which starts with its summary line: one
+    # failed node is one failover, however many chunks it held and gave back.
+    (summary,) = [o.data for o in code[1].outputs if o.output_type == "display_data"]
+    assert "application/vnd.jupyter.widget-view+json" not in summary
+    assert re.match(
+        r"dist_map: 60 item\(s\) on 3 node\(s\), 1 failover\(s\) \([1-9]\d* jobs?, "
+        r"[1-9]\d* items? moved\), in ",
+        summary["text/plain"],
+    )
+    assert re.search(r"^  node2  \d+ items? in \d+ jobs?, FAILED: ", summary["text/plain"], re.M)
     assert "complete and in order: True" in out
     failures, moves = eval(shown(code[2])[0])  # noqa: S307 - the notebook's own repr
     assert len(failures) == 1 and failures[0].startswith("node2: ")
@@ -123,9 +132,9 @@ def test_the_failover_demo() -> None:
     assert replaced.endswith("definitions made before are lost]")
     assert value.startswith("$1 = 3")
     # The call ran for more than a second, so it showed per-node progress rows.
-    assert any(o.output_type == "display_data" for o in code[1].outputs)
     labels = [str(v) for v in widget_values(code[0].widget_state, "LabelModel")]
-    assert any(re.fullmatch(r"\d+ items?, FAILED: job \d+ moved to node[13]", v) for v in labels)
+    moved = r"\d+ items?, FAILED: jobs? \d+(, \d+)* moved to node[13](, node[13])?"
+    assert any(re.fullmatch(moved, v) for v in labels)
     assert sum(1 for v in labels if re.fullmatch(r"\d+ items?, finished job \d+", v)) >= 2
     # The total's row, at the end: all items, the time and the rate.
     assert any(re.fullmatch(r"60/60 items in [\d.]+ s, [\d.]+ items/s", v) for v in labels)
@@ -155,9 +164,12 @@ def test_the_node_loadavg_notebook() -> None:
 
 def test_the_live_calls_notebook() -> None:
     code = execute_python_notebook("live_calls.ipynb")
-    # --bg: the widget at once, the cell after it runs while the call works
+    # --bg: the widget at once, the cell after it runs while the call works.  (Whether
+    # nbclient saw the summary replace it depends on the cell running when the call's
+    # drawer sent it: the browser test and test_saved_outputs check that.)  Its text is
+    # never the widget's repr.
     started = [o for o in code[1].outputs if o.output_type == "display_data"]
-    assert started and "application/vnd.jupyter.widget-view+json" in started[0].data
+    assert started and not started[0].data["text/plain"].startswith("VBox(")
     assert re.fullmatch(r"meanwhile: \d+ of 30 items done, running: True\n", shown(code[2])[0])
     assert shown(code[3]) == ["True"]  # job.cancel()
     assert re.fullmatch(
