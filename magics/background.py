@@ -41,8 +41,10 @@ class BackgroundCall:
         total: int,
         start: Callable[[EventCallback], DistCall],
         widgets: bool,
+        fold: bool | None = None,
     ) -> None:
         self.nodes = nodes
+        self.fold = fold  # --group-outputs
         self.lines: list[str] = []
         self.ending = ""  # the line a cancelled call ends with
         self.ended = threading.Event()  # the drawer has drawn the end
@@ -167,6 +169,7 @@ def show_result(call: DistCall, bg: BackgroundCall | None) -> Any:
         if not call.cancelled():
             print(bg.progress.summary(final_state(call)))
     order = [n.name for n in nodes]
+    fold = bg.fold if bg is not None else None
     if call.cancelled():  # a CancelledError, as job.result() raises, with its partial
         try:
             call.exception(0)
@@ -175,8 +178,8 @@ def show_result(call: DistCall, bg: BackgroundCall | None) -> Any:
             raise explain(exc) from None
     exc = call.exception()
     if exc is not None:
-        show_by_node(getattr(exc, "outputs", {}), order)
+        show_by_node(getattr(exc, "outputs", {}), order, fold)
         raise explain(exc) from None
     results = call.result()
-    show_by_node(results.outputs, order)
+    show_by_node(results.outputs, order, fold)
     return results

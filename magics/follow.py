@@ -138,11 +138,12 @@ def follow_here(
     stream: bool,
     widgets: bool,
     on_end: Callable[[], None],
+    fold: bool | None = None,
 ) -> Any:
     """Start a call and draw it in this cell: its progress (and with ``stream`` what the
     nodes print, as they print it), its summary line, then what the nodes printed, by
-    node; errors as ``SshdistError``.  ``on_end`` runs once the call ended, before
-    anything is said of it."""
+    node (``fold``: see ``show_by_node``); errors as ``SshdistError``.  ``on_end`` runs
+    once the call ended, before anything is said of it."""
     progress = Progress(what, nodes, total, widgets=widgets)
     live = LiveLines() if stream else None
     events = CallEvents()
@@ -169,12 +170,12 @@ def follow_here(
     except (NodeError, NodeReplError, sexp.SexpError, ValueError) as exc:
         progress.close("failed")
         if live is None:
-            show_by_node(getattr(exc, "outputs", {}), order)
+            show_by_node(getattr(exc, "outputs", {}), order, fold)
         raise explain(exc) from None
     except BaseException:
         progress.close("failed")
         raise
     progress.close()
     if live is None:
-        show_by_node(results.outputs, order)
+        show_by_node(results.outputs, order, fold)
     return results

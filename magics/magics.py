@@ -52,9 +52,20 @@ def _in_notebook(shell: Any) -> bool:
     return getattr(shell, "kernel", None) is not None
 
 
+def _fold(args: Any) -> bool | None:
+    """``--group-outputs``: fold, by node, or (None) as many nodes make best."""
+    return None if args.group_outputs is None else args.group_outputs == "fold"
+
+
 _BG_HELP = (
     "return at once with the call (a Future: .result(), .cancel(), .progress, await); "
     "a notebook shows its progress and a Cancel button; %%dist_result NAME shows the result"
+)
+
+_GROUP_HELP = (
+    "how what the nodes printed is shown after the call: by node ([stdout:node1]), or "
+    "folded (each distinct text once under the nodes that printed it, "
+    "[stdout:node[01-12,15]]: the default past 8 nodes)"
 )
 
 _STREAM_HELP = (
@@ -213,6 +224,7 @@ class SshdistMagics(Magics):
     @argument("-o", "--output", metavar="NAME", help="store the results (or the call) here")
     @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
     @argument("--stream", action="store_true", help=_STREAM_HELP)
+    @argument("--group-outputs", choices=("node", "fold"), help=_GROUP_HELP)
     @argument("--bg", action="store_true", help=_BG_HELP)
     @argument("nodes", help="the nodes: a variable, a list of names or a node")
     @cell_magic
@@ -232,10 +244,14 @@ class SshdistMagics(Magics):
         return self._call("distribute", nodes, len(forms), start, args)
 
     @magic_arguments()
-    @kwds(usage="%(prog)s [-o NAME] [--timeout S] [--stream] [--bg] NODES PROC LST")
+    @kwds(
+        usage="%(prog)s [-o NAME] [--timeout S] [--stream] [--group-outputs node|fold] [--bg] "
+        "NODES PROC LST"
+    )
     @argument("-o", "--output", metavar="NAME", help="store the results (or the call) here")
     @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
     @argument("--stream", action="store_true", help=_STREAM_HELP)
+    @argument("--group-outputs", choices=("node", "fold"), help=_GROUP_HELP)
     @argument("--bg", action="store_true", help=_BG_HELP)
     @argument("nodes", nargs="?", metavar="NODES", help="Python: a variable, names or a node")
     @argument("proc", nargs="?", metavar="PROC", help="Scheme: a lambda or a procedure's name")
@@ -254,7 +270,8 @@ class SshdistMagics(Magics):
         nodes_source, body = rest[:split], rest[split:].strip()
         if not nodes_source or not body:
             raise SshdistError(
-                "usage: %dist_map [-o NAME] [--timeout S] [--stream] [--bg] NODES PROC LST"
+                "usage: %dist_map [-o NAME] [--timeout S] [--stream] [--group-outputs node|fold] "
+                "[--bg] NODES PROC LST"
             )
         nodes = self._nodes(nodes_source)
         try:
@@ -296,7 +313,9 @@ class SshdistMagics(Magics):
             if args.stream:
                 raise SshdistError("--stream shows output live in the cell: not with --bg")
             try:
-                bg = BackgroundCall(what, nodes, total, start, widgets=self._widgets())
+                bg = BackgroundCall(
+                    what, nodes, total, start, widgets=self._widgets(), fold=_fold(args)
+                )
             except (NodeError, ValueError) as exc:
                 raise explain(exc) from None
             self._background = [*self._background[-(KEPT_CALLS - 1) :], bg]
@@ -316,6 +335,7 @@ class SshdistMagics(Magics):
                     total,
                     start,
                     stream=args.stream,
+                    fold=_fold(args),
                     widgets=_in_notebook(self.shell),
                     on_end=lambda: self.replaced.say(nodes),
                 )

@@ -249,6 +249,25 @@ def test_each_distributed_expression_prints_on_lines_of_its_own(ip, capsys) -> N
     del ip.user_ns["one"]
 
 
+def test_group_outputs_fold_shows_a_text_once_under_the_nodes_that_printed_it(ip, capsys) -> None:
+    nodes_in(ip)
+    same = '(begin (usleep 300000) (display "same") (newline) 1)'
+    cell = f"{same}\n{same}\n{same}\n"
+    # Slow first expressions go to different nodes: each node prints "same" once.
+    assert run(ip, f"%%distribute --group-outputs=fold nodes\n{cell}").result == (1, 1, 1)
+    out = capsys.readouterr().out
+    assert "\n[stdout:node[1-3]]\nsame\n" in out, out
+    assert run(ip, f"%%distribute --group-outputs node nodes\n{cell}").result == (1, 1, 1)
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("[")] == [
+        "[stdout:node1]",
+        "[stdout:node2]",
+        "[stdout:node3]",
+    ]
+    error = run(ip, f"%%distribute --group-outputs=engine nodes\n{same}").error_in_exec
+    assert "invalid choice: 'engine' (choose from 'node', 'fold')" in str(error), error
+
+
 def test_what_the_jobs_print_is_shown_by_node_after_the_call(ip, capsys) -> None:
     nodes_in(ip)
     proc = '(lambda (x) (display x) (newline) (display "e" (current-error-port)) x)'
