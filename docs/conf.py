@@ -40,7 +40,6 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
 autodoc_preserve_defaults = True
-autodoc_default_options = {"show-inheritance": False}
 autodoc_inherit_docstrings = False
 
 # Blocks without a language (shell sessions, usage lines) are shown as they are.
