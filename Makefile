@@ -1,10 +1,11 @@
-# sshdist-kernel: `make demo` shows it working, `make test` proves it, `make bench` measures it.
+# sshdist-kernel: `make demo` shows it working, `make test` proves it, `make bench` measures it,
+# `make docs` builds the manual (build/docs/index.html).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint system clean
+.PHONY: demo test bench docs lint system clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,12 @@ test: system $(STAMP)
 bench: $(STAMP)
 	bash scripts/install-system-deps guile-ssh nftables libpam-oath oathtool  # the anchor; the local cluster of the cluster rows
 	$(PY) bench/run.py
+
+# The manual, warnings as errors (the test extra has the docs extra's packages; -E: every
+# page read again, since pages show docstrings and --help the build cannot see change).
+docs: $(STAMP)
+	$(PY) -m sphinx -E -W --keep-going -q -b html docs build/docs
+	@echo "the manual: build/docs/index.html"
 
 lint: $(STAMP)
 	$(PY) -m ruff check sshdist_kernel magics tests bench
