@@ -28,7 +28,7 @@ version = release
 extensions = ["myst_parser", "sphinx.ext.autodoc"]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["README-proposed.md", "_build"]
+exclude_patterns = ["_build"]
 
 # MyST: ``{include}`` of README sections, definition lists, ::: fences.
 myst_enable_extensions = ["colon_fence", "deflist"]

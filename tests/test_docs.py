@@ -74,7 +74,11 @@ def test_every_magic_has_its_help_on_the_magics_page(site: Path) -> None:
     assert not missing, f"magics the reference does not show: {missing}"
     # the help is the magic's own: its usage line and its options
     words = text(magics)
-    assert "%dist_map [-o NAME] [--timeout S] [--stream] [--bg] NODES PROC LST" in words
+    assert (
+        "%dist_map [-o NAME] [--timeout S] [--stream] [--group-outputs node|fold] [--bg] "
+        "NODES PROC LST" in words
+    )
+    assert "--partial" in words  # %dist_result's
     assert "--max-connecting N" in words
 
 
