@@ -1,5 +1,5 @@
 """What the magics show: a table of nodes, and a distributed call's progress in items (a
-dist_map's) or expressions (a distribute's).
+dist_map's) or expressions (a distribute's), drawn from the data ``callprogress`` keeps.
 
 Progress is drawn from the main thread only (``follow`` hands it the call's events), so
 nothing here needs a lock.  A call shorter than a second shows only its one-line
@@ -17,8 +17,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from sshdist_kernel import DistEvent, Node, NodeError
+from sshdist_kernel import Node
 from sshdist_kernel.hostlist import compress_hosts
+
+from .callprogress import CallProgress, counted
 
 if TYPE_CHECKING:
     from .progressview import ProgressView
@@ -28,15 +30,6 @@ QUIET_SECONDS = 1.0
 
 TABLE_ROWS_UP_TO = 16
 """Nodes the node table shows a row each; more are host lists, one per Guile version."""
-TEXT_ROWS_UP_TO = 8
-"""The terminal line names each node's count when there are at most this many nodes."""
-
-
-def _seconds(s: float) -> str:
-    if s < 60:
-        return f"{s:.1f} s"
-    minutes, s = divmod(round(s), 60)
-    return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def node_row(node: Node) -> str:
@@ -82,7 +75,9 @@ class NodeTable:
         for n in self.nodes:
             versions.setdefault(n.version or "?", []).append(n.name)
         for version, names in versions.items():
-            out.append(f"  {compress_hosts(names)}: Guile {version} ({_count(len(names), 'node')})")
+            out.append(
+                f"  {compress_hosts(names)}: Guile {version} ({counted(len(names), 'node')})"
+            )
         failed = list(self.failed.items())
         for host, why in failed[:TABLE_ROWS_UP_TO]:
             out.append(f"  {host:12} FAILED: {why}")
@@ -94,91 +89,6 @@ class NodeTable:
 
     def show(self) -> None:
         print("\n".join(self.rows()))
-
-
-class NodeProgress:
-    """One node's row: items done there, what it is doing, and what became of it.
-
-    Since pipelining a node holds several chunks: ``start`` comes when one reaches the
-    head of its queue, so a failover's or a copy's job is noted as coming next, never as
-    what the node runs while it still runs another."""
-
-    def __init__(self, node: Node, unit: str = "item") -> None:
-        self.node = node
-        self.unit = unit  # what the call counts: "item" (dist_map) or "expression"
-        self.done = 0
-        self.chunks = 0  # jobs (chunks) finished here
-        self.used = False
-        self.failed = False
-        self.slow = False  # a copy of its job runs elsewhere
-        self.job: int | None = None  # the job it runs now
-        self.size = 0  # that job's items
-        self.moved_away = 0  # items of jobs it held when it failed, run elsewhere
-        self.unfinished = 0  # items of the job it was in when it failed or was stopped
-        self.moved_jobs: list[int] = []
-        self.moved_to: list[str] = []
-        self.status = "waiting"
-        self._next: dict[int, str] = {}  # job -> why, for the starts that follow
-        self._running = ""  # what it runs, as its status said when it began
-
-    @property
-    def label(self) -> str:
-        return f"{_count(self.done, self.unit)}, {self.status}"
-
-    @property
-    def given(self) -> int:
-        """The items its bar is of: those it was given (done, running, left unfinished
-        when it failed or the call stopped, given back), not the whole call's, so a node
-        that finished its share is full."""
-        running = self.size if self.job is not None else 0
-        # The job it failed in is among those it gave back (told after the failure).
-        return self.done + running + max(self.moved_away, self.unfinished)
-
-    def ends_job(self) -> None:
-        """Its job ended unfinished (it failed, or the call was stopped)."""
-        if self.job is not None:
-            self.unfinished += self.size
-            self.job = None
-
-    @property
-    def fraction(self) -> float:
-        """How full its bar is."""
-        return self.done / self.given if self.given else 0.0
-
-    def starts(self, job: int, size: int) -> None:
-        self.used, self.job, self.size, self.slow = True, job, size, False
-        self.status = f"running job {job} ({_count(size, self.unit)})"
-        why = self._next.pop(job, None)
-        if why is not None:
-            self.status += f", {why}"
-        self._running = self.status
-        if self._next:
-            self.status += f"; {self._then()}"
-
-    def will_run(self, job: int, why: str) -> None:
-        """A failover or a straggler copy: ``job`` is among this node's next, for ``why``
-        (what it runs now, if anything, goes on first)."""
-        self._next[job] = why
-        self.status = f"{self._running}; {self._then()}" if self.job is not None else self._then()
-
-    def _then(self) -> str:
-        return "next: " + "; ".join(f"job {job}, {why}" for job, why in self._next.items())
-
-    def finishes(self, job: int, size: int) -> None:
-        self.done += size
-        self.chunks += 1
-        self.job, self.slow = None, False
-        self.status = f"finished job {job}"
-
-    def gives_up(self, job: int, size: int, to: str) -> None:
-        """It failed holding ``job``, which moves to the node ``to``."""
-        self.failed = True
-        self.moved_away += size
-        self.moved_jobs.append(job)
-        self.moved_to = list(dict.fromkeys([*self.moved_to, to]))
-        jobs = self.moved_jobs
-        which = f"job {jobs[0]}" if len(jobs) == 1 else f"jobs {', '.join(map(str, jobs))}"
-        self.status = f"FAILED: {which} moved to {', '.join(self.moved_to)}"
 
 
 class StatusLine:
@@ -212,7 +122,7 @@ class StatusLine:
             self.shown = False
 
 
-class Progress:
+class Progress(CallProgress):
     """A ``dist_map`` or ``distribute`` as its user sees it, from its events: rows per
     node, the total, failovers and copies as they happen, and a summary at the end.
 
@@ -230,120 +140,15 @@ class Progress:
         say: Callable[[str], None] | None = None,
         terminal: bool = True,
     ) -> None:
-        self.what = what
-        self.unit = "expression" if what == "distribute" else "item"
-        self.total = total
-        self.nodes = list(nodes)
-        self.rows = {id(n): NodeProgress(n, self.unit) for n in nodes}
-        self.done = 0
-        self.moved_chunks = 0  # jobs a failed node gave back, each run elsewhere
-        self.moved_items = 0
-        self.copies = 0
-        self.started = time.monotonic()
-        self.ended: float | None = None  # when the call ended, once it has
+        super().__init__(what, nodes, total, say or self._print)
         self.widgets = view is not None or (widgets and have_ipywidgets())
         self.view = view
         self.line = StatusLine() if terminal else None
-        self.say = say or self._print
-        self._copied: dict[int, tuple[Node, Node]] = {}  # job -> (slow node, the copy's)
 
     def _print(self, text: str) -> None:
         if self.line is not None:
             self.line.clear()
         print(text, flush=True)
-
-    def _row(self, node: Node) -> NodeProgress:
-        row = self.rows.get(id(node))
-        if row is None:  # not in the list the magic was given: show it all the same
-            row = self.rows[id(node)] = NodeProgress(node)
-        return row
-
-    # -- events --------------------------------------------------------------------------
-
-    def hear(self, event: DistEvent) -> None:
-        """Take one event into the rows; failovers and copies print a line now."""
-        kind, job, node = event.kind, event.job, event.node
-        if kind == "start":
-            self._row(node).starts(job.index, job.size)
-        elif kind == "done":
-            self.done += job.size
-            self._row(node).finishes(job.index, job.size)
-            self._race_ends(job.index, node)
-        elif kind == "failed":
-            row = self._row(node)
-            row.ends_job()
-            if isinstance(event.detail, NodeError):  # the node broke; its job moves on
-                row.failed = True
-                if not row.moved_jobs:
-                    row.status = "FAILED"
-                self.say(f"  {node.name} failed: {event.detail}")
-            else:  # the code failed: the call's error says the rest
-                row.status = f"error in job {job.index}"
-        elif kind == "moved":
-            to = event.detail
-            self.moved_chunks += 1
-            self.moved_items += job.size
-            self._row(node).gives_up(job.index, job.size, to.name)
-            self._row(to).will_run(job.index, f"from {node.name}")
-            self.say(f"  job {job.index} moved from {node.name} to {to.name}")
-        elif kind == "copied":
-            slow = event.detail
-            self.copies += 1
-            self._copied[job.index] = (slow, node)
-            slow_row = self._row(slow)
-            slow_row.slow = True
-            slow_row.status = f"job {job.index} runs long: a copy runs on {node.name}"
-            self._row(node).will_run(job.index, f"a copy: {slow.name} is slow")
-            self.say(f"  job {job.index} runs long on {slow.name}: a copy runs on {node.name}")
-
-    @property
-    def failovers(self) -> int:
-        """Nodes that failed and whose jobs moved on (one node may give back several)."""
-        return sum(1 for r in self.rows.values() if r.moved_jobs)
-
-    def _race_ends(self, job: int, winner: Node) -> None:
-        """A job that had a straggler copy is done: the other runner stops."""
-        if job not in self._copied:
-            return
-        slow, copier = self._copied.pop(job)
-        loser = copier if winner is slow else slow
-        row = self._row(loser)
-        if row.job == job or row.slow:
-            row.job, row.slow = None, False
-            row.status = f"stopped job {job}: {winner.name} answered first"
-        who = "the copy on " + winner.name if winner is copier else winner.name
-        self.say(f"  job {job} done by {who}, before {loser.name}")
-
-    # -- the display ---------------------------------------------------------------------
-
-    def total_text(self, now: float | None = None, final: str = "") -> str:
-        """``24/60 items, 23.5 items/s, ~1.5 s left`` while it runs; once it has ended
-        (``final``: ``"done"``, ``"failed"``, ``"stopped"``) ``60/60 items in 2.31 s,
-        26.0 items/s``."""
-        if final and self.ended is not None:
-            now = self.ended
-        seconds = (time.monotonic() if now is None else now) - self.started
-        text = f"{self.done}/{self.total} {self.unit}s"
-        if final == "done":
-            text += f" in {seconds:.2f} s"
-        elif final:
-            text += f", {'FAILED' if final == 'failed' else 'stopped'} after {seconds:.2f} s"
-        if self.done and seconds > 0:
-            rate = self.done / seconds
-            text += f", {rate:.1f} {self.unit}s/s"
-            if not final and self.done < self.total:
-                text += f", ~{_seconds((self.total - self.done) / rate)} left"
-        return text
-
-    def status(self, now: float | None = None) -> str:
-        """The terminal's progress line: the total, then each node's items."""
-        text = f"  {self.what}: {self.total_text(now)}"
-        rows = list(self.rows.values())
-        if len(rows) <= TEXT_ROWS_UP_TO:
-            text += " | " + ", ".join(
-                f"{r.node.name} {r.done}" + (" FAILED" if r.failed else "") for r in rows
-            )
-        return text
 
     def show(self) -> None:
         """Put the widget on the page now, if it is not (and widgets are drawn): with
@@ -366,57 +171,16 @@ class Progress:
         elif self.line is not None:
             self.line.show(self.status(now), now)
 
-    def summary(self, state: str = "done") -> str:
-        """``dist_map: 60 item(s) on 3 node(s), 1 failover(s) (3 jobs, 12 items moved),
-        in 2.31 s``: a failover is a node that failed, however many jobs it gave back;
-        ``state`` is ``"done"``, ``"failed"`` or ``"stopped"``; the time is the call's,
-        however long after its end this is asked (``%dist_result``)."""
-        seconds = (time.monotonic() if self.ended is None else self.ended) - self.started
-        used = sum(1 for r in self.rows.values() if r.used)
-        text = (
-            f"{self.what}: {self.total} {self.unit}(s) on {used} node(s), "
-            f"{self.failovers} failover(s)"
-        )
-        if self.moved_chunks:
-            moved = _count(self.moved_chunks, "job")
-            text += f" ({moved}, {_count(self.moved_items, self.unit)} moved)"
-        if self.copies:
-            text += f", {self.copies} straggler cop{'y' if self.copies == 1 else 'ies'}"
-        if state == "done":
-            return f"{text}, in {seconds:.2f} s"
-        how = "FAILED after" if state == "failed" else "stopped after"
-        return f"{text}, {self.done} done, {how} {seconds:.2f} s"
-
-    def stopped(self, how: str, nodes_state: str) -> str:
-        """The one line of a stopped call: ``dist_map interrupted: 20 of 60 items done
-        on 3 nodes; nodes ready``."""
-        count = len(self.nodes)
-        return (
-            f"{self.what} {how}: {self.done} of {self.total} {self.unit}s done on {count} "
-            f"node{'' if count == 1 else 's'}; {nodes_state}"
-        )
-
     def close(self, state: str = "done", say: bool = True) -> None:
         """The call ended: the view shows its final state (in a notebook, a static
         summary in its place, which starts with the summary line), and (``say``) the
         summary line is printed where no such summary shows it."""
-        if self.ended is None:
-            self.ended = time.monotonic()
-        for row in self.rows.values():
-            if row.job is not None and state != "done":  # its evaluation was interrupted
-                row.status = f"stopped in job {row.job}"
-                row.ends_job()
-            elif not row.used and not row.failed:
-                row.status = "not needed"
+        self.ends(state)
         if self.line is not None:
             self.line.clear()
         shown = self.view is not None and self.view.finish(self, state)
         if say and not shown:  # else the summary that replaced the widget says it
             self._print(self.summary(state))
-
-
-def _count(count: int, unit: str) -> str:
-    return f"{count} {unit}{'' if count == 1 else 's'}"
 
 
 def have_ipywidgets() -> bool:

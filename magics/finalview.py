@@ -10,10 +10,10 @@ from __future__ import annotations
 import html
 from typing import TYPE_CHECKING, Any
 
-from .progressview import GRID_STATES, ROWS_UP_TO, grid_state, node_grid
+from .nodegrid import GRID_STATES, ROWS_UP_TO, grid_state, node_grid
 
 if TYPE_CHECKING:
-    from .display import NodeProgress, Progress
+    from .callprogress import CallProgress, NodeProgress
 
 _COLOURS = dict(GRID_STATES)
 
@@ -31,7 +31,7 @@ def _state_text(row: NodeProgress) -> str:
     return state
 
 
-def summary_text(progress: Progress, state: str, log: list[str]) -> str:
+def summary_text(progress: CallProgress, state: str, log: list[str]) -> str:
     """As a terminal shows the call: the summary line, a row per node, the lines the
     call said (a background call's failovers, copies and how it ended)."""
     lines = [progress.summary(state)]
@@ -46,7 +46,7 @@ def summary_text(progress: Progress, state: str, log: list[str]) -> str:
     return "\n".join([*lines, *(f"  {line}" for line in log)])
 
 
-def summary_html(progress: Progress, state: str, log: list[str]) -> str:
+def summary_html(progress: CallProgress, state: str, log: list[str]) -> str:
     """The same as a table: a row per node with a bar of its share (a grid of squares
     past ``ROWS_UP_TO`` nodes), under the summary line."""
     esc = html.escape
@@ -73,7 +73,7 @@ def _html_row(row: NodeProgress) -> str:
     return "<tr>" + "".join(f"{td}{c}</td>" for c in cells) + "</tr>"
 
 
-def summary_bundle(progress: Progress, state: str, log: list[str]) -> dict[str, Any]:
+def summary_bundle(progress: CallProgress, state: str, log: list[str]) -> dict[str, Any]:
     """The display data: ``text/html`` and its ``text/plain`` twin."""
     return {
         "text/html": summary_html(progress, state, log),

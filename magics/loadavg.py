@@ -21,7 +21,7 @@ from sshdist_kernel.node import read_cpu_count, read_loadavg
 
 from .loadbar import bar_scale, load_bar, overload_words
 from .loadgrid import load_grid
-from .progressview import GRID_EVERY, ROWS_UP_TO
+from .nodegrid import GRID_EVERY, ROWS_UP_TO
 
 HISTORY = 61
 """1-minute samples kept per node: a minute of them at one a second."""

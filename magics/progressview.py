@@ -9,64 +9,14 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .finalview import summary_bundle
+from .nodegrid import GRID_EVERY, ROWS_UP_TO, node_grid
+
 if TYPE_CHECKING:
-    from .display import Progress
+    from .callprogress import CallProgress
 
 LOG_LINES = 6
 """Failover and copy lines a background call's widget keeps (the latest)."""
-
-ROWS_UP_TO = 16
-"""Nodes shown a row each; more are squares in a grid (hundreds of rows would not read)."""
-
-GRID_EVERY = 1.0
-"""Seconds between redraws of the grid, whose HTML grows with the node count."""
-
-GRID_STATES = (  # (state, colour), in the legend's order
-    ("running", "#1565c0"),
-    ("done", "#2e7d32"),
-    ("slow", "#ef6c00"),
-    ("failed", "#c62828"),
-    ("stopped", "#616161"),
-    ("waiting", "#bdbdbd"),
-    ("not needed", "#eeeeee"),
-)
-
-
-def grid_state(row: Any) -> str:
-    """A node's state as its square shows it."""
-    if row.failed or row.status.startswith("error in"):
-        return "failed"
-    if row.slow:
-        return "slow"
-    if row.job is not None:
-        return "running"
-    if row.status.startswith("stopped in"):
-        return "stopped"
-    if row.status == "not needed":
-        return "not needed"
-    return "done" if row.used else "waiting"
-
-
-def node_grid(rows: list[Any]) -> str:
-    """The nodes as small squares coloured by state (each names its node and status on
-    hover), after a line counting them by state."""
-    colours = dict(GRID_STATES)
-    states = [grid_state(r) for r in rows]
-    counts = ", ".join(
-        f'<span style="color:{colour}">&#9632;</span> {states.count(state)} {state}'
-        for state, colour in GRID_STATES
-        if state in states
-    )
-    squares = "".join(
-        f'<span title="{html.escape(f"{r.node.name}: {r.label}", quote=True)}" '
-        f'style="display:inline-block;width:9px;height:9px;margin:1px;'
-        f'background:{colours[state]}"></span>'
-        for r, state in zip(rows, states, strict=True)
-    )
-    return (
-        f'<div style="font-size:12px">{len(rows)} nodes: {counts}</div>'
-        f'<div style="max-width:600px;line-height:0">{squares}</div>'
-    )
 
 
 def _close(widget: Any) -> None:
@@ -124,12 +74,10 @@ class ProgressView:
         bundle["text/plain"] = f"{self.what}: running (its progress is a widget)"
         self.handle = display(bundle, raw=True, display_id=True)
 
-    def finish(self, progress: Progress, state: str) -> bool:
+    def finish(self, progress: CallProgress, state: str) -> bool:
         """The call ended (``state``: done, failed, stopped): draw its end, replace the
         display by the static summary, close the widgets (no model is left for a saved
         notebook to miss).  Whether the summary took the widget's place."""
-        from .finalview import summary_bundle
-
         self.update(progress, final=state)
         if self.handle is None:  # never shown, or finished already
             return False
@@ -143,7 +91,7 @@ class ProgressView:
         self.lines = [*self.lines, text.strip()][-LOG_LINES:]
         self.log_box.value = "<br>".join(html.escape(line) for line in self.lines)
 
-    def update(self, progress: Progress, now: float | None = None, final: str = "") -> None:
+    def update(self, progress: CallProgress, now: float | None = None, final: str = "") -> None:
         if len(progress.rows) > ROWS_UP_TO:
             self._update_grid(progress, final)
         else:
@@ -156,7 +104,7 @@ class ProgressView:
             if self.cancel_button is not None:
                 self.cancel_button.disabled = True
 
-    def _update_grid(self, progress: Progress, final: str) -> None:
+    def _update_grid(self, progress: CallProgress, final: str) -> None:
         if self.grid is None:
             self.grid = self._w.HTML()
             self.rows.children = (self.grid,)
@@ -165,7 +113,7 @@ class ProgressView:
             self._grid_drawn = clock
             self.grid.value = node_grid(list(progress.rows.values()))
 
-    def _update_rows(self, progress: Progress, final: str) -> None:
+    def _update_rows(self, progress: CallProgress, final: str) -> None:
         w = self._w
         for key, row in progress.rows.items():
             if key not in self.bars:
