@@ -5,13 +5,13 @@ TCP port on the node's loopback; a TCP server serves only clients that send its 
 from __future__ import annotations
 
 import shlex
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import NodeError, NodeTimeoutError
-from .rrepl import Rrepl
+from .rrepl import ReplLanguage, Rrepl
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .session import Session
 
 UNIX = "unix"
 """``repl_port`` value for a REPL server on a Unix socket in a private directory."""
@@ -20,13 +20,28 @@ SERVER_DIR = '"${XDG_RUNTIME_DIR:-$HOME/.cache}/sshdist"'
 """Where a node's server files live: a shell word, expanded on the node."""
 
 
-def server_path(node: Node, suffix: str) -> str:
+class ServerNode(Protocol):
+    """What the server procedures use of a node (a ``Node``): its session, port and
+    language, the TCP server's key it keeps, and its REPL, made on a server's channel or
+    dropped when the server goes."""
+
+    session: Session
+    repl_port: int | str | None
+    language: ReplLanguage
+    _server_key: bytes | None
+
+    def server_rrepl(self, channel: Any, timeout: float) -> Rrepl: ...
+
+    def drop_rrepl(self) -> None: ...
+
+
+def server_path(node: ServerNode, suffix: str) -> str:
     """A shell word naming this node's server file, in a directory only its user can read."""
     name = "repl" if node.repl_port == UNIX else f"repl-{node.repl_port}"
     return f"{SERVER_DIR}/{name}.{suffix}"
 
 
-def open_server_port(node: Node, where: str, timeout: float) -> Rrepl:
+def open_server_port(node: ServerNode, where: str, timeout: float) -> Rrepl:
     """A REPL on the node's TCP server, which serves only a client whose first
     request is its key; the key is read once, and again when the server refuses
     it (another node object restarted the server, with a new key)."""
@@ -55,7 +70,7 @@ def open_server_port(node: Node, where: str, timeout: float) -> Rrepl:
             fresh = True
 
 
-def _read_server_key(node: Node) -> bytes:
+def _read_server_key(node: ServerNode) -> bytes:
     """The TCP server's key, from the file that only the node's user can read."""
     result = node.session.run(
         f"cat {server_path(node, 'key')}", timeout=10, what="reading the REPL server's key"
@@ -70,7 +85,7 @@ def _read_server_key(node: Node) -> bytes:
     return key
 
 
-def _require_server_mode(node: Node) -> None:
+def _require_server_mode(node: ServerNode) -> None:
     if node.repl_port is None:
         raise NodeError(
             f"{node} uses a REPL on an exec channel, not a server: make it "
@@ -78,7 +93,7 @@ def _require_server_mode(node: Node) -> None:
         )
 
 
-def node_server_running(node: Node) -> bool:
+def node_server_running(node: ServerNode) -> bool:
     """``node-server-running?``: is this node's REPL server alive (no procps needed)?"""
     _require_server_mode(node)
     pid_file = server_path(node, "pid")
@@ -88,7 +103,7 @@ def node_server_running(node: Node) -> bool:
     return node.session.run(check, timeout=10).status == 0
 
 
-def node_run_server(node: Node, timeout: float = 10.0) -> None:
+def node_run_server(node: ServerNode, timeout: float = 10.0) -> None:
     """``node-run-server``: start the node's REPL server; ``NodeError`` with the
     server's exit status and message when it does not come up."""
     _require_server_mode(node)
@@ -138,7 +153,7 @@ cat {log} >&2; rm -f {key}; exit 1
         )
 
 
-def node_stop_server(node: Node) -> None:
+def node_stop_server(node: ServerNode) -> None:
     """``node-stop-server``: stop the node's REPL server and wait (5 s at most, then
     SIGKILL) until it is gone, so its port is free on return (no procps needed)."""
     _require_server_mode(node)
