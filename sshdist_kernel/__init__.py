@@ -61,7 +61,8 @@ from .node import (
     node_session,
     with_ssh,
 )
-from .rrepl import EvalResult, FormResult, Rrepl, rrepl_eval, rrepl_skip_to_prompt
+from .replchannel import EvalResult, FormResult
+from .rrepl import Rrepl, rrepl_eval, rrepl_skip_to_prompt
 from .rreplshell import rrepl
 from .server import UNIX, node_run_server, node_server_running, node_stop_server
 from .session import Session

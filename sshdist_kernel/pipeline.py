@@ -7,7 +7,8 @@ from __future__ import annotations
 import threading
 
 from .errors import EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
-from .rrepl import EvalResult, OutputCallback, Rrepl, _ReplClosed, _request
+from .replchannel import EvalResult, OutputCallback, _request
+from .rrepl import Rrepl, _ReplClosed
 
 
 def open_pipeline(

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sshdist_kernel import Char, Keyword, Node, NodeError, Pair, Symbol, make_job, sexp
 from sshdist_kernel.job import job_request, split
 from sshdist_kernel.packing import HEADER, PackedList, pack
-from sshdist_kernel.rrepl import _unpack_value
+from sshdist_kernel.replchannel import _unpack_value
 from sshdist_kernel.sexp import SexpError
 from sshdist_kernel.unpacking import PackingError, preview, unpack
 

@@ -820,7 +820,7 @@ def test_a_procedure_defined_at_the_repl_prints_as_guile_prints_a_compiled_one(
 
 def test_integer_values_read_the_short_way_are_what_the_reader_gives() -> None:
     from sshdist_kernel import sexp
-    from sshdist_kernel.rrepl import _read_value
+    from sshdist_kernel.replchannel import _read_value
 
     texts = ["3", "-5", "0", "-0", "007", "12345678901234567890", "9" * 5000, "-" + "1" * 4001]
     texts += ["-", "", "+3", "1/2", "-1.5", "1e3", "\u0663", "#t", "(1 2)", '"7"', "3 ", "x1"]
