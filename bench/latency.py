@@ -38,8 +38,8 @@ from sshdist_kernel import (
     make_nodes,
     with_ssh,
 )
-from sshdist_kernel.delayrelay import RelayProcess
 from sshdist_kernel.localnodes import LocalNodes
+from sshdist_kernel.relayprocess import RelayProcess
 
 DELAYS_MS = (5, 50)
 NODE_COUNT = 8

@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from sshdist_kernel import HostKeyError, dist_map, make_node, with_ssh
-from sshdist_kernel.delayrelay import DelayRelay, RelayProcess
+from sshdist_kernel.delayrelay import DelayRelay
 from sshdist_kernel.localnodes import LocalNodes
+from sshdist_kernel.relayprocess import RelayProcess
 
 from .conftest import wait_until
 
