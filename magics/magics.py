@@ -2,7 +2,8 @@
 
 ``%nodes`` makes a node list, ``%%with_ssh`` runs a cell on one node, ``%%distribute``
 runs a cell's forms in parallel, ``%dist_map`` maps Scheme over Python data.  Errors
-show as a few lines (node, job, Guile's message), never a library traceback.
+show as a few lines (node, job, Guile's message), never a library traceback.  What each
+magic takes (its options and their help) is declared in ``magicargs``.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, kwds, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import magic_arguments, parse_argstring
 from IPython.display import display
 
 from sshdist_kernel import (
-    MAX_CONNECTING,
     DistCall,
     EventCallback,
     Node,
@@ -25,7 +25,6 @@ from sshdist_kernel import (
     distribute_async,
     sexp,
 )
-from sshdist_kernel.transports import TRANSPORTS
 
 from .background import (
     BackgroundCall,
@@ -39,6 +38,14 @@ from .display import have_ipywidgets
 from .errors import CallStopped, SshdistError, explain
 from .follow import finished_well, follow_here
 from .loadavg import LoadMonitor
+from .magicargs import (
+    DIST_MAP_ARGUMENTS,
+    DIST_RESULT_ARGUMENTS,
+    DISTRIBUTE_ARGUMENTS,
+    LOADAVG_ARGUMENTS,
+    NODES_ARGUMENTS,
+    WITH_SSH_ARGUMENTS,
+)
 from .magicline import leading_options, python_expression_end
 from .nodelist import Hosts, ReplacedRepls
 from .partial import say_partial
@@ -55,23 +62,6 @@ def _in_notebook(shell: Any) -> bool:
 def _fold(args: Any) -> bool | None:
     """``--group-outputs``: fold, by node, or (None) as many nodes make best."""
     return None if args.group_outputs is None else args.group_outputs == "fold"
-
-
-_BG_HELP = (
-    "return at once with the call (a Future: .result(), .cancel(), .progress, await); "
-    "a notebook shows its progress and a Cancel button; %%dist_result NAME shows the result"
-)
-
-_GROUP_HELP = (
-    "how what the nodes printed is shown after the call: by node ([stdout:node1]), or "
-    "folded (each distinct text once under the nodes that printed it, "
-    "[stdout:node[01-12,15]]: the default past 8 nodes)"
-)
-
-_STREAM_HELP = (
-    "print what the nodes print as it arrives, each line labelled with its node "
-    "([node1] text), instead of grouped by node after the call"
-)
 
 
 @magics_class
@@ -93,54 +83,7 @@ class SshdistMagics(Magics):
         return nodes
 
     @magic_arguments()
-    @argument("-o", "--output", metavar="NAME", help="store the node list in this variable")
-    @argument("-F", "--ssh-config", help="ssh_config file for the host names")
-    @argument(
-        "--local",
-        type=int,
-        metavar="N",
-        help="start N local nodes (real sshd on 127.0.0.1) and use them",
-    )
-    @argument(
-        "--hostfile",
-        action="append",
-        metavar="FILE",
-        help="the hosts in FILE: one host or host list a line, # comments",
-    )
-    @argument(
-        "--slurm",
-        action="store_true",
-        help="the nodes of the current Slurm allocation (SLURM_JOB_NODELIST)",
-    )
-    @argument(
-        "--strict",
-        action="store_true",
-        help="fail if any host fails (and close the nodes made), instead of showing "
-        "the hosts that did not come up below the nodes that did",
-    )
-    @argument(
-        "--max-connecting",
-        type=int,
-        default=MAX_CONNECTING,
-        metavar="N",
-        help=f"connect to at most N hosts at once (default {MAX_CONNECTING})",
-    )
-    @argument(
-        "--guile",
-        metavar="PATH",
-        help="the Guile to run on these nodes: a path or a command (default guile)",
-    )
-    @argument(
-        "--transport",
-        choices=TRANSPORTS,
-        help="how to reach the hosts: paramiko (default) or openssh, the system's ssh "
-        "client with one shared ControlMaster a host (an open master of yours is used)",
-    )
-    @argument(
-        "hosts",
-        nargs="*",
-        help="ssh_config aliases, hosts, user@host:port, host lists such as cn[01-32],login1",
-    )
+    @NODES_ARGUMENTS
     @line_magic
     def nodes(self, line: str) -> list[Node] | None:
         """Make nodes in parallel and show them; ``nodes = %nodes hpc1 hpc2``,
@@ -155,10 +98,7 @@ class SshdistMagics(Magics):
         return made
 
     @magic_arguments()
-    @argument("-o", "--output", metavar="NAME", help="store the monitor in this variable")
-    @argument("--every", type=float, default=2.0, help="seconds between refreshes")
-    @argument("--stop", action="store_true", help="stop the monitors this magic started")
-    @argument("nodes", nargs="?", help="the nodes: a variable, a list of names or a node")
+    @LOADAVG_ARGUMENTS
     @line_magic
     def loadavg(self, line: str) -> None:
         """Each node's load average against its cores, its state and Guile version, and
@@ -196,8 +136,7 @@ class SshdistMagics(Magics):
     # -- one node ----------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("-o", "--output", metavar="NAME", help="store the value in this variable")
-    @argument("node", help="a node, or a variable holding one (the first of a list)")
+    @WITH_SSH_ARGUMENTS
     @cell_magic
     def with_ssh(self, line: str, cell: str) -> None:
         """Run the cell on one node, as typed into its REPL; shows each value ($N),
@@ -221,12 +160,7 @@ class SshdistMagics(Magics):
     # -- many nodes --------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("-o", "--output", metavar="NAME", help="store the results (or the call) here")
-    @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
-    @argument("--stream", action="store_true", help=_STREAM_HELP)
-    @argument("--group-outputs", choices=("node", "fold"), help=_GROUP_HELP)
-    @argument("--bg", action="store_true", help=_BG_HELP)
-    @argument("nodes", help="the nodes: a variable, a list of names or a node")
+    @DISTRIBUTE_ARGUMENTS
     @cell_magic
     def distribute(self, line: str, cell: str) -> Any:
         """Evaluate each top-level form of the cell in parallel on the nodes; the results
@@ -244,20 +178,7 @@ class SshdistMagics(Magics):
         return self._call("distribute", nodes, len(forms), start, args)
 
     @magic_arguments()
-    @kwds(
-        usage="%(prog)s [-o NAME] [--timeout S] [--stream] [--group-outputs node|fold] [--bg] "
-        "NODES PROC LST"
-    )
-    @argument("-o", "--output", metavar="NAME", help="store the results (or the call) here")
-    @argument("--timeout", type=float, metavar="S", help="seconds the whole call may take")
-    @argument("--stream", action="store_true", help=_STREAM_HELP)
-    @argument("--group-outputs", choices=("node", "fold"), help=_GROUP_HELP)
-    @argument("--bg", action="store_true", help=_BG_HELP)
-    @argument("nodes", nargs="?", metavar="NODES", help="Python: a variable, names or a node")
-    @argument("proc", nargs="?", metavar="PROC", help="Scheme: a lambda or a procedure's name")
-    @argument(
-        "lst", nargs="?", metavar="LST", help="Python: a sequence (as a cell magic, the cell)"
-    )
+    @DIST_MAP_ARGUMENTS
     @line_cell_magic
     def dist_map(self, line: str, cell: str | None = None) -> Any:
         """Map PROC (Scheme) over LST (Python) on NODES (Python), in chunks handed to each
@@ -358,15 +279,7 @@ class SshdistMagics(Magics):
             print(note, flush=True)
 
     @magic_arguments()
-    @argument("-o", "--output", metavar="NAME", help="store the results in this variable")
-    @argument(
-        "--partial",
-        action="store_true",
-        help="the values done so far, by index (of a call cancelled, failed or running)",
-    )
-    @argument(
-        "call", nargs="?", help="the call (a variable set by --bg -o); the latest --bg call if none"
-    )
+    @DIST_RESULT_ARGUMENTS
     @line_magic
     def dist_result(self, line: str) -> Any:
         """Wait for a background call (``%dist_map --bg``, ``%%distribute --bg``) and show
