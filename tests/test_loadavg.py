@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
-from sshdist_magics.loadavg import FONT, PLOT, LoadMonitor, LoadRow, _reason, chart, chart_title
+from sshdist_magics.loadavg import LoadMonitor, LoadRow, _reason
 from sshdist_magics.loadbar import OVER, OVER_TEXT
+from sshdist_magics.loadchart import FONT, PLOT, chart, chart_title
 from sshdist_magics.loadgrid import load_grid
 
 from sshdist_kernel import Node, NodeError, make_nodes
