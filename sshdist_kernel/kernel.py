@@ -1,7 +1,9 @@
 """The Jupyter kernel: every cell runs in the Guile REPL of one node, over SSH.
 
 Thin on purpose (as bash_kernel is): the node, the REPL protocol and the Scheme
-reader do the work; this class turns their results into Jupyter messages.
+reader do the work; this class turns their results into Jupyter messages.  How it
+reaches its node is ``kernelnode``'s; the requests that run no cell (completion,
+inspection, history) are ``kernelrequests``'.
 ``python -m sshdist_kernel.kernel --host HOST [session options] -f CONNECTION_FILE``.
 """
 
@@ -15,29 +17,25 @@ from typing import Any
 
 from ipykernel.kernelapp import IPKernelApp
 from ipykernel.kernelbase import Kernel
-from IPython.core.error import StdinNotImplementedError
 from jupyter_core.paths import jupyter_data_dir
 from traitlets import Float
 
-from . import __version__, sexp
+from . import __version__
 from .abortorder import AbortBeforeReply
 from .displaydata import DisplayData
 from .errors import EvalCancelled, NodeError, NodeReplError
 from .guile import GuileRepl
 from .history import CellHistory
 from .interruptwindow import InterruptOnlyWhileRunning
+from .kernelnode import KernelNode
+from .kernelrequests import QuietRequests
 from .kernelspec import default_name
-from .node import Node, make_node
+from .node import Node
 from .outputbarrier import OutputBeforeReply
-from .prompts import PromptUnavailable
 from .rrepl import EvalResult, FormResult
 
 INTERRUPT_SETTLE = 1.0
 """Seconds an interrupted cell waits for the node to stop before it says how it went."""
-
-CONNECT_WAIT = 60.0
-"""Seconds the first cell waits for the connection begun when the kernel started."""
-
 
 _EXIT_CELLS = ("exit", "quit")
 """Cells that ask the front end to leave, as they do in IPython."""
@@ -50,13 +48,6 @@ OUTSTREAM = "sshdist_kernel.outputbarrier.QuietOutStream"
 """The kernel's sys.stdout and sys.stderr: flushed only when written to."""
 
 
-_FRONT_END_ADVICE = (
-    "run the cell from a front end that takes input (JupyterLab, Notebook, jupyter "
-    "console), where the code is asked in a password box; nbconvert and other runs "
-    "without input cannot answer it"
-)
-
-
 def repl_lines(form: FormResult) -> str:
     """A form's values as the Guile REPL prints them: ``$N = value``, one a line; a value
     left out of the history (number 0) is printed alone, as with the history off."""
@@ -65,7 +56,14 @@ def repl_lines(form: FormResult) -> str:
     )
 
 
-class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply, Kernel):
+class GuileKernel(
+    KernelNode,
+    QuietRequests,
+    InterruptOnlyWhileRunning,
+    OutputBeforeReply,
+    AbortBeforeReply,
+    Kernel,
+):
     """A wrapper kernel whose cells are evaluated by ``rrepl_eval`` on one node."""
 
     implementation = "sshdist_kernel"
@@ -104,60 +102,6 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
         self.history = CellHistory(self.history_path) if self.history_path else None
         # Connect at start, in the background: the first cell reports any failure.
         threading.Thread(target=self._connect, daemon=True, name="sshdist connect").start()
-
-    # -- the node --------------------------------------------------------------------
-
-    def _connect(self) -> None:
-        try:
-            self._node = make_node(
-                self.host, language=self.language_tool, prompt=self._ask, **self.node_options
-            )
-            self._connect_error = None
-        except (NodeError, OSError, ValueError) as exc:
-            self._connect_error = exc
-        finally:
-            self._connected.set()
-
-    def _ask(self, text: str, echo: bool) -> str:
-        """A login's question (a one-time code, a password), asked of the front end as
-        ``input_request`` (a password field unless ``echo``) while a cell runs; at start
-        nobody is there to answer, so a login that asks waits for the first cell."""
-        if threading.current_thread() is not threading.main_thread() or not self._allow_stdin:
-            raise PromptUnavailable(
-                "the kernel asks in a cell, from a front end that takes input", _FRONT_END_ADVICE
-            )
-        try:
-            return self.raw_input(text) if echo else self.getpass(text)
-        except StdinNotImplementedError:
-            raise PromptUnavailable(
-                "this front end does not take input", _FRONT_END_ADVICE
-            ) from None
-
-    def _ready_node(self) -> Node:
-        """The node, connected; a failed connection is tried again for this cell."""
-        self._connected.wait(CONNECT_WAIT)
-        if self._node is None:
-            if self._connect_error is not None:
-                self._connected.clear()
-                self._connect()
-            if self._node is None:
-                raise self._connect_error or NodeError(f"could not reach {self.host}")
-        return self._node
-
-    @property
-    def banner(self) -> str:  # type: ignore[override]
-        version = self._node.version if self._node else None
-        guile = f"GNU Guile {version}" if version else "GNU Guile"
-        node = self._node
-        where = self.host
-        if node is not None:
-            s = node.session
-            where = f"{node.name} ({s.user}@{s.host}:{s.port})"
-        return (
-            f"{guile} on {where}, over SSH (sshdist-kernel "
-            f"{__version__}).\nValues are numbered by Guile ($1, $2 ...): a cell without a "
-            "value takes no number, so $N and the cell's count part ways."
-        )
 
     # -- messages ----------------------------------------------------------------------
 
@@ -349,73 +293,6 @@ class GuileKernel(InterruptOnlyWhileRunning, OutputBeforeReply, AbortBeforeReply
         if info is not None:
             metadata["sshdist"] = info
         return metadata
-
-    async def do_is_complete(self, code: str) -> dict[str, Any]:  # type: ignore[override]
-        status = sexp.input_status(code)
-        return {"status": status, "indent": "  "} if status == "incomplete" else {"status": status}
-
-    def _quiet(self, source: str) -> Any:
-        if self._node is None or not self._node.ready:
-            return None
-        try:
-            return self._node.eval(source, quiet=True, timeout=5).value
-        except (NodeError, NodeReplError):
-            return None
-
-    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:  # type: ignore[override]
-        cursor_pos = sexp.clamped_cursor(code, cursor_pos)
-        prefix, start = sexp.word_at(code, cursor_pos)
-        matches = self._quiet(self.language_tool.completion_source(prefix)) if prefix else None
-        return {
-            "status": "ok",
-            "matches": matches or [],
-            "cursor_start": start,
-            "cursor_end": cursor_pos,
-            "metadata": {},
-        }
-
-    async def do_inspect(  # type: ignore[override]
-        self, code: str, cursor_pos: int, detail_level: int = 0, omit_sections: Any = ()
-    ) -> dict[str, Any]:
-        name = sexp.name_at(code, sexp.clamped_cursor(code, cursor_pos))
-        info = self._quiet(self.language_tool.inspection_source(name)) if name else None
-        if not info:
-            return {"status": "ok", "found": False, "data": {}, "metadata": {}}
-        return {
-            "status": "ok",
-            "found": True,
-            "data": {"text/plain": self.language_tool.inspection_text(name, info)},
-            "metadata": {},
-        }
-
-    async def do_history(  # type: ignore[override]
-        self,
-        hist_access_type: str,
-        output: bool,
-        raw: bool,
-        session: int | None = None,
-        start: int | None = None,
-        stop: int | None = None,
-        n: int | None = None,
-        pattern: str | None = None,
-        unique: bool = False,
-        **_: Any,
-    ) -> dict[str, Any]:
-        """The cells of this kernelspec's kernels, as IPython answers: ``raw`` makes no
-        difference (cells are kept as typed), ``output`` pairs each with its values."""
-        request = {"hist_access_type": hist_access_type, "session": session, "start": start}
-        request |= {"stop": stop, "n": n, "pattern": pattern, "unique": unique}
-        try:
-            found = [] if self.history is None else self.history.answer(request, output)
-        except (TypeError, ValueError, OverflowError) as exc:  # a request no client sends
-            return {
-                "status": "error",
-                "ename": type(exc).__name__,
-                "evalue": f"bad history_request: {exc}",
-                "traceback": [],
-                "history": [],
-            }
-        return {"status": "ok", "history": found}
 
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:  # type: ignore[override]
         if self._node is not None:
