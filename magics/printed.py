@@ -123,6 +123,11 @@ class StreamedText:
         self.any = True
         self._open = None if text.endswith("\n") else out
 
+    @property
+    def mid_line(self) -> bool:
+        """The last text printed did not end its line (a prompt of the code's own)."""
+        return self._open is not None
+
     def end_line(self) -> None:
         if self._open is not None:
             self._open.write("\n")

@@ -45,6 +45,8 @@ def run_on_node(
             display(shown.bundle(), display_id=shown.display_id, raw=True)
 
     def ask(prompt: str) -> str | None:
+        if not prompt and not printed.mid_line:  # the code asked nothing on this line
+            prompt = f"{node.name}> "
         try:
             return builtins.input(prompt)  # ipykernel's, in a notebook
         except (EOFError, StdinNotImplementedError):

@@ -98,3 +98,16 @@ def test_a_background_call_prints_nothing_under_the_prompt(terminal) -> None:
     result = enter(terminal, "%dist_result job")
     assert re.search(r"dist_map: 30 item\(s\) on 3 node\(s\), 0 failover\(s\), in ", result)
     assert "29]" in result
+
+
+def test_ctrl_c_at_a_nodes_read_line_stops_the_cell_and_keeps_the_node(terminal) -> None:
+    cell = 'get_ipython().run_cell_magic("with_ssh", "nodes[0]", {!r})'
+    enter(terminal, cell.format("(define kept 'yes)"))
+    terminal.sendline(cell.format("(read-line)"))
+    terminal.expect("node1> ")  # the node asks for a line: a person at the prompt
+    terminal.sendintr()
+    terminal.expect(PROMPT)
+    assert re.search(r"with_ssh interrupted after [\d.]+ s on node1; node ready", terminal.before)
+    assert "Traceback" not in terminal.before
+    shown = enter(terminal, cell.format("kept"))
+    assert "= yes" in shown, shown
