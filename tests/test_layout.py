@@ -28,8 +28,8 @@ def modules() -> dict[str, Path]:
 
 
 def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """The package's own modules that ``name`` imports, anywhere in it (a lazy import
-    inside a function is an import too)."""
+    """The package's own modules that ``name`` imports, anywhere in it: a lazy import
+    inside a function, or one for type hints only (``TYPE_CHECKING``), is an import too."""
     here = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
 
