@@ -28,7 +28,8 @@ def interrupt_at_random():
         os.kill(os.getpid(), signal.SIGINT)
 
 seen = {"ok": 0, "interrupted": 0, "wrong": 0}
-threading.Thread(target=interrupt_at_random, daemon=True).start()
+interrupter = threading.Thread(target=interrupt_at_random, daemon=True)
+interrupter.start()
 rng = random.Random(3)
 for i in range(1000):
     try:
@@ -41,7 +42,13 @@ for i in range(1000):
     except KeyboardInterrupt:  # one that landed in this loop's own code
         seen["interrupted"] += 1
 stop.set()
-time.sleep(0.01)  # an interrupt already sent lands here, not in the report
+while True:  # an interrupt sent as the loop ended lands here, not in the report
+    try:
+        interrupter.join()
+        time.sleep(0.05)
+        break
+    except KeyboardInterrupt:
+        pass
 seen["kept"] = node.eval("kept", timeout=20).value
 seen["restarts"] = node.restarts
 print(json.dumps(seen))
