@@ -78,9 +78,9 @@ class Node(NodeConnection):
                 on_start()
             try:
                 return use(rrepl)
-            except _ReplClosed:
-                if last_try:
-                    raise
+            except _ReplClosed as exc:
+                if last_try:  # closed again at once (the node closed meanwhile, say)
+                    raise NodeError(str(exc)) from None
         raise AssertionError("unreachable")
 
     def open_pipeline(

@@ -327,7 +327,10 @@ class Rrepl(InterruptibleRepl):
 def rrepl_eval(rrepl: Rrepl, expr: str, **options: Any) -> EvalResult:
     """Evaluate ``expr`` on an open RREPL channel (``rrepl-eval``): four values, or
     ``NodeReplError`` / ``NodeError``."""
-    return rrepl.eval(expr, **options)
+    try:
+        return rrepl.eval(expr, **options)
+    except _ReplClosed as exc:  # a node would open a new REPL; a channel has none
+        raise NodeError(str(exc)) from None
 
 
 def rrepl_skip_to_prompt(rrepl: Rrepl, timeout: float = 5.0) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 
-from sshdist_kernel import Node, NodeError, make_node
+from sshdist_kernel import Node, NodeError, make_node, rrepl_eval
 from sshdist_kernel.ctrlc import CtrlCCancels
 
 STRESS = r"""
@@ -115,3 +115,16 @@ def test_evaluations_racing_close_get_node_errors_never_internal_ones(ssh_config
         for error in errors:
             assert not type(error).__name__.startswith("_"), repr(error)
             assert "node1" in str(error), error
+
+
+def test_a_closed_repl_channel_is_a_plain_node_error(ssh_config: str) -> None:
+    node = make_node("node1", ssh_config=ssh_config)
+    rrepl = node.rrepl
+    node.close()
+    try:
+        rrepl_eval(rrepl, "(+ 1 1)", timeout=5)
+    except NodeError as exc:
+        assert type(exc) is NodeError, repr(exc)
+        assert "is closed" in str(exc)
+    else:
+        raise AssertionError("a closed channel evaluated")
