@@ -153,15 +153,12 @@ class Rrepl(InterruptibleRepl):
             try:
                 return self._eval(
                     source,
-                    timeout=timeout,
-                    on_output=on_output,
-                    on_form=on_form,
-                    on_display=on_display,
-                    on_input=ctrl_c.raising(on_input),
-                    attachment=attachment,
-                    quiet=quiet,
-                    deadline=deadline,
-                    cancel=ctrl_c.event,
+                    checked_timeout(timeout),
+                    (on_output, on_form, on_display, ctrl_c.raising(on_input)),
+                    attachment,
+                    quiet,
+                    deadline,
+                    ctrl_c.event,
                 )
             except EvalCancelled:
                 if not ctrl_c.hit:
@@ -172,19 +169,20 @@ class Rrepl(InterruptibleRepl):
     def _eval(
         self,
         source: str,
-        *,
-        timeout: float | None = DEFAULT_EVAL_TIMEOUT,
-        on_output: OutputCallback | None = None,
-        on_form: Callable[[FormResult], None] | None = None,
-        on_display: DisplayCallback | None = None,
-        on_input: InputCallback | None = None,
-        attachment: bytes | None = None,
-        quiet: bool = False,
-        deadline: float | None = None,
-        cancel: threading.Event | None = None,
+        timeout: float | None,
+        callbacks: tuple[
+            OutputCallback | None,
+            Callable[[FormResult], None] | None,
+            DisplayCallback | None,
+            InputCallback | None,
+        ],
+        attachment: bytes | None,
+        quiet: bool,
+        deadline: float | None,
+        cancel: threading.Event | None,
     ) -> EvalResult:
-        """``eval`` itself."""
-        timeout = checked_timeout(timeout)
+        """``eval`` itself, its callbacks (output, form, display, input) together."""
+        on_output, on_form, on_display, on_input = callbacks
         self.language.check_input(source, self.repl_language)
         if self._pipeline_thread == threading.get_ident():
             raise NodeError(

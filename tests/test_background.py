@@ -263,12 +263,19 @@ def test_ctrl_c_while_waiting_for_a_busy_node_says_it_is_still_busy(ip, capsys, 
     assert run(ip, "%%with_ssh nodes[0]\n(+ 1 2)").success
 
 
-def test_a_cancelled_call_says_how_far_it_got_awaited_or_shown(ip, capsys) -> None:  # noqa: F811
+def cancelled_when_done(ip, name: str, proc: str, total: int, done: int) -> DistCall:  # noqa: F811
+    """A ``--bg`` dist_map of ``proc`` over ``range(total)`` stored in ``name``, cancelled
+    once ``done`` items are done."""
     nodes_in(ip)
-    run(ip, "%dist_map --bg -o slow2 nodes (lambda (x) (sleep 1) x) range(30)")
-    job = ip.user_ns["slow2"]
-    wait_until(lambda: job.progress >= 3, 5, "three items done")
+    run(ip, f"%dist_map --bg -o {name} nodes {proc} range({total})")
+    job = ip.user_ns[name]
+    wait_until(lambda: job.progress >= done, 10, f"{done} items done")
     assert job.cancel()
+    return job
+
+
+def test_a_cancelled_call_says_how_far_it_got_awaited_or_shown(ip, capsys) -> None:  # noqa: F811
+    job = cancelled_when_done(ip, "slow2", "(lambda (x) (sleep 1) x)", 30, 3)
     said = r"dist_map cancelled: \d+ of 30 items done on 3 nodes"
     error = run(ip, "await slow2").error_in_exec
     assert type(error).__name__ == "CancelledError" and re.fullmatch(said, str(error)), error
@@ -306,11 +313,7 @@ def test_ctrl_c_in_dist_result_stops_the_wait_and_the_call_goes_on(ip, capsys) -
 
 
 def test_after_a_cancel_the_values_done_are_kept_and_dist_result_says_where(ip, capsys) -> None:  # noqa: F811
-    nodes_in(ip)
-    run(ip, "%dist_map --bg -o cut nodes (lambda (x) (usleep 200000) (* 10 x)) range(40)")
-    job = ip.user_ns["cut"]
-    wait_until(lambda: job.progress >= 6, 10, "six items done")
-    assert job.cancel()
+    job = cancelled_when_done(ip, "cut", "(lambda (x) (usleep 200000) (* 10 x))", 40, 6)
     capsys.readouterr()
     error = run(ip, "%dist_result cut").error_in_exec
     assert type(error).__name__ == "CancelledError", error
