@@ -1,6 +1,7 @@
 """Guile as the REPL language behind ``Rrepl``: the command lines that start the
-framed loop (``rrepl.scm``), a REPL server and its bridge, and what Guile input and
-version output look like, and what its answers to inspection mean."""
+framed loop (the ``(sshdist ...)`` modules of ``scheme/sshdist``), a REPL server and
+its bridge, and what Guile input and version output look like, and what its answers
+to inspection mean."""
 
 from __future__ import annotations
 
@@ -84,35 +85,68 @@ def _inspection_text(name: str, info: list) -> str:
     return "\n".join(lines)
 
 
-_PROGRAM = ("rrepl.scm", "jupyter.scm")
-"""The Scheme files the remote loop is made of, in the order they are loaded."""
+MODULES = (
+    "framing",
+    "packing",
+    "arglists",
+    "errors",
+    "interrupts",
+    "capture",
+    "display",
+    "input",
+    "evaluation",
+    "loop",
+    "pump",
+    "server",
+    "rrepl",
+    "jupyter",
+)
+"""The ``(sshdist NAME)`` modules the remote loop is made of, each in
+``scheme/sshdist/NAME.scm``, in the order they are loaded: each after those it uses
+(see ``rrepl.scm``)."""
 
 
-def _source(*names: str) -> str:
-    """The files' text with comment lines and blank lines dropped, to keep the
-    command line short."""
-    files = resources.files(__package__)
-    text = "\n".join(files.joinpath(name).read_text("utf-8") for name in names)
+def module_text(name: str) -> str:
+    """The text of module ``(sshdist NAME)``'s file."""
+    scheme = resources.files(__package__).joinpath("scheme").joinpath("sshdist")
+    return scheme.joinpath(f"{name}.scm").read_text("utf-8")
+
+
+def _stripped(text: str) -> str:
+    """``text`` with its comment lines and blank lines dropped, to keep the command
+    line short."""
     lines = (line for line in text.splitlines() if not line.lstrip().startswith(";"))
     return "\n".join(line for line in lines if line.strip())
+
+
+def joined(texts: list[str]) -> str:
+    """The program sent to a node: the modules' texts, in the order of ``MODULES``,
+    as one text.  Guile reads it as one file (compiled into one ``.go``, or evaluated
+    form by form): each ``define-module`` makes the module the forms after it are in."""
+    return "\n".join(_stripped(text) for text in texts)
+
+
+def program_key(loader: str, program: str) -> str:
+    """Names a program's compiled copy in a node's cache (with Guile's version): any
+    change to the loader or to a module's code (not its comments) is a new name."""
+    return hashlib.sha256((loader + program).encode()).hexdigest()[:24]
 
 
 @functools.cache
 def _program() -> str:
     """Read once a process: every REPL a node opens sends the same source."""
-    return _source(*_PROGRAM)
+    return joined([module_text(name) for name in MODULES])
 
 
 @functools.cache
 def _loader() -> str:
     """``loader.scm``: the procedure that runs the program, compiled when it can."""
-    return _source("loader.scm")
+    return _stripped(resources.files(__package__).joinpath("loader.scm").read_text("utf-8"))
 
 
 @functools.cache
 def _program_key() -> str:
-    """Names the program's compiled copy in a node's cache (with Guile's version)."""
-    return hashlib.sha256((_loader() + _program()).encode()).hexdigest()[:24]
+    return program_key(_loader(), _program())
 
 
 @functools.lru_cache(maxsize=64)
@@ -134,7 +168,7 @@ def _guile_command(guile: str, cache: bool, cache_dir: str | None, code: str) ->
 
 
 class GuileRepl:
-    """Guile's REPL (3.0, or 2.2), driven through ``rrepl.scm``; ``guile`` is the
+    """Guile's REPL (3.0, or 2.2), driven through ``(sshdist rrepl)``; ``guile`` is the
     command that runs it on the node: a path or a name on the node's PATH.
 
     The node keeps a compiled copy of the loop in ``cache_dir`` (None: its
@@ -163,8 +197,9 @@ class GuileRepl:
         )
 
     def program(self) -> str:
-        """The loop's source (``rrepl.scm``, then the rich display API of ``jupyter.scm``)
-        with its comments dropped, to keep the command line short."""
+        """The loop's source: its modules (``scheme/sshdist/*.scm``, the rich display
+        API of ``jupyter.scm`` last) with their comments dropped, to keep the command
+        line short."""
         return _program()
 
     def _guile(self, code: str) -> str:
