@@ -154,3 +154,62 @@ def test_every_name_a_module_uses_is_bound_in_it(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "warning" not in done.stderr, done.stderr
+
+
+def _guiles() -> list[str]:
+    return [g for g in ("guile-3.0", "guile-2.2") if shutil.which(g)]
+
+
+_DESCRIBE = """
+(define (names iface)
+  (sort (module-map (lambda (k v) (symbol->string k)) iface) string<?))
+(write
+ (map (lambda (name)
+        (let ((m (resolve-module (list 'sshdist name))))
+          (list name (names (module-public-interface m))
+                (map (lambda (u)
+                       (cons (module-name u)
+                             (if (eq? (car (module-name u)) 'sshdist) (names u) '())))
+                     (module-uses m)))))
+      '(%s)))
+"""
+
+
+@pytest.mark.parametrize("guile_command", _guiles())
+def test_the_program_sent_makes_the_modules_the_files_define(
+    guile_command: str, tmp_path: Path
+) -> None:
+    # The text sent has each header as a define-module* call (guile._module_call): the
+    # modules it makes, their exports and their imports (with the names they select)
+    # are those of the files loaded as Guile loads modules, from its load path.
+    describe = _DESCRIBE % " ".join(guile.MODULES)
+    program = tmp_path / "program.scm"
+    program.write_text(guile._program(), encoding="utf-8")
+    run = [guile_command, "-q", "--no-auto-compile", "-c"]
+    loaded = subprocess.run(
+        [
+            guile_command,
+            "-q",
+            "--no-auto-compile",
+            "-L",
+            str(SCHEME.parent),
+            "-c",
+            "(use-modules (sshdist rrepl) (sshdist jupyter))" + describe,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    sent = subprocess.run(
+        [
+            *run,
+            f"(use-modules (ice-9 rdelim)) (eval-string (call-with-input-file"
+            f" {sexp.write(str(program))} read-string))" + describe,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert loaded.returncode == 0 and sent.returncode == 0, loaded.stderr + sent.stderr
+    assert "sshdist" in loaded.stdout
+    assert sent.stdout == loaded.stdout
