@@ -38,7 +38,7 @@ def _record(tag: bytes, payload: bytes) -> bytes:
 
 class StubChannel:
     """An exec channel whose remote command is a REPL that answers each request as it
-    is sent, with the records ``rrepl.scm`` would write."""
+    is sent, with the records the loop would write."""
 
     def __init__(self) -> None:
         self._out = bytearray()

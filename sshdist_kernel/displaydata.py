@@ -56,7 +56,7 @@ def _mime_value(mime: str, binary: bool, body: bytes) -> Any:
 
 def display_data(payload: bytes) -> DisplayData:
     """A ``d`` record: ``KIND\\nID\\n``, then per MIME type ``MIME\\n``, T or B,
-    ``LEN\\n`` and the bytes (see rrepl.scm)."""
+    ``LEN\\n`` and the bytes (see ``(sshdist framing)``)."""
     kind, display_id, rest = payload.split(b"\n", 2)
     data: dict[str, Any] = {}
     pos = 0

@@ -1,6 +1,7 @@
 """Guile as the REPL language behind ``Rrepl``: the command lines that start the
-framed loop (``rrepl.scm``), a REPL server and its bridge, and what Guile input and
-version output look like, and what its answers to inspection mean."""
+framed loop (the ``(sshdist ...)`` modules of ``scheme/sshdist``), a REPL server and
+its bridge, and what Guile input and version output look like, and what its answers
+to inspection mean."""
 
 from __future__ import annotations
 
@@ -84,35 +85,108 @@ def _inspection_text(name: str, info: list) -> str:
     return "\n".join(lines)
 
 
-_PROGRAM = ("rrepl.scm", "jupyter.scm")
-"""The Scheme files the remote loop is made of, in the order they are loaded."""
+MODULES = (
+    "framing",
+    "packing",
+    "arglists",
+    "errors",
+    "interrupts",
+    "capture",
+    "display",
+    "input",
+    "evaluation",
+    "loop",
+    "pump",
+    "server",
+    "rrepl",
+    "jupyter",
+)
+"""The ``(sshdist NAME)`` modules the remote loop is made of, each in
+``scheme/sshdist/NAME.scm``, in the order they are loaded: each after those it uses
+(see ``scheme/sshdist/rrepl.scm``)."""
 
 
-def _source(*names: str) -> str:
-    """The files' text with comment lines and blank lines dropped, to keep the
-    command line short."""
-    files = resources.files(__package__)
-    text = "\n".join(files.joinpath(name).read_text("utf-8") for name in names)
+def module_text(name: str) -> str:
+    """The text of module ``(sshdist NAME)``'s file."""
+    scheme = resources.files(__package__).joinpath("scheme").joinpath("sshdist")
+    return scheme.joinpath(f"{name}.scm").read_text("utf-8")
+
+
+def _stripped(text: str) -> str:
+    """``text`` with its comment lines and blank lines dropped, to keep the command
+    line short."""
     lines = (line for line in text.splitlines() if not line.lstrip().startswith(";"))
     return "\n".join(line for line in lines if line.strip())
+
+
+_HEADER_LISTS = {
+    sexp.Keyword("use-module"): "imports",
+    sexp.Keyword("export"): "exports",
+    sexp.Keyword("export-syntax"): "exports",
+    sexp.Keyword("re-export"): "re-exports",
+}
+
+
+def _module_call(header: str) -> str:
+    """A module's ``(define-module (sshdist NAME) ...)`` form as what it expands into:
+    ``define-module*`` called when the form is compiled and when it runs.  Guile 2.2's
+    evaluator takes about 1.5 ms to expand one define-module form (3.0's 0.4 ms),
+    which a loop started from source paid for each of its modules; the call takes a
+    tenth of that.  Only the options the modules use are known: another is an error."""
+    form = sexp.read(header)
+    lists: dict[str, list] = {"imports": [], "exports": [], "re-exports": []}
+    for option, value in zip(form[2::2], form[3::2], strict=True):
+        kind = _HEADER_LISTS.get(option)
+        if kind is None:
+            raise ValueError(f"define-module {form[1]}: option {option} is not handled here")
+        if kind == "imports":
+            # (ice-9 threads) or ((sshdist framing) #:select (...)), as define-module has it
+            lists[kind].append(value if isinstance(value[0], list) else [value])
+        else:
+            lists[kind].extend(value)
+    options = "".join(f" #:{kind} '{sexp.write(items)}" for kind, items in lists.items() if items)
+    return (
+        "(eval-when (expand load eval)"
+        f" (set-current-module (define-module* '{sexp.write(form[1])}{options})))"
+    )
+
+
+def _sent(text: str) -> str:
+    """One module's text as it is sent: no comments, its header a call (``_module_call``)."""
+    text = _stripped(text)
+    start = text.index("(define-module ")
+    end = sexp.datum_end(text, start)
+    return text[:start] + _module_call(text[start:end]) + text[end:]
+
+
+def joined(texts: list[str]) -> str:
+    """The program sent to a node: the modules' texts, in the order of ``MODULES``,
+    as one text.  Guile reads it as one file (compiled into one ``.go``, or evaluated
+    form by form): each module's header makes the module the forms after it are in."""
+    return "\n".join(_sent(text) for text in texts)
+
+
+def program_key(loader: str, program: str) -> str:
+    """Names a program's compiled copy in a node's cache (with Guile's version): any
+    change to the loader or to a module's code (not its comments) is a new name."""
+    return hashlib.sha256((loader + program).encode()).hexdigest()[:24]
 
 
 @functools.cache
 def _program() -> str:
     """Read once a process: every REPL a node opens sends the same source."""
-    return _source(*_PROGRAM)
+    return joined([module_text(name) for name in MODULES])
 
 
 @functools.cache
 def _loader() -> str:
     """``loader.scm``: the procedure that runs the program, compiled when it can."""
-    return _source("loader.scm")
+    return _stripped(resources.files(__package__).joinpath("loader.scm").read_text("utf-8"))
 
 
 @functools.cache
 def _program_key() -> str:
-    """Names the program's compiled copy in a node's cache (with Guile's version)."""
-    return hashlib.sha256((_loader() + _program()).encode()).hexdigest()[:24]
+    return program_key(_loader(), _program())
 
 
 @functools.lru_cache(maxsize=64)
@@ -134,7 +208,7 @@ def _guile_command(guile: str, cache: bool, cache_dir: str | None, code: str) ->
 
 
 class GuileRepl:
-    """Guile's REPL (3.0, or 2.2), driven through ``rrepl.scm``; ``guile`` is the
+    """Guile's REPL (3.0, or 2.2), driven through ``(sshdist rrepl)``; ``guile`` is the
     command that runs it on the node: a path or a name on the node's PATH.
 
     The node keeps a compiled copy of the loop in ``cache_dir`` (None: its
@@ -163,8 +237,9 @@ class GuileRepl:
         )
 
     def program(self) -> str:
-        """The loop's source (``rrepl.scm``, then the rich display API of ``jupyter.scm``)
-        with its comments dropped, to keep the command line short."""
+        """The loop's source: its modules (``scheme/sshdist/*.scm``, the rich display
+        API of ``jupyter.scm`` last) with their comments dropped, to keep the command
+        line short."""
         return _program()
 
     def _guile(self, code: str) -> str:
@@ -236,8 +311,8 @@ class GuileRepl:
     def inspection_source(self, name: str) -> str:
         """Scheme for ``(kind arguments documentation printed)`` of ``name`` in the current
         module, or #f when nothing is bound to it.  The arguments are those of
-        ``procedure-arguments``: their names for a procedure defined at the REPL (rrepl.scm
-        records them), ``_`` for a built-in; a built-in's documentation is the manual's
+        ``procedure-arguments``: their names for a procedure defined at the REPL (``(sshdist
+        arglists)`` records them), ``_`` for a built-in; a built-in's documentation is the manual's
         entry (``- Scheme Procedure: assoc key alist ...``)."""
         return (
             f"(let ((var (module-variable (current-module) (string->symbol {sexp.write(name)}))))"

@@ -42,6 +42,12 @@
     ;; ours open, compiles FILE to GO, writes GO's stamp (see load-cached), deletes
     ;; FILE, deletes the copies nobody loaded for 30 days (older versions), and
     ;; deletes LOCK last.
+    ;; The program is several modules (define-module forms) in one file, which
+    ;; compile-file compiles as one unit.  Guile 3.0 turns a declarative module's
+    ;; definitions into local bindings that the rest of the unit is nested in,
+    ;; and then looks up the later modules' top-level variables in the first
+    ;; module (3.0.8: "Unbound variable" at run time); so the modules are compiled
+    ;; as not declarative, as the evaluator runs them (Guile 2.2 has no such thing).
     ;; It leaves the REPL's process group before Guile starts (setsid(1), where
     ;; there is one), and ignores SIGTERM until then: a REPL that ends soon after
     ;; starting stops its group, and a Guile slow to start on a loaded machine was
@@ -52,9 +58,12 @@
      (shell-quote
       (format #f "(false-if-exception (setsid)) (sigaction SIGTERM SIG_DFL) (umask #o077)
                   (use-modules (system base compile) (ice-9 ftw))
+                  (define (not-declarative thunk)
+                    (let ((v (module-variable the-root-module 'user-modules-declarative?)))
+                      (if v (parameterize (((variable-ref v) #f)) (thunk)) (thunk))))
                   (false-if-exception
                    (begin
-                     (compile-file ~s #:output-file ~s)
+                     (not-declarative (lambda () (compile-file ~s #:output-file ~s)))
                      (call-with-output-file ~s
                        (lambda (port)
                          (write (let ((st (stat ~s)))

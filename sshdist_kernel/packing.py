@@ -5,7 +5,7 @@ character at a time in Python.  This codec carries the common shapes, a list of 
 of flat lists and vectors of atoms, with a few C-speed operations per list: strings
 travel as one UTF-8 blob, numbers as int64 and double arrays, the kinds of atoms as one
 byte each.  ``unpacking`` reads them back; Guile's side is ``pack-list`` and
-``unpack-list`` in rrepl.scm, whose protocol comment gives the layout.  A list of any
+``unpack-list`` in ``(sshdist packing)``, whose comment gives the layout.  A list of any
 other shape (deeper lists, pairs, integers beyond 64 bits, rationals, bytevectors...)
 keeps the text path, so values are the same either way.
 """
@@ -29,7 +29,7 @@ INT, FLOAT, STRING, SYMBOL, KEYWORD, CHAR, TRUE, FALSE, NIL = range(9)
 TEXT_TAGS = frozenset((STRING, SYMBOL, KEYWORD, CHAR))
 
 HEADER = ("items", "atoms", "shapes", "tags", "ints", "floats", "texts", "lengths", "bytes")
-"""The header's int64 fields, in order: see rrepl.scm."""
+"""The header's int64 fields, in order: see ``(sshdist packing)``."""
 
 ATOM = -1
 """An item's shape when it is an atom; a list of n atoms is n, a vector of n is -2 - n."""

@@ -1,8 +1,9 @@
 """One remote REPL on one channel as its callers use it: start-up, ``rrepl_eval`` and
 its errors, the REPL taken for requests sent ahead (``pipeline``), skipping to its prompt.
 
-The remote side runs ``rrepl.scm``, a loop over Guile's own REPL machinery that
-frames everything it writes as ``<TAG><LEN>\\n<bytes>`` records (read by ``records``).
+The remote side runs the ``(sshdist ...)`` modules (``scheme/sshdist``), a loop over
+Guile's own REPL machinery that frames everything it writes as ``<TAG><LEN>\\n<bytes>``
+records (read by ``records``).
 Below this, ``replchannel`` reads what the records mean, and ``replinterrupts`` holds
 the REPL for one evaluation at a time and stops one given up on.  The REPL language
 (Guile today) sits behind ``ReplLanguage``, so another REPL is one more class.
@@ -129,7 +130,7 @@ class Rrepl(InterruptibleRepl):
         """Evaluate every form of ``source`` as if typed at the REPL; the four values
         come from the last form.  ``NodeReplError`` if the code fails, ``NodeError`` if
         the REPL or its connection does.  ``attachment`` travels as raw bytes beside
-        the source (see ``attachment-list`` in rrepl.scm).  ``quiet`` evaluations leave
+        the source (see ``attachment-list`` in ``(sshdist packing)``).  ``quiet`` evaluations leave
         the value history alone (for completion and the like): their numbers are 0.
 
         ``on_display`` receives each rich output the code sends, in order with

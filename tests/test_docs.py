@@ -108,7 +108,7 @@ def test_included_pieces_come_from_their_sources(site: Path) -> None:
     errors = text(page(site, "errors.html"))
     assert "IncompleteInputError" in errors and "What can go wrong" in errors
     assert "Guile-SSH 0.16.2" in text(page(site, "measured.html"))
-    # The protocol as rrepl.scm describes it, and the commands' own --help.
+    # The protocol as (sshdist framing) describes it, and the commands' own --help.
     assert "Requests, client to loop" in text(page(site, "design/protocol.html"))
     cli = text(page(site, "reference/cli.html"))
     assert "usage: sshdist nodes up" in cli and "usage: python -m sshdist_kernel install" in cli

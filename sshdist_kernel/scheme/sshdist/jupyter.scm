@@ -1,4 +1,4 @@
-;;; sshdist rich display: the (sshdist jupyter) module, loaded after rrepl.scm.
+;;; sshdist rich display: the (sshdist jupyter) module, for the code a node runs.
 ;;;
 ;;; Rich display for notebooks, available in every module the REPL evaluates in.
 ;;; Each call sends one d record to the client that runs the code, in order with
@@ -15,11 +15,10 @@
 (define-module (sshdist jupyter)
   #:use-module (rnrs bytevectors)
   #:use-module (srfi srfi-1)
+  #:use-module ((sshdist display) #:select (send-display))
   #:export (jupyter-display jupyter-update-display jupyter-html jupyter-svg
             jupyter-png jupyter-markdown jupyter-latex jupyter-json)
   #:export-syntax (jupyter))
-
-(define send-display (@@ (sshdist rrepl) send-display))
 
 (define (wrong-type who position expecting value)
   ;; Guile's own wording; POSITION is a number, or a keyword's name.
