@@ -344,4 +344,17 @@ def ssh_error(
                 "prompt=lambda text, echo: ... to make_node/make_nodes"
             )
         return AuthenticationError(why)
+    if _DROPPED.search(stderr):
+        return DroppedBeforeBanner(f"ssh could not connect to {o.target}; ssh said: {words}")
     return ConnectError(f"ssh could not connect to {o.target}; ssh said: {words}")
+
+
+_DROPPED = re.compile(
+    r"kex_exchange_identification: (Connection closed|read: Connection reset)|"
+    r"connect to host .* Connection reset by peer"  # accepted, then dropped at once
+)
+
+
+class DroppedBeforeBanner(ConnectError):
+    """ssh's connection was closed before the server's banner: what sshd does past its
+    MaxStartups, so worth trying again (``handshakes.pause_before``)."""

@@ -16,6 +16,8 @@ import time
 from collections.abc import Hashable, Iterator
 from contextlib import contextmanager
 
+from .errors import ConnectError
+
 PER_HOST = 8
 """Handshakes at once against one sshd: below MaxStartups' default start of 10, so
 another client's handshake or two still fit."""
@@ -29,6 +31,17 @@ def pause_before(attempt: int) -> float:
     second, each between half and one and a half times that, so clients that were
     dropped together do not come back together."""
     return min(LONGEST_PAUSE, FIRST_PAUSE * 2 ** (attempt - 1)) * random.uniform(0.5, 1.5)
+
+
+def dropped_too_often(target: str, times: int, seconds: float, why: object) -> ConnectError:
+    """The error once a server has dropped ``times`` connections before the banner in
+    the ``seconds`` allowed: what MaxStartups means, and what to do."""
+    return ConnectError(
+        f"{target} closed the connection before the SSH banner {times} time(s) in "
+        f"{seconds:g} s ({why}): sshd drops new connections while too many others are "
+        "logging in (its MaxStartups, 10 at once by default); connect fewer at once "
+        "(max_connecting=) or ask the host's administrator"
+    )
 
 
 class _Gate:

@@ -36,6 +36,7 @@ from .controlmaster import (
     CHECK_TIMEOUT,
     CONTROL_PERSIST,
     KEEPALIVE,
+    DroppedBeforeBanner,
     Master,
     alive,
     check_master,
@@ -48,6 +49,7 @@ from .controlmaster import (
     stop_master,
 )
 from .errors import ConnectError, NodeError
+from .handshakes import dropped_too_often, pause_before
 from .pipechannel import PipeChannel
 from .sessionbase import SessionBase
 from .sharedsessions import SharedSessions
@@ -227,13 +229,28 @@ class OpenSshSession(SessionBase):
                 args += ["-o", f"ConnectTimeout={math.ceil(left)}"]
                 args += ["-o", f"ServerAliveInterval={KEEPALIVE}", "-o", "ServerAliveCountMax=3"]
                 args += ["-N", "-f", "--", o.alias]
-                pid = start_master(self.ssh, args, o, path, deadline, seconds)
+                pid = self._start_master(args, path, deadline, seconds)
             master.pid = pid
             master.users += 1
         finally:
             master.lock.release()
         self._master = master
         self.control_path, self.master_pid, self.users_master = path, pid, False
+
+    def _start_master(self, args: list[str], path: str, deadline: float, seconds: float) -> int:
+        """``start_master``, tried again after a growing pause while the server drops the
+        connection before its banner (MaxStartups), within the caller's time."""
+        o = self.options
+        dropped = 0
+        while True:
+            try:
+                return start_master(self.ssh, args, o, path, deadline, seconds)
+            except DroppedBeforeBanner as exc:
+                dropped += 1
+                pause = pause_before(dropped)
+                if time.monotonic() + pause >= deadline:
+                    raise dropped_too_often(o.target, dropped, seconds, exc) from None
+                time.sleep(pause)
 
     def responds(self, timeout: float) -> bool:
         """Whether the master answers ``ssh -O check`` and, through it, the host runs a

@@ -74,6 +74,10 @@ class _Question:
 _FINISHED = object()
 
 
+FINISH_RECHECK = 0.05
+"""Seconds ``serve`` waits for a question before it looks again whether it is done."""
+
+
 class PromptRelay:
     """Questions from connecting threads, asked one at a time on the thread that made
     the relay, in its ``serve``.  After ``serve`` (a reconnect later on) ``ask`` asks
@@ -114,7 +118,12 @@ class PromptRelay:
         here, and the waiting workers hear that nobody answers."""
         try:
             while not done():
-                item = self._questions.get()
+                try:
+                    # A worker says it finished just before it ends: woken by the last,
+                    # done() may still see it alive, and nothing more would come.
+                    item = self._questions.get(timeout=FINISH_RECHECK)
+                except queue.Empty:
+                    continue
                 if item is _FINISHED:
                     continue
                 try:

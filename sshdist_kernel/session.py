@@ -25,7 +25,7 @@ from .errors import (
     HostKeyError,
     NodeError,
 )
-from .handshakes import GATES, pause_before
+from .handshakes import GATES, dropped_too_often, pause_before
 from .knownhosts import HostKeys, read_host_keys
 from .sessionbase import SessionBase
 from .sharedsessions import SharedSessions
@@ -101,13 +101,7 @@ class Session(SessionBase):
                     dropped += 1
                     pause = pause_before(dropped)
                     if time.monotonic() + pause >= deadline:
-                        raise ConnectError(
-                            f"{o.target} closed the connection before the SSH banner "
-                            f"{dropped} time(s) in {o.timeout:g} s ({exc}): sshd drops new "
-                            "connections while too many others are logging in (its "
-                            "MaxStartups, 10 at once by default); connect fewer at once "
-                            "(max_connecting=) or ask the host's administrator"
-                        ) from None
+                        raise dropped_too_often(o.target, dropped, o.timeout, exc) from None
                     time.sleep(pause)
                 except TimeoutError:
                     raise ConnectError(

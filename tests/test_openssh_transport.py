@@ -46,6 +46,7 @@ from sshdist_kernel.sshconfig import resolve_options
 from sshdist_kernel.transports import make_session
 
 from .conftest import wait_until
+from .test_jumps import _dropping_relay, _via
 
 pytestmark = pytest.mark.usefixtures("private_control_dir")
 
@@ -437,3 +438,18 @@ def test_transport_reaches_kernelspec_and_cli() -> None:
     assert spec["argv"][-2:] == ["--transport", "openssh"]
     assert spec["metadata"]["sshdist"]["transport"] == "openssh"
     assert _parser().parse_args(["rrepl", "h", "--transport", "openssh"]).transport == "openssh"
+
+
+def test_a_connection_dropped_before_the_banner_is_tried_again_by_ssh_too(
+    local_nodes: LocalNodes, tmp_path: Path
+) -> None:
+    with _dropping_relay(local_nodes.nodes[0].port, drop_first=2) as (port, accepted):
+        config = _via(local_nodes, tmp_path, port)
+        with make_session("relayed", ssh_config=str(config), transport="openssh") as session:
+            assert session.run("echo up").stdout == "up\n"
+        assert accepted[0] == 3
+    with _dropping_relay(local_nodes.nodes[0].port, drop_first=10**6) as (port, accepted):
+        config = _via(local_nodes, tmp_path, port)
+        with pytest.raises(ConnectError, match="closed the connection before the SSH banner"):
+            make_session("relayed", ssh_config=str(config), transport="openssh", timeout=2)
+        assert accepted[0] >= 2
