@@ -13,7 +13,7 @@ from .localnodes import DEFAULT_DIR, LocalNodes, LocalNodesError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sshdist", description=__doc__)
+    p = argparse.ArgumentParser(prog="sshdist", description=(__doc__ or "").replace("``", ""))
     sub = p.add_subparsers(dest="command", required=True)
     nodes = sub.add_parser("nodes", help="local sshd nodes on 127.0.0.1")
     nsub = nodes.add_subparsers(dest="action", required=True)

@@ -12,6 +12,7 @@ caller gets its ``KeyboardInterrupt`` from there.  A wait that is the caller's o
 
 from __future__ import annotations
 
+import _signal
 import signal
 import threading
 from collections.abc import Callable
@@ -24,24 +25,32 @@ _T = TypeVar("_T")
 class CtrlCCancels:
     """``with CtrlCCancels(cancel) as guard:`` then pass ``guard.event`` as the
     evaluation's cancel; ``guard.hit`` says a Ctrl-C set it.  Off the main thread, or
-    with a SIGINT handler of someone else's in place, it changes nothing."""
+    with a SIGINT handler of someone else's in place, it changes nothing.
 
-    __slots__ = ("event", "hit", "_previous", "_raising")
+    The handler is put in place once (``signal.signal`` costs microseconds, an
+    evaluation a hundred): with no guard active it is Python's own."""
+
+    __slots__ = ("event", "hit", "_outer", "_on", "_raising")
 
     def __init__(self, cancel: threading.Event | None) -> None:
         self.event = cancel
         self.hit = False
-        self._previous: Any = None
+        self._outer: CtrlCCancels | None = None
+        self._on = False
         self._raising = False
 
     def __enter__(self) -> CtrlCCancels:
-        if threading.current_thread() is not threading.main_thread():
+        global _active
+        if threading.current_thread() is not _MAIN:
             return self
-        if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-            return self
+        handler = _getsignal(signal.SIGINT)
+        if handler is not _dispatch:
+            if handler is not signal.default_int_handler:
+                return self  # someone else's (a kernel's interrupt window): theirs to run
+            signal.signal(signal.SIGINT, _dispatch)
         if self.event is None:
-            self.event = threading.Event()
-        self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+            self.event = _Flag()  # type: ignore[assignment]
+        self._outer, _active, self._on = _active, self, True
         return self
 
     def __exit__(
@@ -50,20 +59,14 @@ class CtrlCCancels:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._raising:
-            raise KeyboardInterrupt
-        self.hit = True
-        self.event.set()  # type: ignore[union-attr]
+        global _active
+        if self._on:
+            _active, self._on = self._outer, False
 
     def raising(self, callback: Callable[..., _T] | None) -> Callable[..., _T] | None:
         """``callback`` run with Ctrl-C raising again (a person answering a prompt
         must be able to stop it); one that came just before stops it as it begins."""
-        if callback is None or self._previous is None:
+        if callback is None or not self._on:
             return callback
 
         def run(*args: Any) -> _T:
@@ -76,3 +79,38 @@ class CtrlCCancels:
                 self._raising = False
 
         return run
+
+
+_MAIN = threading.main_thread()
+# signal.getsignal turns the handler into an enum member when it can, through an
+# exception when it cannot: microseconds an evaluation; the C module's own does not.
+_getsignal = getattr(_signal, "getsignal", signal.getsignal)
+
+
+class _Flag:
+    """A cancel only this thread sets and the reader only reads: ``threading.Event``'s
+    two methods without its lock and condition (made for every evaluation)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+_active: CtrlCCancels | None = None  # the innermost guard on the main thread
+
+
+def _dispatch(signum: int, frame: Any) -> None:
+    """SIGINT: the active guard's cancel, or (none, or a prompt waits) Python's own."""
+    guard = _active
+    if guard is None or guard._raising:
+        signal.default_int_handler(signum, frame)
+        return
+    guard.hit = True
+    guard.event.set()  # type: ignore[union-attr]

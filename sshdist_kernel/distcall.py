@@ -26,6 +26,7 @@ from itertools import chain
 from typing import Any
 
 from .chunks import ChunkSizer
+from .deadlines import call_at
 from .distresult import DistEvent, EventCallback, JobMove, NodeFailure, NodeOutput
 from .errors import AllNodesFailedError, EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .job import Job, check_job_language, job_request, job_values
@@ -163,10 +164,8 @@ class DistCall(Future):
             self._finish(None)
             return
         if self._deadline is not None:
-            timer = threading.Timer(self.timeout, self._time_out)  # type: ignore[arg-type]
-            timer.daemon = True
-            timer.start()
-            self.add_done_callback(lambda _: timer.cancel())
+            due = call_at(self._deadline, self._time_out)
+            self.add_done_callback(lambda _: due.cancel())
         # Nodes with a job of their own (chunksize="per-node") start first, then those
         # no other call keeps busy.
         self._unstarted = deque(

@@ -9,6 +9,7 @@ SQLite's locking (with a timeout) keeps it whole.
 
 from __future__ import annotations
 
+import logging
 import queue
 import sqlite3
 import threading
@@ -16,6 +17,8 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("sshdist_kernel.history")
 
 KEEP = 10_000
 """Cells kept per kernelspec: older ones are dropped when a session starts."""
@@ -46,7 +49,10 @@ class CellHistory:
         self.session = 0
         """This kernel's session number, once the writer has started it (0 before)."""
         self.error: BaseException | None = None
-        """Why the history stopped being written, if it did; cells run on regardless."""
+        """Why the history file could not be written, if it could not: this kernel's
+        cells are then kept in memory (as IPython does), and cells run on regardless."""
+        self._memory: sqlite3.Connection | None = None  # that memory, shared by threads
+        self._memory_lock = threading.Lock()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._flushes = threading.Semaphore(0)  # released once per flush asked for
         threading.Thread(target=self._write_all, daemon=True, name="sshdist history").start()
@@ -84,20 +90,34 @@ class CellHistory:
                     "(SELECT rowid FROM history ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
                     (self.keep,),
                 )
-        except (sqlite3.Error, OSError) as exc:
+        except (sqlite3.Error, OSError) as exc:  # read-only, a directory, disk full
             self.error = exc
-            db = None
+            db = self._in_memory()
+            log.warning(
+                "the history file %s cannot be written (%s): this kernel's cells are kept "
+                "in memory only",
+                self.path,
+                exc,
+            )
         while True:
             batch, waiting = self._next_batch()
-            if db is not None and batch:
+            if batch:
                 try:
-                    with self._transaction(db):  # one disk write for the whole batch
+                    with self._memory_lock, self._transaction(db):  # one write for the batch
                         for sql, args in batch:
                             db.execute(sql, (self.session, *args))
                 except sqlite3.Error as exc:  # locked past the timeout, disk full: lose them
                     self.error = exc
             for event in waiting:
                 event.set()
+
+    def _in_memory(self) -> sqlite3.Connection:
+        """A history in memory for this session, when the file cannot be written."""
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        db.executescript(_SCHEMA)
+        self.session = db.execute("INSERT INTO sessions DEFAULT VALUES").lastrowid or 0
+        self._memory = db
+        return db
 
     def _next_batch(self) -> tuple[list[tuple[str, tuple]], list[threading.Event]]:
         """The writes queued within ``BATCH_WAIT`` of the first, or up to a flush: a
@@ -150,8 +170,6 @@ class CellHistory:
 
     def _query(self, where: str, args: tuple, output: bool, newest: int | None) -> list[Entry]:
         self.flush()
-        if self.error is not None and self.session == 0:
-            return []
         columns = "session, line, source, output" if output else "session, line, source"
         sql = f"SELECT {columns} FROM history {where}"
         if newest is not None:
@@ -160,8 +178,12 @@ class CellHistory:
         else:
             sql += " ORDER BY session, line"
         try:
-            with closing(self._connect()) as db:
-                rows = db.execute(sql, args).fetchall()
+            if self._memory is not None:
+                with self._memory_lock:
+                    rows = self._memory.execute(sql, args).fetchall()
+            else:
+                with closing(self._connect()) as db:
+                    rows = db.execute(sql, args).fetchall()
         except (sqlite3.Error, OSError):
             return []
         if newest is not None:

@@ -292,8 +292,8 @@ class Rrepl:
             )
         if deadline is None:
             deadline = deadline_after(timeout)
-        # Free and not cancellable (nearly always): taken without working out a wait.
-        free = cancel is None and self._lock.acquire(False)
+        # Free (nearly always): taken without working out a wait.
+        free = self._lock.acquire(False)
         if not (free or self._acquire(deadline, cancel)):
             state = "stopping an abandoned evaluation" if self.recovering else "evaluating"
             raise NodeTimeoutError(

@@ -1133,7 +1133,10 @@ it from the text of the same list."
     (prompt-record))
    (else
     ;; Records before g are earlier code's (a thread that printed after its
-    ;; request ended): the client keeps them apart from this request's own.
+    ;; request ended): the client keeps them apart from this request's own.  What
+    ;; such a thread left in a port's buffer (no newline yet) goes out before g too,
+    ;; or this request's first flush would make it this request's output.
+    (catch #t flush-printed (lambda _ #f))
     (send-record out "g" "")
     (catch #t
       (lambda ()

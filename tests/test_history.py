@@ -90,3 +90,26 @@ def test_the_cells_of_a_batch_are_written_in_one_transaction(
         "COMMIT",
     ], statements
     assert history.range(0, 50, output=True) == [(history.session, 50, ("(cell 50)", "$1 = 50"))]
+
+
+@pytest.mark.parametrize("broken", ["not a directory", "not a database"])
+def test_a_history_file_that_cannot_be_written_keeps_the_cells_in_memory(
+    tmp_path: Path, broken: str, caplog
+) -> None:
+    if broken == "not a directory":
+        (tmp_path / "history").write_text("a file where the directory should be")
+        path = tmp_path / "history" / "sshdist-node1.sqlite"
+    else:
+        path = tmp_path / "sshdist-node1.sqlite"
+        path.write_bytes(b"this is no SQLite database, and it is not ours to rewrite " * 40)
+    history = CellHistory(path)
+    history.store(1, "(define x 1)")
+    history.store(2, "(+ x 1)")
+    history.store_output(2, "$1 = 2")
+    assert [line for _, line, _ in history.tail(10)] == [1, 2]
+    assert history.range(0, 2, output=True) == [(history.session, 2, ("(+ x 1)", "$1 = 2"))]
+    assert [source for _, _, source in history.search("(+*")] == ["(+ x 1)"]
+    assert history.error is not None
+    assert "cannot be written" in caplog.text and "kept in memory only" in caplog.text
+    if broken == "not a database":  # the file is left as it was
+        assert path.read_bytes().startswith(b"this is no SQLite database")

@@ -466,7 +466,11 @@ def test_dist_map_help_shows_its_options(ip, capsys) -> None:
     nodes_in(ip)
     ip.run_line_magic("pinfo", "%dist_map")
     shown = capsys.readouterr().out
-    assert "%dist_map [-o NAME] [--timeout S] [--stream] [--bg] NODES PROC LST" in shown
+    assert (
+        "%dist_map [-o NAME] [--timeout S] [--stream] [--group-outputs node|fold] [--bg] "
+        "NODES PROC LST" in shown
+    )
+    assert "--group-outputs" in shown and "folded" in shown
     assert "--bg" in shown and "%dist_result NAME" in shown
     assert "--stream" in shown and "labelled with its node" in shown
     assert "unrecognized arguments: --bogus" in str(

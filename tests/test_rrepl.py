@@ -636,6 +636,23 @@ def test_what_a_thread_prints_after_its_request_survives_a_quiet_request(node: N
     assert result.displays == (DisplayData({"text/html": "<b>late</b>"}),)
 
 
+def test_text_a_thread_left_without_a_newline_survives_a_quiet_request(
+    node: Node, tmp_path: Path
+) -> None:
+    # No newline: the text waits in the port's buffer, where the quiet request's own
+    # flush used to take it for its output (a completion then lost it).
+    mark = tmp_path / "printed"
+    rrepl_eval(
+        node.rrepl,
+        "(call-with-new-thread (lambda () (usleep 100000)"
+        f' (display "late") (close-port (open-output-file "{mark}"))))',
+    )
+    wait_until(mark.exists, 10, "the thread to print")
+    assert rrepl_eval(node.rrepl, "(+ 1 1)", quiet=True).output == ""
+    result = rrepl_eval(node.rrepl, "(+ 1 2)")
+    assert (result.value, result.output) == (3, "late")
+
+
 def test_an_output_is_updated_by_its_display_id(node: Node) -> None:
     result = rrepl_eval(
         node.rrepl,
