@@ -54,6 +54,16 @@ def private_control_dir() -> Iterator[Path]:
     shutil.rmtree(folder.parent, ignore_errors=True)
 
 
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A fresh directory with a short path, for Unix sockets (108 bytes at most): under
+    an xdist worker tmp_path is long (``/tmp/pytest-of-root/pytest-N/popen-gw0/...``).
+    Ask for it before the fixtures whose teardown still needs its sockets."""
+    folder = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def ssh_config(local_nodes: LocalNodes) -> str:
     return str(local_nodes.ssh_config)
