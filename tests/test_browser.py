@@ -112,13 +112,21 @@ def open_notebook(page: Any, url: str) -> None:
         " .jp-Toolbar-kernelStatus') !== null",
         timeout=60_000,
     )
-    # JupyterLab may ask which kernel to start: the notebook's own, Python 3.
+    # JupyterLab may ask which kernel to start: the notebook's own, Python 3.  Wait for
+    # whichever comes first, that question or a kernel chosen without it (before, the
+    # question was waited for 15 s each time it was not asked).
+    page.wait_for_function(
+        """() => {
+            const asked = [...document.querySelectorAll('.jp-Dialog button')]
+                .some(b => b.innerText.trim() === 'Select');
+            const context = window.jupyterapp.shell.currentWidget?.sessionContext;
+            return asked || !!context?.session?.kernel;
+        }""",
+        timeout=60_000,
+    )
     select = page.get_by_role("button", name="Select", exact=True)
-    try:
-        select.wait_for(timeout=15_000)
+    if select.count():
         select.click()
-    except playwright.TimeoutError:
-        pass
 
 
 @contextmanager
