@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# make test's pytest processes (xdist workers): the suite mostly waits on sshd, Guile and
+# kernels, so more workers than the 2 cores pay (TEST_WORKERS=0: one process, no xdist).
+TEST_WORKERS ?= 4
 
 .PHONY: demo test bench docs lint system clean
 
@@ -23,7 +26,7 @@ demo: system $(STAMP)
 test: system $(STAMP)
 	bash scripts/install-system-deps chromium nftables guile-2.2 libpam-oath oathtool  # the browser test drives Debian's Chromium; nft drops traffic (and guards a local cluster's compute nodes); a Guile 2.2 node; the cluster's TOTP
 	$(PY) -m ruff check sshdist_kernel magics tests bench
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	bash scripts/install-system-deps guile-ssh nftables libpam-oath oathtool  # the anchor; the local cluster of the cluster rows

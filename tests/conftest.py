@@ -22,6 +22,24 @@ from sshdist_kernel import Node, make_node, make_nodes
 from sshdist_kernel.localnodes import LocalNodes
 
 
+def group_of(item: pytest.Item) -> str:
+    """The xdist group a test runs in (``make test``: ``pytest -n N --dist loadgroup``):
+    its file's, so a module's fixtures are made once and its tests keep their order, as
+    with ``--dist loadfile``.  The browser tests are one group, run one after another
+    on one worker: each starts a JupyterLab and a Chromium (the heaviest processes of
+    the suite), and test_browser.py's load test runs busy loops until the machine's
+    load is well past its cores."""
+    name = item.path.name
+    return "browser" if name.startswith("test_browser") else name.removesuffix(".py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group_of(item)))
+
+
 @pytest.fixture(scope="session")
 def local_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNodes]:
     nodes = LocalNodes.up(3, tmp_path_factory.mktemp("nodes"))
