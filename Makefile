@@ -26,7 +26,7 @@ demo: system $(STAMP)
 test: system $(STAMP)
 	bash scripts/install-system-deps chromium nftables guile-2.2 libpam-oath oathtool  # the browser test drives Debian's Chromium; nft drops traffic (and guards a local cluster's compute nodes); a Guile 2.2 node; the cluster's TOTP
 	$(PY) -m ruff check sshdist_kernel magics tests bench
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	bash scripts/install-system-deps guile-ssh nftables libpam-oath oathtool  # the anchor; the local cluster of the cluster rows
