@@ -62,6 +62,16 @@ def scope_of(nodeid: str) -> str:
     return BROWSER_GROUPS.get(path.rsplit("/", 1)[-1], path)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and "IPYTHONDIR" not in os.environ:
+        # Each worker's shells and kernels keep their history in a database of their
+        # own, not all in ~/.ipython's one SQLite file at once.
+        folder = tempfile.mkdtemp(prefix=f"ipython-{worker}-")
+        os.environ["IPYTHONDIR"] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if os.environ.get("PYTEST_XDIST_WORKER"):  # the same order on every worker
         items.sort(key=lambda item: -SLOW_FIRST.get(scope_of(item.nodeid), 0))
