@@ -3,6 +3,7 @@ their own keys, ssh_config and known_hosts (the same code as ``sshdist nodes up`
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -20,6 +21,78 @@ import pytest
 
 from sshdist_kernel import Node, make_node, make_nodes
 from sshdist_kernel.localnodes import LocalNodes
+
+# -- make test: the files in parallel (pytest -n N --dist loadfile) ------------------------
+
+BROWSER_GROUPS = {
+    "test_browser.py": "browser:load+live",
+    "test_browser_live.py": "browser:load+live",
+    "test_browser_rich.py": "browser:rich+cluster",
+    "test_browser_cluster.py": "browser:rich+cluster",
+}
+"""The browser test files, two by two: each test starts a JupyterLab and a Chromium, the
+heaviest processes of the suite, so no more than two browsers run at once.  (The
+machine-load test in test_browser.py runs low-priority busy loops until the load is
+past the cores: at nice 19 they leave the other workers' tests their CPU.)"""
+
+SLOW_FIRST = {
+    "browser:load+live": 60,
+    "browser:rich+cluster": 40,
+    "tests/test_kernel.py": 60,
+    "tests/test_node_failures.py": 55,
+    "tests/test_dist.py": 50,
+    "tests/test_guile_loader.py": 50,
+    "tests/test_pipeline_redteam.py": 45,
+    "tests/test_rrepl.py": 35,
+    "tests/test_notebooks.py": 34,
+    "tests/test_openssh_transport.py": 25,
+    "tests/test_magics.py": 23,
+    "tests/test_localcluster.py": 21,
+    "tests/test_cluster_login.py": 20,
+    "tests/test_distcall.py": 20,
+}
+"""Seconds a scope (a file, or a group of them) took alone, for the slowest: under xdist
+they are handed out first, so that none of them starts last and runs on alone."""
+
+
+def scope_of(nodeid: str) -> str:
+    """What one xdist worker runs as a whole: a test file (its module fixtures made
+    once, its tests in their order), or a group of browser files."""
+    path = nodeid.split("::", 1)[0]
+    return BROWSER_GROUPS.get(path.rsplit("/", 1)[-1], path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and "IPYTHONDIR" not in os.environ:
+        # Each worker's shells and kernels keep their history in a database of their
+        # own, not all in ~/.ipython's one SQLite file at once.
+        folder = tempfile.mkdtemp(prefix=f"ipython-{worker}-")
+        os.environ["IPYTHONDIR"] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the same order on every worker
+        items.sort(key=lambda item: -SLOW_FIRST.get(scope_of(item.nodeid), 0))
+
+
+if importlib.util.find_spec("xdist") is not None:
+
+    def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+        """``--dist loadfile``, with the browser files in their groups and the scopes
+        handed out in the collection's order (the slowest first) rather than by their
+        number of tests."""
+        if config.getvalue("dist") != "loadfile":
+            return None
+        from xdist.scheduler import LoadScopeScheduling
+
+        class FileScheduling(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return scope_of(nodeid)
+
+        config.option.loadscopereorder = False
+        return FileScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -52,6 +125,16 @@ def private_control_dir() -> Iterator[Path]:
         mp.setenv("SSHDIST_CONTROL_DIR", str(folder))
         yield folder
     shutil.rmtree(folder.parent, ignore_errors=True)
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A fresh directory with a short path, for Unix sockets (108 bytes at most): under
+    an xdist worker tmp_path is long (``/tmp/pytest-of-root/pytest-N/popen-gw0/...``).
+    Ask for it before the fixtures whose teardown still needs its sockets."""
+    folder = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

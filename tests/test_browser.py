@@ -112,13 +112,21 @@ def open_notebook(page: Any, url: str) -> None:
         " .jp-Toolbar-kernelStatus') !== null",
         timeout=60_000,
     )
-    # JupyterLab may ask which kernel to start: the notebook's own, Python 3.
+    # JupyterLab may ask which kernel to start: the notebook's own, Python 3.  Wait for
+    # whichever comes first, that question or a kernel chosen without it (before, the
+    # question was waited for 15 s each time it was not asked).
+    page.wait_for_function(
+        """() => {
+            const asked = [...document.querySelectorAll('.jp-Dialog button')]
+                .some(b => b.innerText.trim() === 'Select');
+            const context = window.jupyterapp.shell.currentWidget?.sessionContext;
+            return asked || !!context?.session?.kernel;
+        }""",
+        timeout=60_000,
+    )
     select = page.get_by_role("button", name="Select", exact=True)
-    try:
-        select.wait_for(timeout=15_000)
+    if select.count():
         select.click()
-    except playwright.TimeoutError:
-        pass
 
 
 @contextmanager
@@ -207,16 +215,27 @@ def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
                 arg=cores,
                 timeout=240_000,
             )
-            node1 = rows.nth(0)
-            over = node1.locator(".sshdist-loadbar-number").first
-            colour = over.evaluate("e => getComputedStyle(e).color")
-            assert colour == "rgb(230, 81, 0)", colour  # orange past the cores
+            # Read in one go: the row's HTML is redrawn every second, and an element
+            # found in one call may be gone by the next (its computed colour then '').
+            shown = page.evaluate(
+                """() => {
+                    const node1 = document.querySelector('.widget-hbox:has(.sshdist-loadbar)');
+                    const bar = node1.querySelector('.sshdist-loadbar');
+                    const number = node1.querySelector('.sshdist-loadbar-number');
+                    const mark = bar.querySelector('.sshdist-loadbar-mark');
+                    const past = bar.querySelectorAll('.sshdist-loadbar-part')[1];
+                    return {
+                        colour: getComputedStyle(number).color,
+                        mark: mark.getBoundingClientRect().x,
+                        past: past.getBoundingClientRect().x,
+                        width: past.getBoundingClientRect().width,
+                    };
+                }"""
+            )
+            assert shown["colour"] == "rgb(230, 81, 0)", shown  # orange past the cores
             # The part past the cores is drawn: a bar to 4x the cores with the mark at 1x
             # (or further out), not a full bar.
-            mark = node1.locator(".sshdist-loadbar-mark").first.bounding_box()
-            parts = node1.locator(".sshdist-loadbar").first.locator(".sshdist-loadbar-part")
-            past = parts.nth(1).bounding_box()
-            assert past["x"] == pytest.approx(mark["x"], abs=2) and past["width"] > 3
+            assert shown["past"] == pytest.approx(shown["mark"], abs=2) and shown["width"] > 3
             output_of(page, 2).scroll_into_view_if_needed()
             page.screenshot(path=str(SCREENSHOT), full_page=True)
         run_cell(page, 7)  # mon.stop()

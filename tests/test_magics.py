@@ -709,11 +709,11 @@ def test_nodes_guile_names_the_guile_those_nodes_run(ip, fresh_hosts, capsys) ->
 
 
 def test_nodes_transport_openssh_is_used_and_remembered_for_names(
-    ip, fresh_hosts, capsys, monkeypatch, tmp_path
+    short_tmp, ip, fresh_hosts, capsys, monkeypatch
 ) -> None:
     from sshdist_kernel.opensshsession import OpenSshSession
 
-    monkeypatch.setenv("SSHDIST_CONTROL_DIR", str(tmp_path / "cm"))
+    monkeypatch.setenv("SSHDIST_CONTROL_DIR", str(short_tmp / "cm"))  # sockets: a short path
     assert run(ip, "%nodes -o viassh --transport openssh -F $cfg node1").success
     try:
         assert isinstance(ip.user_ns["viassh"][0].session, OpenSshSession)

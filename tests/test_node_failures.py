@@ -336,11 +336,17 @@ def test_ctrl_c_during_dist_map_stops_the_nodes(ssh_config: str) -> None:
     try:
         for n in nodes:
             with_ssh(n, "(define kept 'yes)")
-        timer = threading.Timer(1, lambda: signal.raise_signal(signal.SIGINT))
+        # To the process, as a terminal's Ctrl-C is: the kernel hands it to the main
+        # thread, whose wait it wakes.  (signal.raise_signal from the timer's thread
+        # went to that thread alone: the main thread slept on until the call ended by
+        # itself, 40 s of (sleep 20) later, and the test took a minute.)
+        timer = threading.Timer(1, lambda: os.kill(os.getpid(), signal.SIGINT))
+        started = time.monotonic()
         timer.start()
         with pytest.raises(KeyboardInterrupt):
             dist_map(nodes, "(lambda (x) (sleep 20) x)", [1, 2, 3, 4])
         timer.join()
+        assert time.monotonic() - started < 15  # stopped, not waited out (2 x 20 s)
         for n in nodes:  # ready again within a moment, definitions kept
             assert with_ssh(n, "kept", timeout=5).value == "yes"
     finally:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import CancelledError
 from contextlib import redirect_stdout
+from pathlib import Path
 
 import pytest
 
@@ -119,14 +120,22 @@ def test_with_ssh_on_the_events_node_from_on_event_answers_or_says_why(
     )
 
 
-def test_with_ssh_gets_into_a_node_that_waits_for_a_straggler(ssh_config: str) -> None:
+def test_with_ssh_gets_into_a_node_that_waits_for_a_straggler(
+    ssh_config: str, tmp_path: Path
+) -> None:
     pair = make_nodes(["node1", "node2"], ssh_config=ssh_config)
+    go = tmp_path / "go"  # the straggler runs until the test has got in (8 s at most)
+    straggler = (
+        f'(lambda (x) (when (= x 0) (let wait ((i 0)) (unless (or (file-exists? "{go}")'
+        " (= i 800)) (usleep 10000) (wait (1+ i))))) x)"
+    )
     try:
-        call = dist_map_async(pair, "(lambda (x) (if (= x 0) (sleep 8)) x)", range(40))
+        call = dist_map_async(pair, straggler, range(40))
         wait_until(lambda: call._watcher is not None, what="a node to watch for a straggler")
         watcher = next(n for n in pair if id(n) == call._watcher)
         assert with_ssh(watcher, "(+ 1 2)", timeout=30).value == 3
         assert not call.done()  # it got in while the slow item still ran
+        go.touch()
         assert call.result(60) == list(range(40))
     finally:
         for n in pair:
