@@ -3,6 +3,7 @@ their own keys, ssh_config and known_hosts (the same code as ``sshdist nodes up`
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -69,7 +70,9 @@ def pytest_configure(config: pytest.Config) -> None:
         # own, not all in ~/.ipython's one SQLite file at once.
         folder = tempfile.mkdtemp(prefix=f"ipython-{worker}-")
         os.environ["IPYTHONDIR"] = folder
-        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+        # Removed as the worker exits: after IPython's own exit handler, registered
+        # later, has written the shell's last history there (atexit runs last first).
+        atexit.register(shutil.rmtree, folder, True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
