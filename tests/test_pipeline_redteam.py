@@ -167,9 +167,12 @@ def test_with_ssh_waits_for_the_running_chunk_not_for_every_chunk_sent_blind(
         asking.set()
         assert with_ssh(victim, "(+ 1 2)", timeout=60).value == 3
         asking.clear()
+        assert not call.done()  # 20 s of work: it got in long before the end
         # The chunk it ran (1 item) and the one it began while that answer travelled
         # (2 items); the 4 and 8 items sent blind behind them went back in the queue.
-        assert sum(done_meanwhile) <= 3
+        # Under load a handoff can miss its 0.5 s and the node takes one more small
+        # chunk or two; waiting for every chunk sent blind would be 1 + 2 + 4 + 8 items.
+        assert sum(done_meanwhile) <= 8, done_meanwhile
     finally:
         call.cancel()
         call.wait_stopped(10)
