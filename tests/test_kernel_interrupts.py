@@ -33,7 +33,7 @@ flag = os.environ["SSHDIST_TEST_INTERRUPTS"]  # interrupts while this file exist
 def interrupt_at_random():
     rng = random.Random(7)
     while True:
-        time.sleep(rng.uniform(0.001, 0.012))
+        time.sleep(rng.uniform(0.001, 0.012))  # the interrupts' pacing: nothing is awaited
         if os.path.exists(flag):
             os.kill(os.getpid(), signal.SIGINT)
 

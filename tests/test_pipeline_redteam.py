@@ -15,7 +15,7 @@ import re
 import shutil
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -71,10 +71,11 @@ def assert_in_step(nodes: list[Node], restarted: tuple[Node, ...] = ()) -> None:
         assert with_ssh(n, f"(+ kept {i})", timeout=10).value == 42 + i
 
 
-def kill_while_holding_then_cancel(made: list[Node], victim: Node) -> None:
-    """Kill ``victim``'s guile once it holds a chunk waiting: the call completes, in
-    order, with only ``victim`` failed; then cancel a call while chunks are held."""
-    pid = victim.rrepl.pid
+def kill_when_holding(
+    victim: Node, pid: int
+) -> tuple[Callable[[DistEvent], None], threading.Event]:
+    """An on_event hook that SIGKILLs ``pid`` once ``victim`` holds a chunk waiting,
+    and the event set when it has."""
     killed = threading.Event()
 
     def on_event(event: DistEvent) -> None:
@@ -82,6 +83,13 @@ def kill_while_holding_then_cancel(made: list[Node], victim: Node) -> None:
             killed.set()
             os.kill(pid, signal.SIGKILL)
 
+    return on_event, killed
+
+
+def kill_while_holding_then_cancel(made: list[Node], victim: Node) -> None:
+    """Kill ``victim``'s guile once it holds a chunk waiting: the call completes, in
+    order, with only ``victim`` failed; then cancel a call while chunks are held."""
+    on_event, killed = kill_when_holding(victim, victim.rrepl.pid)
     result = dist_map(made, "(lambda (x) (usleep 20000) x)", range(150), on_event=on_event)
     assert killed.is_set() and result == list(range(150))
     assert [f.node for f in result.failures] == [victim]
@@ -209,13 +217,7 @@ def test_the_session_sshd_killed_while_its_node_holds_chunks(nodes: list[Node]) 
     define_kept(nodes)
     victim = nodes[2]
     sshd = parent_pid(victim.rrepl.pid)  # the sshd process of the node's connection
-    killed = threading.Event()
-
-    def on_event(event: DistEvent) -> None:
-        if not killed.is_set() and event.node is victim and holds([victim]):
-            killed.set()
-            os.kill(sshd, signal.SIGKILL)
-
+    on_event, killed = kill_when_holding(victim, sshd)
     result = dist_map(nodes, "(lambda (x) (usleep 20000) (- x))", range(150), on_event=on_event)
     assert killed.is_set()
     assert result == [-x for x in range(150)]
