@@ -102,7 +102,7 @@ def connect_all(
         for t in threads:  # a Ctrl-C here too: the started workers may be asking already
             t.start()
         if relay is not None:
-            relay.serve(lambda: not any(t.is_alive() for t in threads))
+            relay.serve(len(threads))
         for t in threads:
             t.join()
     except KeyboardInterrupt:

@@ -15,7 +15,6 @@ import getpass
 import os
 import queue
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from .sshconfig import Prompt
@@ -74,10 +73,6 @@ class _Question:
 _FINISHED = object()
 
 
-FINISH_RECHECK = 0.05
-"""Seconds ``serve`` waits for a question before it looks again whether it is done."""
-
-
 class PromptRelay:
     """Questions from connecting threads, asked one at a time on the thread that made
     the relay, in its ``serve``.  After ``serve`` (a reconnect later on) ``ask`` asks
@@ -110,21 +105,18 @@ class PromptRelay:
         return question.answer  # as the prompt gave it: sshauth names a None or a non-str
 
     def finished(self) -> None:
-        """Wake ``serve`` to see whether its work is done (called as each worker ends)."""
+        """A worker's last word (``serve`` counts them): it asks nothing more."""
         self._questions.put(_FINISHED)
 
-    def serve(self, done: Callable[[], bool]) -> None:
-        """Answer questions on this thread until ``done()``; a Ctrl-C here is raised
-        here, and the waiting workers hear that nobody answers."""
+    def serve(self, workers: int) -> None:
+        """Answer questions on this thread until each of ``workers`` has said it
+        ``finished``; a Ctrl-C here is raised here, and the waiting workers hear that
+        nobody answers."""
         try:
-            while not done():
-                try:
-                    # A worker says it finished just before it ends: woken by the last,
-                    # done() may still see it alive, and nothing more would come.
-                    item = self._questions.get(timeout=FINISH_RECHECK)
-                except queue.Empty:
-                    continue
+            while workers > 0:
+                item = self._questions.get()
                 if item is _FINISHED:
+                    workers -= 1
                     continue
                 try:
                     with self._lock:

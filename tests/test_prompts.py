@@ -7,18 +7,21 @@ import threading
 from sshdist_kernel.prompts import PromptRelay
 
 
-def test_serve_ends_when_its_work_is_done_though_the_last_worker_said_so_early() -> None:
-    # A worker says it finished just before its thread ends: serve, woken by that,
-    # may still find it alive; nothing more comes, and serve must still end.
+def test_serve_ends_at_each_workers_last_word_though_its_thread_still_runs() -> None:
+    # A worker says it finished just before its thread ends: serve counts the words,
+    # not live threads (which it found alive, then waited for ever).
     relay = PromptRelay(lambda text, echo: "answer")
-    worker_alive = threading.Event()
-    worker_alive.set()
-    relay.finished()  # the last worker's word, while it still runs
-    threading.Timer(0.2, worker_alive.clear).start()  # then it ends
-    server = threading.Thread(target=relay.serve, args=(lambda: not worker_alive.is_set(),))
+    release = threading.Event()
+    worker = threading.Thread(target=lambda: (relay.finished(), release.wait(10)))
+    worker.start()
+    server = threading.Thread(target=relay.serve, args=(1,))
     server.start()
     server.join(10)
-    assert not server.is_alive(), "serve waited for ever for a question"
+    alive = worker.is_alive()
+    release.set()
+    worker.join(10)
+    assert not server.is_alive(), "serve waited for a worker that had said its last word"
+    assert alive  # it ended while the worker still ran
 
 
 def test_questions_from_workers_are_answered_on_the_serving_thread() -> None:
@@ -36,6 +39,6 @@ def test_questions_from_workers_are_answered_on_the_serving_thread() -> None:
     ]
     for w in workers:
         w.start()
-    relay.serve(lambda: not any(w.is_alive() for w in workers))
+    relay.serve(len(workers))
     assert sorted(answers) == ["CODE?", "PASSWORD?"]
     assert asked_on == [threading.get_ident()] * 2
