@@ -351,7 +351,10 @@ def ssh_error(
 
 _DROPPED = re.compile(
     r"kex_exchange_identification: (Connection closed|read: Connection reset)|"
-    r"connect to host .* Connection reset by peer"  # accepted, then dropped at once
+    r"connect to host .* Connection reset by peer|"  # accepted, then dropped at once
+    # reset before ssh's own banner went out: the only line ssh prints then
+    r"^Connection reset by \S+ port \d+\s*$",
+    re.MULTILINE,
 )
 
 

@@ -64,6 +64,12 @@ def scope_of(nodeid: str) -> str:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Started in a shell's background (``make test &``, nohup, some CI runners):
+        # the Ctrl-C tests need Python's own handler here, and the terminals, kernels
+        # and workers started from here would inherit an ignored SIGINT (a handler is
+        # reset by exec, an ignored signal is not).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker and "IPYTHONDIR" not in os.environ:
         # Each worker's shells and kernels keep their history in a database of their

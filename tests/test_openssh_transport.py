@@ -28,7 +28,7 @@ from sshdist_kernel import (
     node_stop_server,
     with_ssh,
 )
-from sshdist_kernel.controlmaster import control_dir
+from sshdist_kernel.controlmaster import DroppedBeforeBanner, control_dir, ssh_error
 from sshdist_kernel.errors import (
     AuthenticationError,
     ConnectError,
@@ -42,7 +42,7 @@ from sshdist_kernel.localsshd import _children
 from sshdist_kernel.opensshsession import OpenSshSession
 from sshdist_kernel.pipechannel import PipeChannel
 from sshdist_kernel.server import UNIX
-from sshdist_kernel.sshconfig import resolve_options
+from sshdist_kernel.sshconfig import SessionOptions, resolve_options
 from sshdist_kernel.transports import make_session
 
 from .conftest import wait_until
@@ -438,6 +438,27 @@ def test_transport_reaches_kernelspec_and_cli() -> None:
     assert spec["argv"][-2:] == ["--transport", "openssh"]
     assert spec["metadata"]["sshdist"]["transport"] == "openssh"
     assert _parser().parse_args(["rrepl", "h", "--transport", "openssh"]).transport == "openssh"
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        # OpenSSH 9.2's words for a connection the server reset: after ssh's banner went
+        # out, and before (the second is all it prints then), and one closed.
+        "kex_exchange_identification: read: Connection reset by peer\n"
+        "Connection reset by 127.0.0.1 port 51173\n",
+        "Connection reset by 127.0.0.1 port 51173\n",
+        "kex_exchange_identification: Connection closed by remote host\n"
+        "Connection closed by 127.0.0.1 port 51173\n",
+    ],
+)
+def test_every_way_ssh_says_it_was_dropped_before_the_banner_is_tried_again(
+    stderr: str,
+) -> None:
+    options = SessionOptions(alias="relayed", hostname="127.0.0.1", port=51173)
+    assert isinstance(ssh_error(options, 255, stderr), DroppedBeforeBanner)
+    refused = "ssh: connect to host 127.0.0.1 port 51173: Connection refused\n"
+    assert not isinstance(ssh_error(options, 255, refused), DroppedBeforeBanner)
 
 
 def test_a_connection_dropped_before_the_banner_is_tried_again_by_ssh_too(
