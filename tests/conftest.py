@@ -180,6 +180,27 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str
 
 
 @pytest.fixture
+def quick_probes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Silence noticed sooner: a wait asks the connection after 0.5 s of it (not 2 s)
+    and gives the answer 1.5 s (not 3 s).  The same code runs; the tests of silent
+    peers wait less.  Bounds in those tests are written from ``records``' values."""
+    from sshdist_kernel import records
+
+    monkeypatch.setattr(records, "PROBE_AFTER", 0.5)
+    monkeypatch.setattr(records, "PROBE_DEADLINE", 1.5)
+
+
+@pytest.fixture
+def quick_recovery(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An abandoned evaluation has 0.5 s per interrupt to stop (not 2 s) before the next
+    of the three, so a REPL that will not stop is given up in 1.5 s, not 6 s.  The
+    acknowledgement's bound (``ACK_WAIT``) is unchanged."""
+    from sshdist_kernel import replinterrupts
+
+    monkeypatch.setattr(replinterrupts, "RECOVERY_WAIT", 0.5)
+
+
+@pytest.fixture
 def stopped() -> Iterator[list[int]]:
     """Processes a test SIGSTOPs; they are continued when it ends, whatever happens."""
     pids: list[int] = []

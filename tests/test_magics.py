@@ -411,6 +411,7 @@ def test_ctrl_c_in_with_ssh_is_one_line_and_the_node_keeps_its_definitions(ip, c
     assert nodes[0].eval("kept", timeout=1).value == "yes"
 
 
+@pytest.mark.usefixtures("quick_recovery")
 def test_ctrl_c_on_code_that_ignores_it_says_the_node_is_still_stopping(ip, nodes, capsys) -> None:
     ip.user_ns["deaf"] = nodes[0]
     run(ip, "%%with_ssh deaf\n(define kept 1)")
@@ -420,7 +421,7 @@ def test_ctrl_c_on_code_that_ignores_it_says_the_node_is_still_stopping(ip, node
         result = run(ip, f"%%with_ssh deaf\n{deaf}")
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     seen = capsys.readouterr()
-    # Still stopping (as a rule: three interrupts take up to 6 s), or given up already.
+    # Still stopping (as a rule: three interrupts take up to 1.5 s here), or given up already.
     assert re.fullmatch(
         r"deaf\nwith_ssh interrupted after \d\.\d s on node1; node1 (still stopping \(the "
         r"next call waits for it, or for a fresh REPL if it will not stop\)|lost the REPL "
