@@ -241,6 +241,7 @@ def test_a_master_killed_mid_call_is_a_node_error_and_the_next_call_reconnects(
     assert onode.session.master_pid != pid
 
 
+@pytest.mark.usefixtures("quick_probes")
 def test_a_stopped_master_is_noticed_within_the_probe(onode: Node, stopped: list[int]) -> None:
     pid = onode.session.master_pid
     os.kill(pid, signal.SIGSTOP)
