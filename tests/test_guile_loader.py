@@ -101,7 +101,15 @@ def test_a_cache_dir_that_cannot_be_made_means_running_from_source(
 
 
 def _copy(made: Path, to: Path) -> Path:
+    """A copy of the cache ``made``, as good as the original: its compiled copy is a new
+    file (a new inode), so its stamp is written again as the compile writes it (inode,
+    size, modification time), else the loader would take it for a changed copy."""
     shutil.copytree(made, to)
+    for go in _compiled(to):
+        st = go.stat()
+        seconds, nanoseconds = divmod(st.st_mtime_ns, 1_000_000_000)
+        stamp = f"({st.st_ino} {st.st_size} {seconds} {nanoseconds})"
+        go.with_name(go.name + ".stamp").write_text(stamp)
     return to
 
 
