@@ -188,12 +188,11 @@ def test_guile_2_2_has_a_compiled_copy_of_its_own(
 
 
 def test_a_compiled_copy_changed_since_its_compile_is_not_loaded_and_is_made_again(
-    ssh_config: str, tmp_path: Path
+    made: Path, ssh_config: str, tmp_path: Path
 ) -> None:
-    cache_dir = tmp_path / "sshdist"
-    with _open(ssh_config, cache_dir) as node:
-        _works(node)
-    go = _wait_compiled(cache_dir)
+    cache_dir = _copy(made, tmp_path / "sshdist")
+    (go,) = _compiled(cache_dir)
+    _next_runs_compiled(ssh_config, cache_dir)  # loaded as long as it is unchanged
     with go.open("r+b") as damaged:  # bytes in the middle: Guile would still load it
         damaged.seek(go.stat().st_size // 3)
         damaged.write(b"\xff" * 512)
