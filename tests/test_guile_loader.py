@@ -3,7 +3,9 @@ used by the next REPL, and never taken from a place another user could have writ
 
 from __future__ import annotations
 
+import errno
 import os
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -204,17 +206,54 @@ def test_a_compiled_copy_changed_since_its_compile_is_not_loaded_and_is_made_aga
     _next_runs_compiled(ssh_config, cache_dir)
 
 
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` of this machine has ended (gone, or a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _let_through(gate: Path) -> bool:
+    """Let the process waiting at the FIFO ``gate`` go on; False if none waits there."""
+    try:
+        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # nobody has it open to read
+            return False
+        raise
+    try:
+        os.write(fd, b"go\n")
+    finally:
+        os.close(fd)
+    return True
+
+
 def test_a_repl_that_ends_at_once_still_leaves_its_compiled_copy(
     ssh_config: str, tmp_path: Path
 ) -> None:
     # A Guile slow to start, as on a loaded machine: the REPL ends (and stops its
-    # process group) before the compile it began has started.
+    # process group) before the compile it began has started.  The compile's Guile
+    # (its command is the one that begins with its setsid) waits at a gate that opens
+    # only once the REPL has ended; the REPL's own Guile starts at once.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
     slow = tmp_path / "slow-guile"
-    slow.write_text('#!/bin/sh\nsleep 1\nexec guile "$@"\n')
+    slow.write_text(
+        "#!/bin/bash\n"
+        'case "${!#}" in "(false-if-exception (setsid))"*)\n'
+        f"  exec 3<>{shlex.quote(str(gate))}; read -r -t 60 _ <&3; exec 3<&-;;\n"
+        "esac\n"
+        'exec guile "$@"\n'
+    )
     slow.chmod(0o755)
     cache_dir = tmp_path / "cache"
     with _open(ssh_config, cache_dir, guile=str(slow)) as node:
         assert with_ssh(node, "(+ 1 2)").value == 3
+        repl = node.rrepl.pid
+    wait_until(lambda: _ended(repl), 30.0, "the REPL to end")
+    wait_until(lambda: _let_through(gate), 30.0, "the compile waiting at the gate")
     _wait_compiled(cache_dir, wait=60.0)
 
 
