@@ -258,7 +258,7 @@ def test_a_repl_that_ends_at_once_still_leaves_its_compiled_copy(
 
 
 def test_a_cache_dir_under_home_is_expanded_and_a_relative_one_is_not_used(
-    ssh_config: str,
+    made: Path, ssh_config: str
 ) -> None:
     name = f"sshdist-test-cache-{os.getpid()}"
     home = Path.home()  # the local nodes run as this user, with this home
@@ -266,10 +266,11 @@ def test_a_cache_dir_under_home_is_expanded_and_a_relative_one_is_not_used(
         with _open(ssh_config, Path(name)) as node:  # relative: no cache, nothing made
             _works(node)
         assert not (home / name).exists() and not Path(name).exists()
+        _copy(made, home / name)
         language = GuileRepl(cache_dir=f"~/{name}")
         with make_node("node1", ssh_config=ssh_config, language=language) as node:
+            assert _runs_compiled(node, home / name)  # the copy in $HOME/name
             _works(node)
-        _wait_compiled(home / name)
         assert not (home / "~").exists()
     finally:
         shutil.rmtree(home / name, ignore_errors=True)
