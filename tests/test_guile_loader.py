@@ -108,11 +108,17 @@ def _copy(made: Path, to: Path) -> Path:
     size, modification time), else the loader would take it for a changed copy."""
     shutil.copytree(made, to)
     for go in _compiled(to):
-        st = go.stat()
-        seconds, nanoseconds = divmod(st.st_mtime_ns, 1_000_000_000)
-        stamp = f"({st.st_ino} {st.st_size} {seconds} {nanoseconds})"
-        go.with_name(go.name + ".stamp").write_text(stamp)
+        _stamp(go)
     return to
+
+
+def _stamp(go: Path) -> None:
+    """Write ``go``'s stamp as its compile would: the file is as the compile left it."""
+    st = go.stat()
+    seconds, nanoseconds = divmod(st.st_mtime_ns, 1_000_000_000)
+    go.with_name(go.name + ".stamp").write_text(
+        f"({st.st_ino} {st.st_size} {seconds} {nanoseconds})"
+    )
 
 
 def test_a_cache_dir_others_can_write_to_is_neither_used_nor_filled(
@@ -157,6 +163,7 @@ def test_a_compiled_copy_guile_will_not_load_is_made_again(
     cache_dir = _copy(made, tmp_path / "cache")
     (go,) = _compiled(cache_dir)
     go.write_bytes(b"not a compiled file")
+    _stamp(go)  # unchanged since its compile, as far as the loader can tell: Guile says no
     # Copies of other versions: one unused for 40 days goes when a compile ends.
     unused, recent = cache_dir / "rrepl-old-1.go", cache_dir / "rrepl-recent-1.go"
     for other in (unused, recent):
