@@ -3,7 +3,9 @@ used by the next REPL, and never taken from a place another user could have writ
 
 from __future__ import annotations
 
+import errno
 import os
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -101,8 +103,22 @@ def test_a_cache_dir_that_cannot_be_made_means_running_from_source(
 
 
 def _copy(made: Path, to: Path) -> Path:
+    """A copy of the cache ``made``, as good as the original: its compiled copy is a new
+    file (a new inode), so its stamp is written again as the compile writes it (inode,
+    size, modification time), else the loader would take it for a changed copy."""
     shutil.copytree(made, to)
+    for go in _compiled(to):
+        _stamp(go)
     return to
+
+
+def _stamp(go: Path) -> None:
+    """Write ``go``'s stamp as its compile would: the file is as the compile left it."""
+    st = go.stat()
+    seconds, nanoseconds = divmod(st.st_mtime_ns, 1_000_000_000)
+    go.with_name(go.name + ".stamp").write_text(
+        f"({st.st_ino} {st.st_size} {seconds} {nanoseconds})"
+    )
 
 
 def test_a_cache_dir_others_can_write_to_is_neither_used_nor_filled(
@@ -147,6 +163,7 @@ def test_a_compiled_copy_guile_will_not_load_is_made_again(
     cache_dir = _copy(made, tmp_path / "cache")
     (go,) = _compiled(cache_dir)
     go.write_bytes(b"not a compiled file")
+    _stamp(go)  # unchanged since its compile, as far as the loader can tell: Guile says no
     # Copies of other versions: one unused for 40 days goes when a compile ends.
     unused, recent = cache_dir / "rrepl-old-1.go", cache_dir / "rrepl-recent-1.go"
     for other in (unused, recent):
@@ -180,12 +197,11 @@ def test_guile_2_2_has_a_compiled_copy_of_its_own(
 
 
 def test_a_compiled_copy_changed_since_its_compile_is_not_loaded_and_is_made_again(
-    ssh_config: str, tmp_path: Path
+    made: Path, ssh_config: str, tmp_path: Path
 ) -> None:
-    cache_dir = tmp_path / "sshdist"
-    with _open(ssh_config, cache_dir) as node:
-        _works(node)
-    go = _wait_compiled(cache_dir)
+    cache_dir = _copy(made, tmp_path / "sshdist")
+    (go,) = _compiled(cache_dir)
+    _next_runs_compiled(ssh_config, cache_dir)  # loaded as long as it is unchanged
     with go.open("r+b") as damaged:  # bytes in the middle: Guile would still load it
         damaged.seek(go.stat().st_size // 3)
         damaged.write(b"\xff" * 512)
@@ -197,22 +213,59 @@ def test_a_compiled_copy_changed_since_its_compile_is_not_loaded_and_is_made_aga
     _next_runs_compiled(ssh_config, cache_dir)
 
 
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` of this machine has ended (gone, or a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _let_through(gate: Path) -> bool:
+    """Let the process waiting at the FIFO ``gate`` go on; False if none waits there."""
+    try:
+        fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ENXIO:  # nobody has it open to read
+            return False
+        raise
+    try:
+        os.write(fd, b"go\n")
+    finally:
+        os.close(fd)
+    return True
+
+
 def test_a_repl_that_ends_at_once_still_leaves_its_compiled_copy(
     ssh_config: str, tmp_path: Path
 ) -> None:
     # A Guile slow to start, as on a loaded machine: the REPL ends (and stops its
-    # process group) before the compile it began has started.
+    # process group) before the compile it began has started.  The compile's Guile
+    # (its command is the one that begins with its setsid) waits at a gate that opens
+    # only once the REPL has ended; the REPL's own Guile starts at once.
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
     slow = tmp_path / "slow-guile"
-    slow.write_text('#!/bin/sh\nsleep 1\nexec guile "$@"\n')
+    slow.write_text(
+        "#!/bin/bash\n"
+        'case "${!#}" in "(false-if-exception (setsid))"*)\n'
+        f"  exec 3<>{shlex.quote(str(gate))}; read -r -t 60 _ <&3; exec 3<&-;;\n"
+        "esac\n"
+        'exec guile "$@"\n'
+    )
     slow.chmod(0o755)
     cache_dir = tmp_path / "cache"
     with _open(ssh_config, cache_dir, guile=str(slow)) as node:
         assert with_ssh(node, "(+ 1 2)").value == 3
+        repl = node.rrepl.pid
+    wait_until(lambda: _ended(repl), 30.0, "the REPL to end")
+    wait_until(lambda: _let_through(gate), 30.0, "the compile waiting at the gate")
     _wait_compiled(cache_dir, wait=60.0)
 
 
 def test_a_cache_dir_under_home_is_expanded_and_a_relative_one_is_not_used(
-    ssh_config: str,
+    made: Path, ssh_config: str
 ) -> None:
     name = f"sshdist-test-cache-{os.getpid()}"
     home = Path.home()  # the local nodes run as this user, with this home
@@ -220,10 +273,11 @@ def test_a_cache_dir_under_home_is_expanded_and_a_relative_one_is_not_used(
         with _open(ssh_config, Path(name)) as node:  # relative: no cache, nothing made
             _works(node)
         assert not (home / name).exists() and not Path(name).exists()
+        _copy(made, home / name)
         language = GuileRepl(cache_dir=f"~/{name}")
         with make_node("node1", ssh_config=ssh_config, language=language) as node:
+            assert _runs_compiled(node, home / name)  # the copy in $HOME/name
             _works(node)
-        _wait_compiled(home / name)
         assert not (home / "~").exists()
     finally:
         shutil.rmtree(home / name, ignore_errors=True)
