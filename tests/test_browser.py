@@ -10,7 +10,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -173,9 +172,15 @@ def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
     from .test_browser_live import output_of, run_cell  # that module imports this one
 
     cores = os.cpu_count() or 1  # the local nodes' cores: they run on this machine
-    with notebook_page(
-        jupyterlab, 1400, 1000, failed=str(SCREENSHOT.with_name("failed.png"))
-    ) as page:
+    # The machine the nodes share is overloaded from the start (twice as many busy loops
+    # as it has cores and more), so that its 1-minute load, an average read every 5 s,
+    # climbs while the notebook opens and runs its first cells, not only after them.
+    with (
+        machine_overloaded(4 * cores, 300),
+        notebook_page(
+            jupyterlab, 1400, 1000, failed=str(SCREENSHOT.with_name("failed.png"))
+        ) as page,
+    ):
         run_cell(page, 1)  # %nodes: three local nodes
         run_cell(page, 2)  # %loadavg --every 1 -o mon nodes
         rows = page.locator(".widget-hbox:has(.sshdist-loadbar)")
@@ -191,9 +196,17 @@ def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
             return [rows.nth(i).locator(".widget-label").last.inner_text() for i in range(3)]
 
         first = read_at()
-        deadline = time.monotonic() + 60
-        while read_at() == first and time.monotonic() < deadline:
-            page.wait_for_timeout(500)
+        try:  # the same cells as read_at's, until one of them changes
+            page.wait_for_function(
+                """(first) => [...document.querySelectorAll(
+                        '.widget-hbox:has(.sshdist-loadbar)')].slice(0, 3)
+                    .some((row, i) => [...row.querySelectorAll('.widget-label')]
+                        .pop()?.innerText !== first[i])""",
+                arg=first,
+                timeout=60_000,
+            )
+        except playwright.TimeoutError:
+            pytest.fail(f"the load rows did not refresh: still {first}")
         assert read_at() != first, "the load rows did not refresh"
         run_cell(page, 4)  # the nodes busy for a few seconds
         run_cell(page, 6)  # node3 stopped: its row turns stopped; the others run on
@@ -204,38 +217,36 @@ def test_load_rows_render_and_update_in_jupyterlab(jupyterlab: str) -> None:
         )
         states = [rows.nth(i).locator(".widget-html").nth(1).inner_text() for i in range(3)]
         assert states[2] == "stopped"
-        # Now the machine the nodes share is overloaded: twice as many busy loops as it
-        # has cores and more, until node1's 1 minute load is well past its cores.
-        with machine_overloaded(4 * cores, 300):
-            page.wait_for_function(
-                """(cores) => {
-                    const one = document.querySelector('.sshdist-loadbar-number');
-                    return one && parseFloat(one.innerText) > 1.5 * cores;
-                }""",
-                arg=cores,
-                timeout=240_000,
-            )
-            # Read in one go: the row's HTML is redrawn every second, and an element
-            # found in one call may be gone by the next (its computed colour then '').
-            shown = page.evaluate(
-                """() => {
-                    const node1 = document.querySelector('.widget-hbox:has(.sshdist-loadbar)');
-                    const bar = node1.querySelector('.sshdist-loadbar');
-                    const number = node1.querySelector('.sshdist-loadbar-number');
-                    const mark = bar.querySelector('.sshdist-loadbar-mark');
-                    const past = bar.querySelectorAll('.sshdist-loadbar-part')[1];
-                    return {
-                        colour: getComputedStyle(number).color,
-                        mark: mark.getBoundingClientRect().x,
-                        past: past.getBoundingClientRect().x,
-                        width: past.getBoundingClientRect().width,
-                    };
-                }"""
-            )
-            assert shown["colour"] == "rgb(230, 81, 0)", shown  # orange past the cores
-            # The part past the cores is drawn: a bar to 4x the cores with the mark at 1x
-            # (or further out), not a full bar.
-            assert shown["past"] == pytest.approx(shown["mark"], abs=2) and shown["width"] > 3
-            output_of(page, 2).scroll_into_view_if_needed()
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        # Until node1's 1 minute load is well past its cores.
+        page.wait_for_function(
+            """(cores) => {
+                const one = document.querySelector('.sshdist-loadbar-number');
+                return one && parseFloat(one.innerText) > 1.5 * cores;
+            }""",
+            arg=cores,
+            timeout=240_000,
+        )
+        # Read in one go: the row's HTML is redrawn every second, and an element
+        # found in one call may be gone by the next (its computed colour then '').
+        shown = page.evaluate(
+            """() => {
+                const node1 = document.querySelector('.widget-hbox:has(.sshdist-loadbar)');
+                const bar = node1.querySelector('.sshdist-loadbar');
+                const number = node1.querySelector('.sshdist-loadbar-number');
+                const mark = bar.querySelector('.sshdist-loadbar-mark');
+                const past = bar.querySelectorAll('.sshdist-loadbar-part')[1];
+                return {
+                    colour: getComputedStyle(number).color,
+                    mark: mark.getBoundingClientRect().x,
+                    past: past.getBoundingClientRect().x,
+                    width: past.getBoundingClientRect().width,
+                };
+            }"""
+        )
+        assert shown["colour"] == "rgb(230, 81, 0)", shown  # orange past the cores
+        # The part past the cores is drawn: a bar to 4x the cores with the mark at 1x
+        # (or further out), not a full bar.
+        assert shown["past"] == pytest.approx(shown["mark"], abs=2) and shown["width"] > 3
+        output_of(page, 2).scroll_into_view_if_needed()
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
         run_cell(page, 7)  # mon.stop()

@@ -123,11 +123,18 @@ def test_the_one_time_code_is_typed_once_for_64_nodes(cluster: Any, lab: str) ->
         )
         assert page.evaluate("() => window.stdinBoxes") == 1
         # From the %nodes cell to the dist_map's result: the notebook scrolled to it.
+        # The windowed notebook draws what scrolled in on the next frames: waited for,
+        # then for the result's cell to be drawn in the viewport.
         page.evaluate(
-            """() => document.querySelectorAll('.jp-Notebook .jp-Cell')[2]
-                .scrollIntoView({block: 'start'})"""
+            """async () => {
+                document.querySelectorAll('.jp-Notebook .jp-Cell')[2]
+                    .scrollIntoView({block: 'start'});
+                await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+            }"""
         )
-        page.wait_for_timeout(500)  # let the windowed notebook draw what scrolled in
+        output_of(page, 7).get_by_text("([0, 1, 4, 9, 16], 408321, True)").wait_for(
+            state="visible", timeout=10_000
+        )
         page.screenshot(path=str(SHOTS / "cluster_login_done.png"), clip=down_to(page, 7))
         run_cell(page, 9, wait=False)
         output_of(page, 9).get_by_text("nodes closed").wait_for(timeout=30_000)

@@ -87,14 +87,21 @@ def test_a_background_call_is_cancelled_from_its_widget(lab: str) -> None:
             assert name in text
         assert len(re.findall(r"\b\d+\.\d\d\b", text)) >= 9, text  # 1/5/15 min, each node
         assert board.locator("svg polyline").count() >= 3
-        # a few more refreshes, so the chart has a line to show
+        # enough refreshes that the chart has a line to show (4 points a second apart)
         page.wait_for_function(
             """() => [...document.querySelectorAll('svg polyline')].some(
-                p => p.getAttribute('points').trim().split(/\\s+/).length >= 8)""",
+                p => p.getAttribute('points').trim().split(/\\s+/).length >= 4)""",
             timeout=60_000,
         )
         board.scroll_into_view_if_needed()
         board.screenshot(path=str(SHOTS / "live_calls_load.png"))
+
+
+# A --bg call cancelled after it began on every node: its summary's line, then its ending.
+STOPPED_SUMMARY = re.compile(
+    r"^dist_map: 30 item\(s\) on 3 node\(s\), 0 failover\(s\), \d+ done, stopped after [\d.]+ s"
+)
+CANCELLED_LINE = re.compile(r"dist_map cancelled: \d+ of 30 items done on 3 nodes; nodes ready")
 
 
 def saved_outputs(path: Path, index: int) -> list[dict[str, Any]]:
@@ -110,12 +117,19 @@ def test_a_saved_notebook_reopened_with_a_new_kernel_shows_the_calls_summaries(
         output_of(page, 1).get_by_text("3 node(s) ready").wait_for(timeout=90_000)
         run_cell(page, 3)  # %dist_map --bg: its widget, until the call ends
         output_of(page, 3).get_by_role("button", name="Cancel").wait_for(timeout=30_000)
+        output_of(page, 3).get_by_text(re.compile(r"^[1-9]\d*/30 items, ")).wait_for(
+            timeout=30_000
+        )  # at work on every node
+        # Ended by job.cancel() rather than waited for (ten seconds of sleeps, and a
+        # dist_map started meanwhile waits for all of them): its widget gives way to the
+        # static summary of a stopped call, which is what is saved.
+        run_cell(page, 7)
+        output_of(page, 7).get_by_text("True", exact=True).wait_for(timeout=30_000)
+        ended = output_of(page, 3).locator(".sshdist-summary")
+        ended.get_by_text(STOPPED_SUMMARY).wait_for(timeout=60_000)
+        ended.get_by_text(CANCELLED_LINE).wait_for(timeout=30_000)
         run_cell(page, 15)  # a dist_map followed in its cell
         output_of(page, 15).get_by_text(re.compile(r"^dist_map: 12 item")).wait_for(timeout=90_000)
-        ended = output_of(page, 3).locator(".sshdist-summary")
-        ended.get_by_text(re.compile(r"^dist_map: 30 item\(s\) on 3 node\(s\)")).wait_for(
-            timeout=60_000
-        )
         page.evaluate(
             """async () => {
                 const panel = window.jupyterapp.shell.currentWidget;
@@ -131,12 +145,13 @@ def test_a_saved_notebook_reopened_with_a_new_kernel_shows_the_calls_summaries(
                 assert "application/vnd.jupyter.widget-view+json" not in out.get("data", {})
         (summary,) = [o for o in saved_outputs(saved, 3) if o["output_type"] == "display_data"]
         assert "sshdist-summary" in "".join(summary["data"]["text/html"])
-        assert "".join(summary["data"]["text/plain"]).startswith("dist_map: 30 item(s) on 3 ")
+        plain = "".join(summary["data"]["text/plain"])
+        assert STOPPED_SUMMARY.match(plain), plain
+        assert CANCELLED_LINE.search(plain), plain
         open_notebook(page, lab)  # a fresh kernel, as a person reopening it the next day
         reopened = output_of(page, 3).locator(".sshdist-summary")
-        reopened.get_by_text(re.compile(r"^dist_map: 30 item\(s\) on 3 node\(s\)")).wait_for(
-            timeout=60_000
-        )
+        reopened.get_by_text(STOPPED_SUMMARY).wait_for(timeout=60_000)
+        reopened.get_by_text(CANCELLED_LINE).wait_for(timeout=30_000)
         for name in ("node1", "node2", "node3"):
             assert reopened.get_by_text(name, exact=True).count() == 1
         output_of(page, 15).get_by_text(re.compile(r"^dist_map: 12 item")).wait_for()
