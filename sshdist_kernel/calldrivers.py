@@ -45,11 +45,13 @@ class CallDrivers(CallBook):
 
     def _drive(self, node: Node) -> None:
         pipe: Pipeline | None = None
+        began = False  # a chunk was sent this turn: only then may the node be handed over
         try:
             while True:
-                pipe = self._send_more(node, pipe)
+                pipe = self._send_more(node, pipe, began)
                 if pipe is None or not pipe.outstanding:
                     break
+                began = True
                 pipe = self._receive(node, pipe)
         finally:
             if pipe is not None:
@@ -60,8 +62,9 @@ class CallDrivers(CallBook):
             if stopped:
                 self._stopped.set()
 
-    def _send_more(self, node: Node, pipe: Pipeline | None) -> Pipeline | None:
-        """Send ``node`` work while its window is open; the pipeline it is on after."""
+    def _send_more(self, node: Node, pipe: Pipeline | None, began: bool) -> Pipeline | None:
+        """Send ``node`` work while its window is open; the pipeline it is on after.
+        ``began``: this turn has done a chunk, so it may end for another call's."""
         while True:
             if pipe is None or not pipe.outstanding:
                 if pipe is not None:  # free between chunks: _take may wait (a watcher)
@@ -70,8 +73,12 @@ class CallDrivers(CallBook):
                     pipe = None
                     if waiting:  # it gets the REPL first, not this thread again
                         rrepl.let_waiter_in(HANDOFF_WAIT)
+                if began and self._hand_over(node):
+                    return None
                 attempt = self._take(node)
-            elif pipe.others_waiting:  # another caller: it gets in after the running chunk
+            elif pipe.others_waiting or waiting_work(node) > 1:
+                # another caller, or another call's driver queued on this node's
+                # worker: it gets in after the running chunk
                 self._cancel_waiting(node, pipe)
                 return pipe
             elif not pipe.rrepl.pipelines:
@@ -81,6 +88,28 @@ class CallDrivers(CallBook):
             if attempt is None:
                 return pipe
             pipe = self._send(node, pipe, attempt)
+
+    def _hand_over(self, node: Node) -> bool:
+        """Between chunks, while another call's driver waits for ``node``'s worker
+        thread: this turn ends and the next is queued behind it, so calls sharing a node
+        take turns, a chunk each (the first one kept the node to its end before: a call
+        started beside a ``--bg`` one waited for all of it).  True if handed over."""
+        if waiting_work(node) <= 1:
+            return False
+        with self._lock:
+            if self._finished or id(node) not in self._alive:
+                return False
+        run_on(node, lambda: self._next_turn(node))
+        return True
+
+    def _next_turn(self, node: Node) -> None:
+        """A driver's turn queued by ``_hand_over``: counted as a driver only once it
+        runs (a call stopped meanwhile does not wait for a node another call holds)."""
+        with self._lock:
+            if self._finished:
+                return
+            self._drivers += 1
+        self._drive(node)
 
     def _cancel_waiting(self, node: Node, pipe: Pipeline) -> None:
         """Ask ``node`` to drop the chunks waiting behind its running one (each comes

@@ -330,3 +330,16 @@ def test_wait_idle_returns_once_the_nodes_workers_have_no_work_left() -> None:
     release.set()
     assert wait_idle([node], 10)  # type: ignore[list-item]
     assert wait_idle([], 0)
+
+
+def test_a_call_started_beside_a_running_one_takes_turns_with_it_on_each_node(
+    nodes: list[Node],
+) -> None:
+    from sshdist_kernel.nodeworkers import waiting_work
+
+    first = dist_map_async(nodes, "(lambda (x) (usleep 100000) x)", range(60))  # 2 s of work
+    wait_until(lambda: all(waiting_work(n) for n in nodes), 10, "the first call on every node")
+    assert dist_map(nodes, "1+", range(6)) == [1, 2, 3, 4, 5, 6]
+    # It got in after the first call's running chunks, not after all of its work.
+    assert not first.done() and first.progress <= 40, first
+    assert first.result(timeout=60) == list(range(60))

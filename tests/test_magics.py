@@ -31,7 +31,7 @@ def ip(local_nodes: LocalNodes) -> Iterator[InteractiveShell]:
     shell.run_line_magic("load_ext", "sshdist_magics")
     shell.user_ns["cfg"] = str(local_nodes.ssh_config)
     yield shell
-    for n in shell.user_ns.get("nodes", []):
+    for n in shell.user_ns.pop("nodes", []):  # the shell is one for every module
         n.close()
 
 
@@ -182,6 +182,7 @@ def test_a_magics_error_is_caught_by_the_librarys_exception_class(ip, capsys) ->
 
 
 def test_errors_are_short_and_name_node_job_and_guiles_message(ip, capsys) -> None:
+    nodes_in(ip)
     result = run(ip, "%dist_map nodes car [1, 2, 3]")
     assert isinstance(result.error_in_exec, SshdistError)
     text = capsys.readouterr()
@@ -204,7 +205,7 @@ def test_errors_are_short_and_name_node_job_and_guiles_message(ip, capsys) -> No
 
 
 def test_a_failover_is_shown_as_it_happens(ip, capsys) -> None:
-    nodes = ip.user_ns["nodes"]
+    nodes = nodes_in(ip)
     victim = nodes[1]
     pid = victim.rrepl.pid
     threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
@@ -622,7 +623,9 @@ def test_a_call_on_a_fresh_repl_says_the_old_one_was_replaced(ip, nodes, capsys)
 def test_a_job_on_a_repl_set_to_another_language_is_a_clear_error(ip, nodes, capsys) -> None:
     ip.user_ns["fresh"] = nodes
     assert run(ip, "%%with_ssh fresh[1]\n,L ecmascript").success
-    error = run(ip, "%dist_map fresh (lambda (x) (* x x)) range(6)").error_in_exec
+    # Items of 0.1 s, so that node2 takes one (quick ones may all go to the others).
+    slow = "(lambda (x) (usleep 100000) (* x x))"
+    error = run(ip, f"%dist_map fresh {slow} range(6)").error_in_exec
     assert isinstance(error, SshdistError)
     assert str(error).startswith("repl-language on node2: job "), error
     assert "reads ecmascript (set with ,L ecmascript), and a job is Scheme" in str(error)
