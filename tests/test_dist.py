@@ -9,7 +9,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,7 @@ from sshdist_kernel import (
     distribute,
     make_node,
     make_nodes,
+    rrepl_eval,
     with_ssh,
 )
 from sshdist_kernel.localnodes import LocalNodes
@@ -32,19 +33,57 @@ from sshdist_kernel.sexp import SexpError
 SLOW_DOUBLE = "(lambda (x) (usleep 20000) (* 2 x))"  # 20 ms an item
 
 
-def test_dist_map_keeps_the_order_of_the_list(nodes: list[Node]) -> None:
-    assert dist_map(nodes, "(lambda (x) (* x x))", range(100)) == [x * x for x in range(100)]
-    assert dist_map(nodes, "string-upcase", ["a", "b", "c", "d"]) == ["A", "B", "C", "D"]
+@pytest.fixture(scope="module")
+def _kept_nodes() -> Iterator[list[Node]]:
+    """Where ``shared_nodes`` keeps its nodes between tests; closed after the module."""
+    kept: list[Node] = []
+    yield kept
+    for n in kept:
+        n.close()
 
 
-def test_dist_map_with_no_items_fewer_items_than_nodes_and_one_node(nodes: list[Node]) -> None:
-    assert dist_map(nodes, "1+", []) == []
-    assert dist_map(nodes, "1+", [41, 1]) == [42, 2]
-    assert dist_map(nodes[:1], "1+", range(5)) == [1, 2, 3, 4, 5]
-    assert dist_map(nodes[0], "1+", [1]) == [2]
+def _as_left(n: Node) -> bool:
+    """The node's first REPL is idle, in (guile-user), with nothing left to print."""
+    if not n.ready or n.restarts:
+        return False
+    try:
+        check = rrepl_eval(n.rrepl, "(+ 1 1)", timeout=10)
+    except Exception:  # noqa: BLE001 - any failure: the node is not as it was left
+        return False
+    answer = (check.value, check.module, check.output, check.error_output)
+    return answer == (2, "(guile-user)", "", "")
 
 
-def test_a_node_listed_twice_does_its_jobs_one_after_the_other(nodes: list[Node]) -> None:
+@pytest.fixture
+def shared_nodes(_kept_nodes: list[Node], ssh_config: str) -> list[Node]:
+    """Nodes on node1..node3 made once for the module's tests whose calls end with every
+    job done and leave the nodes as they found them; none of them kills, stops or times
+    out a node, or fails a call part way.  Before each test every node must answer as an
+    idle REPL would (the tests that kill an sshd cut the nodes' connections); if one does
+    not, fresh nodes replace them all."""
+    if _kept_nodes and all(_as_left(n) for n in _kept_nodes):
+        return list(_kept_nodes)
+    for n in _kept_nodes:
+        n.close()
+    _kept_nodes[:] = make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config)
+    return list(_kept_nodes)
+
+
+def test_dist_map_keeps_the_order_of_the_list(shared_nodes: list[Node]) -> None:
+    assert dist_map(shared_nodes, "(lambda (x) (* x x))", range(100)) == [x * x for x in range(100)]
+    assert dist_map(shared_nodes, "string-upcase", ["a", "b", "c", "d"]) == ["A", "B", "C", "D"]
+
+
+def test_dist_map_with_no_items_fewer_items_than_nodes_and_one_node(
+    shared_nodes: list[Node],
+) -> None:
+    assert dist_map(shared_nodes, "1+", []) == []
+    assert dist_map(shared_nodes, "1+", [41, 1]) == [42, 2]
+    assert dist_map(shared_nodes[:1], "1+", range(5)) == [1, 2, 3, 4, 5]
+    assert dist_map(shared_nodes[0], "1+", [1]) == [2]
+
+
+def test_a_node_listed_twice_does_its_jobs_one_after_the_other(shared_nodes: list[Node]) -> None:
     busy: list[int] = []
     overlaps: list[int] = []
     lock = threading.Lock()
@@ -58,15 +97,15 @@ def test_a_node_listed_twice_does_its_jobs_one_after_the_other(nodes: list[Node]
             elif event.kind == "done":
                 busy.remove(id(event.node))
 
-    twice = [nodes[0], nodes[0], nodes[1]]
+    twice = [shared_nodes[0], shared_nodes[0], shared_nodes[1]]
     assert dist_map(twice, SLOW_DOUBLE, range(12), on_event=watch) == [2 * x for x in range(12)]
     assert overlaps == []
 
 
-def test_distribute_returns_the_results_in_order(nodes: list[Node]) -> None:
+def test_distribute_returns_the_results_in_order(shared_nodes: list[Node]) -> None:
     exprs = ["(+ 1 2)", '(string-append "a" "b")', "(* 6 7)", "'sym", "(list 1 2)"]
-    assert distribute(nodes, *exprs) == (3, "ab", 42, "sym", [1, 2])
-    assert distribute(nodes) == ()
+    assert distribute(shared_nodes, *exprs) == (3, "ab", 42, "sym", [1, 2])
+    assert distribute(shared_nodes) == ()
 
 
 def test_a_failing_proc_stops_the_call_and_names_job_node_and_message(
@@ -107,13 +146,13 @@ def test_per_node_chunks_are_the_chapters_jobs(nodes: list[Node]) -> None:
     assert sorted(starts) == [("node1", 10), ("node2", 10), ("node3", 10)]
 
 
-def test_bad_input_is_refused_before_any_node_is_busy(nodes: list[Node]) -> None:
+def test_bad_input_is_refused_before_any_node_is_busy(shared_nodes: list[Node]) -> None:
     with pytest.raises(SexpError, match="set has no Scheme datum"):
-        dist_map(nodes, "1+", [1, {2}])
+        dist_map(shared_nodes, "1+", [1, {2}])
     with pytest.raises(ValueError, match="proc is not one Scheme expression"):
-        dist_map(nodes, "(lambda (x)", [1])
+        dist_map(shared_nodes, "(lambda (x)", [1])
     with pytest.raises(ValueError, match="proc is not one Scheme expression"):
-        dist_map(nodes, "(lambda (x) x) 1+", [1])
+        dist_map(shared_nodes, "(lambda (x) x) 1+", [1])
     with pytest.raises(TypeError, match="not a node"):
         dist_map(["node1"], "1+", [1])
     with pytest.raises(ValueError, match="no nodes"):
@@ -258,5 +297,5 @@ def test_the_call_never_waits_past_its_timeout(nodes: list[Node]) -> None:
     assert [with_ssh(n, "(+ 1 1)").value for n in nodes] == [2, 2, 2]
 
 
-def test_an_expression_may_end_in_a_comment(nodes: list[Node]) -> None:
-    assert distribute(nodes, "(+ 1 2) ; three", "'x ;; a symbol") == (3, "x")
+def test_an_expression_may_end_in_a_comment(shared_nodes: list[Node]) -> None:
+    assert distribute(shared_nodes, "(+ 1 2) ; three", "'x ;; a symbol") == (3, "x")

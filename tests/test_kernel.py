@@ -4,6 +4,7 @@ cells running on a real local node: the conformance suite, then what it does not
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shutil
 import signal
@@ -91,6 +92,49 @@ def kernel() -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
     km.shutdown_kernel(now=True)
 
 
+@pytest.fixture(scope="module")
+def _kept_kernels() -> Iterator[list[tuple[KernelManager, BlockingKernelClient]]]:
+    """Where ``shared_kernel`` keeps its kernel between tests; shut down after the module."""
+    kept: list[tuple[KernelManager, BlockingKernelClient]] = []
+    yield kept
+    for km, kc in kept:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+
+def _idle(km: KernelManager, kc: BlockingKernelClient) -> bool:
+    """The kernel is alive and idle, its node's REPL too: a silent cell is answered at
+    once (a cell still running, or waiting for input, would hold its reply up)."""
+    if not km.is_alive():
+        return False
+    msg_id = kc.execute("(+ 1 1)", silent=True)
+    try:
+        while True:
+            reply = kc.get_shell_msg(timeout=10)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                return reply["content"]["status"] == "ok"
+    except queue.Empty:
+        return False
+
+
+@pytest.fixture
+def shared_kernel(
+    _kept_kernels: list[tuple[KernelManager, BlockingKernelClient]],
+) -> tuple[KernelManager, BlockingKernelClient]:
+    """A node1 kernel started once for the module's tests that only ask it about itself
+    or evaluate what takes no $N and leaves no state: none of them checks the cell count,
+    interrupts, restarts or stops it.  Handed out only once it answers a silent cell at
+    once; if it does not (a test before it failed half way through a cell), a fresh kernel
+    replaces it."""
+    if _kept_kernels and _idle(*_kept_kernels[0]):
+        return _kept_kernels[0]
+    for km, kc in _kept_kernels:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    _kept_kernels[:] = [start()]
+    return _kept_kernels[0]
+
+
 OUTPUTS = ("stream", "execute_result", "error", "display_data", "update_display_data")
 
 
@@ -143,8 +187,8 @@ def texts(outputs: list[dict]) -> list[tuple[str, str]]:
     return shown
 
 
-def test_kernel_info_names_scheme_the_node_and_its_guile(kernel) -> None:
-    _, kc = kernel
+def test_kernel_info_names_scheme_the_node_and_its_guile(shared_kernel) -> None:
+    _, kc = shared_kernel
     info = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]
     assert info["language_info"] == {
         "name": "scheme",
@@ -160,7 +204,7 @@ def test_kernel_info_names_scheme_the_node_and_its_guile(kernel) -> None:
     assert "$N and the cell's count part ways" in banner
 
 
-def test_a_kernelspec_with_guile_runs_that_guile(kernel) -> None:
+def test_a_kernelspec_with_guile_runs_that_guile() -> None:
     if shutil.which("guile-2.2") is None:
         pytest.skip("no guile-2.2 here (make test installs Debian's guile-2.2)")
     km, kc = start("sshdist-node2-guile22")
@@ -310,8 +354,8 @@ def test_inspection_shows_the_names_a_procedure_was_defined_with(kernel) -> None
     assert inspect(kc, "(add (car x) ").splitlines()[1] == "(add first-term second-term)"
 
 
-def test_requests_no_client_should_send_get_a_reply(kernel) -> None:
-    _, kc = kernel
+def test_requests_no_client_should_send_get_a_reply(shared_kernel) -> None:
+    _, kc = shared_kernel
     reply = kc.inspect("(car", cursor_pos=99, reply=True, timeout=TIMEOUT)["content"]
     assert (reply["status"], reply["found"]) == ("ok", True)
     reply = kc.complete("(string-up", cursor_pos=99, reply=True, timeout=TIMEOUT)["content"]
@@ -367,8 +411,8 @@ def test_exit_asks_the_front_end_to_leave_and_the_repl_stays(kernel, code: str) 
     assert texts(run(kc, "kept")[1]) == [("result", "$1 = yes")]
 
 
-def test_kernel_info_claims_no_debugger_and_no_subshells(kernel) -> None:
-    _, kc = kernel
+def test_kernel_info_claims_no_debugger_and_no_subshells(shared_kernel) -> None:
+    _, kc = shared_kernel
     info = kc.kernel_info(reply=True, timeout=TIMEOUT)["content"]
     assert "debugger" not in info["supported_features"]
     assert "kernel subshells" not in info["supported_features"]

@@ -35,6 +35,43 @@ from sshdist_kernel import (
 from .conftest import wait_until
 
 
+@pytest.fixture(scope="module")
+def _kept_nodes() -> Iterator[list[Node]]:
+    """Where ``shared_repl`` keeps its node between tests; closed after the module."""
+    kept: list[Node] = []
+    yield kept
+    for n in kept:
+        n.close()
+
+
+def _as_left(n: Node) -> bool:
+    """The node's REPL is idle, in (guile-user) and Scheme, with nothing left to print."""
+    if not n.ready:
+        return False
+    try:
+        check = rrepl_eval(n.rrepl, "(+ 1 1)", timeout=10)
+    except Exception:  # noqa: BLE001 - any failure: the REPL is not as it was left
+        return False
+    answer = (check.value, check.module, check.language, check.output, check.error_output)
+    return answer == (2, "(guile-user)", "scheme", "", "") and not check.displays
+
+
+@pytest.fixture
+def shared_repl(_kept_nodes: list[Node], ssh_config: str) -> Node:
+    """A node on node1 made once for the module's tests that leave its REPL as they
+    found it: they evaluate values, output and errors the REPL survives, and define only
+    names no other test relies on; none of them counts $N, interrupts or times out.
+    Before each test it must answer as an idle REPL in (guile-user) would, with nothing
+    left over from the test before (one that failed half way, say); if not, a fresh
+    node replaces it."""
+    if _kept_nodes and _as_left(_kept_nodes[0]):
+        return _kept_nodes[0]
+    for n in _kept_nodes:
+        n.close()
+    _kept_nodes[:] = [make_node("node1", ssh_config=ssh_config)]
+    return _kept_nodes[0]
+
+
 def test_one_value_comes_back_with_number_module_and_language(node: Node) -> None:
     value, num, module, language = rrepl_eval(node.rrepl, "(+ 1 2)")
     assert (value, num, module, language) == (3, 1, "(guile-user)", "scheme")
@@ -48,8 +85,8 @@ def test_several_values_come_back_as_tuples(node: Node) -> None:
 
 
 @pytest.mark.parametrize("source", ["(values)", "(if #f #f)", "(define x 10)"])
-def test_no_value_gives_none_and_does_not_hang(node: Node, source: str) -> None:
-    result = rrepl_eval(node.rrepl, source, timeout=10)
+def test_no_value_gives_none_and_does_not_hang(shared_repl: Node, source: str) -> None:
+    result = rrepl_eval(shared_repl.rrepl, source, timeout=10)
     assert (result.value, result.eval_num) == (None, None)
     assert result.module == "(guile-user)"
 
@@ -78,16 +115,16 @@ def test_dollar_n_names_an_earlier_result(node: Node) -> None:
     ],
 )
 def test_printed_output_never_loses_the_value(
-    node: Node, source: str, output: str, value: object
+    shared_repl: Node, source: str, output: str, value: object
 ) -> None:
-    result = rrepl_eval(node.rrepl, source)
+    result = rrepl_eval(shared_repl.rrepl, source)
     assert result.output == output
     assert result.value == value
 
 
-def test_stderr_stays_apart_from_stdout(node: Node) -> None:
+def test_stderr_stays_apart_from_stdout(shared_repl: Node) -> None:
     result = rrepl_eval(
-        node.rrepl, '(begin (display "out") (display "err" (current-error-port)) 1)'
+        shared_repl.rrepl, '(begin (display "out") (display "err" (current-error-port)) 1)'
     )
     assert (result.output, result.error_output, result.value) == ("out", "err", 1)
 
@@ -104,13 +141,13 @@ def test_stderr_stays_apart_from_stdout(node: Node) -> None:
     ],
 )
 def test_errors_raise_node_repl_error_and_the_next_call_works(
-    node: Node, source: str, key: str, message: str
+    shared_repl: Node, source: str, key: str, message: str
 ) -> None:
     with pytest.raises(NodeReplError) as caught:
-        rrepl_eval(node.rrepl, source)
+        rrepl_eval(shared_repl.rrepl, source)
     assert caught.value.key == key
     assert message in caught.value.message
-    assert rrepl_eval(node.rrepl, "(+ 1 2)").value == 3
+    assert rrepl_eval(shared_repl.rrepl, "(+ 1 2)").value == 3
 
 
 @pytest.mark.parametrize(
@@ -177,13 +214,13 @@ def test_errors_raise_node_repl_error_and_the_next_call_works(
     ],
 )
 def test_errors_read_as_guiles_own_with_the_procedure_and_argument_position(
-    node: Node, source: str, key: str, message: str
+    shared_repl: Node, source: str, key: str, message: str
 ) -> None:
     with pytest.raises(NodeReplError) as caught:
-        rrepl_eval(node.rrepl, source)
+        rrepl_eval(shared_repl.rrepl, source)
     assert (caught.value.key, caught.value.message) == (key, message)
     handled = "(catch 'out-of-range (lambda () (vector-ref (vector) 1)) (lambda (key . args) key))"
-    assert rrepl_eval(node.rrepl, handled).value == Symbol("out-of-range")
+    assert rrepl_eval(shared_repl.rrepl, handled).value == Symbol("out-of-range")
 
 
 def test_a_define_star_procedure_is_compiled_without_inlining_builtins(node: Node) -> None:
@@ -197,9 +234,9 @@ def test_a_define_star_procedure_is_compiled_without_inlining_builtins(node: Nod
     assert rrepl_eval(node.rrepl, "(first-of (list 1 2))").value == Symbol("mine")
 
 
-def test_output_printed_before_an_error_is_kept(node: Node) -> None:
+def test_output_printed_before_an_error_is_kept(shared_repl: Node) -> None:
     with pytest.raises(NodeReplError) as caught:
-        rrepl_eval(node.rrepl, '(begin (display "partial") (car 1))')
+        rrepl_eval(shared_repl.rrepl, '(begin (display "partial") (car 1))')
     assert caught.value.output == "partial"
 
 
@@ -211,29 +248,29 @@ def test_incomplete_input_is_refused_before_it_is_sent(node: Node) -> None:
     assert rrepl_eval(node.rrepl, "(+ 2 2)").eval_num == 2
 
 
-def test_strings_with_quotes_newlines_and_non_ascii(node: Node) -> None:
+def test_strings_with_quotes_newlines_and_non_ascii(shared_repl: Node) -> None:
     text = 'She said "héllo"\nλ → 日本 \\ \t end'
     source = '(string-append "She said \\"héllo\\"\\n" "λ → 日本 \\\\ \\t end")'
-    assert rrepl_eval(node.rrepl, source).value == text
-    assert rrepl_eval(node.rrepl, f'(begin (display "{text[:5]}λ") 1)').output == "She sλ"
+    assert rrepl_eval(shared_repl.rrepl, source).value == text
+    assert rrepl_eval(shared_repl.rrepl, f'(begin (display "{text[:5]}λ") 1)').output == "She sλ"
 
 
-def test_a_100000_element_list_as_a_value(node: Node) -> None:
-    assert rrepl_eval(node.rrepl, "(iota 100000)").value == list(range(100000))
+def test_a_100000_element_list_as_a_value(shared_repl: Node) -> None:
+    assert rrepl_eval(shared_repl.rrepl, "(iota 100000)").value == list(range(100000))
 
 
-def test_10_mb_of_printed_output(node: Node) -> None:
+def test_10_mb_of_printed_output(shared_repl: Node) -> None:
     source = (
         '(let ((line (string-append (make-string 99 #\\x) "\\n")))'
         " (do ((i 0 (1+ i))) ((= i 100000) 'done) (display line)))"
     )
-    result = rrepl_eval(node.rrepl, source, timeout=60)
+    result = rrepl_eval(shared_repl.rrepl, source, timeout=60)
     assert result.value == Symbol("done")
     assert len(result.output) == 10_000_000
     assert result.output == ("x" * 99 + "\n") * 100000
 
 
-def test_printed_output_streams_while_the_code_runs(node: Node, tmp_path: Path) -> None:
+def test_printed_output_streams_while_the_code_runs(shared_repl: Node, tmp_path: Path) -> None:
     # The remote code waits (bounded) for a file that the test writes only once the
     # first line has arrived, so the line must come back before the evaluation ends.
     flag = tmp_path / "seen"
@@ -250,7 +287,7 @@ def test_printed_output_streams_while_the_code_runs(node: Node, tmp_path: Path) 
         chunks.append(text)
         flag.touch()
 
-    result = rrepl_eval(node.rrepl, source, on_output=on_output)
+    result = rrepl_eval(shared_repl.rrepl, source, on_output=on_output)
     assert result.value is True
     assert chunks == ["first\n", "second\n"]
 
@@ -277,19 +314,19 @@ def test_several_forms_run_in_order_and_the_last_gives_the_values(node: Node) ->
     assert (result.value, result.eval_num) == ((1, 3), (2, 3))
 
 
-def test_meta_commands_work(node: Node) -> None:
-    assert "real time" in rrepl_eval(node.rrepl, ",time (+ 1 2)").output
-    assert "car" in rrepl_eval(node.rrepl, ",apropos ^car$").output
+def test_meta_commands_work(shared_repl: Node) -> None:
+    assert "real time" in rrepl_eval(shared_repl.rrepl, ",time (+ 1 2)").output
+    assert "car" in rrepl_eval(shared_repl.rrepl, ",apropos ^car$").output
 
 
-def test_unreadable_values_are_opaque_not_errors(node: Node) -> None:
-    value = rrepl_eval(node.rrepl, "(lambda (x) x)").value
+def test_unreadable_values_are_opaque_not_errors(shared_repl: Node) -> None:
+    value = rrepl_eval(shared_repl.rrepl, "(lambda (x) x)").value
     assert re.fullmatch(r"#<procedure \w+ .*>", str(value))
-    assert rrepl_eval(node.rrepl, "(make-vector 2)").value[0].text == "#<unspecified>"
+    assert rrepl_eval(shared_repl.rrepl, "(make-vector 2)").value[0].text == "#<unspecified>"
 
 
-def test_reading_stdin_does_not_hang(node: Node) -> None:
-    assert str(rrepl_eval(node.rrepl, "(read)", timeout=10).value) == "#<eof>"
+def test_reading_stdin_does_not_hang(shared_repl: Node) -> None:
+    assert str(rrepl_eval(shared_repl.rrepl, "(read)", timeout=10).value) == "#<eof>"
 
 
 def test_input_put_back_or_closed_does_not_reach_the_next_request(node: Node) -> None:
@@ -299,8 +336,8 @@ def test_input_put_back_or_closed_does_not_reach_the_next_request(node: Node) ->
     assert str(rrepl_eval(node.rrepl, "(read-char)", timeout=10).value) == "#<eof>"
 
 
-def test_integers_of_any_size_come_back_exact(node: Node) -> None:
-    big = rrepl_eval(node.rrepl, "(values (expt 10 40) (- (expt 2 70)) -7 0)").value
+def test_integers_of_any_size_come_back_exact(shared_repl: Node) -> None:
+    big = rrepl_eval(shared_repl.rrepl, "(values (expt 10 40) (- (expt 2 70)) -7 0)").value
     assert big == (10**40, -(2**70), -7, 0)
 
 
@@ -368,10 +405,10 @@ def test_a_timed_out_evaluation_is_interrupted_and_the_repl_recovers(node: Node)
     assert rrepl_eval(node.rrepl, "kept").value == 1
 
 
-def test_a_second_rrepl_channel_is_a_separate_repl(node: Node) -> None:
-    other = node_open_rrepl(node)
+def test_a_second_rrepl_channel_is_a_separate_repl(shared_repl: Node) -> None:
+    other = node_open_rrepl(shared_repl)
     try:
-        rrepl_eval(node.rrepl, "(define only-here 1)")
+        rrepl_eval(shared_repl.rrepl, "(define only-here 1)")
         with pytest.raises(NodeReplError, match="only-here"):
             rrepl_eval(other, "only-here")
         assert rrepl_eval(other, "(+ 1 1)").value == 2
@@ -452,13 +489,13 @@ def test_a_quiet_evaluation_leaves_the_value_history_alone(node: Node) -> None:
 # -- what real code does: children, floods, closed ports, interrupts while printing ----
 
 
-def test_a_child_process_prints_into_the_output_not_into_the_protocol(node: Node) -> None:
-    rrepl_eval(node.rrepl, "(define kept 'yes)")
+def test_a_child_process_prints_into_the_output_not_into_the_protocol(shared_repl: Node) -> None:
+    rrepl_eval(shared_repl.rrepl, "(define kept 'yes)")
     result = rrepl_eval(
-        node.rrepl, '(begin (display "a\\n") (system "echo hi; echo oops >&2") (+ 2 3))'
+        shared_repl.rrepl, '(begin (display "a\\n") (system "echo hi; echo oops >&2") (+ 2 3))'
     )
     assert (result.value, result.output, result.error_output) == (5, "a\nhi\n", "oops\n")
-    assert rrepl_eval(node.rrepl, "kept").value == Symbol("yes")
+    assert rrepl_eval(shared_repl.rrepl, "kept").value == Symbol("yes")
 
 
 def test_children_that_read_stdin_or_write_binary_leave_the_protocol_alone(node: Node) -> None:
@@ -472,12 +509,15 @@ def test_children_that_read_stdin_or_write_binary_leave_the_protocol_alone(node:
     assert node.rrepl.pid == pid
 
 
-def test_megabytes_on_stderr_arrive_whole(node: Node) -> None:
+def test_megabytes_on_stderr_arrive_whole(shared_repl: Node) -> None:
     guile = rrepl_eval(
-        node.rrepl, "(let ((p (current-error-port))) (display (make-string 3000000 #\\x) p) 7)"
+        shared_repl.rrepl,
+        "(let ((p (current-error-port))) (display (make-string 3000000 #\\x) p) 7)",
     )
     assert (guile.value, len(guile.error_output)) == (7, 3000000)
-    child = rrepl_eval(node.rrepl, "(system \"head -c 3000000 /dev/zero | tr '\\\\0' y >&2\")")
+    child = rrepl_eval(
+        shared_repl.rrepl, "(system \"head -c 3000000 /dev/zero | tr '\\\\0' y >&2\")"
+    )
     assert (child.value, child.error_output) == (0, "y" * 3000000)
 
 
@@ -568,10 +608,10 @@ def test_code_that_sets_other_output_ports_gets_its_own_back_next_request(node: 
 # -- rich display: (sshdist jupyter) ---------------------------------------------------
 
 
-def test_displays_arrive_in_order_with_printed_output(node: Node) -> None:
+def test_displays_arrive_in_order_with_printed_output(shared_repl: Node) -> None:
     seen: list[object] = []
     result = rrepl_eval(
-        node.rrepl,
+        shared_repl.rrepl,
         '(display "before\\n") (jupyter-html "<b>hi</b>") (display "after") 7',
         on_output=lambda stream, text: seen.append(text),
         on_display=seen.append,
@@ -596,34 +636,34 @@ def test_the_jupyter_form_and_every_module_reach_the_api(node: Node) -> None:
     assert result.module == "(elsewhere)"
 
 
-def test_png_bytes_arrive_base64_and_round_trip(node: Node) -> None:
+def test_png_bytes_arrive_base64_and_round_trip(shared_repl: Node) -> None:
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
     source = (
         "(use-modules (rnrs bytevectors))"
         f' (jupyter-png (u8-list->bytevector \'({" ".join(map(str, png))})) #:text "a chart")'
         ' (jupyter-display "image/png" "aGk=")'  # text for a binary type is base64 already
     )
-    first, second = rrepl_eval(node.rrepl, source).displays
+    first, second = rrepl_eval(shared_repl.rrepl, source).displays
     assert base64.b64decode(first.data["image/png"]) == png
     assert first.data["text/plain"] == "a chart"
     assert second.data == {"image/png": "aGk="}
 
 
-def test_json_maps_scheme_data_to_json_values(node: Node) -> None:
+def test_json_maps_scheme_data_to_json_values(shared_repl: Node) -> None:
     source = (
         '(define table (make-hash-table)) (hash-set! table "k" \'v)'
         " (jupyter-json (list 1 -2.5 1/4 \"s\\\"q\" 'sym #:kw 'null #t #f (vector 1 '(2))"
         ' \'((a . 1) ("b" 2 3)) table \'() (vector \'((x . 1)) \'("c" "d"))))'
     )
-    (shown,) = rrepl_eval(node.rrepl, source).displays
+    (shown,) = rrepl_eval(shared_repl.rrepl, source).displays
     expected = [1, -2.5, 0.25, 's"q', "sym", "kw", None, True, False, [1, [2]]]
     expected += [{"a": 1, "b": [2, 3]}, {"k": "v"}, [], [{"x": 1}, ["c", "d"]]]
     assert shown.data["application/json"] == expected
     assert json.loads(shown.data["text/plain"]) == expected
-    shared = rrepl_eval(node.rrepl, "(let ((v (vector 1))) (jupyter-json (list v v)))")
+    shared = rrepl_eval(shared_repl.rrepl, "(let ((v (vector 1))) (jupyter-json (list v v)))")
     assert shared.displays[0].data["application/json"] == [[1], [1]]  # shared, not a cycle
     deep = "(jupyter-json (let loop ((i 0) (x '())) (if (= i 5000) x (loop (1+ i) (list x)))))"
-    (too_deep,) = rrepl_eval(node.rrepl, deep).displays  # deeper than Python parses: text
+    (too_deep,) = rrepl_eval(shared_repl.rrepl, deep).displays  # deeper than Python parses: text
     assert too_deep.data["application/json"].startswith("[[[[")
 
 
@@ -661,9 +701,9 @@ def test_text_a_thread_left_without_a_newline_survives_a_quiet_request(
     assert (result.value, result.output) == (3, "late")
 
 
-def test_an_output_is_updated_by_its_display_id(node: Node) -> None:
+def test_an_output_is_updated_by_its_display_id(shared_repl: Node) -> None:
     result = rrepl_eval(
-        node.rrepl,
+        shared_repl.rrepl,
         '(jupyter-html "<p>1</p>" #:id \'progress)'
         ' (jupyter-update-display "progress" "text/html" "<p>2</p>")',
     )
@@ -708,13 +748,15 @@ def test_an_output_is_updated_by_its_display_id(node: Node) -> None:
     ],
 )
 def test_bad_display_arguments_are_guile_errors_and_the_repl_stays(
-    node: Node, source: str, key: str, message: str
+    shared_repl: Node, source: str, key: str, message: str
 ) -> None:
     with pytest.raises(NodeReplError) as caught:
-        rrepl_eval(node.rrepl, f'(display "printed") {source}')
+        rrepl_eval(shared_repl.rrepl, f'(display "printed") {source}')
     assert (caught.value.key, caught.value.output) == (key, "printed")
     assert message in caught.value.message
-    assert rrepl_eval(node.rrepl, '(jupyter-html "ok")').displays[0].data == {"text/html": "ok"}
+    assert rrepl_eval(shared_repl.rrepl, '(jupyter-html "ok")').displays[0].data == {
+        "text/html": "ok"
+    }
 
 
 # -- input: code that reads its current input port ------------------------------------
@@ -836,10 +878,10 @@ def _running(pid: int) -> bool:
 
 
 def test_a_procedure_defined_at_the_repl_prints_as_guile_prints_a_compiled_one(
-    node: Node,
+    shared_repl: Node,
 ) -> None:
-    rrepl_eval(node.rrepl, "(define* (opt a #:optional b #:key size . rest) a)")
-    text = rrepl_eval(node.rrepl, "((@@ (sshdist rrepl) procedure-text) opt)").value
+    rrepl_eval(shared_repl.rrepl, "(define* (opt a #:optional b #:key size . rest) a)")
+    text = rrepl_eval(shared_repl.rrepl, "((@@ (sshdist rrepl) procedure-text) opt)").value
     assert text == "#<procedure opt (a #:optional b #:key size . rest)>"
 
 
