@@ -1,7 +1,7 @@
 """A distributed call's drivers: its work on each node, on that node's worker thread.
-Which nodes' drivers run (started as a tree, idle, or the one watching for a straggler),
-a node's chunks sent ahead and their answers read, and what each outcome means for the
-books (``callbook``): done, given back, moved off a failed node, or the call's end."""
+A node's chunks sent ahead and their answers read, the watcher waiting for a straggler,
+and what each outcome means for the books (``callbook``): done, given back, moved off a
+failed node, or the call's end.  Which nodes' drivers run is ``callstarts``'."""
 
 from __future__ import annotations
 
@@ -10,18 +10,16 @@ import logging
 import time
 from typing import Any
 
-from .callbook import Attempt, CallBook
+from .callbook import Attempt
+from .callstarts import FAN_OUT, CallStarts
 from .distresult import DistEvent, JobMove, NodeFailure, NodeOutput
 from .errors import AllNodesFailedError, EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .job import check_job_language, job_request, job_values
 from .node import Node
-from .nodeworkers import run_on, waiting_work
+from .nodeworkers import waiting_work
 from .pipeline import Pipeline
 
 log = logging.getLogger("sshdist_kernel.dist")
-
-FAN_OUT = 2
-"""Drivers each driver starts when it finds work (and the caller at the start)."""
 
 WATCH_SLICE = 0.2
 """Seconds between a watcher's looks at whether another call waits for its node."""
@@ -31,17 +29,10 @@ HANDOFF_WAIT = 0.5
 node's REPL to take it (a lock is not fair: the driver would take it back at once)."""
 
 
-class CallDrivers(CallBook):
+class CallDrivers(CallStarts):
     """The drivers of a distributed call (see the module)."""
 
     # -- a driver: the call's work on one node, on that node's worker thread -----------
-    #
-    # Drivers start as a tree: the caller starts two, and each that finds work starts
-    # two more, so no thread waits on one starter and no node is woken for nothing.
-    # A driver with nothing to do ends, and its node waits in _idle_nodes, except one:
-    # the watcher, which waits for a running chunk to straggle.  A chunk put back in
-    # the queue, or a watcher gone to copy a chunk, starts a driver for an idle node.
-    # So each node costs at most one thread hand-off a call.
 
     def _drive(self, node: Node) -> None:
         pipe: Pipeline | None = None
@@ -89,28 +80,6 @@ class CallDrivers(CallBook):
                 return pipe
             pipe = self._send(node, pipe, attempt)
 
-    def _hand_over(self, node: Node) -> bool:
-        """Between chunks, while another call's driver waits for ``node``'s worker
-        thread: this turn ends and the next is queued behind it, so calls sharing a node
-        take turns, a chunk each (the first one kept the node to its end before: a call
-        started beside a ``--bg`` one waited for all of it).  True if handed over."""
-        if waiting_work(node) <= 1:
-            return False
-        with self._lock:
-            if self._finished or id(node) not in self._alive:
-                return False
-        run_on(node, lambda: self._next_turn(node))
-        return True
-
-    def _next_turn(self, node: Node) -> None:
-        """A driver's turn queued by ``_hand_over``: counted as a driver only once it
-        runs (a call stopped meanwhile does not wait for a node another call holds)."""
-        with self._lock:
-            if self._finished:
-                return
-            self._drivers += 1
-        self._drive(node)
-
     def _cancel_waiting(self, node: Node, pipe: Pipeline) -> None:
         """Ask ``node`` to drop the chunks waiting behind its running one (each comes
         back as cancelled and goes back in the queue); a failure is the node's."""
@@ -121,44 +90,6 @@ class CallDrivers(CallBook):
                 head = self._held[id(node)][0]
             pipe.close()
             self._failed(node, head, exc)
-
-    def _grow(self, count: int) -> None:
-        """Under the lock: start drivers for up to ``count`` unstarted nodes, the tree's
-        next branches.  Never idle ones: they found nothing to do, while an unstarted
-        node may be the only one that can do its jobs (chunksize="per-node")."""
-        while count > 0 and self._unstarted and not self._finished:
-            self._to_start.append(self._unstarted.popleft())
-            self._drivers += 1
-            count -= 1
-
-    def _wake_idle(self, count: int) -> None:
-        """Under the lock: start drivers for up to ``count`` idle or unstarted nodes
-        (after the lock, through ``_start_drivers``): for work any node can take."""
-        while count > 0 and not self._finished:
-            if self._idle_nodes:
-                self._to_start.append(self._idle_nodes.pop(self._free_idle()))
-            elif self._unstarted:
-                self._to_start.append(self._unstarted.popleft())
-            else:
-                return
-            self._drivers += 1
-            count -= 1
-
-    def _free_idle(self) -> int:
-        """Under the lock: where the last idle node no other call keeps busy is in
-        ``_idle_nodes``, else the last one's; looked for from the end, where it
-        usually is, rather than among all the idle nodes."""
-        idle = self._idle_nodes
-        for i in range(len(idle) - 1, -1, -1):
-            if not waiting_work(idle[i]):
-                return i
-        return -1
-
-    def _start_drivers(self) -> None:
-        with self._lock:
-            nodes, self._to_start = self._to_start, []
-        for node in nodes:
-            run_on(node, lambda node=node: self._drive(node))
 
     def _take(self, node: Node) -> Attempt | None:
         """The next piece of work for ``node``; None when it has none (the watcher

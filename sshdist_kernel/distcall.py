@@ -23,7 +23,8 @@ from collections import deque
 from concurrent.futures import CancelledError
 from typing import Any
 
-from .calldrivers import FAN_OUT, CallDrivers
+from .calldrivers import CallDrivers
+from .callstarts import FAN_OUT
 from .deadlines import call_at
 from .nodeworkers import waiting_work
 
