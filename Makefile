@@ -5,10 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # make test's pytest processes (xdist workers; each has its own local nodes, tmp dirs and
-# IPYTHONDIR; tests/conftest.py says which files share a worker).  Measured on the 2-core
-# machine: -n 3 as fast as -n 4 and without -n 4's timing failures, -n 6 worse still.
-# TEST_WORKERS=0: one process, no xdist.
-TEST_WORKERS ?= 3
+# IPYTHONDIR; tests/conftest.py says which files share a worker).  The tests mostly wait
+# (on nodes, kernels, browsers: 2 min 15 s of CPU for 9 min of test time), so on the
+# 2-core machine 4 workers beat 3: 2 min 30 s against about 3 min.  TEST_WORKERS=0: one
+# process, no xdist.
+TEST_WORKERS ?= 4
 
 .PHONY: demo test bench docs lint system clean
 
