@@ -68,7 +68,13 @@ def jupyterlab_on(notebook: str, tmp_path: Path) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "lab.log").open("wb"),
         stdin=subprocess.DEVNULL,
-        env={**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")},
+        # Settings and the saved layout of this server's own: not whatever the last
+        # JupyterLab on this machine left in ~/.jupyter (open panels, a narrower page).
+        env={
+            **os.environ,
+            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings"),
+            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "lab-workspaces"),
+        },
     )
 
     def up() -> bool:
@@ -126,6 +132,9 @@ def open_notebook(page: Any, url: str) -> None:
     select = page.get_by_role("button", name="Select", exact=True)
     if select.count():
         select.click()
+    # The notebook the whole width, as a person reading it would have it: a fresh
+    # layout opens the file browser beside it.
+    page.evaluate("() => window.jupyterapp.shell.collapseLeft()")
 
 
 @contextmanager
