@@ -243,3 +243,38 @@ def script_kernel(
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+@pytest.fixture(scope="module")
+def kept_nodes() -> Iterator[list[Node]]:
+    """Where a module's shared nodes stay between its tests (``reuse_or_make``); closed
+    after the module."""
+    kept: list[Node] = []
+    yield kept
+    for n in kept:
+        n.close()
+
+
+def as_left(n: Node) -> bool:
+    """The node's first REPL is idle, in (guile-user) and Scheme, with nothing left to
+    print or show: as a test that shares it must leave it."""
+    if not n.ready or n.restarts:
+        return False
+    try:
+        check = n.rrepl.eval("(+ 1 1)", timeout=10)
+    except Exception:  # noqa: BLE001 - any failure: the node is not as it was left
+        return False
+    answer = (check.value, check.module, check.language, check.output, check.error_output)
+    return answer == (2, "(guile-user)", "scheme", "", "") and not check.displays
+
+
+def reuse_or_make(kept: list[Node], make: Callable[[], list[Node]]) -> list[Node]:
+    """The nodes ``kept`` for a module's tests if each is as left (``as_left``), else
+    fresh ones from ``make`` in their place (a test before failed half way, or cut the
+    nodes' connections)."""
+    if kept and all(as_left(n) for n in kept):
+        return list(kept)
+    for n in kept:
+        n.close()
+    kept[:] = make()
+    return list(kept)

@@ -9,7 +9,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,49 +24,26 @@ from sshdist_kernel import (
     distribute,
     make_node,
     make_nodes,
-    rrepl_eval,
     with_ssh,
 )
 from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.sexp import SexpError
 
+from .conftest import reuse_or_make
+
 SLOW_DOUBLE = "(lambda (x) (usleep 20000) (* 2 x))"  # 20 ms an item
 
 
-@pytest.fixture(scope="module")
-def _kept_nodes() -> Iterator[list[Node]]:
-    """Where ``shared_nodes`` keeps its nodes between tests; closed after the module."""
-    kept: list[Node] = []
-    yield kept
-    for n in kept:
-        n.close()
-
-
-def _as_left(n: Node) -> bool:
-    """The node's first REPL is idle, in (guile-user), with nothing left to print."""
-    if not n.ready or n.restarts:
-        return False
-    try:
-        check = rrepl_eval(n.rrepl, "(+ 1 1)", timeout=10)
-    except Exception:  # noqa: BLE001 - any failure: the node is not as it was left
-        return False
-    answer = (check.value, check.module, check.output, check.error_output)
-    return answer == (2, "(guile-user)", "", "")
-
-
 @pytest.fixture
-def shared_nodes(_kept_nodes: list[Node], ssh_config: str) -> list[Node]:
+def shared_nodes(kept_nodes: list[Node], ssh_config: str) -> list[Node]:
     """Nodes on node1..node3 made once for the module's tests whose calls end with every
     job done and leave the nodes as they found them; none of them kills, stops or times
     out a node, or fails a call part way.  Before each test every node must answer as an
     idle REPL would (the tests that kill an sshd cut the nodes' connections); if one does
     not, fresh nodes replace them all."""
-    if _kept_nodes and all(_as_left(n) for n in _kept_nodes):
-        return list(_kept_nodes)
-    for n in _kept_nodes:
-        n.close()
-    _kept_nodes[:] = make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config)
-    return list(_kept_nodes)
+    return reuse_or_make(
+        kept_nodes, lambda: make_nodes(["node1", "node2", "node3"], ssh_config=ssh_config)
+    )
 
 
 def test_dist_map_keeps_the_order_of_the_list(shared_nodes: list[Node]) -> None:

@@ -32,44 +32,18 @@ from sshdist_kernel import (
     with_ssh,
 )
 
-from .conftest import wait_until
-
-
-@pytest.fixture(scope="module")
-def _kept_nodes() -> Iterator[list[Node]]:
-    """Where ``shared_repl`` keeps its node between tests; closed after the module."""
-    kept: list[Node] = []
-    yield kept
-    for n in kept:
-        n.close()
-
-
-def _as_left(n: Node) -> bool:
-    """The node's REPL is idle, in (guile-user) and Scheme, with nothing left to print."""
-    if not n.ready:
-        return False
-    try:
-        check = rrepl_eval(n.rrepl, "(+ 1 1)", timeout=10)
-    except Exception:  # noqa: BLE001 - any failure: the REPL is not as it was left
-        return False
-    answer = (check.value, check.module, check.language, check.output, check.error_output)
-    return answer == (2, "(guile-user)", "scheme", "", "") and not check.displays
+from .conftest import reuse_or_make, wait_until
 
 
 @pytest.fixture
-def shared_repl(_kept_nodes: list[Node], ssh_config: str) -> Node:
+def shared_repl(kept_nodes: list[Node], ssh_config: str) -> Node:
     """A node on node1 made once for the module's tests that leave its REPL as they
     found it: they evaluate values, output and errors the REPL survives, and define only
     names no other test relies on; none of them counts $N, interrupts or times out.
     Before each test it must answer as an idle REPL in (guile-user) would, with nothing
     left over from the test before (one that failed half way, say); if not, a fresh
     node replaces it."""
-    if _kept_nodes and _as_left(_kept_nodes[0]):
-        return _kept_nodes[0]
-    for n in _kept_nodes:
-        n.close()
-    _kept_nodes[:] = [make_node("node1", ssh_config=ssh_config)]
-    return _kept_nodes[0]
+    return reuse_or_make(kept_nodes, lambda: [make_node("node1", ssh_config=ssh_config)])[0]
 
 
 def test_one_value_comes_back_with_number_module_and_language(node: Node) -> None:
