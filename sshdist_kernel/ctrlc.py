@@ -44,10 +44,10 @@ class CtrlCCancels:
         if threading.current_thread() is not _MAIN:
             return self
         handler = _getsignal(signal.SIGINT)
-        if handler is not _dispatch:
+        if handler is not cancelling_handler:
             if handler is not signal.default_int_handler:
-                return self  # someone else's (a kernel's interrupt window): theirs to run
-            signal.signal(signal.SIGINT, _dispatch)
+                return self  # someone else's: theirs to run
+            signal.signal(signal.SIGINT, cancelling_handler)
         if self.event is None:
             self.event = _Flag()  # type: ignore[assignment]
         self._outer, _active, self._on = _active, self, True
@@ -106,8 +106,10 @@ class _Flag:
 _active: CtrlCCancels | None = None  # the innermost guard on the main thread
 
 
-def _dispatch(signum: int, frame: Any) -> None:
-    """SIGINT: the active guard's cancel, or (none, or a prompt waits) Python's own."""
+def cancelling_handler(signum: int, frame: Any) -> None:
+    """SIGINT: the active guard's cancel, or (none, or a prompt waits) Python's own
+    ``KeyboardInterrupt``.  Put in place by the first guard, or by whoever wants this
+    behaviour in a window of their own (the Guile kernel's cells)."""
     guard = _active
     if guard is None or guard._raising:
         signal.default_int_handler(signum, frame)

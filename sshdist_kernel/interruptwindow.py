@@ -9,29 +9,26 @@ cells, 5 % of the cells lost their reply.  Here SIGINT raises only inside
 ``interruptible()``, the cell's evaluation; one that comes before is kept and stops the
 cell as it begins, one that comes after is dropped: the cell is over.
 
-Inside the evaluation a Ctrl-C is no exception either: it sets the evaluation's cancel
-event, which the REPL's reader looks at between reads (within 50 ms).  Raised there, a
-``KeyboardInterrupt`` could land inside paramiko and leave one of its locks held (the
-kernel wedged in a stress of random interrupts).  Only a wait of the kernel's own, the
-input box, takes it as an exception (``raising()``).
+Inside the window SIGINT is ``ctrlc``'s, as for any caller of the library: during the
+node's evaluation it sets the evaluation's cancel (raised inside paramiko, a
+``KeyboardInterrupt`` could leave one of its locks held: the kernel wedged in a stress
+of random interrupts), and only a person's input box takes it as an exception.
 """
 
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from .ctrlc import cancelling_handler
 
 
 class InterruptOnlyWhileRunning:
     """A mixin for an ipykernel ``Kernel``, listed before it."""
 
-    _armed = False
     _pending = False
-    _cancel: threading.Event | None = None
-    _raising = False
 
     def pre_handler_hook(self) -> None:
         # ipykernel's puts default_int_handler in place; post_handler_hook puts back
@@ -40,34 +37,18 @@ class InterruptOnlyWhileRunning:
         self.saved_sigint_handler = signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
-        if not self._armed:
-            self._pending = True
-        elif self._cancel is None or self._raising:
-            raise KeyboardInterrupt
-        else:
-            self._cancel.set()
+        self._pending = True  # outside the window: kept for it, or dropped after it
 
     @contextmanager
-    def interruptible(self, cancel: threading.Event | None = None) -> Iterator[None]:
+    def interruptible(self) -> Iterator[None]:
         """The part of a request a Ctrl-C stops, including one that came since the
-        request began: by setting ``cancel`` if given, else by ``KeyboardInterrupt``."""
-        self._armed, self._cancel = True, cancel
+        request began: an evaluation on a node by its cancel (``ctrlc``), anything
+        else by ``KeyboardInterrupt``."""
+        signal.signal(signal.SIGINT, cancelling_handler)
         try:
             if self._pending:
                 self._pending = False
                 raise KeyboardInterrupt
             yield
         finally:
-            self._armed, self._cancel = False, None
-
-    @contextmanager
-    def raising(self) -> Iterator[None]:
-        """Inside ``interruptible(cancel)``: a wait a Ctrl-C ends as
-        ``KeyboardInterrupt`` (one that came just before ends it as it begins)."""
-        saved, self._raising = self._raising, True
-        try:
-            if self._cancel is not None and self._cancel.is_set():
-                raise KeyboardInterrupt
-            yield
-        finally:
-            self._raising = saved
+            signal.signal(signal.SIGINT, self._on_sigint)

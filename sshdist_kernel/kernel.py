@@ -208,16 +208,14 @@ class GuileKernel(
             # ipykernel asks the front end (input_request) and waits, Ctrl-C included;
             # Guile's read-line asks nothing, so the box says which node reads.
             try:
-                with self.raising():
-                    return self.raw_input(prompt or f"{node.name}> ")
+                return self.raw_input(prompt or f"{node.name}> ")
             except EOFError:
                 return None
 
         # The evaluation runs here, blocking, as IPython's own cells do: Jupyter's
-        # interrupt is a SIGINT to this process, which sets ``cancel`` (only here: see
-        # interruptwindow); the REPL's reader sees it and the protocol interrupts the
-        # remote evaluation too.
-        cancel = threading.Event()
+        # interrupt is a SIGINT to this process, which sets the evaluation's cancel
+        # (only here: see interruptwindow; and ctrlc); the REPL's reader sees it and the
+        # protocol interrupts the remote evaluation too.
         known_restarts = [node.restarts]
 
         def say_if_replaced() -> None:
@@ -231,11 +229,10 @@ class GuileKernel(
                 )
 
         try:
-            with self.interruptible(cancel):
+            with self.interruptible():
                 result: EvalResult = node.eval(
                     code,
                     timeout=None,
-                    cancel=cancel,
                     on_output=None if silent else self._stream,
                     on_form=on_form,
                     on_start=say_if_replaced,

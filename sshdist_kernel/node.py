@@ -13,7 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .errors import NodeError
+from .ctrlc import CtrlCCancels
+from .errors import EvalCancelled, NodeError
 from .guile import GuileRepl
 from .hostlist import expand_hosts
 from .makenodes import MAX_CONNECTING, MadeNodes, connect_all
@@ -50,14 +51,25 @@ class Node(NodeConnection):
         ``timeout`` bounds the whole call, reopening a broken REPL included;
         ``on_start`` is called once the REPL is ready, before the source is sent
         (``restarts`` then says whether it is a fresh one).  Other options
-        (``on_output``, ``on_display``, ``on_input``, ``quiet``, ...) go to ``Rrepl.eval``."""
+        (``on_output``, ``on_display``, ``on_input``, ``quiet``, ...) go to ``Rrepl.eval``.
+
+        A Ctrl-C on the main thread sets the evaluation's cancel (``ctrlc``) from the
+        start, a broken REPL's reopening included, not only once the source is sent."""
         timeout = checked_timeout(timeout)
         deadline = deadline_after(timeout)
-        return self._on_rrepl(
-            deadline,
-            on_start,
-            lambda rrepl: rrepl.eval(source, timeout=timeout, deadline=deadline, **options),
-        )
+        with CtrlCCancels(options.pop("cancel", None)) as ctrl_c:
+            if ctrl_c.event is not None:
+                options["cancel"] = ctrl_c.event
+            try:
+                return self._on_rrepl(
+                    deadline,
+                    on_start,
+                    lambda rrepl: rrepl.eval(source, timeout=timeout, deadline=deadline, **options),
+                )
+            except EvalCancelled:
+                if not ctrl_c.hit:
+                    raise
+        raise KeyboardInterrupt  # it came before the REPL had the source
 
     def _on_rrepl(
         self,

@@ -206,6 +206,10 @@ class Rrepl(InterruptibleRepl):
                 raise _ReplClosed(f"the REPL on {self.where} is closed; open a new one")
             if self._answers_due or self._acks_due:
                 self._settle(deadline)
+            if cancel is not None and cancel.is_set():  # before a byte went out
+                raise EvalCancelled(
+                    f"the evaluation on {self.where} was cancelled before it was sent"
+                )
             request = _request(source, attachment, quiet)
             if on_input is not None:
                 request = b"w0\n" + request

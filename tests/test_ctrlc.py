@@ -6,6 +6,7 @@ same REPL; and threads evaluating while another closes the node get clear errors
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -130,3 +131,28 @@ def test_a_closed_repl_channel_is_a_plain_node_error(ssh_config: str) -> None:
         assert "is closed" in str(exc)
     else:
         raise AssertionError("a closed channel evaluated")
+
+
+def test_a_ctrl_c_before_the_source_goes_out_cancels_it_and_raises_nowhere_else(
+    node: Node,
+) -> None:
+    """From the start of ``Node.eval``, not only once the REPL has the source: a Ctrl-C
+    in ``on_start`` (where a reopened REPL is announced) lets the callback end, and the
+    source is never sent."""
+    node.eval("(define kept 'yes)")
+    finished: list[bool] = []
+
+    def on_start() -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        finished.append(True)  # reached: the Ctrl-C raised nothing here
+
+    try:
+        node.eval("(define sent 'yes)", on_start=on_start)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise AssertionError("the Ctrl-C was lost")
+    assert finished == [True]
+    assert node.eval("kept").value == "yes"
+    assert node.eval("(defined? 'sent)").value is False
+    assert node.restarts == 0
