@@ -29,7 +29,7 @@ from sshdist_kernel import (
 from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.sexp import SexpError
 
-from .conftest import reuse_or_make
+from .conftest import _tick, reuse_or_make
 
 SLOW_DOUBLE = "(lambda (x) (usleep 20000) (* 2 x))"  # 20 ms an item
 
@@ -136,26 +136,43 @@ def test_bad_input_is_refused_before_any_node_is_busy(shared_nodes: list[Node]) 
         dist_map([], "1+", [1])
 
 
-def kill_once_started(target: Node, kill: Callable[[], None]) -> Callable[[DistEvent], None]:
-    """An on_event hook that kills ``target`` 50 ms into its first job.  (Killed at
-    once, on the worker, it can die between two chunks, once its answer is read: the
-    node then opens a fresh REPL for the next, and nothing fails over.)"""
-    fired = threading.Event()
+def held_until_killed(victim: Node, flag: Path) -> str:
+    """SLOW_DOUBLE, except that ``victim``'s REPL, at its first item, makes ``flag`` and
+    sleeps: killed then, it dies holding a chunk, however late the kill comes."""
+    return (
+        f"(lambda (x) (when (= (getpid) {victim.rrepl.pid}) "
+        f'(close-port (open-output-file "{flag}")) (sleep 60)) (usleep 20000) (* 2 x))'
+    )
 
-    def on_event(event: DistEvent) -> None:
-        if event.kind == "start" and event.node is target and not fired.is_set():
-            fired.set()
-            threading.Timer(0.05, kill).start()
 
-    return on_event
+def kill_once_held(flag: Path, kill: Callable[[], None]) -> threading.Thread:
+    """A thread that runs ``kill`` once ``flag`` exists (``held_until_killed``).  (A kill
+    on a timer from the victim's first start could land between two chunks under load:
+    the node then opens a fresh REPL for the next, and nothing fails over.)"""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while not flag.exists():
+            if time.monotonic() > deadline:
+                return  # never held: the test's failover checks say so
+            _tick.wait(0.005)
+        kill()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
 
 
 @pytest.mark.parametrize("attempt", range(20))
-def test_failover_when_the_remote_guile_is_killed(nodes: list[Node], attempt: int) -> None:
-    victim = nodes[attempt % 3]
+def test_failover_when_the_remote_guile_is_killed(
+    nodes: list[Node], attempt: int, tmp_path: Path
+) -> None:
+    victim, flag = nodes[attempt % 3], tmp_path / "held"
     pid = victim.rrepl.pid
-    hook = kill_once_started(victim, lambda: os.kill(pid, signal.SIGKILL))
-    result = dist_map(nodes, SLOW_DOUBLE, range(60), on_event=hook)
+    proc = held_until_killed(victim, flag)
+    killer = kill_once_held(flag, lambda: os.kill(pid, signal.SIGKILL))
+    result = dist_map(nodes, proc, range(60), timeout=60)
+    killer.join(30)
     assert result == [2 * x for x in range(60)]
     assert [f.node for f in result.failures] == [victim]
     assert result.moves and {m.from_node for m in result.moves} == {victim}  # what it held
@@ -163,16 +180,18 @@ def test_failover_when_the_remote_guile_is_killed(nodes: list[Node], attempt: in
 
 @pytest.mark.parametrize("attempt", range(20))
 def test_failover_when_the_nodes_sshd_is_killed(
-    nodes: list[Node], local_nodes: LocalNodes, attempt: int
+    nodes: list[Node], local_nodes: LocalNodes, attempt: int, tmp_path: Path
 ) -> None:
     index = attempt % 3
-    victim = nodes[index]
+    victim, flag = nodes[index], tmp_path / "held"
     name = local_nodes.nodes[index].name
     with_ssh(victim, "'warm")
-    hook = kill_once_started(victim, lambda: local_nodes.stop(name, signal.SIGKILL))
+    proc = held_until_killed(victim, flag)
+    killer = kill_once_held(flag, lambda: local_nodes.stop(name, signal.SIGKILL))
     try:
-        result = dist_map(nodes, SLOW_DOUBLE, range(60), on_event=hook)
+        result = dist_map(nodes, proc, range(60), timeout=60)
     finally:
+        killer.join(30)
         local_nodes.start(name)
     assert result == [2 * x for x in range(60)]
     assert [f.node for f in result.failures] == [victim]
