@@ -12,6 +12,7 @@ from typing import Any
 
 from .callbook import Attempt
 from .callstarts import FAN_OUT, CallStarts
+from .deadlines import call_at
 from .distresult import DistEvent, JobMove, NodeFailure, NodeOutput
 from .errors import AllNodesFailedError, EvalCancelled, NodeError, NodeReplError, NodeTimeoutError
 from .job import check_job_language, job_request, job_values
@@ -127,13 +128,32 @@ class CallDrivers(CallStarts):
                     if self._watcher == key and not self._finished:
                         self._watcher = None
                         self._idle_nodes.append(node)
-                        self._wake_idle(1)
+                        # Another node watches only if one is free: one queued behind
+                        # another call (this one) would take turns doing nothing with
+                        # it; else one is woken once the chunk would straggle.
+                        if any(not waiting_work(n) for n in self._idle_nodes):
+                            self._wake_idle(1)
+                        elif wake_at is not None:
+                            self._rewatch_at(wake_at)
                         resign = True
                     else:
                         resign = False
                 if resign:
                     self._start_drivers()
                     return None
+
+    def _rewatch_at(self, when: float) -> None:
+        """Under the lock: wake one idle node at ``when``, once a chunk straggles (its
+        driver then has a copy to run, a chunk, not a watch)."""
+
+        def wake() -> None:
+            with self._lock:
+                if self._finished or self._watcher is not None or not self._running:
+                    return
+                self._wake_idle(1)
+            self._start_drivers()
+
+        call_at(when, wake)
 
     def _take_more(self, node: Node) -> Attempt | None:
         """One more chunk for ``node``, which holds some already, if its window is open

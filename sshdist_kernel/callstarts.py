@@ -32,7 +32,6 @@ class CallStarts(CallBook):
         node may be the only one that can do its jobs (chunksize="per-node")."""
         while count > 0 and self._unstarted and not self._finished:
             self._to_start.append(self._unstarted.popleft())
-            self._drivers += 1
             count -= 1
 
     def _wake_idle(self, count: int) -> None:
@@ -45,7 +44,6 @@ class CallStarts(CallBook):
                 self._to_start.append(self._unstarted.popleft())
             else:
                 return
-            self._drivers += 1
             count -= 1
 
     def _free_idle(self) -> int:
@@ -62,7 +60,7 @@ class CallStarts(CallBook):
         with self._lock:
             nodes, self._to_start = self._to_start, []
         for node in nodes:
-            run_on(node, lambda node=node: self._drive(node))
+            run_on(node, lambda node=node: self._next_turn(node))
 
     def _hand_over(self, node: Node) -> bool:
         """Between chunks, while another call's driver waits for ``node``'s worker
@@ -78,8 +76,9 @@ class CallStarts(CallBook):
         return True
 
     def _next_turn(self, node: Node) -> None:
-        """A driver's turn queued by ``_hand_over``: counted as a driver only once it
-        runs (a call stopped meanwhile does not wait for a node another call holds)."""
+        """A driver's turn, queued on ``node``'s worker (a first one, or the next after
+        ``_hand_over``): counted as a driver only once it runs, so a call stopped
+        meanwhile does not wait for a node another call holds."""
         with self._lock:
             if self._finished:
                 return

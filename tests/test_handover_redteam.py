@@ -121,10 +121,6 @@ def test_cancelling_a_call_whose_next_turn_waits_behind_another_calls_chunk(
     assert dist_map([n1], "1+", range(3), timeout=20) == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a first turn queued behind another call's chunk counts as a driver (redteam finding 2)",
-)
 def test_a_stopped_call_does_not_wait_for_another_calls_chunk_on_a_node_it_never_got(
     nodes: list[Node],
 ) -> None:
@@ -155,10 +151,6 @@ def test_a_stopped_call_does_not_wait_for_another_calls_chunk_on_a_node_it_never
     assert dist_map([n1], "1+", range(3), timeout=20) == [1, 2, 3]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a resigning watcher re-queues itself behind the other call (finding 1)",
-)
 def test_a_watcher_with_nothing_to_do_does_not_ping_pong_with_another_call(
     ssh_config: str, second_node1: Node, turns: dict[tuple[int, int], Counter]
 ) -> None:
