@@ -51,6 +51,7 @@ SLOW_FIRST = {
     "tests/test_localcluster.py": 21,
     "tests/test_cluster_login.py": 20,
     "tests/test_distcall.py": 20,
+    "tests/test_handover_redteam.py": 20,
 }
 """Seconds a scope (a file, or a group of them) took alone, for the slowest: under xdist
 they are handed out first, so that none of them starts last and runs on alone."""

@@ -179,21 +179,21 @@ def test_a_watcher_with_nothing_to_do_does_not_ping_pong_with_another_call(
 
 def test_a_job_timeout_does_not_count_the_wait_for_a_turn(nodes: list[Node]) -> None:
     # Another call's chunks of 1.5 s on every node, this call's job_timeout 1 s.
-    other = dist_map_async(nodes, SLOW.format(us=1500000), range(9), chunksize=1)
+    other = dist_map_async(nodes, SLOW.format(us=1500000), range(6), chunksize=1)
     wait_until(lambda: all(waiting_work(n) for n in nodes), 10, "the other call on every node")
     got = dist_map(nodes, SLOW.format(us=50000), range(30), job_timeout=1.0, timeout=40)
     assert got == list(range(30))
     assert not got.failures and not got.moves, (got.failures, got.moves)
-    assert other.result(timeout=30) == list(range(9))
+    assert other.result(timeout=30) == list(range(6))
 
 
 def test_a_node_killed_while_two_calls_take_turns_on_it(nodes: list[Node]) -> None:
-    a = dist_map_async(nodes, SLOW.format(us=30000), range(300))
-    b = dist_map_async(nodes, SLOW.format(us=30000), range(200))
+    a = dist_map_async(nodes, SLOW.format(us=30000), range(150))
+    b = dist_map_async(nodes, SLOW.format(us=30000), range(100))
     wait_until(lambda: a.progress > 20 and b.progress > 20, 20, "both calls under way")
     os.kill(nodes[1].rrepl.pid, signal.SIGKILL)
     got_a, got_b = a.result(timeout=60), b.result(timeout=60)
-    assert list(got_a) == list(range(300)) and list(got_b) == list(range(200))
+    assert list(got_a) == list(range(150)) and list(got_b) == list(range(100))
     for got in (got_a, got_b):
         assert all(f.node is nodes[1] for f in got.failures), got.failures
     assert wait_idle(nodes, 10)
