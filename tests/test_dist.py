@@ -171,9 +171,9 @@ def test_failover_when_the_remote_guile_is_killed(
     pid = victim.rrepl.pid
     proc = held_until_killed(victim, flag)
     killer = kill_once_held(flag, lambda: os.kill(pid, signal.SIGKILL))
-    result = dist_map(nodes, proc, range(60), timeout=60)
+    result = dist_map(nodes, proc, range(30), timeout=60)
     killer.join(30)
-    assert result == [2 * x for x in range(60)]
+    assert result == [2 * x for x in range(30)]
     assert [f.node for f in result.failures] == [victim]
     assert result.moves and {m.from_node for m in result.moves} == {victim}  # what it held
 
@@ -189,11 +189,11 @@ def test_failover_when_the_nodes_sshd_is_killed(
     proc = held_until_killed(victim, flag)
     killer = kill_once_held(flag, lambda: local_nodes.stop(name, signal.SIGKILL))
     try:
-        result = dist_map(nodes, proc, range(60), timeout=60)
+        result = dist_map(nodes, proc, range(30), timeout=60)
     finally:
         killer.join(30)
         local_nodes.start(name)
-    assert result == [2 * x for x in range(60)]
+    assert result == [2 * x for x in range(30)]
     assert [f.node for f in result.failures] == [victim]
     assert with_ssh(victim, "'back").value == "back"  # it reconnects once sshd is back
 
