@@ -152,9 +152,10 @@ def test_with_ssh_gets_into_a_node_that_waits_for_a_straggler(
 
 def test_job_timeout_bounds_the_chunks_sent_before_a_speed_is_known(nodes: list[Node]) -> None:
     # 0.15 s an item, job_timeout 1 s: one item per chunk is well inside it (the old
-    # sizing sent 1-item chunks here); 8 items (1.2 s) are not.
-    result = dist_map(nodes, "(lambda (x) (usleep 150000) x)", range(96), job_timeout=1)
-    assert result == list(range(96))
+    # sizing sent 1-item chunks here); 8 items (1.2 s) are not.  48 items: enough for
+    # blind chunks of 1, 2, 4 and 8 on each of the three nodes.
+    result = dist_map(nodes, "(lambda (x) (usleep 150000) x)", range(48), job_timeout=1)
+    assert result == list(range(48))
     assert not result.failures
 
 
