@@ -76,6 +76,17 @@ class GuileKernelConformance(jupyter_kernel_test.KernelTests):
     supported_history_operations = ("tail", "range", "search")
     code_history_pattern = "(values *"
 
+    @classmethod
+    def setUpClass(cls) -> None:
+        super().setUpClass()
+        # Completion and inspection answer nothing while the node is still connecting
+        # (they never wait for it: seen once under load, when test_completion came
+        # first); a silent cell waits for the connection, as a person's first cell does.
+        reply = cls.kc.execute_interactive(
+            "'connected", silent=True, store_history=False, timeout=60, output_hook=lambda m: None
+        )
+        assert reply["content"]["status"] == "ok", reply["content"]
+
 
 # -- beyond the conformance suite ------------------------------------------------------
 

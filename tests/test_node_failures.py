@@ -107,7 +107,7 @@ def test_dist_map_works_around_a_stopped_node_and_keeps_its_timeout(
         assert all(m.from_node is nodes[0] and m.reason == "straggler" for m in result.moves)
         # Its guile never acknowledged the interrupt of the copied chunk: its REPL was
         # given up, and it works again on a fresh one.
-        assert dist_map(nodes[:1], "(lambda (x) (* x x))", range(3), timeout=5) == [0, 1, 4]
+        assert dist_map(nodes[:1], "(lambda (x) (* x x))", range(3), timeout=10) == [0, 1, 4]
         assert nodes[0].restarts == 1
         # Alone, a stopped node fails the call within its timeout.
         os.kill(nodes[0].rrepl.pid, signal.SIGSTOP)
