@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import start_new_kernel
 from sshdist_magics import SshdistError
 
 from sshdist_kernel import DistCall
 from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.nodeworkers import waiting_work
 
-from .conftest import wait_until
+from .conftest import start_kernel, wait_until
 from .test_magics import ctrl_c_into_the_cell, ip, nodes_in, run  # noqa: F401 - ip is the shell fixture
 
 SLOW = "(lambda (x) (usleep 100000) x)"  # 0.1 s an item
@@ -127,7 +126,7 @@ TIMEOUT = 30
 
 @pytest.fixture
 def python_kernel(local_nodes: LocalNodes) -> Iterator[BlockingKernelClient]:
-    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    km, kc = start_kernel("python3")
     try:
         run_in(kc, "%load_ext sshdist_magics")
         run_in(kc, f"%nodes -o nodes -F {local_nodes.ssh_config} node1 node2 node3")

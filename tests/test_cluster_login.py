@@ -16,7 +16,7 @@ from sshdist_kernel import AuthenticationError, make_node, make_nodes, with_ssh
 from sshdist_kernel.localnodes import established_to
 from sshdist_kernel.session import JUMPS
 
-from .conftest import wait_until
+from .conftest import start_kernel, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="a local cluster needs root")
 
@@ -212,14 +212,12 @@ def _answer_code_requests(kc, msg_id: str, code) -> tuple[dict, list[dict]]:
 def test_the_guile_kernel_asks_for_the_code_in_the_first_cell_once(
     cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from jupyter_client.manager import start_new_kernel
-
     from sshdist_kernel import kernelspec
 
     kernelspec.install("cn01", prefix=str(tmp_path), ssh_config=str(cluster.ssh_config))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    km, kc = start_new_kernel(kernel_name="sshdist-cn01", startup_timeout=60)
+    km, kc = start_kernel("sshdist-cn01")
     try:
         msg_id = kc.execute("(+ 1 2)", allow_stdin=False)  # nbconvert's way: no input
         reply, requests = _answer_code_requests(kc, msg_id, cluster.totp_code)
@@ -241,9 +239,7 @@ def test_the_guile_kernel_asks_for_the_code_in_the_first_cell_once(
 
 
 def test_the_magics_ask_for_the_code_through_the_notebook_once(cluster) -> None:
-    from jupyter_client.manager import start_new_kernel
-
-    km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
+    km, kc = start_kernel("python3")
     try:
         hosts = " ".join(cluster.compute_names)
         code = f"%load_ext sshdist_magics\n%nodes -o nodes -F {cluster.ssh_config} {hosts}"

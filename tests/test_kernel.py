@@ -16,10 +16,12 @@ from typing import Any
 import jupyter_kernel_test
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager, start_new_kernel
+from jupyter_client.manager import KernelManager
 
 from sshdist_kernel import kernelspec
 from sshdist_kernel.localnodes import LocalNodes, _free_port
+
+from .conftest import start_kernel
 
 TIMEOUT = 30
 
@@ -78,7 +80,7 @@ class GuileKernelConformance(jupyter_kernel_test.KernelTests):
 
     @classmethod
     def setUpClass(cls) -> None:
-        super().setUpClass()
+        cls.km, cls.kc = start_kernel(cls.kernel_name)  # tried again on a port race
         # Completion and inspection answer nothing while the node is still connecting
         # (they never wait for it: seen once under load, when test_completion came
         # first); a silent cell waits for the connection, as a person's first cell does.
@@ -92,7 +94,7 @@ class GuileKernelConformance(jupyter_kernel_test.KernelTests):
 
 
 def start(name: str = "sshdist-node1") -> tuple[KernelManager, BlockingKernelClient]:
-    return start_new_kernel(kernel_name=name, startup_timeout=60)
+    return start_kernel(name)
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import start_new_kernel
+
+from .conftest import start_kernel
 
 TIMEOUT = 60
 
@@ -89,7 +90,7 @@ def printing_kernel(
         json.dumps({"argv": argv, "display_name": "printing", "language": "text"})
     )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
-    km, kc = start_new_kernel(kernel_name="printing", startup_timeout=TIMEOUT)
+    km, kc = start_kernel("printing", TIMEOUT)
     yield kc
     kc.stop_channels()
     km.shutdown_kernel(now=True)
