@@ -22,9 +22,11 @@ from sshdist_kernel import make_node
 node = make_node("node1", ssh_config=sys.argv[1])
 node.eval("(define kept 'yes)")
 stop = threading.Event()
+go = threading.Event()  # set once the loop below is under way: none lands before it
 
 def interrupt_at_random():
     rng = random.Random(5)
+    go.wait()
     while not stop.wait(rng.uniform(0.0005, 0.006)):
         os.kill(os.getpid(), signal.SIGINT)
 
@@ -35,6 +37,7 @@ rng = random.Random(3)
 for i in range(1000):
     try:
         try:
+            go.set()
             pause = rng.choice((0, 300, 2000))
             value = node.eval(f"(begin (usleep {pause}) {i})", timeout=20).value
             seen["ok" if value == i else "wrong"] += 1
