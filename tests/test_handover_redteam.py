@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sshdist_kernel import Node, dist_map, make_node
+from sshdist_kernel import DistCall, Node, dist_map, make_node
 from sshdist_kernel.calldrivers import CallDrivers
 from sshdist_kernel.dist import dist_map_async, distribute_async
 from sshdist_kernel.nodeworkers import wait_idle, waiting_work
@@ -94,23 +94,29 @@ def test_calls_on_overlapping_subsets_all_complete(nodes: list[Node]) -> None:
         assert list(call.result(timeout=90)) == list(range(40 + i))
 
 
+def hold_for_3_s(node: Node, value: int) -> DistCall:
+    """A call whose one chunk holds ``node`` for 3 s, returned once that chunk began."""
+    began = threading.Event()
+    holder = dist_map_async(
+        [node],
+        SLOW.format(us=3000000),
+        [value],
+        chunksize=1,
+        on_event=lambda e: e.kind == "start" and began.set(),
+    )
+    wait_until(began.is_set, 10, "the holder's 3 s chunk")
+    return holder
+
+
 def test_cancelling_a_call_whose_next_turn_waits_behind_another_calls_chunk(
     nodes: list[Node],
 ) -> None:
     n1 = nodes[0]
     behind = dist_map_async([n1], SLOW.format(us=100000), range(100))  # 10 s of work
     wait_until(lambda: behind.progress > 0, 10, "the first call's first chunk")
-    long_began = threading.Event()
-    holder = dist_map_async(
-        [n1],
-        SLOW.format(us=3000000),
-        [7],
-        chunksize=1,
-        on_event=lambda e: e.kind == "start" and long_began.set(),
-    )
     # The first call hands n1 over after its chunk; its next turn queues behind the
     # holder's 3 s chunk.
-    wait_until(long_began.is_set, 10, "the holder's 3 s chunk")
+    holder = hold_for_3_s(n1, 7)
     wait_until(lambda: waiting_work(n1) == 2, 5, "the first call's next turn queued")
     assert behind.cancel()
     # Its queued turn is no driver: nothing to wait for, the holder's chunk runs on.
@@ -125,21 +131,13 @@ def test_a_stopped_call_does_not_wait_for_another_calls_chunk_on_a_node_it_never
     nodes: list[Node],
 ) -> None:
     """A call started beside another whose chunk holds the node: its first driver is
-    queued behind that chunk (``_grow``), and counts as a driver from then on, so
+    queued behind that chunk (``_grow``).  Were it counted as a driver from then on,
     ``wait_stopped`` (and ``stop(wait=1)``, and a failed or timed-out ``dist_map``,
     which wait ``STOP_WAIT`` after) waits for the other call's chunk although this call
-    never ran on the node.  A turn queued by the hand-over is counted only once it
-    runs; a first turn should be too."""
+    never ran on the node (so it did, before every turn counted as a driver only once
+    it runs, first turns included)."""
     n1 = nodes[0]
-    began = threading.Event()
-    holder = dist_map_async(
-        [n1],
-        SLOW.format(us=3000000),
-        [5],
-        chunksize=1,
-        on_event=lambda e: e.kind == "start" and began.set(),
-    )
-    wait_until(began.is_set, 10, "the holder's 3 s chunk")
+    holder = hold_for_3_s(n1, 5)
     try:
         late = dist_map_async([n1], "1+", range(5))
         wait_until(lambda: waiting_work(n1) == 2, 5, "the late call's driver queued")

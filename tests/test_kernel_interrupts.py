@@ -26,14 +26,13 @@ import os
 import random
 import signal
 import threading
-import time
 
 flag = os.environ["SSHDIST_TEST_INTERRUPTS"]  # interrupts while this file exists
 
 def interrupt_at_random():
     rng = random.Random(7)
-    while True:
-        time.sleep(rng.uniform(0.001, 0.012))  # the interrupts' pacing: nothing is awaited
+    pace = threading.Event()  # never set: its wait is the interrupts' pacing
+    while not pace.wait(rng.uniform(0.001, 0.012)):
         if os.path.exists(flag):
             os.kill(os.getpid(), signal.SIGINT)
 
