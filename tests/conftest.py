@@ -180,6 +180,41 @@ def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str
         _tick.wait(0.02)
 
 
+def held_until_killed(victim: Node, flag: Path, then: str = "(usleep 20000) (* 2 x)") -> str:
+    """A proc whose items run ``then``, except that ``victim``'s REPL, at its first item,
+    makes ``flag`` and sleeps: killed then, it dies holding a chunk, however late the
+    kill comes."""
+    return (
+        f"(lambda (x) (when (= (getpid) {victim.rrepl.pid}) "
+        f'(close-port (open-output-file "{flag}")) (sleep 60)) {then})'
+    )
+
+
+def held_eval(flag: Path, seconds: int = 5) -> str:
+    """An expression that makes ``flag`` once it runs, then sleeps ``seconds`` and
+    answers 1: a kill after ``flag`` (``kill_once_held``) lands during the call."""
+    return f'(begin (close-port (open-output-file "{flag}")) (sleep {seconds}) 1)'
+
+
+def kill_once_held(flag: Path, kill: Callable[[], None]) -> threading.Thread:
+    """A thread that runs ``kill`` once ``flag`` exists (``held_until_killed``).  (A kill
+    on a timer, or on the victim's "start" event, can land before its chunk is sent or
+    between two chunks: the node then opens a fresh REPL for the next, and nothing fails
+    over.)"""
+
+    def watch() -> None:
+        deadline = time.monotonic() + 30
+        while not flag.exists():
+            if time.monotonic() > deadline:
+                return  # never held: the test's failover checks say so
+            _tick.wait(0.005)
+        kill()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 @pytest.fixture
 def quick_probes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Silence noticed sooner: a wait asks the connection after 0.5 s of it (not 2 s)

@@ -9,7 +9,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from sshdist_kernel import (
 from sshdist_kernel.localnodes import LocalNodes
 from sshdist_kernel.sexp import SexpError
 
-from .conftest import _tick, reuse_or_make
+from .conftest import held_until_killed, kill_once_held, reuse_or_make
 
 SLOW_DOUBLE = "(lambda (x) (usleep 20000) (* 2 x))"  # 20 ms an item
 
@@ -134,33 +133,6 @@ def test_bad_input_is_refused_before_any_node_is_busy(shared_nodes: list[Node]) 
         dist_map(["node1"], "1+", [1])
     with pytest.raises(ValueError, match="no nodes"):
         dist_map([], "1+", [1])
-
-
-def held_until_killed(victim: Node, flag: Path) -> str:
-    """SLOW_DOUBLE, except that ``victim``'s REPL, at its first item, makes ``flag`` and
-    sleeps: killed then, it dies holding a chunk, however late the kill comes."""
-    return (
-        f"(lambda (x) (when (= (getpid) {victim.rrepl.pid}) "
-        f'(close-port (open-output-file "{flag}")) (sleep 60)) (usleep 20000) (* 2 x))'
-    )
-
-
-def kill_once_held(flag: Path, kill: Callable[[], None]) -> threading.Thread:
-    """A thread that runs ``kill`` once ``flag`` exists (``held_until_killed``).  (A kill
-    on a timer from the victim's first start could land between two chunks under load:
-    the node then opens a fresh REPL for the next, and nothing fails over.)"""
-
-    def watch() -> None:
-        deadline = time.monotonic() + 30
-        while not flag.exists():
-            if time.monotonic() > deadline:
-                return  # never held: the test's failover checks say so
-            _tick.wait(0.005)
-        kill()
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
 
 
 @pytest.mark.parametrize("attempt", range(20))

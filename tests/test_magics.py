@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
 
 import pytest
 from IPython.core.displaypub import DisplayPublisher
@@ -22,7 +23,7 @@ from sshdist_magics.nodelist import Hosts
 from sshdist_kernel import Node, NodeReplError
 from sshdist_kernel.localnodes import LocalNodes, _free_port
 
-from .conftest import wait_until
+from .conftest import held_until_killed, kill_once_held, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -204,12 +205,14 @@ def test_errors_are_short_and_name_node_job_and_guiles_message(ip, capsys) -> No
     assert run(ip, "%dist_map nodes 1+ [1]").result == [2]  # the nodes still work
 
 
-def test_a_failover_is_shown_as_it_happens(ip, capsys) -> None:
+def test_a_failover_is_shown_as_it_happens(ip, capsys, tmp_path: Path) -> None:
     nodes = nodes_in(ip)
-    victim = nodes[1]
+    victim, flag = nodes[1], tmp_path / "held"
     pid = victim.rrepl.pid
-    threading.Timer(0.3, os.kill, (pid, signal.SIGKILL)).start()
-    result = run(ip, "%dist_map nodes (lambda (x) (usleep 30000) x) range(60)")
+    proc = held_until_killed(victim, flag, then="(usleep 30000) x")
+    killer = kill_once_held(flag, lambda: os.kill(pid, signal.SIGKILL))
+    result = run(ip, f"%dist_map nodes {proc} range(60)")
+    killer.join(30)
     assert result.result == list(range(60))
     out = capsys.readouterr().out
     assert "  node2 failed: " in out

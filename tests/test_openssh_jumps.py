@@ -19,7 +19,7 @@ from sshdist_kernel.controlmaster import alive
 from sshdist_kernel.localnodes import established_to
 from sshdist_kernel.opensshsession import JUMPS
 
-from .conftest import wait_until
+from .conftest import held_eval, kill_once_held, wait_until
 from .test_cluster_login import Person, certified_key
 
 pytestmark = [
@@ -93,17 +93,21 @@ def test_nobody_to_ask_is_a_clear_error_not_a_hang(cluster) -> None:
     assert time.monotonic() - started < 10
 
 
-def test_the_jump_master_killed_mid_call_then_the_next_call_asks_again(cluster) -> None:
+def test_the_jump_master_killed_mid_call_then_the_next_call_asks_again(
+    cluster, tmp_path: Path
+) -> None:
     person = Person(cluster.totp_code)
     nodes = make_nodes(
         ["cn01", "cn02"], ssh_config=str(cluster.ssh_config), prompt=person, **OPENSSH
     )
     try:
         pid = nodes[0].session.jump.master_pid
-        threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+        flag = tmp_path / "running"
+        killer = kill_once_held(flag, lambda: os.kill(pid, signal.SIGKILL))
         started = time.monotonic()
         with pytest.raises(NodeError):
-            with_ssh(nodes[0], "(begin (sleep 5) 1)", timeout=20)
+            with_ssh(nodes[0], held_eval(flag), timeout=20)
+        killer.join(30)
         assert time.monotonic() - started < 4
         assert with_ssh(nodes[0], "'again", timeout=20).value == "again"
         assert with_ssh(nodes[1], "'too", timeout=20).value == "too"

@@ -45,7 +45,7 @@ from sshdist_kernel.server import UNIX
 from sshdist_kernel.sshconfig import SessionOptions, resolve_options
 from sshdist_kernel.transports import make_session
 
-from .conftest import wait_until
+from .conftest import held_eval, held_until_killed, kill_once_held, wait_until
 from .test_jumps import _dropping_relay, _via
 
 pytestmark = pytest.mark.usefixtures("private_control_dir")
@@ -229,13 +229,15 @@ def test_the_users_own_master_is_used_as_it_is_and_left_running(
 
 
 def test_a_master_killed_mid_call_is_a_node_error_and_the_next_call_reconnects(
-    onode: Node,
+    onode: Node, tmp_path: Path
 ) -> None:
     pid = onode.session.master_pid
-    threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+    flag = tmp_path / "running"
+    killer = kill_once_held(flag, lambda: os.kill(pid, signal.SIGKILL))
     started = time.monotonic()
     with pytest.raises(NodeError):
-        with_ssh(onode, "(begin (sleep 5) 1)", timeout=20)
+        with_ssh(onode, held_eval(flag), timeout=20)
+    killer.join(30)
     assert time.monotonic() - started < 4
     assert with_ssh(onode, "'again", timeout=20).value == "again"
     assert onode.session.master_pid != pid
@@ -254,18 +256,15 @@ def test_a_stopped_master_is_noticed_within_the_probe(onode: Node, stopped: list
     assert with_ssh(onode, "(+ 1 2)", timeout=20).value == 3
 
 
-def test_dist_map_moves_work_off_a_node_whose_master_dies(onodes: list[Node]) -> None:
-    victim = onodes[1]
+def test_dist_map_moves_work_off_a_node_whose_master_dies(
+    onodes: list[Node], tmp_path: Path
+) -> None:
+    victim, flag = onodes[1], tmp_path / "held"
     pid = victim.session.master_pid
-    fired = threading.Event()
-
-    def on_event(event: object) -> None:
-        if event.kind == "start" and event.node is victim and not fired.is_set():  # type: ignore[attr-defined]
-            fired.set()
-            threading.Timer(0.05, os.kill, (pid, signal.SIGKILL)).start()
-
-    proc = "(lambda (x) (usleep 20000) (* 2 x))"
-    result = dist_map(onodes, proc, range(60), on_event=on_event, timeout=120)
+    proc = held_until_killed(victim, flag)
+    killer = kill_once_held(flag, lambda: os.kill(pid, signal.SIGKILL))
+    result = dist_map(onodes, proc, range(60), timeout=120)
+    killer.join(30)
     assert result == [2 * x for x in range(60)]
     assert [f.node for f in result.failures] == [victim]
     assert result.moves and {m.from_node for m in result.moves} == {victim}  # what it held

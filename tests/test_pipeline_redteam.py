@@ -38,7 +38,7 @@ from sshdist_kernel.errors import NodeError, NodeTimeoutError
 from sshdist_kernel.records import deadline_after
 from sshdist_kernel.server import UNIX
 
-from .conftest import wait_until
+from .conftest import held_until_killed, kill_once_held, wait_until
 
 NO_GUILE_22 = shutil.which("guile-2.2") is None
 
@@ -229,25 +229,17 @@ def test_the_session_sshd_killed_while_its_node_holds_chunks(nodes: list[Node]) 
     assert victim.restarts == 1 and victim.last_loss
 
 
-def test_a_node_killed_holding_chunks_in_a_per_node_or_one_item_call(nodes: list[Node]) -> None:
+def test_a_node_killed_holding_chunks_in_a_per_node_or_one_item_call(
+    nodes: list[Node], tmp_path: Path
+) -> None:
     define_kept(nodes)
     for chunksize in ("per-node", 1):
-        victim = nodes[1]
+        victim, flag = nodes[1], tmp_path / f"held-{chunksize}"
         pid = victim.rrepl.pid
-        killed = threading.Event()
-
-        def on_event(event: DistEvent, victim=victim, pid=pid, killed=killed) -> None:
-            if not killed.is_set() and event.node is victim and event.kind == "start":
-                killed.set()
-                os.kill(pid, signal.SIGKILL)
-
-        result = dist_map(
-            nodes,
-            "(lambda (x) (usleep 20000) (1+ x))",
-            range(60),
-            chunksize=chunksize,
-            on_event=on_event,
-        )
+        proc = held_until_killed(victim, flag, then="(usleep 20000) (1+ x)")
+        killer = kill_once_held(flag, lambda pid=pid: os.kill(pid, signal.SIGKILL))
+        result = dist_map(nodes, proc, range(60), chunksize=chunksize, timeout=60)
+        killer.join(30)
         assert result == list(range(1, 61))
         assert [f.node for f in result.failures] == [victim]
     assert_in_step(nodes, restarted=(nodes[1],))
