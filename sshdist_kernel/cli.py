@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "nodes":
             if args.action == "up":
-                nodes = LocalNodes.up(args.count, args.dir)
+                nodes = LocalNodes.up(args.count, args.dir, persist=True)
             else:
                 nodes = LocalNodes(args.dir)
                 if args.action == "down":
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             from .localcluster import LocalCluster
 
             if args.action == "up":
-                cluster = LocalCluster.up(args.dir, args.count, auth=args.auth)
+                cluster = LocalCluster.up(args.dir, args.count, auth=args.auth, persist=True)
             else:
                 cluster = LocalCluster(args.dir)
                 if args.action == "down":

@@ -16,24 +16,29 @@ sshd connects from 127.0.0.1 like any client, so separate loopback addresses wit
 ``Match Address`` cannot either; a network namespace for the compute nodes would still
 be reachable from the root namespace that holds both the client and the login node.
 
-``down()`` deletes the table, kills what is left in the cgroup and removes it.  A
-consequence: a compute port probed from outside the cgroup is refused, so the cluster
-sees a compute sshd as running when its port is in LISTEN state (``listening()``), not
-by connecting.
+``down()`` deletes the table, kills what is left in the cgroup and removes it.  A table
+names the process that made it in its comment; ``sweep()`` removes the tables (and
+cgroups) of clusters gone without a ``down()``: no process left in the cgroup and the
+maker gone.  A consequence of the filter: a compute port probed from outside the cgroup
+is refused, so the cluster sees a compute sshd as running when its port is in LISTEN
+state (``listening()``), not by connecting.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from .clustertool import LocalClusterError, run
+from .clustertool import LocalClusterError, made_before, run
+from .ownerwatch import process_start
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")  # nft names a cgroup v2 by its path below this
+STARTING = 60  # seconds: a cluster's up() makes its cgroup, table and PAM file within this
 
 
 def filter_name(cluster_id: str) -> str:
@@ -82,8 +87,10 @@ def filter_ports(table: str, cgroup: Path, ports: Iterable[int]) -> None:
     """Add table ``table``: ``ports`` on 127.0.0.0/8 for ``cgroup``'s sockets alone."""
     listed = ", ".join(str(port) for port in ports)
     level = len(cgroup.relative_to(cgroup2_mount()).parts)
+    pid = os.getpid()
     rules = (
         f"table inet {table} {{\n"
+        f'  comment "made by pid {pid} started {process_start(pid)}"\n'
         "  chain output {\n"
         "    type filter hook output priority filter; policy accept;\n"
         f"    ip daddr 127.0.0.0/8 tcp dport {{ {listed} }} "
@@ -106,6 +113,71 @@ def remove_filter(table: str, cgroup: Path | None) -> None:
         timeout=30,
         stdin=subprocess.DEVNULL,
     )
+
+
+def sweep() -> set[str]:
+    """Remove the filters of clusters that are gone: their cgroup holds no process (no
+    login node) and the process that made the table has exited (it is not one being
+    started).  A killed run leaves such tables, which reset connections to ports that
+    other programs come to use.  Empty cgroups without a table, made over ``STARTING``
+    seconds ago, go too.  Returns the ids of the clusters whose tables remain."""
+    try:
+        mount: Path | None = cgroup2_mount()
+    except LocalClusterError:
+        mount = None
+    kept = set()
+    for table in _tables():
+        cgroup = mount / table if mount else None
+        maker = _maker(table)
+        if (cgroup is not None and _holds_processes(cgroup)) or (
+            maker is not None and process_start(maker[0]) == maker[1]
+        ):
+            kept.add(table.removeprefix(filter_name("")))
+        else:
+            remove_filter(table, cgroup)
+    for cgroup in mount.glob(filter_name("*")) if mount else ():
+        if (
+            cgroup.name.removeprefix(filter_name("")) not in kept
+            and made_before(cgroup, STARTING)
+            and not _holds_processes(cgroup)
+        ):
+            try:
+                cgroup.rmdir()
+            except OSError:
+                pass  # in use after all
+    return kept
+
+
+def _nft(*args: str) -> str:
+    """What ``nft args`` prints ("" if it fails: not root, or nft missing)."""
+    try:
+        done = subprocess.run(
+            ["nft", *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+    except OSError:
+        return ""
+    return done.stdout if done.returncode == 0 else ""
+
+
+def _tables() -> list[str]:
+    prefix = filter_name("")
+    names = (line.split() for line in _nft("list", "tables").splitlines())
+    return [f[2] for f in names if len(f) == 3 and f[1] == "inet" and f[2].startswith(prefix)]
+
+
+def _maker(table: str) -> tuple[int, int] | None:
+    """The pid and start time in ``table``'s comment (None: an older table has none)."""
+    match = re.search(
+        r'comment "made by pid (\d+) started (\d+)"', _nft("list", "table", "inet", table)
+    )
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def _holds_processes(cgroup: Path) -> bool:
+    try:
+        return bool((cgroup / "cgroup.procs").read_text().split())
+    except OSError:
+        return False
 
 
 def _remove_cgroup(cgroup: Path) -> None:

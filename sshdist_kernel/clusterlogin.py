@@ -44,7 +44,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .clustertool import run
+from .clustertool import made_before, run
 
 AUTH_MODES = ("publickey+totp", "totp", "password", "publickey")
 TOTP_STEP = 30
@@ -64,6 +64,17 @@ pw=$(tr -d '\\000')
 def pam_service(cluster_id: str) -> str:
     """The login sshd's program name, hence its PAM service."""
     return f"sshdist-login-{cluster_id}"
+
+
+def remove_pam_files_but(kept: set[str], older_than: float) -> None:
+    """Remove the PAM files of clusters not in ``kept`` (ids) written over ``older_than``
+    seconds ago: left by clusters gone without a ``down()``, not ones being started."""
+    for pam in PAM_DIR.glob(pam_service("*")):
+        if pam.name.removeprefix(pam_service("")) not in kept and made_before(pam, older_than):
+            try:
+                pam.unlink()
+            except OSError:  # gone meanwhile, or not root: not ours to remove
+                pass
 
 
 def pam_stack(auth: str, login: Path, window: int) -> str:

@@ -26,21 +26,24 @@ compute nodes cn01..cnNN that only the login node can reach, all sshds on 127.0.
 
 ``up()`` writes ``/etc/pam.d/sshdist-login-<id>``, a cgroup and an nftables table
 (``<id>``: 8 random hex digits, one per cluster, so two clusters may run at once);
-``down()`` removes them.
+``down()`` removes them.  The cluster ends with the process that started it
+(``ownerwatch``) unless started with ``persist=True``, as ``sshdist cluster up`` does;
+``up()`` and ``down()`` also remove the tables and cgroups of clusters that are gone
+without theirs (``clusterfilter.sweep``).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import secrets
 import shutil
+import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import clusterfilter, clusterlogin
+from . import clusterfilter, clusterlogin, clustertool, ownerwatch
 from .clusterlogin import AUTH_MODES, TOTP_STEP
 from .clustertool import LocalClusterError
 from .localnodes import LocalNodes
@@ -77,6 +80,7 @@ class LocalCluster(SshdDir):
         self.login_pid: int | None = None
         self.totp_window = 60
         self._last_step = -1
+        self._watcher: subprocess.Popen[bytes] | None = None
         state = self.dir / "cluster.json"
         if state.is_file():
             data = json.loads(state.read_text())
@@ -163,8 +167,12 @@ class LocalCluster(SshdDir):
         *,
         auth: str = "publickey+totp",
         totp_window: int = 60,
+        persist: bool = False,
     ) -> LocalCluster:
-        """Start the login node and ``compute`` compute nodes; write the client files."""
+        """Start the login node and ``compute`` compute nodes; write the client files.
+
+        All of it is stopped and removed when this process exits, however it exits,
+        unless ``persist``: then it runs until ``down()`` (``sshdist cluster down``)."""
         if auth not in AUTH_MODES:
             raise LocalClusterError(f"auth must be one of {', '.join(AUTH_MODES)}, not {auth!r}")
         if compute < 1:
@@ -181,15 +189,7 @@ class LocalCluster(SshdDir):
             )
         if any(c.isspace() for c in str(cluster.dir)):
             raise LocalClusterError(f"PAM module arguments cannot hold spaces: {cluster.dir}")
-        for tool in ("nft", "oathtool"):
-            if shutil.which(tool) is None:
-                raise LocalClusterError(
-                    f"{tool} is not installed (apt-get install nftables oathtool)"
-                )
-        if "totp" in auth and not any(
-            glob.glob(f"{lib}/*/security/pam_oath.so") for lib in ("/lib", "/usr/lib")
-        ):
-            raise LocalClusterError("pam_oath is not installed (apt-get install libpam-oath)")
+        clustertool.check_installed(pam_oath="totp" in auth)
         cluster.auth = auth
         cluster.totp_window = totp_window
         cluster.id = secrets.token_hex(4)
@@ -200,6 +200,9 @@ class LocalCluster(SshdDir):
         cluster.login_dir.mkdir(mode=0o700, exist_ok=True)
         cluster.compute_dir.mkdir(mode=0o700, exist_ok=True)
         cluster._save()
+        cls.sweep()
+        if not persist:
+            cluster._watcher = ownerwatch.start("cluster", cluster.dir)
         try:
             cluster._start(compute)
         except BaseException:
@@ -225,6 +228,7 @@ class LocalCluster(SshdDir):
             self.compute_dir,
             name_format="cn{:02d}",
             sshd_extra=f"TrustedUserCAKeys {ca_pub}\n",
+            persist=True,  # the cluster's own down() (or its watcher's) stops them
         )
         clusterfilter.make_cgroup(self.cgroup)
         clusterfilter.filter_ports(self.nft_table, self.cgroup, self.compute_ports.values())
@@ -253,8 +257,18 @@ class LocalCluster(SshdDir):
                 cgroup = None
             clusterfilter.remove_filter(self.nft_table, cgroup)
             self.pam_file.unlink(missing_ok=True)
+        self.sweep()
+        ownerwatch.stop(self._watcher)
+        self._watcher = None
         if self.dir.is_dir():
             self._save()
+
+    @staticmethod
+    def sweep() -> None:
+        """Remove what clusters gone without a ``down()`` left: their firewall tables
+        and cgroups (``clusterfilter.sweep``) and PAM files."""
+        kept = clusterfilter.sweep()
+        clusterlogin.remove_pam_files_but(kept, older_than=clusterfilter.STARTING)
 
     def status(self) -> dict[str, object]:
         login = {

@@ -1,7 +1,9 @@
 """Real OpenSSH sshd instances on 127.0.0.1, each with its own host key, one client key,
 an ssh_config naming them node1..nodeN and a matching known_hosts.
 
-The default for demos and the fixture for tests: both run exactly this code.
+The default for demos and the fixture for tests: both run exactly this code.  Nodes end
+with the process that started them (``ownerwatch``) unless started with ``persist=True``,
+as ``sshdist nodes up`` does.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from . import ownerwatch
 from .localsshd import (
     LocalNodesError,
     SshdDir,
@@ -58,6 +62,7 @@ class LocalNodes(SshdDir):
         self.nodes: list[LocalNode] = []
         self.name_format = "node{}"
         self.sshd_extra = ""
+        self._watcher: subprocess.Popen[bytes] | None = None
         state = self.dir / "nodes.json"
         if state.is_file():
             data = json.loads(state.read_text())
@@ -84,8 +89,12 @@ class LocalNodes(SshdDir):
         *,
         name_format: str = "node{}",
         sshd_extra: str = "",
+        persist: bool = False,
     ) -> LocalNodes:
-        """Start ``count`` nodes (node1..nodeN) and write their ssh_config and known_hosts."""
+        """Start ``count`` nodes (node1..nodeN) and write their ssh_config and known_hosts.
+
+        They are stopped when this process exits, however it exits, unless ``persist``:
+        then they run until ``down()``, from any process (``sshdist nodes down``)."""
         if count < 1:
             raise LocalNodesError("start at least one node")
         nodes = cls(directory)
@@ -96,6 +105,8 @@ class LocalNodes(SshdDir):
         nodes.name_format = name_format
         nodes.sshd_extra = sshd_extra
         nodes._make_dir()
+        if not persist:
+            nodes._watcher = ownerwatch.start("nodes", nodes.dir)
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
         _keygen(nodes.identity, "sshdist local nodes client")
@@ -203,9 +214,11 @@ class LocalNodes(SshdDir):
         self._save()
 
     def down(self) -> None:
-        """Stop every node."""
+        """Stop every node (and the watcher that would have stopped them at exit)."""
         for node in self.nodes:
             self.stop(node.name)
+        ownerwatch.stop(self._watcher)
+        self._watcher = None
 
     def status(self) -> list[dict[str, object]]:
         return [

@@ -29,12 +29,10 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         pass
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return state != "Z"  # a zombie whose parent exited: dead, waiting for init to reap it
 
 
 def _children() -> dict[int, list[int]]:

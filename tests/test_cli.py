@@ -30,6 +30,8 @@ def test_nodes_up_status_down(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         assert "node1" in up.stdout and "node2" in up.stdout
         assert f"ssh -F {where}/ssh_config node1" in up.stdout
+        # Meant to outlive the command: no watcher stops them when it exits.
+        assert not (tmp_path / "nodes" / "ownerwatch.log").exists()
         ssh = subprocess.run(
             ["ssh", "-F", f"{where}/ssh_config", "node2", "echo", "reached"],
             capture_output=True,

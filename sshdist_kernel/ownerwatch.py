@@ -1,0 +1,88 @@
+"""Local sshds end with the process that started them, however it ends.
+
+``start(kind, directory)`` runs a small process (this file, standard library only) that
+waits for its owner, the caller, to exit (on a pidfd: no polling, no pid reuse), then
+becomes ``sshdist nodes down --dir directory`` (or ``cluster``), which reads the
+directory's state file then, so nodes restarted or added since are stopped too.  It is
+how ipykernel ends a kernel whose parent is gone, and what makes a SIGKILLed test run,
+or a Jupyter kernel that ran ``%nodes --local`` and was killed, leave no sshd listening
+and no cluster firewall table behind.  ``sshdist nodes up`` / ``sshdist cluster up``
+start none: their nodes are meant to outlive the command, until ``down``.
+
+The watcher is in a session of its own (a Ctrl-C in the owner's terminal does not
+reach it); the owner's ``down()`` ends it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+KINDS = ("nodes", "cluster")
+POLL = 1.0  # seconds between looks at the parent where pidfds are missing (Linux < 5.3)
+
+
+def start(kind: str, directory: Path) -> subprocess.Popen[bytes]:
+    """Start the watcher of this process for ``directory`` (a ``kind`` of KINDS)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    with open(directory / "ownerwatch.log", "ab") as log:
+        # -I: the standard library alone, not this file's folder, whose modules' names
+        # could shadow it.
+        return subprocess.Popen(
+            [sys.executable, "-I", __file__, kind, str(directory)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            cwd="/",
+        )
+
+
+def stop(watcher: subprocess.Popen[bytes] | None) -> None:
+    """End a watcher whose directory its owner took down itself."""
+    if watcher is not None and watcher.poll() is None:
+        watcher.kill()
+        watcher.wait(5)
+
+
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, from /proc), or None if there is no
+    such process: with the pid, names one process even once pids are reused."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def wait_for_parent() -> None:
+    """Return once the process that started this one has exited."""
+    owner = os.getppid()
+    try:
+        pidfd = os.pidfd_open(owner)
+    except ProcessLookupError:
+        return
+    except (AttributeError, OSError):  # no pidfd_open: watch for being reparented
+        while os.getppid() == owner:
+            time.sleep(POLL)
+        return
+    if os.getppid() != owner:  # it exited before the pidfd was taken (another has its pid)
+        return
+    select.select([pidfd], [], [])
+
+
+def main(argv: list[str]) -> int:
+    kind, directory = argv
+    wait_for_parent()
+    print(f"{time.strftime('%F %T')} owner gone: stopping the {kind} in {directory}", flush=True)
+    down = [sys.executable, "-m", "sshdist_kernel.cli", kind, "down", "--dir", directory]
+    os.execv(sys.executable, down)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
