@@ -197,8 +197,8 @@ class LocalNodes(SshdDir):
                 [_sshd(), "-D", "-e", "-f", str(config)], self.dir / node.name / "sshd.log"
             )
             node.pid = proc.pid
+            self._save()  # before waiting: an owner killed meanwhile leaves no sshd unnamed
             if _wait_started(proc, node.port):
-                self._save()
                 return node
             last_error = (self.dir / node.name / "sshd.log").read_text(errors="replace")[-500:]
             if not fresh_port:

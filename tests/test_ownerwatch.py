@@ -80,6 +80,30 @@ def test_local_nodes_end_with_the_process_that_started_them(owner, tmp_path: Pat
     assert "owner gone: stopping the nodes" in log.read_text()
 
 
+def test_an_owner_killed_while_an_sshd_starts_leaves_none(owner, tmp_path: Path) -> None:
+    where = tmp_path / "nodes"
+    script = """
+import json, threading
+from sshdist_kernel import localnodes
+real, started = localnodes._wait_started, []
+def starting(proc, port):  # the owner is killed while node2's sshd starts
+    started.append(port)
+    if len(started) == 2:
+        print(json.dumps([started[0], port, proc.pid]), flush=True)
+        threading.Event().wait()
+    return real(proc, port)
+localnodes._wait_started = starting
+"""
+    made = start_owner(owner, script + f"localnodes.LocalNodes.up(2, {str(where)!r})")
+    first_port, port, pid = made
+    wait_until(lambda: _port_open(port), 10, "node2's sshd to listen")
+    os.kill(owner[0].pid, signal.SIGKILL)
+    owner[0].wait(10)
+    log = where / "ownerwatch.log"
+    wait_until(lambda: "stopped 2 local node(s)" in log.read_text(), CLEANED_WITHIN, "down")
+    assert gone(pid) and not _port_open(port) and not _port_open(first_port)
+
+
 def test_down_also_ends_the_watcher(tmp_path: Path) -> None:
     nodes = LocalNodes.up(1, tmp_path / "nodes")
     watcher = nodes._watcher
