@@ -6,14 +6,10 @@ reached with strict host-key checking through the ssh_config they come with."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 import tempfile
-import threading
 
 from . import (
-    DistEvent,
     dist_map,
     distribute,
     make_nodes,
@@ -40,14 +36,10 @@ def show_distributed(nodes: list) -> None:
     print(f"distribute: {distribute(nodes, '(+ 1 2)', '(gethostname)', '(version)')}")
 
     victim = nodes[1]
-    pid = victim.rrepl.pid
-
-    def kill_node2(event: DistEvent) -> None:
-        if event.kind == "start" and event.node is victim:
-            threading.Timer(0.05, os.kill, (pid, signal.SIGKILL)).start()
-
-    slow = "(lambda (x) (usleep 30000) (* 2 x))"
-    result = dist_map(nodes, slow, range(30), on_event=kill_node2)
+    # node2's guile dies at its first item, as in a crash: SIGKILL, no goodbye.
+    dies = f"(when (= (getpid) {victim.rrepl.pid}) (kill (getpid) SIGKILL))"
+    slow = f"(lambda (x) {dies} (usleep 30000) (* 2 x))"
+    result = dist_map(nodes, slow, range(30))
     print(
         f"dist_map with {victim.name}'s guile killed mid-call: complete and in order: "
         f"{result == [2 * x for x in range(30)]}"

@@ -346,15 +346,19 @@ def test_progress_counts_items_done_per_node_with_rate_and_time_left(ip, capsys)
     assert re.search(r"^dist_map: 180 item\(s\) on 3 node\(s\), 0 failover\(s\), in ", out, re.M)
 
 
-def test_a_straggler_copy_is_shown_on_the_rows_and_in_the_summary(ip, capsys) -> None:
+def test_a_straggler_copy_is_shown_on_the_rows_and_in_the_summary(
+    ip, capsys, tmp_path: Path
+) -> None:
     nodes = nodes_in(ip)
-    pid = nodes[2].rrepl.pid
-    stop = threading.Timer(0.4, os.kill, (pid, signal.SIGSTOP))
-    stop.start()
+    pid, flag = nodes[2].rrepl.pid, tmp_path / "working"
+    # node3 is stopped once at work (its first item makes the flag): it holds its chunk.
+    mark = f'(unless (file-exists? "{flag}") (close-port (open-output-file "{flag}")))'
+    proc = f"(lambda (x) (when (= (getpid) {pid}) {mark}) (usleep 20000) x)"
+    stopper = kill_once_held(flag, lambda: os.kill(pid, signal.SIGSTOP))
     try:
-        result = run(ip, "%dist_map nodes (lambda (x) (usleep 20000) x) range(150)")
+        result = run(ip, f"%dist_map nodes {proc} range(150)")
     finally:
-        stop.cancel()
+        stopper.join(30)
         os.kill(pid, signal.SIGCONT)
     assert result.result == list(range(150))
     out = capsys.readouterr().out
