@@ -95,7 +95,9 @@ def test_a_thousand_cells_under_random_ctrl_c_all_get_their_reply(interrupted_ke
                 seen["interrupted"] += 1
     finally:
         flag.unlink()
-    assert seen["interrupted"] >= CELLS // 20, seen  # the interrupts did land
+    # The interrupts did land (how many depends on the machine's load: 48 to ~100 of
+    # 1,000 seen; the bound only says the stress was one).
+    assert seen["interrupted"] >= CELLS // 50, seen
     assert seen["ok"] >= CELLS // 10, seen
     # The node kept its REPL and its definitions through all of it.
     shown = outputs_of(kc, "kept")
