@@ -257,18 +257,30 @@ def nodes(ssh_config: str) -> Iterator[list[Node]]:
         n.close()
 
 
-def start_kernel(name: str, timeout: float = 60) -> tuple[Any, Any]:
+def start_kernel(name: str, timeout: float = 60, **manager: Any) -> tuple[Any, Any]:
     """``jupyter_client.manager.start_new_kernel`` for kernelspec ``name``, tried again
     when the kernel died before answering ``kernel_info``: jupyter_client picks TCP
     ports that are free when picked, and another worker's SSH connection can take one
-    before the kernel binds it ("Address already in use", seen under -n 4).  (Unix
-    sockets would avoid the race, but a kernel over them wedged under the random-Ctrl-C
-    stress of test_kernel_interrupts.)"""
-    from jupyter_client.manager import start_new_kernel
+    before the kernel binds it ("Address already in use", seen under -n 4).  ``manager``:
+    the ``KernelManager``'s options instead of start_new_kernel's (``transport="ipc"``
+    and ``ip``, a socket path's prefix: Unix sockets, which avoid that race)."""
+    from jupyter_client.manager import KernelManager, start_new_kernel
 
     for attempt in range(3):
         try:
-            return start_new_kernel(kernel_name=name, startup_timeout=timeout)
+            if not manager:
+                return start_new_kernel(kernel_name=name, startup_timeout=timeout)
+            km = KernelManager(kernel_name=name, **manager)
+            km.start_kernel()
+            kc = km.client()
+            kc.start_channels()
+            try:
+                kc.wait_for_ready(timeout=timeout)
+            except RuntimeError:
+                kc.stop_channels()
+                km.shutdown_kernel()
+                raise
+            return km, kc
         except RuntimeError as exc:
             if "died before replying" not in str(exc) or attempt == 2:
                 raise
@@ -277,10 +289,16 @@ def start_kernel(name: str, timeout: float = 60) -> tuple[Any, Any]:
 
 @contextmanager
 def script_kernel(
-    script: str, name: str, ssh_config: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    script: str,
+    name: str,
+    ssh_config: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    **manager: Any,
 ) -> Iterator[Any]:
     """A client of a Guile kernel for node1 run as ``python -c script`` (a script that
-    patches the kernel, then calls ``sshdist_kernel.kernel.main``), kernelspec ``name``."""
+    patches the kernel, then calls ``sshdist_kernel.kernel.main``), kernelspec ``name``;
+    ``manager``: as ``start_kernel``'s."""
     spec = tmp_path / "share" / "jupyter" / "kernels" / name
     spec.mkdir(parents=True)
     argv = [sys.executable, "-c", script, "-f", "{connection_file}"]
@@ -289,7 +307,7 @@ def script_kernel(
     (spec / "kernel.json").write_text(json.dumps({**kernel_json, "interrupt_mode": "signal"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "share" / "jupyter"))
     monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
-    km, kc = start_kernel(name)
+    km, kc = start_kernel(name, **manager)
     try:
         yield kc
     finally:
