@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 KINDS = ("nodes", "cluster")
+DOWN = (  # sshdist's CLI, from the folder in argv[1]
+    "import sys; sys.path.insert(0, sys.argv.pop(1))\n"
+    "from sshdist_kernel.cli import main\nsys.exit(main(sys.argv[1:]))"
+)
 POLL = 1.0  # seconds between looks at the parent where pidfds are missing (Linux < 5.3)
 
 
@@ -34,7 +38,7 @@ def start(kind: str, directory: Path) -> subprocess.Popen[bytes]:
         # -I: the standard library alone, not this file's folder, whose modules' names
         # could shadow it.
         return subprocess.Popen(
-            [sys.executable, "-I", __file__, kind, str(directory)],
+            [sys.executable, "-I", __file__, kind, str(directory), str(os.getpid())],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -60,9 +64,10 @@ def process_start(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-def wait_for_parent() -> None:
-    """Return once the process that started this one has exited."""
-    owner = os.getppid()
+def wait_for_parent(owner: int) -> None:
+    """Return once ``owner``, the process that started this one, has exited.  Its pid
+    comes from itself, not from ``getppid()``: killed before this process asked, it
+    leaves it reparented to init (or a subreaper), which would be waited on forever."""
     try:
         pidfd = os.pidfd_open(owner)
     except ProcessLookupError:
@@ -77,10 +82,13 @@ def wait_for_parent() -> None:
 
 
 def main(argv: list[str]) -> int:
-    kind, directory = argv
-    wait_for_parent()
+    kind, directory, owner = argv
+    wait_for_parent(int(owner))
     print(f"{time.strftime('%F %T')} owner gone: stopping the {kind} in {directory}", flush=True)
-    down = [sys.executable, "-m", "sshdist_kernel.cli", kind, "down", "--dir", directory]
+    # The sshdist_kernel this file is part of, as the owner imported it: found where
+    # it is, for it may be on no path but the owner's (a checkout, pytest's rootdir).
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    down = [sys.executable, "-c", DOWN, package_parent, kind, "down", "--dir", directory]
     os.execv(sys.executable, down)
 
 

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,73 @@ localnodes._wait_started = starting
     log = where / "ownerwatch.log"
     wait_until(lambda: "stopped 2 local node(s)" in log.read_text(), CLEANED_WITHIN, "down")
     assert gone(pid) and not _port_open(port) and not _port_open(first_port)
+
+
+def test_an_owner_killed_before_its_watcher_looked_is_seen_gone(owner, tmp_path: Path) -> None:
+    """Killed as soon as it started its watcher, before that process asked for its
+    parent: the watcher, reparented to init by then, still sees its owner gone (it was
+    told the owner's pid; it waited on init's forever)."""
+    where = tmp_path / "nodes"
+    where.mkdir()
+    script = (
+        "import json, os, signal\nfrom pathlib import Path\n"
+        "from sshdist_kernel import ownerwatch\n"
+        f"watcher = ownerwatch.start('nodes', Path({str(where)!r}))\n"
+        "print(json.dumps(watcher.pid), flush=True)\nos.kill(os.getpid(), signal.SIGKILL)"
+    )
+    watcher = start_owner(owner, script)
+    owner[0].wait(10)
+    try:
+        wait_until(lambda: gone(watcher), CLEANED_WITHIN, "the watcher to see its owner gone")
+        assert "stopped 0 local node(s)" in (where / "ownerwatch.log").read_text()
+    finally:
+        if not gone(watcher):
+            os.kill(watcher, signal.SIGKILL)
+
+
+def test_the_watcher_finds_sshdist_where_its_owner_did(owner, tmp_path: Path) -> None:
+    """An owner that imports sshdist_kernel from a folder on its sys.path alone (a
+    checkout, pytest's rootdir), not installed: its watcher's ``down`` finds it too."""
+    venv = tmp_path / "venv"  # a Python with this one's packages but not sshdist_kernel
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    lib = [sysconfig.get_paths()["purelib"]]
+    paths = subprocess.run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    Path(paths.stdout.strip(), "deps.pth").write_text("\n".join(lib) + "\n")
+    here = Path(__file__).resolve().parent.parent
+    where = tmp_path / "nodes"
+    proc = subprocess.Popen(
+        [
+            venv / "bin" / "python",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(here)!r})\n"
+            "from sshdist_kernel.localnodes import LocalNodes\n"
+            f"n = LocalNodes.up(1, {str(where)!r})\n"
+            "print(n.nodes[0].pid, n.nodes[0].port, flush=True)\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    owner.append(proc)
+    pid, port = map(int, proc.stdout.readline().split())  # type: ignore[union-attr]
+    proc.kill()
+    proc.wait(10)
+    log = where / "ownerwatch.log"
+    try:
+        wait_until(lambda: "stopped 1 local node" in log.read_text(), CLEANED_WITHIN, "down")
+        assert gone(pid) and not _port_open(port)
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGTERM)
 
 
 def test_down_also_ends_the_watcher(tmp_path: Path) -> None:
