@@ -26,6 +26,7 @@ state (``listening()``), not by connecting.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -185,17 +186,22 @@ def _remove_cgroup(cgroup: Path) -> None:
         return
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        procs = (cgroup / "cgroup.procs").read_text().split()
-        if not procs:
-            break
-        if (cgroup / "cgroup.kill").exists():
-            (cgroup / "cgroup.kill").write_text("1\n")
-        else:
-            for pid in procs:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        try:
+            procs = (cgroup / "cgroup.procs").read_text().split()
+            if not procs:
+                break
+            if (cgroup / "cgroup.kill").exists():
+                (cgroup / "cgroup.kill").write_text("1\n")
+            else:
+                for pid in procs:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
+            break  # removed meanwhile: two sweeps (or a sweep and the cluster's down())
         time.sleep(0.02)
     for _ in range(100):
         try:

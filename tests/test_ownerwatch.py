@@ -313,3 +313,27 @@ def test_sshdist_cluster_up_outlives_the_command(tmp_path: Path) -> None:
         down = sshdist("cluster", "down", "--dir", where)
     assert down.returncode == 0, down.stderr
     assert not cluster.is_running() and cluster_leftovers(cluster.id) == []
+
+
+@NEEDS_CLUSTER
+def test_a_cgroup_another_sweep_removes_meanwhile_is_no_error(monkeypatch) -> None:
+    """Two sweeps (or a sweep and the cluster's own ``down()``) remove a gone cluster's
+    cgroup at once: the one that finds it gone as it reads ``cgroup.procs`` does not
+    fail (it raised FileNotFoundError or ENODEV, and left the table)."""
+    cgroup = clusterfilter.cgroup2_mount() / clusterfilter.filter_name("0race000")
+    cgroup.mkdir()
+    is_dir = Path.is_dir
+
+    def removed_once_seen(path: Path) -> bool:
+        found = is_dir(path)
+        if found and path == cgroup:
+            cgroup.rmdir()  # the other sweep, now
+        return found
+
+    monkeypatch.setattr(Path, "is_dir", removed_once_seen)
+    try:
+        clusterfilter.remove_filter(cgroup.name, cgroup)
+    finally:
+        monkeypatch.undo()
+        if cgroup.exists():
+            cgroup.rmdir()
