@@ -172,6 +172,33 @@ def test_the_watcher_finds_sshdist_where_its_owner_did(owner, tmp_path: Path) ->
             os.kill(pid, signal.SIGTERM)
 
 
+def test_a_watcher_leaves_nodes_started_since_by_another(owner, tmp_path: Path) -> None:
+    """Its owner's nodes taken down by another object (``sshdist nodes down``), the
+    watcher waits on; the directory's nodes started again meanwhile by another process
+    (``sshdist nodes up``: to outlive it) are not the owner's to stop when it exits."""
+    where = tmp_path / "nodes"
+    start_owner(
+        owner,
+        "import json\nfrom sshdist_kernel.localnodes import LocalNodes\n"
+        f"LocalNodes.up(1, {str(where)!r})\nLocalNodes({str(where)!r}).down()\n"
+        "print(json.dumps('down'), flush=True)",
+    )
+    nodes = LocalNodes.up(1, where, persist=True)
+    try:
+        owner[0].stdin.close()  # type: ignore[union-attr]
+        owner[0].wait(10)
+        log = where / "ownerwatch.log"
+        wait_until(
+            lambda: any(said in log.read_text() for said in ("its own now", "stopped 1")),
+            CLEANED_WITHIN,
+            "the watcher to see its owner gone",
+        )
+        assert "stopped" not in log.read_text(), log.read_text()
+        assert nodes.nodes[0].is_running()
+    finally:
+        nodes.down()
+
+
 def test_down_also_ends_the_watcher(tmp_path: Path) -> None:
     nodes = LocalNodes.up(1, tmp_path / "nodes")
     watcher = nodes._watcher
