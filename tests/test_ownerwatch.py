@@ -364,3 +364,28 @@ def test_a_cgroup_another_sweep_removes_meanwhile_is_no_error(monkeypatch) -> No
         monkeypatch.undo()
         if cgroup.exists():
             cgroup.rmdir()
+
+
+@NEEDS_CLUSTER
+def test_a_sweep_that_cannot_list_the_tables_removes_nothing(monkeypatch) -> None:
+    """nft failing (missing from PATH here; a timeout, an error) is no sign that no
+    cluster runs: the sweep removed every PAM file over a minute old then, a running
+    cluster's too, and its login node then let nobody in."""
+    from sshdist_kernel.localcluster import LocalCluster
+
+    mount = clusterfilter.cgroup2_mount()
+    running = mount / clusterfilter.filter_name("0run0000")
+    clusterfilter.make_cgroup(running)
+    clusterfilter.filter_ports(running.name, running, [1])  # its maker (us) runs
+    pam = clusterlogin.PAM_DIR / clusterlogin.pam_service("0run0000")
+    pam.write_text("auth required pam_deny.so\n")
+    os.utime(pam, (0, 0))  # written long ago: the cluster runs for a while now
+    try:
+        monkeypatch.setenv("PATH", "/nonexistent")
+        LocalCluster.sweep()
+        monkeypatch.undo()
+        assert cluster_leftovers("0run0000") == [running.name, "cgroup", "PAM file"]
+    finally:
+        monkeypatch.undo()
+        clusterfilter.remove_filter(running.name, running)
+        pam.unlink(missing_ok=True)
