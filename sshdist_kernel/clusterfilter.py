@@ -26,6 +26,7 @@ state (``listening()``), not by connecting.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -115,22 +116,29 @@ def remove_filter(table: str, cgroup: Path | None) -> None:
     )
 
 
-def sweep() -> set[str]:
+def sweep() -> set[str] | None:
     """Remove the filters of clusters that are gone: their cgroup holds no process (no
     login node) and the process that made the table has exited (it is not one being
     started).  A killed run leaves such tables, which reset connections to ports that
     other programs come to use.  Empty cgroups without a table, made over ``STARTING``
-    seconds ago, go too.  Returns the ids of the clusters whose tables remain."""
+    seconds ago, go too.  Returns the ids of the clusters whose tables remain: None,
+    having removed nothing, if nft could not list them (nft missing, not root)."""
+    tables = _tables()
+    if tables is None:
+        return None
     try:
         mount: Path | None = cgroup2_mount()
     except LocalClusterError:
         mount = None
     kept = set()
-    for table in _tables():
+    for table in tables:
         cgroup = mount / table if mount else None
-        maker = _maker(table)
-        if (cgroup is not None and _holds_processes(cgroup)) or (
-            maker is not None and process_start(maker[0]) == maker[1]
+        listed = _nft("list", "table", "inet", table)
+        maker = _maker(listed or "")
+        if (
+            listed is None
+            or (cgroup is not None and _holds_processes(cgroup))
+            or (maker is not None and process_start(maker[0]) == maker[1])
         ):
             kept.add(table.removeprefix(filter_name("")))
         else:
@@ -148,28 +156,31 @@ def sweep() -> set[str]:
     return kept
 
 
-def _nft(*args: str) -> str:
-    """What ``nft args`` prints ("" if it fails: not root, or nft missing)."""
+def _nft(*args: str) -> str | None:
+    """What ``nft args`` prints (None if it fails: not root, nft missing, a table gone)."""
     try:
         done = subprocess.run(
             ["nft", *args], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
         )
-    except OSError:
-        return ""
-    return done.stdout if done.returncode == 0 else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
 
 
-def _tables() -> list[str]:
+def _tables() -> list[str] | None:
+    """The clusters' tables (None if nft cannot list the tables)."""
+    listed = _nft("list", "tables")
+    if listed is None:
+        return None
     prefix = filter_name("")
-    names = (line.split() for line in _nft("list", "tables").splitlines())
+    names = (line.split() for line in listed.splitlines())
     return [f[2] for f in names if len(f) == 3 and f[1] == "inet" and f[2].startswith(prefix)]
 
 
-def _maker(table: str) -> tuple[int, int] | None:
-    """The pid and start time in ``table``'s comment (None: an older table has none)."""
-    match = re.search(
-        r'comment "made by pid (\d+) started (\d+)"', _nft("list", "table", "inet", table)
-    )
+def _maker(listed: str) -> tuple[int, int] | None:
+    """The pid and start time in the comment of a table ``listed`` by nft (None: an
+    older table has none)."""
+    match = re.search(r'comment "made by pid (\d+) started (\d+)"', listed)
     return (int(match[1]), int(match[2])) if match else None
 
 
@@ -185,17 +196,22 @@ def _remove_cgroup(cgroup: Path) -> None:
         return
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        procs = (cgroup / "cgroup.procs").read_text().split()
-        if not procs:
-            break
-        if (cgroup / "cgroup.kill").exists():
-            (cgroup / "cgroup.kill").write_text("1\n")
-        else:
-            for pid in procs:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        try:
+            procs = (cgroup / "cgroup.procs").read_text().split()
+            if not procs:
+                break
+            if (cgroup / "cgroup.kill").exists():
+                (cgroup / "cgroup.kill").write_text("1\n")
+            else:
+                for pid in procs:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
+            break  # removed meanwhile: two sweeps (or a sweep and the cluster's down())
         time.sleep(0.02)
     for _ in range(100):
         try:

@@ -66,9 +66,12 @@ def pam_service(cluster_id: str) -> str:
     return f"sshdist-login-{cluster_id}"
 
 
-def remove_pam_files_but(kept: set[str], older_than: float) -> None:
+def remove_pam_files_but(kept: set[str] | None, older_than: float) -> None:
     """Remove the PAM files of clusters not in ``kept`` (ids) written over ``older_than``
-    seconds ago: left by clusters gone without a ``down()``, not ones being started."""
+    seconds ago: left by clusters gone without a ``down()``, not ones being started.
+    None: which clusters remain is unknown (nft could not list them): remove none."""
+    if kept is None:
+        return
     for pam in PAM_DIR.glob(pam_service("*")):
         if pam.name.removeprefix(pam_service("")) not in kept and made_before(pam, older_than):
             try:

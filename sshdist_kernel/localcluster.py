@@ -201,8 +201,7 @@ class LocalCluster(SshdDir):
         cluster.compute_dir.mkdir(mode=0o700, exist_ok=True)
         cluster._save()
         cls.sweep()
-        if not persist:
-            cluster._watcher = ownerwatch.start("cluster", cluster.dir)
+        cluster._watcher = ownerwatch.watch("cluster", cluster.dir, persist)
         try:
             cluster._start(compute)
         except BaseException:

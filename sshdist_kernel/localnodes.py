@@ -105,8 +105,7 @@ class LocalNodes(SshdDir):
         nodes.name_format = name_format
         nodes.sshd_extra = sshd_extra
         nodes._make_dir()
-        if not persist:
-            nodes._watcher = ownerwatch.start("nodes", nodes.dir)
+        nodes._watcher = ownerwatch.watch("nodes", nodes.dir, persist)
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation
         _keygen(nodes.identity, "sshdist local nodes client")

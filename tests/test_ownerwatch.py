@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,100 @@ localnodes._wait_started = starting
     log = where / "ownerwatch.log"
     wait_until(lambda: "stopped 2 local node(s)" in log.read_text(), CLEANED_WITHIN, "down")
     assert gone(pid) and not _port_open(port) and not _port_open(first_port)
+
+
+def test_an_owner_killed_before_its_watcher_looked_is_seen_gone(owner, tmp_path: Path) -> None:
+    """Killed as soon as it started its watcher, before that process asked for its
+    parent: the watcher, reparented to init by then, still sees its owner gone (it was
+    told the owner's pid; it waited on init's forever)."""
+    where = tmp_path / "nodes"
+    where.mkdir()
+    script = (
+        "import json, os, signal\nfrom pathlib import Path\n"
+        "from sshdist_kernel import ownerwatch\n"
+        f"watcher = ownerwatch.start('nodes', Path({str(where)!r}))\n"
+        "print(json.dumps(watcher.pid), flush=True)\nos.kill(os.getpid(), signal.SIGKILL)"
+    )
+    watcher = start_owner(owner, script)
+    owner[0].wait(10)
+    try:
+        wait_until(lambda: gone(watcher), CLEANED_WITHIN, "the watcher to see its owner gone")
+        assert "stopped 0 local node(s)" in (where / "ownerwatch.log").read_text()
+    finally:
+        if not gone(watcher):
+            os.kill(watcher, signal.SIGKILL)
+
+
+def test_the_watcher_finds_sshdist_where_its_owner_did(owner, tmp_path: Path) -> None:
+    """An owner that imports sshdist_kernel from a folder on its sys.path alone (a
+    checkout, pytest's rootdir), not installed: its watcher's ``down`` finds it too."""
+    venv = tmp_path / "venv"  # a Python with this one's packages but not sshdist_kernel
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
+    lib = [sysconfig.get_paths()["purelib"]]
+    paths = subprocess.run(
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    Path(paths.stdout.strip(), "deps.pth").write_text("\n".join(lib) + "\n")
+    here = Path(__file__).resolve().parent.parent
+    where = tmp_path / "nodes"
+    proc = subprocess.Popen(
+        [
+            venv / "bin" / "python",
+            "-c",
+            f"import sys; sys.path.insert(0, {str(here)!r})\n"
+            "from sshdist_kernel.localnodes import LocalNodes\n"
+            f"n = LocalNodes.up(1, {str(where)!r})\n"
+            "print(n.nodes[0].pid, n.nodes[0].port, flush=True)\nsys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    owner.append(proc)
+    pid, port = map(int, proc.stdout.readline().split())  # type: ignore[union-attr]
+    proc.kill()
+    proc.wait(10)
+    log = where / "ownerwatch.log"
+    try:
+        wait_until(lambda: "stopped 1 local node" in log.read_text(), CLEANED_WITHIN, "down")
+        assert gone(pid) and not _port_open(port)
+    finally:
+        if not gone(pid):
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_a_watcher_leaves_nodes_started_since_by_another(owner, tmp_path: Path) -> None:
+    """Its owner's nodes taken down by another object (``sshdist nodes down``), the
+    watcher waits on; the directory's nodes started again meanwhile by another process
+    (``sshdist nodes up``: to outlive it) are not the owner's to stop when it exits."""
+    where = tmp_path / "nodes"
+    start_owner(
+        owner,
+        "import json\nfrom sshdist_kernel.localnodes import LocalNodes\n"
+        f"LocalNodes.up(1, {str(where)!r})\nLocalNodes({str(where)!r}).down()\n"
+        "print(json.dumps('down'), flush=True)",
+    )
+    nodes = LocalNodes.up(1, where, persist=True)
+    try:
+        owner[0].stdin.close()  # type: ignore[union-attr]
+        owner[0].wait(10)
+        log = where / "ownerwatch.log"
+        wait_until(
+            lambda: any(said in log.read_text() for said in ("its own now", "stopped 1")),
+            CLEANED_WITHIN,
+            "the watcher to see its owner gone",
+        )
+        assert "stopped" not in log.read_text(), log.read_text()
+        assert nodes.nodes[0].is_running()
+    finally:
+        nodes.down()
 
 
 def test_down_also_ends_the_watcher(tmp_path: Path) -> None:
@@ -245,3 +340,52 @@ def test_sshdist_cluster_up_outlives_the_command(tmp_path: Path) -> None:
         down = sshdist("cluster", "down", "--dir", where)
     assert down.returncode == 0, down.stderr
     assert not cluster.is_running() and cluster_leftovers(cluster.id) == []
+
+
+@NEEDS_CLUSTER
+def test_a_cgroup_another_sweep_removes_meanwhile_is_no_error(monkeypatch) -> None:
+    """Two sweeps (or a sweep and the cluster's own ``down()``) remove a gone cluster's
+    cgroup at once: the one that finds it gone as it reads ``cgroup.procs`` does not
+    fail (it raised FileNotFoundError or ENODEV, and left the table)."""
+    cgroup = clusterfilter.cgroup2_mount() / clusterfilter.filter_name("0race000")
+    cgroup.mkdir()
+    is_dir = Path.is_dir
+
+    def removed_once_seen(path: Path) -> bool:
+        found = is_dir(path)
+        if found and path == cgroup:
+            cgroup.rmdir()  # the other sweep, now
+        return found
+
+    monkeypatch.setattr(Path, "is_dir", removed_once_seen)
+    try:
+        clusterfilter.remove_filter(cgroup.name, cgroup)
+    finally:
+        monkeypatch.undo()
+        if cgroup.exists():
+            cgroup.rmdir()
+
+
+@NEEDS_CLUSTER
+def test_a_sweep_that_cannot_list_the_tables_removes_nothing(monkeypatch) -> None:
+    """nft failing (missing from PATH here; a timeout, an error) is no sign that no
+    cluster runs: the sweep removed every PAM file over a minute old then, a running
+    cluster's too, and its login node then let nobody in."""
+    from sshdist_kernel.localcluster import LocalCluster
+
+    mount = clusterfilter.cgroup2_mount()
+    running = mount / clusterfilter.filter_name("0run0000")
+    clusterfilter.make_cgroup(running)
+    clusterfilter.filter_ports(running.name, running, [1])  # its maker (us) runs
+    pam = clusterlogin.PAM_DIR / clusterlogin.pam_service("0run0000")
+    pam.write_text("auth required pam_deny.so\n")
+    os.utime(pam, (0, 0))  # written long ago: the cluster runs for a while now
+    try:
+        monkeypatch.setenv("PATH", "/nonexistent")
+        LocalCluster.sweep()
+        monkeypatch.undo()
+        assert cluster_leftovers("0run0000") == [running.name, "cgroup", "PAM file"]
+    finally:
+        monkeypatch.undo()
+        clusterfilter.remove_filter(running.name, running)
+        pam.unlink(missing_ok=True)
