@@ -249,6 +249,7 @@ class LocalCluster(SshdDir):
             _stop_tree(self.login_pid)
         self.login_pid = None
         self.compute.down()
+        self._stop_unnamed_sshds()
         if self.id:
             try:
                 cgroup: Path | None = self.cgroup

@@ -216,6 +216,7 @@ class LocalNodes(SshdDir):
         """Stop every node (and the watcher that would have stopped them at exit)."""
         for node in self.nodes:
             self.stop(node.name)
+        self._stop_unnamed_sshds()
         ownerwatch.stop(self._watcher)
         self._watcher = None
 

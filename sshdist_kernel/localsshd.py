@@ -162,6 +162,30 @@ class SshdDir:
         """The client's private key, which every sshd here accepts."""
         return self.dir / "id_ed25519"
 
+    def _stop_unnamed_sshds(self) -> None:
+        """Stop this user's sshds configured in this directory that its state file does
+        not name: all of them once the directory was removed while they ran (a
+        ``TemporaryDirectory`` left without ``down()``; the owner's watcher then finds no
+        state).  Found by their command line, ``sshd -D -e -f DIR/NAME/sshd_config``
+        (one level down: not the sshds of another directory inside this one)."""
+        for entry in Path("/proc").iterdir():
+            try:
+                if not entry.name.isdigit() or entry.stat().st_uid != os.getuid():
+                    continue
+                line = (entry / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            # sshd retitles itself ("sshd: /usr/sbin/sshd -D -e -f PATH [listener] ..."):
+            # its arguments are words of one string then, not NUL-separated.
+            words = line.replace("\0", " ")
+            config = Path(words.partition(" -f ")[2].split(" [")[0].strip())
+            if (
+                " -D " in words
+                and config.name == "sshd_config"
+                and config.parent.parent == self.dir
+            ):
+                _stop_tree(int(entry.name))
+
     def _make_dir(self) -> None:
         # Folders made here are the user's alone, whatever the umask: the default's
         # parent is ~/.cache/sshdist, where a node keeps its compiled loop only if

@@ -102,9 +102,9 @@ def main(argv: list[str]) -> int:
     wait_for_parent(int(owner))
     try:
         still_owner = Path(directory, OWNER).read_text().split() == [owner, started]
-    except OSError:
-        still_owner = False
-    if not still_owner:  # taken down, then up again by another process (or removed)
+    except OSError:  # no such file: persisted since; no such directory: removed, the
+        still_owner = not Path(directory).exists()  # sshds maybe left: down finds them
+    if not still_owner:  # taken down, then up again by another process
         print(f"{time.strftime('%F %T')} owner gone: the {kind} in {directory} are not its own now")
         return 0
     print(f"{time.strftime('%F %T')} owner gone: stopping the {kind} in {directory}", flush=True)

@@ -81,6 +81,29 @@ def test_local_nodes_end_with_the_process_that_started_them(owner, tmp_path: Pat
     assert "owner gone: stopping the nodes" in log.read_text()
 
 
+@pytest.mark.parametrize("ending", ["exits", "is killed"])
+def test_nodes_whose_directory_was_removed_still_end_with_their_owner(owner, ending: str) -> None:
+    """A script that starts nodes in a ``TemporaryDirectory`` and leaves without
+    ``down()``: the directory is gone (its state with it) before the watcher looks, and
+    the sshds, found by their command line, stop all the same."""
+    script = (
+        "import json, os, signal, sys, tempfile\nfrom sshdist_kernel.localnodes import LocalNodes\n"
+        "with tempfile.TemporaryDirectory() as where:\n"
+        "    n = LocalNodes.up(2, where)\n"
+        "    made = [[x.pid, x.port] for x in n.nodes]\n"
+        "print(json.dumps(made), flush=True)\n"
+        f"if {ending == 'is killed'}: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "sys.exit(0)\n"
+    )
+    made = start_owner(owner, script)
+    owner[0].wait(10)
+    wait_until(
+        lambda: all(gone(pid) and not _port_open(port) for pid, port in made),
+        CLEANED_WITHIN,
+        "the sshds of a removed directory to stop",
+    )
+
+
 def test_an_owner_killed_while_an_sshd_starts_leaves_none(owner, tmp_path: Path) -> None:
     where = tmp_path / "nodes"
     script = """
