@@ -12,7 +12,9 @@ start none: their nodes are meant to outlive the command, until ``down``.
 The watcher is in a session of its own (a Ctrl-C in the owner's terminal does not
 reach it); the owner's ``down()`` ends it.  Taken down by another (``sshdist nodes
 down``), a directory may be started again by another process before the owner exits:
-its ``OWNER`` file names that one then, and the first owner's watcher leaves it be.
+its ``OWNER`` file names that one then, and the first owner's watcher leaves it be.  A
+directory removed while its sshds ran (a ``TemporaryDirectory`` left without ``down()``)
+is taken down all the same: ``down`` finds them by their command line.
 """
 
 from __future__ import annotations
