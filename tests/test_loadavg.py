@@ -155,7 +155,11 @@ def test_in_a_notebook_the_magic_shows_one_live_dashboard_and_stop_ends_it(noteb
     graph = row_widgets(mon, 0)["chart"]
     # (0.8 s alone; over 10 s once, in a whole-suite run beside an extra busy loop: cause
     # not found, as eight busy loops alone leave it at five samples a second)
-    wait_until(lambda: len(polyline_points(graph.value)[0]) >= 4, 30, "four samples drawn")
+    try:
+        wait_until(lambda: len(polyline_points(graph.value)[0]) >= 4, 30)
+    except pytest.fail.Exception:
+        rows = [(r.node.name, len(r.history), r.running, r.problem) for r in mon.rows]
+        pytest.fail(f"four samples not drawn in 30 s: {rows}, reading {mon.reading()}")
     # ``mon`` in a later cell shows another view of the same live widgets.
     data, _ = notebook.display_formatter.format(mon)
     assert data[WIDGET]["model_id"] == mon.widget().model_id
