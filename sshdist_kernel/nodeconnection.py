@@ -118,13 +118,15 @@ class NodeConnection:
             timeout=timeout,
         )
 
-    def _alive(self, timeout: float) -> bool:
-        """Whether the SSH connection answers a keepalive in time; one that does not
-        is dropped, so the next call reconnects instead of waiting on it."""
+    def _alive(self, timeout: float, conclusive: bool = True) -> bool:
+        """Whether the SSH connection answers a keepalive in time; one that does not,
+        given its whole time (``conclusive``), is dropped, so the next call reconnects
+        instead of waiting on it."""
         if self.session.responds(timeout):
             return True
-        log.warning("%s stopped answering; dropping its connection", self.name)
-        self.session.close()
+        if conclusive:
+            log.warning("%s stopped answering; dropping its connection", self.name)
+            self.session.close()
         return False
 
     def _interrupt_server_client(self, rrepl: Rrepl) -> None:

@@ -47,15 +47,17 @@ def seconds_left(deadline: float | None) -> float | None:
 
 
 class RecordStream:
-    """Records from, and requests to, one channel.  ``alive(timeout)`` tells whether
-    the connection still answers; once anything fails the stream is ``broken`` and
+    """Records from, and requests to, one channel.  ``alive(timeout, conclusive)`` tells
+    whether the connection answers a keepalive within ``timeout`` (``conclusive``: the
+    keepalive had its whole ``PROBE_DEADLINE``, so no answer means the connection is
+    gone, and it may be dropped); once anything fails the stream is ``broken`` and
     ``lost`` says why."""
 
     def __init__(
         self,
         channel: Any,
         where: str,
-        alive: Callable[[float], bool] | None = None,
+        alive: Callable[[float, bool], bool] | None = None,
         missing: Callable[[int, str], str] | None = None,
     ) -> None:
         self.channel = channel
@@ -153,8 +155,13 @@ class RecordStream:
                 self._buf += chunk
                 return
             if self._alive is not None and time.monotonic() - quiet_since >= PROBE_AFTER:
-                probe = PROBE_DEADLINE if left is None else min(PROBE_DEADLINE, max(left, 0.1))
-                if not self._alive(probe):
+                probe = PROBE_DEADLINE if left is None else min(PROBE_DEADLINE, left)
+                conclusive = probe >= PROBE_DEADLINE
+                if not self._alive(probe, conclusive):
+                    if not conclusive and seconds_left(deadline) == 0:
+                        # The call's time ran out before the keepalive had its own: no
+                        # sign the connection is gone (a busy machine answers late).
+                        raise self._late(doing)
                     self.fail(
                         f"the connection to {self.where} stopped answering (no reply to an "
                         f"SSH keepalive within {probe:.2g} s) while {doing}; it was dropped, "

@@ -82,8 +82,9 @@ class Rrepl(InterruptibleRepl):
     ``channel`` is a paramiko ``Channel`` (or anything with ``send``/``recv``/
     ``settimeout``/``close``).  ``interrupter`` stops this REPL's running evaluation
     from outside (a REPL server's client); without one, the interrupt travels on the
-    channel itself.  ``alive(timeout)`` tells whether the connection still answers:
-    a wait that hears nothing for ``PROBE_AFTER`` seconds asks it.
+    channel itself.  ``alive(timeout, conclusive)`` tells whether the connection still
+    answers (``RecordStream``): a wait that hears nothing for ``PROBE_AFTER`` seconds
+    asks it.
     """
 
     def __init__(
@@ -93,7 +94,7 @@ class Rrepl(InterruptibleRepl):
         where: str,
         language: ReplLanguage,
         interrupter: Callable[[Rrepl], None] | None = None,
-        alive: Callable[[float], bool] | None = None,
+        alive: Callable[[float, bool], bool] | None = None,
         timeout: float = START_TIMEOUT,
     ) -> None:
         self.language = language

@@ -145,6 +145,26 @@ def test_a_silent_peer_is_dropped_and_the_next_call_reconnects(
 
 
 @pytest.mark.usefixtures("quick_probes")
+def test_a_keepalive_cut_short_by_the_calls_timeout_is_a_timeout_not_a_drop(
+    node: Node, stopped: list[int]
+) -> None:
+    """The keepalive asked at 0.5 s of silence has only the call's last 0.5 s: no reply
+    in that time says the call's time is up, not that the connection is gone (a busy
+    machine answers late: the connection was dropped, and the REPL's definitions lost,
+    under load)."""
+    with_ssh(node, "(define kept 'yes)")
+    sshd = _parent(node.rrepl.pid)
+    os.kill(sshd, signal.SIGSTOP)  # nothing answers for now, keepalives included
+    stopped.append(sshd)
+    with pytest.raises(NodeTimeoutError, match="within 1 s"):
+        node_eval(node, "(+ 1 2)", timeout=1)
+    os.kill(sshd, signal.SIGCONT)
+    assert with_ssh(node, "(+ 1 1)", timeout=10).value == 2
+    assert node.restarts == 0, node.last_loss
+    assert with_ssh(node, "kept", timeout=10).value == "yes"
+
+
+@pytest.mark.usefixtures("quick_probes")
 def test_a_wait_without_timeout_notices_a_silent_peer(node: Node, stopped: list[int]) -> None:
     sshd = _parent(node.rrepl.pid)
     os.kill(sshd, signal.SIGSTOP)
