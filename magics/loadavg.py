@@ -320,5 +320,10 @@ class LoadMonitor:
             for bar, v in zip(bars, row.load or (None, None, None), strict=True):
                 bar.value = load_bar(v, cores, scale, row.running)
             stopped = "" if row.running else f"stopped: {row.problem}"
-            graph.value = chart(list(row.history), cores, self.every, stopped, row.ages())
+            # A read may take its whole bound before the next sample: slower samples on a
+            # busy machine, not a node away (that is a failed read, a None in history).
+            gap_after = max(2.5 * self.every, self.every + self.timeout)
+            graph.value = chart(
+                list(row.history), cores, self.every, stopped, row.ages(), gap_after
+            )
             seen.value = row.seen()

@@ -42,13 +42,15 @@ def chart(
     every: float,
     stopped: str = "",
     ages: list[float] | None = None,
+    gap_after: float | None = None,
 ) -> str:
     """The recent 1-minute load as an SVG line against time, now at the right, and a
     dashed line at the core count, labelled at its right end, clear of the axis' 0
     (the scale grows past it only when the load does).
     ``ages`` are the samples' seconds before now (one ``every`` apart when not given):
     a time with no readings shows as a gap as long as it lasted, and samples older
-    than the chart's ``(HISTORY - 1) * every`` seconds leave it."""
+    than the chart's ``(HISTORY - 1) * every`` seconds leave it.  Samples further apart
+    than ``gap_after`` seconds (default ``2.5 * every``) are not joined."""
     w, h, (x0, x1, y0, y1) = CHART_W, CHART_H, PLOT
     window = (HISTORY - 1) * every
     if ages is None:
@@ -67,7 +69,7 @@ def chart(
     segments: list[list[str]] = [[]]
     previous = None
     for v, age in shown:
-        if v is None or (previous is not None and previous - age > 2.5 * every):
+        if v is None or (previous is not None and previous - age > (gap_after or 2.5 * every)):
             segments.append([])  # the node was away, or not read for a while: a gap
         if v is not None:
             segments[-1].append(f"{x1 - age / window * (x1 - x0):.1f},{y(v):.1f}")

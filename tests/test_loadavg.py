@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -296,6 +297,24 @@ def test_a_row_knows_when_each_sample_was_taken(nodes) -> None:
     assert list(row.history) == [0.5, None, 1.0]
     ages = row.ages()
     assert len(ages) == 3 and ages[0] >= ages[1] >= ages[2] >= 0
+
+
+def test_slow_reads_on_a_busy_machine_keep_the_line_whole(nodes) -> None:
+    """Every read answered, a second apart at a 0.2 s refresh (each read took most of
+    its 2 s bound on an overloaded machine): one line, not four dots as if the node had
+    been away (the line broke after 2.5 refreshes, and the test below failed under load)."""
+    mon = LoadMonitor(nodes[:1], every=0.2)
+    mon.poll()
+    mon.widget()
+    row = mon.rows[0]
+    row.history.clear()
+    row.times.clear()
+    now = time.monotonic()
+    for i, load in enumerate((0.5, 0.7, 0.9, 1.1)):
+        row.history.append(load)
+        row.times.append(now - 3 + i)
+    mon._draw(row)
+    assert [len(p) for p in polyline_points(row_widgets(mon, 0)["chart"].value)] == [4]
 
 
 def _sshd_of(node: Node) -> int:
