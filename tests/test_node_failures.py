@@ -263,9 +263,13 @@ def test_an_evaluation_blocked_opening_a_fifo_dies_with_its_node(
 
 def test_code_that_ignores_sigint_is_still_interrupted(node: Node) -> None:
     with_ssh(node, "(define kept 'yes)")
-    with pytest.raises(NodeTimeoutError, match="it was interrupted, and the REPL kept"):
+    # Interrupted within the half second the call gives it after its timeout, or (on a
+    # busy machine: seen once) later, before the next call runs.
+    interrupted = "it was interrupted, and the REPL kept|it is being interrupted; the next"
+    with pytest.raises(NodeTimeoutError, match=interrupted):
         node_eval(node, IGNORES_SIGINT, timeout=1)
     assert with_ssh(node, "kept", timeout=5).value == "yes"
+    assert node.restarts == 0
 
 
 @pytest.mark.usefixtures("quick_recovery")
