@@ -241,16 +241,20 @@ class OpenSshSession(SessionBase):
         """``start_master``, tried again after a growing pause while the server drops the
         connection before its banner (MaxStartups), within the caller's time."""
         o = self.options
-        dropped = 0
+        dropped, last_drop = 0, None
         while True:
             try:
                 return start_master(self.ssh, args, o, path, deadline, seconds)
             except DroppedBeforeBanner as exc:
-                dropped += 1
+                dropped, last_drop = dropped + 1, exc
                 pause = pause_before(dropped)
                 if time.monotonic() + pause >= deadline:
                     raise dropped_too_often(o.target, dropped, seconds, exc) from None
                 time.sleep(pause)
+            except ConnectError:  # out of time in a try after drops: the drops are why
+                if dropped and time.monotonic() >= deadline:
+                    raise dropped_too_often(o.target, dropped, seconds, last_drop) from None
+                raise
 
     def responds(self, timeout: float) -> bool:
         """Whether the master answers ``ssh -O check`` and, through it, the host runs a

@@ -90,7 +90,7 @@ class Session(SessionBase):
             o = replace(o, timeout=max(timeout, 0.1))
         deadline = time.monotonic() + o.timeout
         route = self._route(o)
-        dropped = 0
+        dropped, last_drop = 0, None
         try:
             while True:
                 try:
@@ -98,11 +98,15 @@ class Session(SessionBase):
                         self.transport = self._handshake(o, deadline)
                     return
                 except _Dropped as exc:
-                    dropped += 1
+                    dropped, last_drop = dropped + 1, exc
                     pause = pause_before(dropped)
                     if time.monotonic() + pause >= deadline:
                         raise dropped_too_often(o.target, dropped, o.timeout, exc) from None
                     time.sleep(pause)
+                except ConnectError:
+                    if dropped and time.monotonic() >= deadline:  # out of time after drops:
+                        raise dropped_too_often(o.target, dropped, o.timeout, last_drop) from None
+                    raise
                 except TimeoutError:
                     raise ConnectError(
                         f"{o.target}: other connections to the same sshd were still logging "

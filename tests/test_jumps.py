@@ -99,13 +99,17 @@ def test_a_jump_host_that_fails_fails_every_node_behind_it_with_its_reason(
 
 
 @contextmanager
-def _dropping_relay(target_port: int, drop_first: int) -> Iterator[tuple[int, list[int]]]:
+def _dropping_relay(
+    target_port: int, drop_first: int, then_silent: bool = False
+) -> Iterator[tuple[int, list[int]]]:
     """A TCP relay on 127.0.0.1 to ``target_port`` that resets its first
-    ``drop_first`` connections before a byte is sent, as sshd past MaxStartups does."""
+    ``drop_first`` connections before a byte is sent, as sshd past MaxStartups does;
+    ``then_silent``: the later ones are held open and nothing is said on them."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.1)
     accepted = [0]
     stop = threading.Event()
+    held: list[socket.socket] = []
 
     def pump(a: socket.socket, b: socket.socket) -> None:
         try:
@@ -131,6 +135,9 @@ def _dropping_relay(target_port: int, drop_first: int) -> Iterator[tuple[int, li
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.close()
                 continue
+            if then_silent:
+                held.append(conn)
+                continue
             upstream = socket.create_connection(("127.0.0.1", target_port))
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=pump, args=(a, b), daemon=True).start()
@@ -143,6 +150,8 @@ def _dropping_relay(target_port: int, drop_first: int) -> Iterator[tuple[int, li
         stop.set()
         thread.join(5)
         listener.close()
+        for conn in held:
+            conn.close()
 
 
 def _via(local_nodes: LocalNodes, tmp_path: Path, port: int) -> Path:
@@ -155,6 +164,21 @@ def _via(local_nodes: LocalNodes, tmp_path: Path, port: int) -> Path:
     key = (local_nodes.dir / "node1" / "ssh_host_ed25519_key.pub").read_text().split()
     (tmp_path / "known_hosts").write_text(f"[127.0.0.1]:{port} {key[0]} {key[1]}\n")
     return config
+
+
+@pytest.mark.parametrize("transport", ["paramiko", "openssh"])
+def test_time_running_out_after_drops_names_the_drops(
+    local_nodes: LocalNodes, tmp_path: Path, transport: str
+) -> None:
+    """Dropped before the banner, then a try that hears nothing until the time is up
+    (what a busy sshd past MaxStartups can do): the error says the server dropped the
+    connection, not only that the time ran out."""
+    relay = _dropping_relay(local_nodes.nodes[0].port, drop_first=1, then_silent=True)
+    with relay as (port, accepted):
+        config = _via(local_nodes, tmp_path, port)
+        with pytest.raises(ConnectError, match=r"before the SSH banner 1 time\(s\) in 1 s"):
+            make_session("relayed", ssh_config=str(config), transport=transport, timeout=1)
+        assert accepted[0] == 2
 
 
 def test_a_connection_dropped_before_the_banner_is_tried_again(
