@@ -60,11 +60,8 @@ class CallDrivers(CallStarts):
         while True:
             if pipe is None or not pipe.outstanding:
                 if pipe is not None:  # free between chunks: _take may wait (a watcher)
-                    waiting, rrepl = pipe.others_waiting, pipe.rrepl
-                    pipe.close()
+                    self._free(pipe)
                     pipe = None
-                    if waiting:  # it gets the REPL first, not this thread again
-                        rrepl.let_waiter_in(HANDOFF_WAIT)
                 if began and self._hand_over(node):
                     return None
                 attempt = self._take(node)
@@ -80,6 +77,16 @@ class CallDrivers(CallStarts):
             if attempt is None:
                 return pipe
             pipe = self._send(node, pipe, attempt)
+
+    @staticmethod
+    def _free(pipe: Pipeline) -> None:
+        """Let go of the node's REPL between chunks; a caller waiting for it gets it
+        first, not this thread again (under load the driver, already running, won
+        every race for the lock: a with_ssh waited 19 s beside one-item chunks)."""
+        waiting, rrepl = pipe.others_waiting, pipe.rrepl
+        pipe.close()
+        if waiting:
+            rrepl.let_waiter_in(HANDOFF_WAIT)
 
     def _cancel_waiting(self, node: Node, pipe: Pipeline) -> None:
         """Ask ``node`` to drop the chunks waiting behind its running one (each comes
@@ -238,7 +245,7 @@ class CallDrivers(CallStarts):
             return None
         begins = not pipe.waiting_cancelled  # else the next one comes back unbegun
         if not pipe.outstanding:  # free before the events: on_event may use the node
-            pipe.close()
+            self._free(pipe)
             pipe = None
         self._chunk_done(node, attempt, values, result.node_seconds, begins)
         return pipe
