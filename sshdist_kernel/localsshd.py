@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from .controlmaster import alive
+
 START_TIMEOUT = 10.0
 
 
@@ -28,11 +30,7 @@ def _alive(pid: int) -> bool:
             return False
     except ChildProcessError:
         pass
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"  # a zombie whose parent exited: dead, waiting for init to reap it
+    return alive(pid)  # a zombie whose parent exited is dead, waiting for init to reap it
 
 
 def _children() -> dict[int, list[int]]:
